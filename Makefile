@@ -1,0 +1,77 @@
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install graphviz test lint types check fmt demo bench clean
+
+help:
+	@echo "statesaga make targets:"
+	@echo "  install   create $(VENV) and install the package with all extras (+ graphviz)"
+	@echo "  graphviz  install the graphviz 'dot' binary via apt-get if missing"
+	@echo "  test      run the test suite (extra args: PYTEST_ARGS=...)"
+	@echo "  lint      ruff format --check + ruff check"
+	@echo "  types     mypy (strict)"
+	@echo "  check     lint, types, test (sequentially)"
+	@echo "  fmt       ruff format + ruff check --fix"
+	@echo "  demo      run examples/demo.py"
+	@echo "  bench     run tests/benchmarks/run.py"
+	@echo "  clean     remove venv, caches and build artifacts"
+
+$(VENV)/.installed: pyproject.toml
+	@if [ ! -x "$(PY)" ]; then python3 -m venv "$(VENV)"; fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,postgres,prometheus,otel,logs]'
+	@touch "$@"
+
+graphviz:
+	@if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+		elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
+		else SUDO="__none__"; fi; \
+		if [ "$$SUDO" = "__none__" ]; then \
+			echo "note: not root and sudo unavailable; cannot apt-get install graphviz"; \
+		else \
+			echo "installing graphviz via apt-get"; \
+			$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq graphviz \
+				|| echo "note: apt-get install graphviz failed"; \
+		fi; \
+	fi; \
+	if ! command -v dot >/dev/null 2>&1; then \
+		echo "note: graphviz 'dot' not found on PATH; rendering to images will be unavailable"; \
+	fi
+
+install: $(VENV)/.installed graphviz
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff format --check statesaga tests examples
+	$(VENV)/bin/ruff check statesaga tests examples
+
+types: install
+	$(VENV)/bin/mypy
+
+check:
+	$(MAKE) lint
+	$(MAKE) types
+	$(MAKE) test
+
+fmt: install
+	$(VENV)/bin/ruff format statesaga tests examples
+	$(VENV)/bin/ruff check --fix statesaga tests examples
+
+demo: install
+	$(PY) examples/demo.py
+
+bench: install
+	$(PY) tests/benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		build dist *.egg-info htmlcov .coverage
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,47 @@
+"""statesaga: sagas compiled to explicit state machines, run by an async engine."""
+
+from __future__ import annotations
+
+from .clock import Clock, SystemClock
+from .compiler import CompiledSaga, Transition, compile_saga
+from .context import Context
+from .definition import Retry, Saga, Step
+from .errors import (
+    DefinitionError,
+    ExecutionError,
+    InvalidResultError,
+    InvalidSagaError,
+    MachineError,
+    NonRetryableError,
+    Problem,
+    StatesagaError,
+    StepTimeoutError,
+)
+from .result import HistoryEntry, SagaResult, SagaStatus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Clock",
+    "CompiledSaga",
+    "Context",
+    "DefinitionError",
+    "ExecutionError",
+    "HistoryEntry",
+    "InvalidResultError",
+    "InvalidSagaError",
+    "MachineError",
+    "NonRetryableError",
+    "Problem",
+    "Retry",
+    "Saga",
+    "SagaResult",
+    "SagaStatus",
+    "StatesagaError",
+    "Step",
+    "StepTimeoutError",
+    "SystemClock",
+    "Transition",
+    "__version__",
+    "compile_saga",
+]

@@ -1,0 +1,57 @@
+"""The ``statesaga`` command: parses arguments, calls one function, prints the answer."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .compiler import compile_saga
+from .errors import StatesagaError
+from .loader import load_saga
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="statesaga")
+def cli() -> None:
+    """Sagas as explicit state machines."""
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print the machine as JSON.")
+def machine(target: str, as_json: bool) -> None:
+    """Show the state machine a saga compiles to.
+
+    TARGET is package.module:SagaClass or path/to/file.py:SagaClass.
+    """
+    compiled = compile_saga(load_saga(target))
+    if as_json:
+        click.echo(json.dumps(compiled.to_dict(), indent=2))
+        return
+    click.echo(f"{compiled!r}  fingerprint {compiled.fingerprint}")
+    width = max(len(t.trigger) for t in compiled.transitions)
+    for t in compiled.transitions:
+        mark = "compensate" if t.kind == "compensate" else "forward"
+        click.echo(f"  {t.trigger:<{width}}  {t.source} -> {t.dest}  [{mark}]")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning statesaga errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="statesaga", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except StatesagaError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

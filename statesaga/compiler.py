@@ -1,0 +1,485 @@
+"""Turn a saga definition into an explicit state machine: plain, deterministic data.
+
+A sequential saga compiles to one chain a person can read: forward states left to right,
+compensating states back right to left. A DAG compiles to orthogonal regions, one for the saga
+and one per step, so the state count grows linearly with the steps; a step's start is a join
+on its dependencies' ``succeeded`` states (``Transition.requires``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from .definition import (
+    DEFAULT_COMPENSATE_RETRY,
+    NO_RETRY,
+    Action,
+    Retry,
+    Saga,
+    Step,
+    ancestors,
+    dependencies,
+    topological,
+    validate_steps,
+)
+from .errors import InvalidSagaError, MachineError, Problem
+
+if TYPE_CHECKING:
+    from transitions import Machine
+
+SAGA_REGION = "saga"
+PENDING, RUNNING, COMPENSATING = "pending", "running", "compensating"
+COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
+SAGA_STATES = (PENDING, RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED)
+TERMINAL_STATES = (COMPLETED, COMPENSATED, FAILED)
+
+Kind = Literal["forward", "compensate"]
+_EVENTS = (
+    "start",
+    "retry",
+    "succeed",
+    "fail",
+    "time_out",
+    "invalid_result",
+    "compensate",
+    "retry_compensation",
+    "compensation_done",
+    "compensation_fail",
+)
+
+
+@attrs.frozen
+class Transition:
+    """One edge of the machine.
+
+    Attributes:
+        trigger: The event's name (``"<step>.<event>"`` for step events).
+        source: The state the edge leaves.
+        dest: The state it enters.
+        kind: ``"forward"`` or ``"compensate"``.
+        step: The step the edge belongs to, or ``None`` for the saga's own edges.
+        failure: Whether the edge records a failure (drawn distinctly).
+        requires: States other regions must be in (a DAG's join); empty in a chain.
+    """
+
+    trigger: str
+    source: str
+    dest: str
+    kind: Kind
+    step: str | None = None
+    failure: bool = False
+    requires: tuple[str, ...] = ()
+
+
+@attrs.frozen(eq=False)
+class StepPlan:
+    """Everything the engine needs about one step, resolved once at compile time."""
+
+    name: str
+    index: int
+    action: Action
+    compensate: Action | None
+    retry: Retry
+    compensate_retry: Retry
+    timeout: float | None
+    pivot: bool
+    after_pivot: bool
+    deps: tuple[str, ...]
+    dependants: tuple[str, ...]
+    ancestors: frozenset[str]
+
+    # Trigger names, built once: the engine fires them on every run.
+    t_start: str = attrs.field(init=False)
+    t_retry: str = attrs.field(init=False)
+    t_succeed: str = attrs.field(init=False)
+    t_fail: str = attrs.field(init=False)
+    t_time_out: str = attrs.field(init=False)
+    t_invalid_result: str = attrs.field(init=False)
+    t_compensate: str = attrs.field(init=False)
+    t_retry_compensation: str = attrs.field(init=False)
+    t_compensation_done: str = attrs.field(init=False)
+    t_compensation_fail: str = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        for event in _EVENTS:
+            object.__setattr__(self, f"t_{event}", f"{self.name}.{event}")
+
+    def trigger(self, event: str) -> str:
+        """The full trigger name of this step's ``event``."""
+        return f"{self.name}.{event}"
+
+    def state(self, phase: str) -> str:
+        """The full state name of this step's ``phase``."""
+        return f"{self.name}.{phase}"
+
+
+@attrs.frozen(eq=False, repr=False)
+class CompiledSaga:
+    """A saga compiled to an explicit state machine.
+
+    Attributes:
+        saga: The saga class.
+        name: The saga's name.
+        sequential: Whether the saga is a chain (no step names ``depends_on``).
+        steps: Per-step plans in a topological order (written order for a chain).
+        states: Every state name.
+        transitions: Every edge.
+        initial: The state a run starts in.
+        terminal_states: The saga's final states.
+        regions: Region names: one for a chain; the saga's plus one per step for a DAG.
+    """
+
+    saga: type[Saga]
+    name: str
+    sequential: bool
+    steps: tuple[StepPlan, ...]
+    states: tuple[str, ...]
+    transitions: tuple[Transition, ...]
+    initial: str
+    terminal_states: tuple[str, ...]
+    regions: tuple[str, ...]
+    by_name: Mapping[str, StepPlan]
+    table: Mapping[tuple[str, str], str]
+    region_of_state: Mapping[str, str]
+    region_of_trigger: Mapping[str, str]
+
+    def __repr__(self) -> str:
+        shape = "chain" if self.sequential else "DAG"
+        return (
+            f"<CompiledSaga {self.name}: {shape} of {len(self.steps)} steps, "
+            f"{len(self.states)} states, {len(self.transitions)} transitions>"
+        )
+
+    def step(self, name: str) -> StepPlan:
+        """The plan of step ``name``."""
+        return self.by_name[name]
+
+    def next_state(self, source: str, trigger: str) -> str | None:
+        """Where ``trigger`` leads from ``source``, or ``None`` if it is not allowed there."""
+        return self.table.get((source, trigger))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine as JSON-serialisable data (stable key order)."""
+        return {
+            "saga": self.name,
+            "sequential": self.sequential,
+            "initial": self.initial,
+            "terminal_states": list(self.terminal_states),
+            "regions": list(self.regions),
+            "steps": [
+                {
+                    "name": s.name,
+                    "depends_on": list(s.deps),
+                    "compensable": s.compensate is not None,
+                    "pivot": s.pivot,
+                    "after_pivot": s.after_pivot,
+                    "attempts": s.retry.attempts,
+                    "compensate_attempts": s.compensate_retry.attempts,
+                    "timeout": s.timeout,
+                }
+                for s in self.steps
+            ],
+            "states": list(self.states),
+            "transitions": [
+                {
+                    "trigger": t.trigger,
+                    "source": t.source,
+                    "dest": t.dest,
+                    "kind": t.kind,
+                    "step": t.step,
+                    "failure": t.failure,
+                    "requires": list(t.requires),
+                }
+                for t in self.transitions
+            ],
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the machine's shape: it changes when the definition does."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def machine(self, model: object) -> Machine:
+        """A ``transitions`` machine bound to ``model``, so an app can drive the states itself.
+
+        A chain gives a flat ``Machine`` (``model.state`` starts at ``initial``); a DAG gives a
+        ``HierarchicalMachine`` whose regions run in parallel once ``start`` fires.
+        """
+        from ._fsm import build_machine
+
+        return build_machine(self, model)
+
+
+_CACHE: weakref.WeakKeyDictionary[type[Saga], CompiledSaga] = weakref.WeakKeyDictionary()
+
+
+def compile_saga(saga: type[Saga]) -> CompiledSaga:
+    """Compile a saga class to its explicit machine (cached per class).
+
+    Raises:
+        InvalidSagaError: ``saga`` is not a usable saga class.
+    """
+    cached = _CACHE.get(saga) if isinstance(saga, type) else None
+    if cached is not None:
+        return cached
+    if not (isinstance(saga, type) and issubclass(saga, Saga)) or saga is Saga:
+        name = getattr(saga, "__name__", repr(saga))
+        raise InvalidSagaError(
+            name, [Problem(None, f"{name} is not a saga: subclass statesaga.Saga and list steps")]
+        )
+    steps = validate_steps(saga.name, getattr(saga, "steps", ()))
+    compiled = _compile(saga, steps)
+    _CACHE[saga] = compiled
+    return compiled
+
+
+def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
+    sequential = not any(s.depends_on for s in steps)
+    deps = dependencies(steps)
+    order = topological(steps, deps)
+    assert order is not None  # validated: no cycles
+    before = ancestors(order, deps)
+    pivots = {s.name for s in steps if s.pivot}
+    dependants: dict[str, list[str]] = {s.name: [] for s in steps}
+    for s in steps:
+        for d in deps[s.name]:
+            dependants[d].append(s.name)
+    by_name = {s.name: s for s in steps}
+    plans = []
+    for index, name in enumerate(order):
+        s = by_name[name]
+        plans.append(
+            StepPlan(
+                name=name,
+                index=index,
+                action=s.action,
+                compensate=s.compensate,
+                retry=s.retry or NO_RETRY,
+                compensate_retry=s.compensate_retry or DEFAULT_COMPENSATE_RETRY,
+                timeout=s.timeout,
+                pivot=s.pivot,
+                after_pivot=bool(pivots & before[name]),
+                deps=deps[name],
+                dependants=tuple(dependants[name]),
+                ancestors=before[name],
+            )
+        )
+    return tuple(plans), sequential
+
+
+def _compile(saga: type[Saga], steps: Sequence[Step]) -> CompiledSaga:
+    plans, sequential = _plans(steps)
+    if sequential:
+        states, edges, region_of_state = _chain(plans)
+        regions: tuple[str, ...] = (SAGA_REGION,)
+    else:
+        states, edges, region_of_state = _regions(plans)
+        regions = (SAGA_REGION, *(p.name for p in plans))
+    table: dict[tuple[str, str], str] = {}
+    region_of_trigger: dict[str, str] = {}
+    for t in edges:
+        key = (t.source, t.trigger)
+        if table.setdefault(key, t.dest) != t.dest:
+            raise MachineError(f"{saga.name}: two edges for {key}")
+        region_of_trigger[t.trigger] = region_of_state[t.source]
+    compiled = CompiledSaga(
+        saga=saga,
+        name=saga.name,
+        sequential=sequential,
+        steps=plans,
+        states=tuple(states),
+        transitions=tuple(edges),
+        initial=PENDING,
+        terminal_states=tuple(s for s in TERMINAL_STATES if s in states),
+        regions=regions,
+        by_name={p.name: p for p in plans},
+        table=table,
+        region_of_state=region_of_state,
+        region_of_trigger=region_of_trigger,
+    )
+    _prove(compiled)
+    return compiled
+
+
+def _step_forward(p: StepPlan, source: str, requires: tuple[str, ...] = ()) -> list[Transition]:
+    running = p.state("running")
+    fwd: Kind = "forward"
+    return [
+        Transition(p.trigger("start"), source, running, fwd, p.name, requires=requires),
+        Transition(p.trigger("retry"), running, running, fwd, p.name),
+        Transition(p.trigger("succeed"), running, p.state("succeeded"), fwd, p.name),
+        Transition(p.trigger("fail"), running, p.state("failed"), fwd, p.name, failure=True),
+        Transition(p.trigger("time_out"), running, p.state("in_doubt"), fwd, p.name, failure=True),
+        Transition(
+            p.trigger("invalid_result"), running, p.state("in_doubt"), fwd, p.name, failure=True
+        ),
+    ]
+
+
+def _step_compensation(
+    p: StepPlan, sources: Sequence[str], requires: tuple[str, ...] = ()
+) -> list[Transition]:
+    comp: Kind = "compensate"
+    doing = p.state("compensating")
+    edges = [
+        Transition(p.trigger("compensate"), s, doing, comp, p.name, requires=requires)
+        for s in sources
+    ]
+    return [
+        *edges,
+        Transition(p.trigger("retry_compensation"), doing, doing, comp, p.name),
+        Transition(p.trigger("compensation_done"), doing, p.state("compensated"), comp, p.name),
+        Transition(
+            p.trigger("compensation_fail"),
+            doing,
+            p.state("compensation_failed"),
+            comp,
+            p.name,
+            failure=True,
+        ),
+    ]
+
+
+_FORWARD_PHASES = ("running", "succeeded", "failed", "in_doubt")
+_COMPENSATION_PHASES = ("compensating", "compensated", "compensation_failed")
+
+
+def _step_states(p: StepPlan, *, pending: bool) -> list[str]:
+    phases = (("pending",) if pending else ()) + _FORWARD_PHASES
+    if p.compensate is not None:
+        phases += _COMPENSATION_PHASES
+    return [p.state(phase) for phase in phases]
+
+
+def _chain(
+    plans: Sequence[StepPlan],
+) -> tuple[list[str], list[Transition], dict[str, str]]:
+    states = list(SAGA_STATES)
+    edges = [Transition("start", PENDING, RUNNING, "forward")]
+    previous = RUNNING
+    for p in plans:
+        states += _step_states(p, pending=False)
+        edges += _step_forward(p, previous)
+        previous = p.state("succeeded")
+    edges.append(Transition("complete", previous, COMPLETED, "forward"))
+    # Failure and cancellation edges: before the pivot they start compensation, after it
+    # (or when the pivot's own outcome is unknown) the run stops as failed.
+    edges.append(Transition("abort", RUNNING, COMPENSATING, "compensate", failure=True))
+    for p in plans:
+        if p.after_pivot or p.pivot:
+            edges.append(Transition("halt", p.state("in_doubt"), FAILED, "forward", failure=True))
+        if p.after_pivot:
+            edges.append(Transition("halt", p.state("failed"), FAILED, "forward", failure=True))
+            continue
+        sources = ["failed"] if p.pivot else ["failed", "in_doubt"]
+        if not p.pivot and p is not plans[-1]:
+            sources.append("succeeded")  # cancelled between steps
+        edges += [
+            Transition("abort", p.state(s), COMPENSATING, "compensate", failure=True)
+            for s in sources
+        ]
+    compensable = [p for p in plans if p.compensate is not None]
+    for i, p in enumerate(compensable):
+        sources = [COMPENSATING]
+        if i + 1 < len(compensable):
+            later = compensable[i + 1]
+            sources += [later.state("compensated"), later.state("compensation_failed")]
+        edges += _step_compensation(p, sources)
+    edges.append(Transition("finish", COMPENSATING, COMPENSATED, "compensate"))
+    if compensable:
+        first = compensable[0]
+        edges += [
+            Transition("finish", first.state("compensated"), COMPENSATED, "compensate"),
+            Transition("give_up", first.state("compensated"), FAILED, "compensate", failure=True),
+            Transition(
+                "give_up", first.state("compensation_failed"), FAILED, "compensate", failure=True
+            ),
+        ]
+    states = _drop_unreachable_failed(states, edges)
+    return states, edges, dict.fromkeys(states, SAGA_REGION)
+
+
+def _regions(
+    plans: Sequence[StepPlan],
+) -> tuple[list[str], list[Transition], dict[str, str]]:
+    states = list(SAGA_STATES)
+    region_of_state = dict.fromkeys(SAGA_STATES, SAGA_REGION)
+    edges = [
+        Transition("start", PENDING, RUNNING, "forward"),
+        Transition(
+            "complete",
+            RUNNING,
+            COMPLETED,
+            "forward",
+            requires=tuple(p.state("succeeded") for p in plans),
+        ),
+        Transition("abort", RUNNING, COMPENSATING, "compensate", failure=True),
+        Transition("finish", COMPENSATING, COMPENSATED, "compensate"),
+    ]
+    if any(p.pivot for p in plans):
+        edges.append(Transition("halt", RUNNING, FAILED, "forward", failure=True))
+    if any(p.compensate is not None for p in plans):
+        edges.append(Transition("give_up", COMPENSATING, FAILED, "compensate", failure=True))
+    for p in plans:
+        own = _step_states(p, pending=True)
+        states += own
+        region_of_state.update(dict.fromkeys(own, p.name))
+        requires = (RUNNING, *(f"{d}.succeeded" for d in p.deps))
+        edges += _step_forward(p, p.state("pending"), requires)
+        if p.compensate is not None:
+            edges += _step_compensation(
+                p, [p.state("succeeded"), p.state("in_doubt")], requires=(COMPENSATING,)
+            )
+    return _drop_unreachable_failed(states, edges), edges, region_of_state
+
+
+def _drop_unreachable_failed(states: list[str], edges: Sequence[Transition]) -> list[str]:
+    # Without a compensation or a pivot nothing can leave a run FAILED.
+    if not any(t.dest == FAILED for t in edges):
+        states.remove(FAILED)
+    return states
+
+
+def _prove(c: CompiledSaga) -> None:
+    """Check the machine: every state reachable, every state can finish, compensations exist."""
+    out: dict[str, set[str]] = {s: set() for s in c.states}
+    for t in c.transitions:
+        out[t.source].add(t.dest)
+    starts = [c.initial] + [p.state("pending") for p in c.steps if not c.sequential]
+    seen = _reach(starts, out)
+    problems = [f"state {s!r} is unreachable" for s in c.states if s not in seen]
+    for state in c.states:
+        reach = _reach([state], out)
+        if not any(not (out[r] - {r}) for r in reach):
+            problems.append(f"state {state!r} cannot reach a final state")
+    if c.sequential:
+        sinks = {s for s in c.states if not (out[s] - {s})}
+        if not sinks <= set(c.terminal_states):
+            problems.append(f"the chain ends in {sorted(sinks)}, not in the terminal states")
+    for p in c.steps:
+        if p.compensate is not None:
+            doing = p.state("compensating")
+            if doing not in _reach([p.state("succeeded")], out) and c.sequential is False:
+                problems.append(f"step {p.name!r} has no way back from success")
+            if doing not in seen:
+                problems.append(f"step {p.name!r} is never compensated")
+    if problems:
+        raise MachineError(f"{c.name}: the compiled machine is unsound: " + "; ".join(problems))
+
+
+def _reach(starts: Sequence[str], out: Mapping[str, set[str]]) -> set[str]:
+    seen = set(starts)
+    stack = list(starts)
+    while stack:
+        for nxt in out[stack.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen

@@ -1,0 +1,374 @@
+"""What users write: ``Saga``, ``Step`` and ``Retry``, and the checks that guard them."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import keyword
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from .errors import InvalidSagaError, NonRetryableError, Problem
+
+if TYPE_CHECKING:
+    from .clock import Clock
+    from .context import Context
+    from .result import SagaResult
+
+#: An action or compensation: ``async def f(ctx) -> Mapping | None``.
+Action = Callable[["Context"], Any]
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _exception_types(
+    value: type[BaseException] | Iterable[type[BaseException]],
+) -> tuple[type[BaseException], ...]:
+    return (value,) if isinstance(value, type) else tuple(value)
+
+
+@attrs.frozen
+class Retry:
+    """How often and how patiently to retry an action or compensation.
+
+    The n-th retry waits ``min(delay * backoff ** (n - 1), max_delay)`` seconds, shortened by a
+    random fraction of at most ``jitter`` so that many runs retrying together spread out.
+
+    Attributes:
+        attempts: Total calls, the first one included (``1`` means no retry).
+        delay: Seconds before the first retry.
+        backoff: Factor applied to the delay after each retry.
+        max_delay: Upper bound for any one delay.
+        jitter: Fraction (0 to 1) of each delay that is randomised.
+        retry_on: Exception types that are retried; any other error fails at once.
+            ``NonRetryableError`` is never retried.
+    """
+
+    attempts: int = 3
+    delay: float = attrs.field(default=0.1, converter=_seconds)
+    backoff: float = 2.0
+    max_delay: float = attrs.field(default=30.0, converter=_seconds)
+    jitter: float = 0.1
+    retry_on: tuple[type[BaseException], ...] = attrs.field(
+        default=(Exception,), converter=_exception_types
+    )
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether ``error`` raised by call number ``attempt`` (1-based) earns another call."""
+        return (
+            attempt < self.attempts
+            and not isinstance(error, NonRetryableError)
+            and isinstance(error, self.retry_on)
+        )
+
+    def delay_before(self, attempt: int, random: float) -> float:
+        """Seconds to wait before call ``attempt`` (2 or more), given ``random`` in [0, 1)."""
+        base = min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+        return base * (1.0 - self.jitter * random)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty when they are usable)."""
+        found = []
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            found.append(f"Retry(attempts={self.attempts!r}): attempts must be an integer >= 1")
+        if self.delay is None or self.delay < 0:
+            found.append(f"Retry(delay={self.delay!r}): delay must be >= 0 seconds")
+        if self.backoff < 1:
+            found.append(f"Retry(backoff={self.backoff!r}): backoff must be >= 1")
+        if self.max_delay is None or self.max_delay < 0:
+            found.append(f"Retry(max_delay={self.max_delay!r}): max_delay must be >= 0 seconds")
+        if not 0 <= self.jitter <= 1:
+            found.append(f"Retry(jitter={self.jitter!r}): jitter must be between 0 and 1")
+        bad = [
+            t for t in self.retry_on if not (isinstance(t, type) and issubclass(t, BaseException))
+        ]
+        if bad:
+            found.append(f"Retry(retry_on=...): {bad!r} are not exception types")
+        return found
+
+
+#: Used for compensations when a step does not say otherwise.
+DEFAULT_COMPENSATE_RETRY = Retry(attempts=3)
+NO_RETRY = Retry(attempts=1)
+
+
+def _names(value: str | Step | Iterable[str | Step]) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str | Step) else list(value)
+    return tuple(item.name if isinstance(item, Step) else item for item in items)
+
+
+@attrs.frozen
+class Step:
+    """One step of a saga: an action and, optionally, the compensation that undoes it.
+
+    Attributes:
+        name: A Python identifier, unique in its saga; it names the step's states.
+        action: ``async def f(ctx) -> Mapping | None``.
+        compensate: ``async def f(ctx) -> Mapping | None`` that undoes ``action``; it must
+            tolerate "nothing to undo", since steps with an unknown outcome are compensated too.
+        depends_on: Steps (names or ``Step`` objects) that must succeed before this one starts.
+        retry: Retries of the action; ``None`` means a single attempt.
+        timeout: Seconds (or a ``timedelta``) allowed for each attempt.
+        pivot: The point of no return: once it succeeds, later steps are retried forward and
+            never compensated.
+        compensate_retry: Retries of the compensation; ``None`` means ``Retry(attempts=3)``.
+    """
+
+    name: str
+    action: Action
+    compensate: Action | None = attrs.field(default=None, kw_only=True)
+    depends_on: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_names)
+    retry: Retry | None = attrs.field(default=None, kw_only=True)
+    timeout: float | None = attrs.field(default=None, kw_only=True, converter=_seconds)
+    pivot: bool = attrs.field(default=False, kw_only=True)
+    compensate_retry: Retry | None = attrs.field(default=None, kw_only=True)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this step taken alone (empty when it is usable)."""
+        found = []
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            found.append(
+                f"name {self.name!r} cannot name a state: use a Python identifier that starts "
+                "with a letter (letters, digits, underscores; at most 100 characters)"
+            )
+        elif keyword.iskeyword(self.name):
+            found.append(f"name {self.name!r} is a Python keyword: choose another name")
+        found += _callable_problems("action", self.action)
+        if self.compensate is not None:
+            found += _callable_problems("compensate", self.compensate)
+        if self.pivot and self.compensate is not None:
+            found.append(
+                "a pivot step is the point of no return and cannot have a compensation: "
+                "remove compensate= or pivot=True"
+            )
+        for label, retry in (("retry", self.retry), ("compensate_retry", self.compensate_retry)):
+            if retry is not None and not isinstance(retry, Retry):
+                found.append(f"{label} must be a Retry or None, not {type(retry).__name__}")
+            elif retry is not None:
+                found += [f"{label}: {p}" for p in retry.problems()]
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or not self.timeout > 0
+        ):
+            found.append(
+                f"timeout={self.timeout!r}: a timeout must be a positive number of seconds"
+            )
+        if any(not isinstance(d, str) for d in self.depends_on):
+            found.append("depends_on must list step names (or Step objects)")
+        elif self.name in self.depends_on:
+            found.append("depends_on names the step itself")
+        return found
+
+
+def _is_async(fn: object) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - an instance with async __call__
+    return not inspect.isfunction(fn) and call is not None and inspect.iscoroutinefunction(call)
+
+
+def _callable_problems(label: str, fn: object) -> list[str]:
+    if not callable(fn):
+        return [f"{label} must be an async function, not {type(fn).__name__}"]
+    if not _is_async(fn):
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        return [f"{label} {name} is not async: define it with 'async def'"]
+    return []
+
+
+def validate_steps(saga: str, steps: object) -> tuple[Step, ...]:
+    """Check a saga's steps as a whole; raise one ``InvalidSagaError`` listing every problem."""
+    problems: list[Problem] = []
+    if isinstance(steps, str | bytes) or not isinstance(steps, Sequence | tuple | list):
+        raise InvalidSagaError(
+            saga, [Problem(None, "steps must be a tuple or list of Step objects")]
+        )
+    items = tuple(steps)
+    if not items:
+        raise InvalidSagaError(saga, [Problem(None, "the saga has no steps: list at least one")])
+    for index, step in enumerate(items):
+        if not isinstance(step, Step):
+            problems.append(Problem(None, f"steps[{index}] is {type(step).__name__}, not a Step"))
+    good = [s for s in items if isinstance(s, Step)]
+    seen: set[str] = set()
+    for step in good:
+        if step.name in seen:
+            problems.append(Problem(step.name, "the name is used by more than one step"))
+        seen.add(step.name)
+        problems += [Problem(step.name, p) for p in step.problems()]
+    names = {s.name for s in good}
+    for step in good:
+        for dep in step.depends_on:
+            if isinstance(dep, str) and dep not in names and dep != step.name:
+                problems.append(Problem(step.name, f"depends_on names unknown step {dep!r}"))
+    if not problems:
+        problems += _graph_problems(good)
+    if problems:
+        raise InvalidSagaError(saga, problems)
+    return items
+
+
+def dependencies(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
+    """Each step's direct dependencies: written order unless some step names ``depends_on``."""
+    if any(s.depends_on for s in steps):
+        return {s.name: tuple(dict.fromkeys(s.depends_on)) for s in steps}
+    return {s.name: ((steps[i - 1].name,) if i else ()) for i, s in enumerate(steps)}
+
+
+def topological(steps: Sequence[Step], deps: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """Step names in an order that respects ``deps`` (ties in written order), or None if cyclic."""
+    remaining = {s.name: len(deps[s.name]) for s in steps}
+    dependants: dict[str, list[str]] = {s.name: [] for s in steps}
+    for s in steps:
+        for d in deps[s.name]:
+            dependants[d].append(s.name)
+    order = [s.name for s in steps if not remaining[s.name]]
+    for name in order:  # grows while iterating: Kahn's algorithm
+        for child in dependants[name]:
+            remaining[child] -= 1
+            if not remaining[child]:
+                order.append(child)
+    return order if len(order) == len(steps) else None
+
+
+def _find_cycle(steps: Sequence[Step], deps: Mapping[str, Sequence[str]]) -> list[str]:
+    colour: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        colour[name] = 1
+        path.append(name)
+        for dep in deps[name]:
+            if colour.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in colour and (cycle := visit(dep)):
+                return cycle
+        colour[name] = 2
+        path.pop()
+        return None
+
+    for step in steps:
+        if step.name not in colour and (cycle := visit(step.name)):
+            return list(reversed(cycle))
+    return []  # pragma: no cover - only called when a cycle exists
+
+
+def ancestors(order: Sequence[str], deps: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    """Every step's transitive dependencies, given a topological ``order``."""
+    result: dict[str, frozenset[str]] = {}
+    for name in order:
+        found: set[str] = set()
+        for dep in deps[name]:
+            found.add(dep)
+            found |= result[dep]
+        result[name] = frozenset(found)
+    return result
+
+
+def _graph_problems(steps: Sequence[Step]) -> list[Problem]:
+    deps = dependencies(steps)
+    order = topological(steps, deps)
+    if order is None:
+        cycle = _find_cycle(steps, deps)
+        text = " -> ".join(cycle)
+        return [Problem(cycle[0], f"depends_on forms a cycle: {text}; remove one of these edges")]
+    problems = []
+    before = ancestors(order, deps)
+    for pivot in (s for s in steps if s.pivot):
+        for step in steps:
+            if step is pivot:
+                continue
+            after = pivot.name in before[step.name]
+            if not after and step.name not in before[pivot.name]:
+                problems.append(
+                    Problem(
+                        step.name,
+                        f"neither runs before nor after pivot {pivot.name!r}: make it depend on "
+                        "the pivot, or make the pivot depend on it",
+                    )
+                )
+            elif after and step.compensate is not None:
+                problems.append(
+                    Problem(
+                        step.name,
+                        f"has a compensation but runs after pivot {pivot.name!r}, where nothing "
+                        "is compensated: remove compensate= (use retry= to push it forward)",
+                    )
+                )
+    return problems
+
+
+def _engine() -> ModuleType:
+    # Imported on first use (the engine imports this module), then kept: execute() is hot.
+    global _ENGINE
+    if _ENGINE is None:
+        from . import engine
+
+        _ENGINE = engine
+    return _ENGINE
+
+
+_ENGINE: ModuleType | None = None
+
+
+class Saga:
+    """Base class of every saga: subclass it and list ``steps``.
+
+    ``SagaClass(**data)`` makes one run's input; ``await instance.execute()`` runs it. The
+    definition is checked when the class is created, so a broken saga fails at import time.
+
+    Class attributes:
+        steps: The saga's steps, in order.
+        name: The saga's name in results, stores and diagrams (default: the class name).
+    """
+
+    steps: ClassVar[Sequence[Step]]
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        if not abstract:
+            cls.steps = validate_steps(cls.name, getattr(cls, "steps", ()))
+
+    def __init__(self, **data: Any) -> None:
+        self._data: dict[str, Any] = data
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        """This run's input, as given to the constructor."""
+        return self._data
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._data.items())
+        return f"{type(self).__name__}({args})"
+
+    async def execute(
+        self, *, saga_id: str | None = None, clock: Clock | None = None
+    ) -> SagaResult:
+        """Run the saga to a final state and report what happened.
+
+        Args:
+            saga_id: This run's id; 32 random hex characters when omitted.
+            clock: Where time, sleeps and randomness come from (tests pass a ``FakeClock``).
+
+        Returns:
+            The run's ``SagaResult``. A failed step does not raise: it shows in the result.
+        """
+        result: SagaResult = await _engine().run_saga(
+            type(self), self._data, saga_id=saga_id, clock=clock
+        )
+        return result

@@ -1,0 +1,427 @@
+"""Drive one run through its compiled machine: retries, timeouts, compensation, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+from ._faults import FAULTS, injected
+from .clock import SYSTEM_CLOCK, Clock
+from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga
+from .context import Context
+from .definition import Action, Retry, Saga
+from .errors import InvalidResultError, MachineError, StepTimeoutError
+from .result import RawEntry, SagaResult, SagaStatus
+
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+IN_DOUBT: Final = "in_doubt"
+
+_Outcome = tuple[str, BaseException | None]
+_T = TypeVar("_T")
+_SUCCESS: _Outcome = (SUCCEEDED, None)
+_NOT_STARTED: _Outcome = ("pending", None)
+
+
+async def run_saga(
+    saga: type[Saga],
+    data: Mapping[str, Any],
+    *,
+    saga_id: str | None = None,
+    clock: Clock | None = None,
+) -> SagaResult:
+    """Run ``saga`` on ``data`` to a final state.
+
+    Cancelling the awaiting task stops new steps from starting, awaits the running ones,
+    compensates what took effect and then re-raises the cancellation; cancelling it again
+    abandons the remaining work at once.
+    """
+    run = _Run(compile_saga(saga), data, saga_id or os.urandom(16).hex(), clock or SYSTEM_CLOCK)
+    # The run lives in its own task so that a cancellation of the caller reaches it as a
+    # request (see above) instead of cancelling a step whose effect would then be unknown.
+    # The caller waits on a plain future that the task fills in: cancelling that future
+    # leaves the task alone. (A Task subclass intercepting cancel() would be cheaper, but
+    # would also swallow the cancellations asyncio.timeout() makes inside users' actions.)
+    loop = asyncio.get_running_loop()
+    run.waiter = loop.create_future()
+    task = loop.create_task(run.drive_into_waiter())
+    try:
+        return await run.waiter
+    except asyncio.CancelledError:
+        if task.done():
+            raise
+        run.cancel_requested = True
+        run.waiter = loop.create_future()
+        try:
+            return await run.waiter
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            raise asyncio.CancelledError
+
+
+class _Run:
+    """The mutable state of one run; nothing in it is shared with another run."""
+
+    __slots__ = (
+        "c",
+        "cancel_requested",
+        "clock",
+        "compensated",
+        "compensation_errors",
+        "completed",
+        "config",
+        "data",
+        "error",
+        "failed_step",
+        "failing",
+        "halting",
+        "history",
+        "now",
+        "outcomes",
+        "pivoted",
+        "region_of_trigger",
+        "results",
+        "results_view",
+        "saga_id",
+        "table",
+        "waiter",
+    )
+
+    def __init__(self, compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, clock: Clock):
+        self.c = compiled
+        self.table = compiled.table
+        self.region_of_trigger = compiled.region_of_trigger
+        self.data = data
+        self.saga_id = saga_id
+        self.clock = clock
+        self.now = clock.time
+        self.config: dict[str, str] = {SAGA_REGION: compiled.initial}
+        if not compiled.sequential:
+            self.config.update((p.name, p.state("pending")) for p in compiled.steps)
+        self.history: list[RawEntry] = []
+        self.results: dict[str, Mapping[str, Any]] = {}
+        self.results_view = MappingProxyType(self.results)
+        self.outcomes: dict[str, str] = {}
+        self.completed: list[str] = []
+        self.compensated: list[str] = []
+        self.compensation_errors: dict[str, BaseException] = {}
+        self.failed_step: str | None = None
+        self.error: BaseException | None = None
+        self.failing = False
+        self.halting = False
+        self.pivoted = False
+        self.cancel_requested = False
+        self.waiter: asyncio.Future[SagaResult] | None = None
+
+    # -- the machine ------------------------------------------------------------------------
+
+    def fire(self, trigger: str, attempt: int = 0, error: BaseException | None = None) -> None:
+        """Take ``trigger``'s edge from the current state of its region, or fail loudly."""
+        region = self.region_of_trigger.get(trigger, "")
+        source = self.config.get(region, "")
+        dest = self.table.get((source, trigger))
+        if dest is None:
+            raise MachineError(
+                f"saga {self.c.name} run {self.saga_id}: no transition {trigger!r} from "
+                f"{source!r}; this is a bug in statesaga, please report it"
+            )
+        self.config[region] = dest
+        self.history.append((trigger, source, dest, self.now(), attempt, error))
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def drive_into_waiter(self) -> None:
+        """Drive the run and hand its outcome to whoever waits on ``self.waiter``."""
+        try:
+            result = await self.drive()
+        except BaseException as error:
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                if isinstance(error, asyncio.CancelledError):
+                    waiter.cancel()
+                else:
+                    waiter.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(result)
+
+    async def drive(self) -> SagaResult:
+        started = self.clock.monotonic()
+        self.fire("start")
+        await self._forward()
+        if self.halting:
+            self.fire("halt")
+            result = self._result(SagaStatus.FAILED, started)
+        elif len(self.completed) == len(self.c.steps):
+            self.fire("complete")
+            result = self._result(SagaStatus.COMPLETED, started)
+        elif self.pivoted:
+            # Cancelled past the point of no return: nothing may be compensated, so the run
+            # stays unfinished.
+            raise asyncio.CancelledError
+        else:
+            self.fire("abort")
+            await self._compensate_all()
+            if self.compensation_errors:
+                self.fire("give_up")
+                result = self._result(SagaStatus.FAILED, started)
+            else:
+                self.fire("finish")
+                result = self._result(SagaStatus.COMPENSATED, started)
+        return result
+
+    def _result(self, status: SagaStatus, started: float) -> SagaResult:
+        return SagaResult(
+            status=status,
+            saga_id=self.saga_id,
+            completed_steps=tuple(self.completed),
+            compensated_steps=tuple(self.compensated),
+            failed_step=self.failed_step,
+            error=self.error,
+            compensation_errors=self.compensation_errors,
+            results=self.results,
+            duration=self.clock.monotonic() - started,
+            raw_history=self.history,
+        )
+
+    # -- forward ----------------------------------------------------------------------------
+
+    async def _forward(self) -> None:
+        steps = self.c.steps
+        if self.c.sequential:
+            for plan in steps:
+                if self.failing or self.halting or self.cancel_requested:
+                    return
+                if plan.timeout is not None or FAULTS.get():
+                    self._record(plan, await self._attempts(plan))
+                    continue
+                # The first attempt inline: the common case costs no extra coroutine.
+                self.fire(plan.t_start, 1)
+                key = f"{self.saga_id}:{plan.name}"
+                ctx = Context(self.data, self.results_view, self.saga_id, plan.name, 1, key)
+                try:
+                    value = await plan.action(ctx)
+                except (Exception, asyncio.CancelledError) as error:
+                    _raise_if_cancelled(error)
+                    if plan.retry.should_retry(error, 1):
+                        await self._pause(plan.retry, 2)
+                        self._record(plan, await self._attempts(plan, 2, error))
+                    else:
+                        self._record(plan, self._give_up(plan, error, 1, False))
+                else:
+                    self._record(plan, self._accept(plan, value, 1))
+            return
+        waiting = {p.name: len(p.deps) for p in steps}
+        ready = deque(p for p in steps if not p.deps)
+        running: set[asyncio.Task[_Outcome]] = set()
+        plan_of: dict[asyncio.Task[_Outcome], StepPlan] = {}
+        try:
+            while True:
+                if ready and not (self.failing or self.halting or self.cancel_requested):
+                    if len(ready) == 1 and not running:
+                        # Nothing else can become ready meanwhile: run it inline, no task.
+                        plan = ready.popleft()
+                        self._settle(plan, await self._attempts(plan), waiting, ready)
+                        continue
+                    loop = asyncio.get_running_loop()
+                    while ready:
+                        plan = ready.popleft()
+                        task = loop.create_task(self._attempts(plan))
+                        running.add(task)
+                        plan_of[task] = plan
+                if not running:
+                    return
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: plan_of[t].index):
+                    running.discard(task)
+                    self._settle(plan_of.pop(task), task.result(), waiting, ready)
+        finally:
+            for task in running:  # only when abandoning the run
+                task.cancel()
+
+    def _settle(
+        self, plan: StepPlan, outcome: _Outcome, waiting: dict[str, int], ready: deque[StepPlan]
+    ) -> None:
+        if self._record(plan, outcome):
+            for name in plan.dependants:
+                waiting[name] -= 1
+                if not waiting[name]:
+                    ready.append(self.c.by_name[name])
+
+    def _record(self, plan: StepPlan, outcome: _Outcome) -> bool:
+        """Note a step's outcome; whether it succeeded."""
+        status, error = outcome
+        if outcome is _NOT_STARTED:
+            return False
+        self.outcomes[plan.name] = status
+        if status == SUCCEEDED:
+            if plan.pivot:
+                self.pivoted = True
+            return True
+        if self.failed_step is None:
+            self.failed_step, self.error = plan.name, error
+        if plan.after_pivot or (plan.pivot and status == IN_DOUBT):
+            self.halting = True
+        else:
+            self.failing = True
+        return False
+
+    async def _attempts(
+        self, plan: StepPlan, first: int = 1, previous: BaseException | None = None
+    ) -> _Outcome:
+        """Call a step's action until it succeeds or its retries run out.
+
+        ``first`` and ``previous`` continue a run of attempts begun elsewhere.
+        """
+        if first == 1 and (self.failing or self.halting or self.cancel_requested):
+            return _NOT_STARTED  # a sibling launched in the same batch has already failed
+        key = f"{self.saga_id}:{plan.name}"
+        retry = plan.retry
+        # Once an attempt timed out, its effect may exist even if later attempts raise.
+        doubt = isinstance(previous, StepTimeoutError)
+        attempt = first - 1
+        while True:
+            attempt += 1
+            self.fire(plan.t_start if attempt == 1 else plan.t_retry, attempt, previous)
+            ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, key)
+            try:
+                value = await self._call(plan.action, ctx, plan, False)
+            except (Exception, asyncio.CancelledError) as error:
+                _raise_if_cancelled(error)
+                doubt = doubt or isinstance(error, StepTimeoutError)
+                if not retry.should_retry(error, attempt):
+                    return self._give_up(plan, error, attempt, doubt)
+                previous = error
+                await self._pause(retry, attempt + 1)
+            else:
+                return self._accept(plan, value, attempt)
+
+    def _accept(self, plan: StepPlan, value: object, attempt: int) -> _Outcome:
+        """Take an action's return value: store it, or reject a non-mapping."""
+        if value is None:
+            value = {}
+        elif type(value) is not dict and not isinstance(value, Mapping):
+            # It ran, so it may have had an effect: compensate it, never retry it.
+            bad = InvalidResultError(self.saga_id, plan.name, value)
+            self.fire(plan.t_invalid_result, attempt, bad)
+            return IN_DOUBT, bad
+        self.results[plan.name] = value  # stored before dependants start
+        self.fire(plan.t_succeed, attempt)
+        self.completed.append(plan.name)
+        return _SUCCESS
+
+    def _give_up(self, plan: StepPlan, error: BaseException, attempt: int, doubt: bool) -> _Outcome:
+        """A step's last attempt failed: after a timeout its outcome is unknown."""
+        if doubt or isinstance(error, StepTimeoutError):
+            self.fire(plan.t_time_out, attempt, error)
+            return IN_DOUBT, error
+        self.fire(plan.t_fail, attempt, error)
+        return FAILED, error
+
+    async def _pause(self, retry: Retry, attempt: int) -> None:
+        await self.clock.sleep(retry.delay_before(attempt, self.clock.random()))
+
+    async def _call(self, fn: Action, ctx: Context, plan: StepPlan, compensation: bool) -> Any:
+        if FAULTS.get():
+            fault = injected(plan.name, compensation)
+            if fault is not None:
+                raise fault
+        if plan.timeout is None:
+            return await fn(ctx)
+        scope = asyncio.timeout(plan.timeout)
+        try:
+            async with scope:
+                return await fn(ctx)
+        except TimeoutError:
+            if scope.expired():
+                raise StepTimeoutError(self.saga_id, plan.name, plan.timeout) from None
+            raise
+
+    # -- compensation -----------------------------------------------------------------------
+
+    async def _compensate_all(self) -> None:
+        """Compensate every step that took effect, each after the steps that depend on it."""
+        targets = [
+            p
+            for p in self.c.steps
+            if p.compensate is not None and self.outcomes.get(p.name) in (SUCCEEDED, IN_DOUBT)
+        ]
+        names = {p.name for p in targets}
+        waiting = dict.fromkeys(names, 0)
+        for p in targets:
+            for name in p.ancestors & names:
+                waiting[name] += 1
+        ready = deque(p for p in reversed(targets) if not waiting[p.name])
+        running: dict[asyncio.Task[BaseException | None], StepPlan] = {}
+        try:
+            while ready or running:
+                if len(ready) == 1 and not running:
+                    plan = ready.popleft()
+                    self._settle_compensation(plan, await self._compensate(plan), waiting, ready)
+                    continue
+                loop = asyncio.get_running_loop()
+                while ready:
+                    plan = ready.popleft()
+                    running[loop.create_task(self._compensate(plan))] = plan
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: -running[t].index):
+                    self._settle_compensation(running.pop(task), task.result(), waiting, ready)
+        finally:
+            for task in running:
+                task.cancel()
+
+    def _settle_compensation(
+        self,
+        plan: StepPlan,
+        error: BaseException | None,
+        waiting: dict[str, int],
+        ready: deque[StepPlan],
+    ) -> None:
+        if error is not None:
+            self.compensation_errors[plan.name] = error
+        for name in sorted(plan.ancestors & waiting.keys(), key=lambda n: -self.c.by_name[n].index):
+            waiting[name] -= 1
+            if not waiting[name]:
+                ready.append(self.c.by_name[name])
+
+    async def _compensate(self, plan: StepPlan) -> BaseException | None:
+        compensate = plan.compensate
+        assert compensate is not None
+        key = f"{self.saga_id}:{plan.name}:compensate"
+        retry = plan.compensate_retry
+        previous: BaseException | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            trigger = plan.t_compensate if attempt == 1 else plan.t_retry_compensation
+            self.fire(trigger, attempt, previous)
+            ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, key, True)
+            try:
+                await self._call(compensate, ctx, plan, True)
+            except (Exception, asyncio.CancelledError) as error:
+                _raise_if_cancelled(error)
+                if retry.should_retry(error, attempt):
+                    previous = error
+                    await self._pause(retry, attempt + 1)
+                    continue
+                self.fire(plan.t_compensation_fail, attempt, error)
+                return error
+            self.fire(plan.t_compensation_done, attempt)
+            self.compensated.append(plan.name)
+            return None
+
+
+def _raise_if_cancelled(error: BaseException) -> None:
+    """Re-raise a cancellation aimed at this task; one an action raised on its own is a failure."""
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise error

@@ -1,0 +1,86 @@
+"""Exception hierarchy: one root, one branch per layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+
+class StatesagaError(Exception):
+    """Root of every error statesaga raises on purpose."""
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with a saga definition.
+
+    Attributes:
+        step: The step the problem belongs to, or ``None`` for the saga as a whole.
+        message: What is wrong and what to do about it.
+    """
+
+    step: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"step {self.step!r}: {self.message}" if self.step else self.message
+
+
+class DefinitionError(StatesagaError):
+    """A saga definition cannot be used."""
+
+
+class InvalidSagaError(DefinitionError, ValueError):
+    """A saga definition has one or more problems; all of them are listed.
+
+    Attributes:
+        saga: The saga's name.
+        problems: Every problem found, each naming its step.
+    """
+
+    def __init__(self, saga: str, problems: Iterable[Problem]) -> None:
+        self.saga = saga
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"saga {saga!r} has {count} {noun}:\n{lines}")
+
+
+class ExecutionError(StatesagaError):
+    """Something went wrong while running a saga."""
+
+
+class NonRetryableError(StatesagaError):
+    """Raise from an action or compensation to stop retrying it at once."""
+
+
+class StepTimeoutError(ExecutionError, TimeoutError):
+    """A step's action or compensation did not finish within its timeout.
+
+    Its outcome is unknown, so a timed-out action is compensated.
+    """
+
+    def __init__(self, saga_id: str, step: str, timeout: float) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.timeout = timeout
+        super().__init__(f"step {step!r} of saga run {saga_id} timed out after {timeout:g} s")
+
+
+class InvalidResultError(ExecutionError, TypeError):
+    """An action returned something that is not a mapping (or ``None``)."""
+
+    def __init__(self, saga_id: str, step: str, value: object) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.value_type = type(value).__name__
+        super().__init__(
+            f"step {step!r} of saga run {saga_id} returned {self.value_type}; an action must "
+            "return a mapping (such as a dict) or None"
+        )
+
+
+class MachineError(ExecutionError):
+    """The engine tried a transition its compiled machine does not have (a bug: report it)."""

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from statesaga import __version__
+from statesaga.cli import main
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture
+def saga_file(tmp_path: Path) -> Path:
+    path = tmp_path / "orders.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            from statesaga import Saga, Step
+
+            async def act(ctx):
+                return None
+
+            async def undo(ctx):
+                return None
+
+            class Orders(Saga):
+                steps = (Step("reserve", act, compensate=undo), Step("charge", act))
+
+            not_a_saga = 42
+            """
+        )
+    )
+    return path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the package version."""
+    main(["--version"])
+    assert __version__ in capsys.readouterr().out
+
+
+def test_machine_lists_transitions_from_a_file(saga_file: Path) -> None:
+    """`statesaga machine file.py:Class` prints the compiled machine."""
+    done = run_cli("machine", f"{saga_file}:Orders")
+    assert done.returncode == 0, done.stderr
+    assert "<CompiledSaga Orders: chain of 2 steps" in done.stdout
+    assert "reserve.compensate" in done.stdout
+
+
+def test_machine_json_from_a_module(saga_file: Path) -> None:
+    """A module:Class target resolves from the current folder; --json prints the machine."""
+    done = run_cli("machine", "orders:Orders", "--json", cwd=saga_file.parent)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["saga"] == "Orders"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("nocolon", "not a saga reference"),
+        ("no_such_module_xyz:Saga", "cannot import 'no_such_module_xyz'"),
+        ("{file}:Missing", "has no attribute 'Missing'"),
+        ("{file}:not_a_saga", "is int, not a subclass of statesaga.Saga"),
+        ("/nonexistent/x.py:Saga", "no such file"),
+    ],
+)
+def test_bad_targets_give_one_line_and_exit_code(
+    saga_file: Path, target: str, message: str
+) -> None:
+    """Bad targets print one error line, no traceback, and exit non-zero."""
+    done = run_cli("machine", target.format(file=saga_file))
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_invalid_saga_definition_is_reported_without_traceback(tmp_path: Path) -> None:
+    """A saga file whose definition is invalid reports its problems and exits 1."""
+    path = tmp_path / "broken.py"
+    path.write_text(
+        "from statesaga import Saga, Step\n"
+        "async def act(ctx):\n    return None\n"
+        "class Broken(Saga):\n    steps = (Step('a', act), Step('a', act))\n"
+    )
+    done = run_cli("machine", f"{path}:Broken")
+    assert done.returncode == 1
+    assert "used by more than one step" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    """An unknown subcommand exits with click's usage code."""
+    done = run_cli("frobnicate")
+    assert done.returncode == 2
+    assert "No such command" in done.stderr

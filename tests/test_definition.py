@@ -1,0 +1,263 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from statesaga import InvalidSagaError, NonRetryableError, Retry, Saga, Step
+from statesaga.definition import validate_steps
+
+
+async def act(ctx: object) -> None:
+    """A no-op action."""
+
+
+async def undo(ctx: object) -> None:
+    """A no-op compensation."""
+
+
+def sync_action(ctx: object) -> None:
+    """Not async."""
+
+
+def problems_of(steps: object) -> list[str]:
+    with pytest.raises(InvalidSagaError) as info:
+        validate_steps("S", steps)
+    return [str(p) for p in info.value.problems]
+
+
+def test_valid_saga_class_is_accepted() -> None:
+    """A well-formed saga class is created without error and keeps its steps."""
+
+    class Fine(Saga):
+        steps = (Step("a", act, compensate=undo), Step("b", act))
+
+    assert [s.name for s in Fine.steps] == ["a", "b"]
+    assert Fine.name == "Fine"
+
+
+def test_errors_are_raised_when_the_class_is_defined() -> None:
+    """A broken saga fails at class definition, not at run time."""
+    with pytest.raises(InvalidSagaError, match="more than one"):
+
+        class Broken(Saga):
+            steps = (Step("a", act), Step("a", act))
+
+
+def test_all_problems_are_reported_together() -> None:
+    """Every problem appears in one error, each naming its step."""
+    found = problems_of(
+        (
+            Step("a", act),
+            Step("a", act),
+            Step("b", sync_action),  # type: ignore[arg-type]
+            Step("c", act, retry=Retry(attempts=0)),
+            Step("d", act, timeout=-1),
+        )
+    )
+    assert any("'a'" in p and "more than one" in p for p in found)
+    assert any("'b'" in p and "not async" in p for p in found)
+    assert any("'c'" in p and "attempts" in p for p in found)
+    assert any("'d'" in p and "timeout" in p for p in found)
+
+
+def test_unknown_dependency_is_reported_as_unknown_not_as_cycle() -> None:
+    """depends_on naming a missing step says 'unknown', not 'cycle'."""
+    found = problems_of((Step("a", act, depends_on="ghost"),))
+    assert found == ["step 'a': depends_on names unknown step 'ghost'"]
+
+
+def test_cycle_names_the_steps_in_it() -> None:
+    """A dependency cycle is reported with the steps that form it."""
+    found = problems_of(
+        (
+            Step("a", act, depends_on="c"),
+            Step("b", act, depends_on="a"),
+            Step("c", act, depends_on="b"),
+            Step("d", act),
+        )
+    )
+    assert len(found) == 1
+    assert "cycle" in found[0]
+    for name in "abc":
+        assert name in found[0]
+    assert "a -> b -> c -> a" in found[0]
+    assert "d ->" not in found[0]
+
+
+def test_self_dependency_is_rejected() -> None:
+    """A step may not depend on itself."""
+    assert any("itself" in p for p in problems_of((Step("a", act, depends_on="a"),)))
+
+
+def test_non_async_compensation_is_rejected() -> None:
+    """A compensation must be async too."""
+    found = problems_of((Step("a", act, compensate=sync_action),))  # type: ignore[arg-type]
+    assert any("compensate" in p and "not async" in p for p in found)
+
+
+def test_non_callable_action_is_rejected() -> None:
+    """An action that is not callable is named with its type."""
+    found = problems_of((Step("a", "nope"),))  # type: ignore[arg-type]
+    assert any("str" in p for p in found)
+
+
+def test_async_callable_object_and_partial_are_accepted() -> None:
+    """Objects with an async __call__ and partials of async functions are actions."""
+    import functools
+
+    class Callable:
+        async def __call__(self, ctx: object) -> None:
+            return None
+
+    validate_steps("S", (Step("a", Callable()), Step("b", functools.partial(act))))
+
+
+def test_empty_saga_is_rejected() -> None:
+    """A saga with no steps is an error."""
+    with pytest.raises(InvalidSagaError, match="no steps"):
+
+        class Empty(Saga):
+            steps = ()
+
+
+def test_missing_steps_attribute_is_rejected() -> None:
+    """A saga class without steps is an error unless declared abstract."""
+    with pytest.raises(InvalidSagaError, match="no steps"):
+
+        class NoSteps(Saga):
+            pass
+
+    class Base(Saga, abstract=True):
+        pass
+
+    class Concrete(Base):
+        steps = (Step("a", act),)
+
+    assert Concrete.steps[0].name == "a"
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "a-b", "a.b", "a b", "_hidden", "x" * 101, "for"])
+def test_names_that_cannot_be_state_names_are_rejected(name: str) -> None:
+    """Step names must be identifiers that can name states."""
+    found = problems_of((Step(name, act),))
+    assert any(repr(name) in p for p in found)
+
+
+def test_non_step_item_is_rejected() -> None:
+    """Every item in steps must be a Step."""
+    found = problems_of((Step("a", act), act))
+    assert any("steps[1]" in p for p in found)
+
+
+def test_compensation_after_pivot_is_rejected() -> None:
+    """A step after the pivot may not have a compensation."""
+    found = problems_of(
+        (
+            Step("a", act, compensate=undo),
+            Step("p", act, pivot=True),
+            Step("c", act, compensate=undo),
+        )
+    )
+    assert found == [
+        "step 'c': has a compensation but runs after pivot 'p', where nothing is compensated: "
+        "remove compensate= (use retry= to push it forward)"
+    ]
+
+
+def test_pivot_with_compensation_is_rejected() -> None:
+    """A pivot is the point of no return: it has no compensation."""
+    found = problems_of((Step("p", act, pivot=True, compensate=undo),))
+    assert any("pivot" in p and "'p'" in p for p in found)
+
+
+def test_dag_step_unrelated_to_pivot_is_rejected() -> None:
+    """In a DAG, every step must run before or after the pivot."""
+    found = problems_of(
+        (
+            Step("a", act),
+            Step("p", act, pivot=True, depends_on="a"),
+            Step("side", act, depends_on="a"),
+        )
+    )
+    assert found == [
+        "step 'side': neither runs before nor after pivot 'p': make it depend on the pivot, "
+        "or make the pivot depend on it"
+    ]
+
+
+def test_timeout_accepts_timedelta() -> None:
+    """A timedelta timeout is stored in seconds."""
+    assert Step("a", act, timeout=timedelta(milliseconds=1500)).timeout == 1.5
+
+
+def test_depends_on_accepts_step_objects_and_a_single_name() -> None:
+    """depends_on takes names, Step objects or one name."""
+    a = Step("a", act)
+    assert Step("b", act, depends_on=[a, "c"]).depends_on == ("a", "c")
+    assert Step("b", act, depends_on="a").depends_on == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("retry", "text"),
+    [
+        (Retry(attempts=0), "attempts"),
+        (Retry(delay=-1), "delay"),
+        (Retry(backoff=0.5), "backoff"),
+        (Retry(jitter=2), "jitter"),
+        (Retry(retry_on=(int,)), "retry_on"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_retry_settings_are_reported(retry: Retry, text: str) -> None:
+    """Unusable Retry settings are reported against their step."""
+    found = problems_of((Step("a", act, retry=retry),))
+    assert any("'a'" in p and text in p for p in found)
+
+
+def test_bad_compensate_retry_is_reported() -> None:
+    """compensate_retry is checked like retry."""
+    found = problems_of((Step("a", act, compensate=undo, compensate_retry=Retry(attempts=0)),))
+    assert any("compensate_retry" in p for p in found)
+
+
+def test_retry_backoff_doubles_and_is_capped() -> None:
+    """Delays start at 0.1 s, double, and never exceed max_delay."""
+    retry = Retry(attempts=10, jitter=0, max_delay=0.5)
+    assert [retry.delay_before(n, 0.0) for n in range(2, 7)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_retry_jitter_shortens_delay_within_bounds() -> None:
+    """Jitter takes at most its fraction off a delay."""
+    retry = Retry(delay=1.0, jitter=0.25)
+    assert retry.delay_before(2, 0.0) == 1.0
+    assert retry.delay_before(2, 0.999) == pytest.approx(0.75, abs=1e-3)
+
+
+def test_retry_decision_honours_attempts_filter_and_non_retryable() -> None:
+    """should_retry stops at attempts, on NonRetryableError and outside retry_on."""
+    retry = Retry(attempts=3, retry_on=(ConnectionError,))
+    assert retry.should_retry(ConnectionError(), 1)
+    assert not retry.should_retry(ConnectionError(), 3)
+    assert not retry.should_retry(ValueError(), 1)
+    assert not Retry(attempts=3).should_retry(NonRetryableError("no"), 1)
+
+
+def test_instance_keeps_its_input() -> None:
+    """SagaClass(**data) keeps the data, and instances share nothing."""
+
+    class S(Saga):
+        steps = (Step("a", act),)
+
+    one, two = S(order_id="1", items=[1]), S(order_id="2", items=[2])
+    assert one.data == {"order_id": "1", "items": [1]}
+    assert two.data["order_id"] == "2"
+    assert "order_id='1'" in repr(one)
+
+
+def test_error_message_lists_every_problem() -> None:
+    """The error's text names the saga and each problem on its own line."""
+    with pytest.raises(InvalidSagaError) as info:
+        validate_steps("Orders", (Step("a", act, depends_on="x"), Step("b", act, timeout=0)))
+    text = str(info.value)
+    assert text.startswith("saga 'Orders' has 2 problems:")
+    assert text.count("\n  - ") == 2
