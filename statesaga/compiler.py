@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -217,7 +216,7 @@ class CompiledSaga:
         return build_machine(self, model)
 
 
-_CACHE: weakref.WeakKeyDictionary[type[Saga], CompiledSaga] = weakref.WeakKeyDictionary()
+_CACHE_ATTR = "_statesaga_compiled_"
 
 
 def compile_saga(saga: type[Saga]) -> CompiledSaga:
@@ -226,9 +225,9 @@ def compile_saga(saga: type[Saga]) -> CompiledSaga:
     Raises:
         InvalidSagaError: ``saga`` is not a usable saga class.
     """
-    cached = _CACHE.get(saga) if isinstance(saga, type) else None
+    cached = saga.__dict__.get(_CACHE_ATTR) if isinstance(saga, type) else None
     if cached is not None:
-        return cached
+        return cached  # type: ignore[no-any-return]
     if not (isinstance(saga, type) and issubclass(saga, Saga)) or saga is Saga:
         name = getattr(saga, "__name__", repr(saga))
         raise InvalidSagaError(
@@ -236,7 +235,7 @@ def compile_saga(saga: type[Saga]) -> CompiledSaga:
         )
     steps = validate_steps(saga.name, getattr(saga, "steps", ()))
     compiled = _compile(saga, steps)
-    _CACHE[saga] = compiled
+    setattr(saga, _CACHE_ATTR, compiled)  # on the class itself: a subclass compiles its own
     return compiled
 
 

@@ -48,7 +48,7 @@ async def run_saga(
     # would also swallow the cancellations asyncio.timeout() makes inside users' actions.)
     loop = asyncio.get_running_loop()
     run.waiter = loop.create_future()
-    task = loop.create_task(run.drive_into_waiter())
+    task = loop.create_task(run.drive())
     try:
         return await run.waiter
     except asyncio.CancelledError:
@@ -136,10 +136,34 @@ class _Run:
 
     # -- the run ----------------------------------------------------------------------------
 
-    async def drive_into_waiter(self) -> None:
-        """Drive the run and hand its outcome to whoever waits on ``self.waiter``."""
+    async def drive(self) -> None:
+        """Drive the run to its end and hand the outcome to ``self.waiter``."""
         try:
-            result = await self.drive()
+            started = self.clock.monotonic()
+            self.fire("start")
+            if self.c.sequential:
+                await self._chain()
+            else:
+                await self._forward()
+            if self.halting:
+                self.fire("halt")
+                result = self._result(SagaStatus.FAILED, started)
+            elif len(self.completed) == len(self.c.steps):
+                self.fire("complete")
+                result = self._result(SagaStatus.COMPLETED, started)
+            elif self.pivoted:
+                # Cancelled past the point of no return: nothing may be compensated, so the
+                # run stays unfinished.
+                raise asyncio.CancelledError
+            else:
+                self.fire("abort")
+                await self._compensate_all()
+                if self.compensation_errors:
+                    self.fire("give_up")
+                    result = self._result(SagaStatus.FAILED, started)
+                else:
+                    self.fire("finish")
+                    result = self._result(SagaStatus.COMPENSATED, started)
         except BaseException as error:
             waiter = self.waiter
             if waiter is not None and not waiter.done():
@@ -152,31 +176,6 @@ class _Run:
         else:
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(result)
-
-    async def drive(self) -> SagaResult:
-        started = self.clock.monotonic()
-        self.fire("start")
-        await self._forward()
-        if self.halting:
-            self.fire("halt")
-            result = self._result(SagaStatus.FAILED, started)
-        elif len(self.completed) == len(self.c.steps):
-            self.fire("complete")
-            result = self._result(SagaStatus.COMPLETED, started)
-        elif self.pivoted:
-            # Cancelled past the point of no return: nothing may be compensated, so the run
-            # stays unfinished.
-            raise asyncio.CancelledError
-        else:
-            self.fire("abort")
-            await self._compensate_all()
-            if self.compensation_errors:
-                self.fire("give_up")
-                result = self._result(SagaStatus.FAILED, started)
-            else:
-                self.fire("finish")
-                result = self._result(SagaStatus.COMPENSATED, started)
-        return result
 
     def _result(self, status: SagaStatus, started: float) -> SagaResult:
         return SagaResult(
@@ -194,31 +193,33 @@ class _Run:
 
     # -- forward ----------------------------------------------------------------------------
 
-    async def _forward(self) -> None:
-        steps = self.c.steps
-        if self.c.sequential:
-            for plan in steps:
-                if self.failing or self.halting or self.cancel_requested:
-                    return
-                if plan.timeout is not None or FAULTS.get():
-                    self._record(plan, await self._attempts(plan))
-                    continue
-                # The first attempt inline: the common case costs no extra coroutine.
-                self.fire(plan.t_start, 1)
-                key = f"{self.saga_id}:{plan.name}"
-                ctx = Context(self.data, self.results_view, self.saga_id, plan.name, 1, key)
-                try:
-                    value = await plan.action(ctx)
-                except (Exception, asyncio.CancelledError) as error:
-                    _raise_if_cancelled(error)
-                    if plan.retry.should_retry(error, 1):
-                        await self._pause(plan.retry, 2)
-                        self._record(plan, await self._attempts(plan, 2, error))
-                    else:
-                        self._record(plan, self._give_up(plan, error, 1, False))
+    async def _chain(self) -> None:
+        """Run a chain's steps one after another (the hot path: no task per step)."""
+        data, results, saga_id = self.data, self.results_view, self.saga_id
+        for plan in self.c.steps:
+            if self.failing or self.halting or self.cancel_requested:
+                return
+            if plan.timeout is not None or FAULTS.get():
+                self._record(plan, await self._attempts(plan))
+                continue
+            # The first attempt inline: the common case costs no extra coroutine.
+            self.fire(plan.t_start, 1)
+            ctx = Context(data, results, saga_id, plan.name, 1, f"{saga_id}:{plan.name}")
+            try:
+                value = await plan.action(ctx)
+            except (Exception, asyncio.CancelledError) as error:
+                _raise_if_cancelled(error)
+                if plan.retry.should_retry(error, 1):
+                    await self._pause(plan.retry, 2)
+                    self._record(plan, await self._attempts(plan, 2, error))
                 else:
-                    self._record(plan, self._accept(plan, value, 1))
-            return
+                    self._record(plan, self._give_up(plan, error, 1, False))
+            else:
+                self._record(plan, self._accept(plan, value, 1))
+
+    async def _forward(self) -> None:
+        """Run a DAG: each step as soon as its own dependencies have succeeded."""
+        steps = self.c.steps
         waiting = {p.name: len(p.deps) for p in steps}
         ready = deque(p for p in steps if not p.deps)
         running: set[asyncio.Task[_Outcome]] = set()
