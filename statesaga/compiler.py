@@ -50,6 +50,7 @@ _EVENTS = (
     "retry_compensation",
     "compensation_done",
     "compensation_fail",
+    "interrupt",
 )
 
 
@@ -104,6 +105,7 @@ class StepPlan:
     t_retry_compensation: str = attrs.field(init=False)
     t_compensation_done: str = attrs.field(init=False)
     t_compensation_fail: str = attrs.field(init=False)
+    t_interrupt: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         for event in _EVENTS:
@@ -217,6 +219,17 @@ class CompiledSaga:
 
 
 _CACHE_ATTR = "_statesaga_compiled_"
+
+
+def saga_status(state: str) -> str:
+    """The saga-level status of a run whose saga region is in ``state``.
+
+    A chain's single region holds step states too: while a step runs (or has just failed)
+    the run is ``running``; while steps are being compensated it is ``compensating``.
+    """
+    if "." not in state:
+        return state
+    return COMPENSATING if state.partition(".")[2].startswith("compensat") else RUNNING
 
 
 def compile_saga(saga: type[Saga]) -> CompiledSaga:
@@ -432,6 +445,19 @@ def _regions(
         region_of_state.update(dict.fromkeys(own, p.name))
         requires = (RUNNING, *(f"{d}.succeeded" for d in p.deps))
         edges += _step_forward(p, p.state("pending"), requires)
+        # A step still running when its process died, in a run that is compensating: its
+        # outcome is unknown (in a chain nothing runs while compensating).
+        edges.append(
+            Transition(
+                p.trigger("interrupt"),
+                p.state("running"),
+                p.state("in_doubt"),
+                "compensate",
+                p.name,
+                failure=True,
+                requires=(COMPENSATING,),
+            )
+        )
         if p.compensate is not None:
             edges += _step_compensation(
                 p, [p.state("succeeded"), p.state("in_doubt")], requires=(COMPENSATING,)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .clock import Clock
     from .context import Context
     from .result import SagaResult
+    from .store.base import SagaStore
 
 #: An action or compensation: ``async def f(ctx) -> Mapping | None``.
 Action = Callable[["Context"], Any]
@@ -357,18 +358,25 @@ class Saga:
         return f"{type(self).__name__}({args})"
 
     async def execute(
-        self, *, saga_id: str | None = None, clock: Clock | None = None
+        self,
+        *,
+        saga_id: str | None = None,
+        clock: Clock | None = None,
+        store: SagaStore | str | None = None,
     ) -> SagaResult:
         """Run the saga to a final state and report what happened.
 
         Args:
             saga_id: This run's id; 32 random hex characters when omitted.
+            store: Run durably in this store (or store URL, such as ``sqlite:///sagas.db``):
+                every step is recorded before it is called and the run can be resumed
+                after a crash. ``None`` runs in memory.
             clock: Where time, sleeps and randomness come from (tests pass a ``FakeClock``).
 
         Returns:
             The run's ``SagaResult``. A failed step does not raise: it shows in the result.
         """
         result: SagaResult = await _engine().run_saga(
-            type(self), self._data, saga_id=saga_id, clock=clock
+            type(self), self._data, saga_id=saga_id, clock=clock, store=store
         )
         return result

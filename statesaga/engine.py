@@ -11,15 +11,19 @@ from typing import Any, Final, TypeVar
 
 from ._faults import FAULTS, injected
 from .clock import SYSTEM_CLOCK, Clock
-from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga
+from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga, saga_status
 from .context import Context
 from .definition import Action, Retry, Saga
 from .errors import InvalidResultError, MachineError, StepTimeoutError
+from .journal import Journal
 from .result import RawEntry, SagaResult, SagaStatus
+from .store.base import SagaStore, StoreError
 
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 IN_DOUBT: Final = "in_doubt"
+COMPENSATING: Final = "compensating"
+RUNNING: Final = "running"  # only in a run rebuilt from a store
 
 _Outcome = tuple[str, BaseException | None]
 _T = TypeVar("_T")
@@ -33,19 +37,30 @@ async def run_saga(
     *,
     saga_id: str | None = None,
     clock: Clock | None = None,
+    store: SagaStore | str | None = None,
 ) -> SagaResult:
-    """Run ``saga`` on ``data`` to a final state.
+    """Run ``saga`` on ``data`` to a final state, durably when a ``store`` is given.
 
     Cancelling the awaiting task stops new steps from starting, awaits the running ones,
     compensates what took effect and then re-raises the cancellation; cancelling it again
     abandons the remaining work at once.
     """
-    run = _Run(compile_saga(saga), data, saga_id or os.urandom(16).hex(), clock or SYSTEM_CLOCK)
+    compiled = compile_saga(saga)
+    saga_id = saga_id or os.urandom(16).hex()
+    if store is not None:
+        from .durable import start
+
+        return await start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store)
+    return await drive_to_result(_Run(compiled, data, saga_id, clock or SYSTEM_CLOCK))
+
+
+async def drive_to_result(run: _Run) -> SagaResult:
+    """Drive ``run`` in a task of its own and return its result (see ``run_saga``)."""
     # The run lives in its own task so that a cancellation of the caller reaches it as a
-    # request (see above) instead of cancelling a step whose effect would then be unknown.
-    # The caller waits on a plain future that the task fills in: cancelling that future
-    # leaves the task alone. (A Task subclass intercepting cancel() would be cheaper, but
-    # would also swallow the cancellations asyncio.timeout() makes inside users' actions.)
+    # request instead of cancelling a step whose effect would then be unknown. The caller
+    # waits on a plain future that the task fills in: cancelling that future leaves the task
+    # alone. (A Task subclass intercepting cancel() would be cheaper, but would also swallow
+    # the cancellations asyncio.timeout() makes inside users' actions.)
     loop = asyncio.get_running_loop()
     run.waiter = loop.create_future()
     task = loop.create_task(run.drive())
@@ -57,12 +72,10 @@ async def run_saga(
         run.cancel_requested = True
         run.waiter = loop.create_future()
         try:
-            return await run.waiter
+            await run.waiter
         except asyncio.CancelledError:
-            task.cancel()
-            raise
-        finally:
-            raise asyncio.CancelledError
+            task.cancel()  # a second cancellation: abandon the run at once
+        raise  # the caller's cancellation, now that the run has wound down
 
 
 class _Run:
@@ -82,12 +95,14 @@ class _Run:
         "failing",
         "halting",
         "history",
+        "journal",
         "now",
         "outcomes",
         "pivoted",
         "region_of_trigger",
         "results",
         "results_view",
+        "resumed",
         "saga_id",
         "table",
         "waiter",
@@ -118,6 +133,9 @@ class _Run:
         self.pivoted = False
         self.cancel_requested = False
         self.waiter: asyncio.Future[SagaResult] | None = None
+        self.journal: Journal | None = None
+        # Steps a resumed run must call again, with the attempt number to continue from.
+        self.resumed: dict[str, int] = {}
 
     # -- the machine ------------------------------------------------------------------------
 
@@ -140,11 +158,13 @@ class _Run:
         """Drive the run to its end and hand the outcome to ``self.waiter``."""
         try:
             started = self.clock.monotonic()
-            self.fire("start")
-            if self.c.sequential:
-                await self._chain()
-            else:
-                await self._forward()
+            if self.config[SAGA_REGION] == self.c.initial:
+                self.fire("start")
+            if saga_status(self.config[SAGA_REGION]) == "running" and not self.failing:
+                if self.c.sequential:
+                    await self._chain()
+                else:
+                    await self._forward()
             if self.halting:
                 self.fire("halt")
                 result = self._result(SagaStatus.FAILED, started)
@@ -153,10 +173,13 @@ class _Run:
                 result = self._result(SagaStatus.COMPLETED, started)
             elif self.pivoted:
                 # Cancelled past the point of no return: nothing may be compensated, so the
-                # run stays unfinished.
+                # run stays unfinished (a durable one can be resumed forward).
+                if self.journal is not None:
+                    await self.journal.flush(self)
                 raise asyncio.CancelledError
             else:
-                self.fire("abort")
+                if saga_status(self.config[SAGA_REGION]) == "running":
+                    self.fire("abort")
                 await self._compensate_all()
                 if self.compensation_errors:
                     self.fire("give_up")
@@ -164,6 +187,8 @@ class _Run:
                 else:
                     self.fire("finish")
                     result = self._result(SagaStatus.COMPENSATED, started)
+            if self.journal is not None:
+                await self.journal.flush(self)
         except BaseException as error:
             waiter = self.waiter
             if waiter is not None and not waiter.done():
@@ -178,6 +203,10 @@ class _Run:
                 self.waiter.set_result(result)
 
     def _result(self, status: SagaStatus, started: float) -> SagaResult:
+        return self.result_of(status, self.clock.monotonic() - started)
+
+    def result_of(self, status: SagaStatus, duration: float) -> SagaResult:
+        """The run's result, ended in ``status`` after ``duration`` seconds."""
         return SagaResult(
             status=status,
             saga_id=self.saga_id,
@@ -187,7 +216,7 @@ class _Run:
             error=self.error,
             compensation_errors=self.compensation_errors,
             results=self.results,
-            duration=self.clock.monotonic() - started,
+            duration=duration,
             raw_history=self.history,
         )
 
@@ -199,7 +228,9 @@ class _Run:
         for plan in self.c.steps:
             if self.failing or self.halting or self.cancel_requested:
                 return
-            if plan.timeout is not None or FAULTS.get():
+            if plan.name in self.outcomes:
+                continue  # a resumed run: this step already succeeded
+            if plan.timeout is not None or self.journal is not None or FAULTS.get():
                 self._record(plan, await self._attempts(plan))
                 continue
             # The first attempt inline: the common case costs no extra coroutine.
@@ -220,8 +251,9 @@ class _Run:
     async def _forward(self) -> None:
         """Run a DAG: each step as soon as its own dependencies have succeeded."""
         steps = self.c.steps
-        waiting = {p.name: len(p.deps) for p in steps}
-        ready = deque(p for p in steps if not p.deps)
+        ok = {name for name, status in self.outcomes.items() if status == SUCCEEDED}
+        waiting = {p.name: sum(d not in ok for d in p.deps) for p in steps if p.name not in ok}
+        ready = deque(p for p in steps if p.name in waiting and not waiting[p.name])
         running: set[asyncio.Task[_Outcome]] = set()
         plan_of: dict[asyncio.Task[_Outcome], StepPlan] = {}
         try:
@@ -282,8 +314,11 @@ class _Run:
 
         ``first`` and ``previous`` continue a run of attempts begun elsewhere.
         """
-        if first == 1 and (self.failing or self.halting or self.cancel_requested):
-            return _NOT_STARTED  # a sibling launched in the same batch has already failed
+        if first == 1:
+            if plan.name in self.resumed:
+                first = self.resumed.pop(plan.name)  # it was running when its process died
+            elif self.failing or self.halting or self.cancel_requested:
+                return _NOT_STARTED  # a sibling launched in the same batch has already failed
         key = f"{self.saga_id}:{plan.name}"
         retry = plan.retry
         # Once an attempt timed out, its effect may exist even if later attempts raise.
@@ -293,17 +328,26 @@ class _Run:
             attempt += 1
             self.fire(plan.t_start if attempt == 1 else plan.t_retry, attempt, previous)
             ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, key)
+            if self.journal is not None:
+                await self.journal.flush(self)  # write-ahead: recorded as running first
             try:
                 value = await self._call(plan.action, ctx, plan, False)
             except (Exception, asyncio.CancelledError) as error:
                 _raise_if_cancelled(error)
                 doubt = doubt or isinstance(error, StepTimeoutError)
                 if not retry.should_retry(error, attempt):
-                    return self._give_up(plan, error, attempt, doubt)
+                    return await self._settled(self._give_up(plan, error, attempt, doubt))
                 previous = error
                 await self._pause(retry, attempt + 1)
             else:
-                return self._accept(plan, value, attempt)
+                return await self._settled(self._accept(plan, value, attempt))
+
+    async def _settled(self, outcome: _Outcome) -> _Outcome:
+        # In a DAG a step's outcome is committed at once: siblings may run on for long. (In a
+        # chain the next flush follows immediately.)
+        if self.journal is not None and not self.c.sequential:
+            await self.journal.flush(self)
+        return outcome
 
     def _accept(self, plan: StepPlan, value: object, attempt: int) -> _Outcome:
         """Take an action's return value: store it, or reject a non-mapping."""
@@ -314,6 +358,12 @@ class _Run:
             bad = InvalidResultError(self.saga_id, plan.name, value)
             self.fire(plan.t_invalid_result, attempt, bad)
             return IN_DOUBT, bad
+        if self.journal is not None:
+            try:
+                self.journal.check_result(value)
+            except StoreError as error:
+                self.fire(plan.t_invalid_result, attempt, error)
+                return IN_DOUBT, error
         self.results[plan.name] = value  # stored before dependants start
         self.fire(plan.t_succeed, attempt)
         self.completed.append(plan.name)
@@ -350,10 +400,15 @@ class _Run:
 
     async def _compensate_all(self) -> None:
         """Compensate every step that took effect, each after the steps that depend on it."""
+        for plan in self.c.steps:
+            if self.outcomes.get(plan.name) == RUNNING:  # its process died while it ran
+                self.fire(plan.t_interrupt)
+                self.outcomes[plan.name] = IN_DOUBT
+        owed = (SUCCEEDED, IN_DOUBT, COMPENSATING)
         targets = [
             p
             for p in self.c.steps
-            if p.compensate is not None and self.outcomes.get(p.name) in (SUCCEEDED, IN_DOUBT)
+            if p.compensate is not None and self.outcomes.get(p.name) in owed
         ]
         names = {p.name for p in targets}
         waiting = dict.fromkeys(names, 0)
@@ -399,12 +454,15 @@ class _Run:
         key = f"{self.saga_id}:{plan.name}:compensate"
         retry = plan.compensate_retry
         previous: BaseException | None = None
-        attempt = 0
+        # A resumed run continues a compensation its process started.
+        attempt = self.resumed.pop(plan.name, 1) - 1
         while True:
             attempt += 1
             trigger = plan.t_compensate if attempt == 1 else plan.t_retry_compensation
             self.fire(trigger, attempt, previous)
             ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, key, True)
+            if self.journal is not None:
+                await self.journal.flush(self)
             try:
                 await self._call(compensate, ctx, plan, True)
             except (Exception, asyncio.CancelledError) as error:

@@ -82,5 +82,29 @@ class InvalidResultError(ExecutionError, TypeError):
         )
 
 
+class RecordedError(ExecutionError):
+    """An error recorded by an earlier process: only its text survives in the store."""
+
+
+class DefinitionChangedError(ExecutionError):
+    """A stored run's saga definition differs from the code that would resume it.
+
+    Attributes:
+        run_id: The run.
+        stored: The fingerprint recorded when the run started.
+        current: The fingerprint of the saga class now.
+    """
+
+    def __init__(self, run_id: str, saga: str, stored: str, current: str) -> None:
+        self.run_id = run_id
+        self.stored = stored
+        self.current = current
+        super().__init__(
+            f"run {run_id} of saga {saga!r} started with definition {stored}, but the code now "
+            f"compiles to {current}; resuming could run the wrong steps. If the change is "
+            "compatible, resume with allow_changed_definition=True (CLI: --allow-changed)"
+        )
+
+
 class MachineError(ExecutionError):
     """The engine tried a transition its compiled machine does not have (a bug: report it)."""

@@ -22,7 +22,7 @@ class SagaStatus(enum.StrEnum):
 
 
 #: A transition as the engine records it: trigger, source, dest, time, attempt, error.
-RawEntry = tuple[str, str, str, float, int, BaseException | None]
+RawEntry = tuple[str, str, str, float, int, BaseException | str | None]
 
 
 class HistoryEntry(NamedTuple):
@@ -36,8 +36,10 @@ class HistoryEntry(NamedTuple):
     error: str | None = None
 
 
-def _describe(error: BaseException | None) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"
+def _describe(error: BaseException | str | None) -> str | None:
+    if error is None or isinstance(error, str):
+        return error  # already text: read back from a store
+    return f"{type(error).__name__}: {error}"
 
 
 @attrs.frozen

@@ -1,0 +1,234 @@
+"""Durable runs: start a run in a store, rebuild one from its records, resume it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .clock import SYSTEM_CLOCK, Clock
+from .compiler import SAGA_REGION, CompiledSaga, compile_saga, saga_status
+from .definition import Saga
+from .engine import COMPENSATING, FAILED, IN_DOUBT, RUNNING, SUCCEEDED, _Run, drive_to_result
+from .errors import DefinitionChangedError, RecordedError
+from .journal import Journal
+from .leases import LEASE_SECONDS, keeper_for, owner_id
+from .loader import TargetError, load_saga
+from .result import SagaResult, SagaStatus
+from .store import SagaStore, StoreError, store_from_url
+from .store.base import TERMINAL, RunRecord, RunSnapshot
+
+StoreLike = SagaStore | str
+
+_OPENED: dict[str, SagaStore] = {}
+
+
+async def open_store(store: StoreLike) -> SagaStore:
+    """``store`` itself (opened), or the store its URL names, opened once per process."""
+    if not isinstance(store, str):
+        await store.open()
+        return store
+    opened = _OPENED.get(store)
+    if opened is None:
+        opened = store_from_url(store)
+        await opened.open()
+        _OPENED[store] = opened
+    return opened
+
+
+def saga_path(saga: type[Saga]) -> str:
+    """Where ``saga`` can be imported from: ``module:QualifiedName``."""
+    return f"{saga.__module__}:{saga.__qualname__}"
+
+
+async def start(
+    compiled: CompiledSaga,
+    data: Mapping[str, Any],
+    saga_id: str,
+    clock: Clock,
+    store: StoreLike,
+) -> SagaResult:
+    """Run a new saga durably: record it, then drive it, committing every step ahead."""
+    opened = await open_store(store)
+    now = clock.time()
+    record = RunRecord(
+        run_id=saga_id,
+        saga=compiled.name,
+        saga_path=saga_path(compiled.saga),
+        fingerprint=compiled.fingerprint,
+        input=dict(data),
+        status=compiled.initial,
+        config=_initial_config(compiled),
+        version=0,
+        lease_owner=owner_id(),
+        lease_expires=now + LEASE_SECONDS,
+        created_at=now,
+        updated_at=now,
+    )
+    await opened.create(record)
+    run = _Run(compiled, data, saga_id, clock)
+    run.journal = Journal(opened, record, owner_id())
+    return await _drive_leased(run, opened)
+
+
+async def _drive_leased(run: _Run, store: SagaStore) -> SagaResult:
+    keeper = keeper_for(store)
+    keeper.hold(run.saga_id)
+    try:
+        return await drive_to_result(run)
+    finally:
+        keeper.drop(run.saga_id)
+
+
+def _initial_config(compiled: CompiledSaga) -> dict[str, str]:
+    config = {SAGA_REGION: compiled.initial}
+    if not compiled.sequential:
+        config.update((p.name, p.state("pending")) for p in compiled.steps)
+    return config
+
+
+async def resume(
+    store: StoreLike,
+    run_id: str,
+    *,
+    saga: type[Saga] | None = None,
+    allow_changed_definition: bool = False,
+    clock: Clock | None = None,
+) -> SagaResult:
+    """Drive a stored run to a terminal state, or report the one it already reached.
+
+    A step recorded as succeeded is never run again; a step recorded as running is run again
+    with the same idempotency key; compensations the run owes are finished.
+
+    Args:
+        store: The store (or its URL).
+        run_id: The run.
+        saga: The saga class; by default imported from the path stored with the run.
+        allow_changed_definition: Resume even if the saga's definition changed since the run
+            started (only when you know the change is compatible).
+        clock: Time and randomness for retries.
+
+    Raises:
+        RunNotFound: No such run.
+        LeaseHeld: Another worker is driving it.
+        DefinitionChangedError: The saga changed (see ``allow_changed_definition``).
+        StoreError: The stored run is corrupt or its saga cannot be imported.
+    """
+    opened = await open_store(store)
+    snapshot = await opened.load(run_id)
+    compiled = compile_saga(saga or _import(snapshot))
+    if compiled.fingerprint != snapshot.run.fingerprint and not allow_changed_definition:
+        raise DefinitionChangedError(
+            run_id, snapshot.run.saga, snapshot.run.fingerprint, compiled.fingerprint
+        )
+    clock = clock or SYSTEM_CLOCK
+    if snapshot.run.finished:
+        return finished_result(compiled, snapshot)
+    now = clock.time()
+    snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
+    run = restore(compiled, snapshot, clock)
+    run.journal = Journal(opened, snapshot.run, owner_id(), flushed=len(snapshot.history))
+    return await _drive_leased(run, opened)
+
+
+def _import(snapshot: RunSnapshot) -> type[Saga]:
+    try:
+        return load_saga(snapshot.run.saga_path)
+    except TargetError as error:
+        raise StoreError(
+            f"run {snapshot.run.run_id}: cannot import its saga {snapshot.run.saga_path!r} "
+            f"({error}); pass saga= to resume it",
+            run_id=snapshot.run.run_id,
+        ) from error
+
+
+def restore(compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock) -> _Run:
+    """Rebuild a run's engine state from its records, checking them against the machine."""
+    record = snapshot.run
+    run_id = record.run_id
+
+    def corrupt(what: str) -> StoreError:
+        return StoreError(f"run {run_id} is corrupt: {what}", run_id=run_id)
+
+    run = _Run(compiled, dict(record.input), run_id, clock)
+    config = dict(record.config)
+    expected = _initial_config(compiled).keys()
+    if config.keys() != expected:
+        raise corrupt(f"its regions {sorted(config)} are not the saga's {sorted(expected)}")
+    for region, state in config.items():
+        if compiled.region_of_state.get(state) != region:
+            raise corrupt(f"state {state!r} is not a state of region {region!r}")
+    run.config = config
+    run.history = [
+        (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
+    ]
+    status = saga_status(config[SAGA_REGION])
+    if status in TERMINAL:
+        raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
+    for name, step in snapshot.steps.items():
+        plan = compiled.by_name.get(name)
+        if plan is None:
+            raise corrupt(f"it records unknown step {name!r}")
+        if plan.state(step.phase) not in compiled.region_of_state:
+            raise corrupt(f"step {name!r} is in impossible phase {step.phase!r}")
+        if step.result is not None:
+            run.results[name] = step.result
+        phase = step.phase
+        if phase == "succeeded":
+            run.outcomes[name] = SUCCEEDED
+            run.pivoted = run.pivoted or plan.pivot
+        elif phase in ("failed", "in_doubt"):
+            run._record(plan, (FAILED if phase == "failed" else IN_DOUBT, None))
+        elif phase == "running":
+            run.outcomes[name] = RUNNING
+            run.resumed[name] = step.attempt + 1
+        elif phase == "compensating":
+            run.outcomes[name] = COMPENSATING
+            run.resumed[name] = step.attempt + 1
+        elif phase == "compensated":
+            run.outcomes[name] = phase
+        elif phase == "compensation_failed":
+            run.outcomes[name] = phase
+            run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
+    if status == "compensating":
+        run.failing = True
+    _replay_lists(run, snapshot)
+    run.failed_step = record.failed_step
+    run.error = RecordedError(record.error) if record.error else None
+    if run.failing or run.halting:
+        # Steps that were running beside a failure are not called again: their outcome is
+        # unknown, so they are compensated.
+        for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
+            run.resumed.pop(name, None)
+    else:
+        for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
+            del run.outcomes[name]
+    return run
+
+
+def _replay_lists(run: _Run, snapshot: RunSnapshot) -> None:
+    """``completed_steps`` and ``compensated_steps`` in the order the history shows."""
+    for entry in snapshot.history:
+        name, dot, event = entry.trigger.partition(".")
+        if dot and event == "succeed":
+            run.completed.append(name)
+        elif dot and event == "compensation_done":
+            run.compensated.append(name)
+
+
+def finished_result(compiled: CompiledSaga, snapshot: RunSnapshot) -> SagaResult:
+    """The result of a run that already reached a terminal state."""
+    record = snapshot.run
+    run = _Run(compiled, dict(record.input), record.run_id, SYSTEM_CLOCK)
+    run.history = [
+        (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
+    ]
+    for name, step in snapshot.steps.items():
+        if step.result is not None:
+            run.results[name] = step.result
+        if step.phase == "compensation_failed":
+            run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
+    _replay_lists(run, snapshot)
+    run.failed_step = record.failed_step
+    run.error = RecordedError(record.error) if record.error else None
+    duration = record.updated_at - record.created_at
+    return run.result_of(SagaStatus(record.status), duration)

@@ -1,0 +1,85 @@
+"""Write-ahead persistence of one run: the engine's transitions become store commits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .compiler import saga_status
+from .store._codec import dumps
+from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
+
+if TYPE_CHECKING:
+    from .engine import _Run
+
+
+def describe(error: object) -> str | None:
+    """An error as stored text (already-stored text passes through)."""
+    if error is None or isinstance(error, str):
+        return error
+    return f"{type(error).__name__}: {error}"
+
+
+class Journal:
+    """Turns a run's new transitions into ``Commit``s, one flush at a time.
+
+    The engine flushes before every action or compensation call and when the run ends, so a
+    step is recorded as running before it is called and its result is committed before any
+    dependant starts. A flush takes every transition fired since the previous one: a success
+    and the next step's start share one commit.
+    """
+
+    def __init__(self, store: SagaStore, record: RunRecord, owner: str, flushed: int = 0):
+        self.store = store
+        self.run_id = record.run_id
+        self.owner = owner
+        self.version = record.version
+        self.flushed = flushed  # history entries already stored
+        self.steps: dict[str, StepRecord] = {}
+        self._lock = asyncio.Lock()
+
+    def check_result(self, value: Any) -> None:
+        """Raise ``StoreError`` now if a step's result cannot be stored."""
+        dumps(value, run_id=self.run_id)
+
+    async def flush(self, run: _Run) -> None:
+        """Commit what the run did since the last flush (waits for earlier flushes)."""
+        async with self._lock:
+            history = run.history
+            end = len(history)
+            if end == self.flushed:
+                return
+            transitions = []
+            touched: dict[str, StepRecord] = {}
+            for seq in range(self.flushed, end):
+                trigger, source, dest, at, attempt, error = history[seq]
+                text = describe(error)
+                transitions.append(
+                    TransitionRecord(seq + 1, trigger, source, dest, at, attempt, text)
+                )
+                step, dot, _ = trigger.partition(".")
+                if dot:
+                    previous = touched.get(step) or self.steps.get(step)
+                    touched[step] = StepRecord(
+                        step=step,
+                        phase=dest.partition(".")[2],
+                        attempt=attempt,
+                        result=run.results.get(step),
+                        error=text if text is not None else (previous.error if previous else None),
+                    )
+            commit = Commit(
+                run_id=self.run_id,
+                version=self.version,
+                lease_owner=self.owner,
+                status=saga_status(run.config["saga"]),
+                config=dict(run.config),
+                steps=list(touched.values()),
+                transitions=transitions,
+                updated_at=run.now(),
+                failed_step=run.failed_step,
+                error=describe(run.error),
+            )
+            await self.store.commit(commit)
+            self.version += 1
+            self.flushed = end
+            self.steps.update(touched)

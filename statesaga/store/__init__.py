@@ -1,0 +1,93 @@
+"""Durable homes for runs: one contract, several backends, chosen by URL."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from .base import (
+    SCHEMA_VERSION,
+    Commit,
+    LeaseHeld,
+    RunNotFound,
+    RunRecord,
+    RunSnapshot,
+    SagaStore,
+    StepRecord,
+    StoreError,
+    TransitionRecord,
+    WriteConflict,
+)
+from .memory import MemoryStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCHEMES",
+    "Commit",
+    "LeaseHeld",
+    "MemoryStore",
+    "RunNotFound",
+    "RunRecord",
+    "RunSnapshot",
+    "SagaStore",
+    "StepRecord",
+    "StoreError",
+    "TransitionRecord",
+    "WriteConflict",
+    "hide_password",
+    "store_from_url",
+]
+
+#: URL schemes ``store_from_url`` understands.
+SCHEMES = ("sqlite", "memory")
+
+#: Environment variable naming the CLI's default store.
+ENV_VAR = "STATESAGA_STORE"
+DEFAULT_URL = "sqlite:///statesaga.db"
+
+
+def hide_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def store_from_url(url: str | None = None) -> SagaStore:
+    """A (not yet opened) store for ``url``, or for ``$STATESAGA_STORE``, or the SQLite default.
+
+    ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``, ``postgresql://...`` and
+    ``memory://`` are understood.
+
+    Raises:
+        StoreError: The scheme is unknown (the message lists the known ones).
+    """
+    url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreError(
+            f"{hide_password(url)!r} is not a store URL: use sqlite:///path.db, "
+            "postgresql://user@host/db or memory://"
+        )
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path:
+            raise StoreError(f"{url!r} names no file: use sqlite:///path/to/file.db")
+        return SQLiteStore(path)
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError(
+            f"{hide_password(url)!r}: PostgreSQL stores are not available in this version "
+            "of statesaga; use sqlite:///path.db"
+        )
+    if scheme == "memory":
+        return MemoryStore()
+    known = ", ".join(f"{s}://" for s in SCHEMES)
+    raise StoreError(f"unknown store URL scheme {scheme!r} in {hide_password(url)!r}: use {known}")

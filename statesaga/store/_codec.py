@@ -1,0 +1,49 @@
+"""Records to JSON and back, with one cattrs converter for every stored shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import cattrs
+
+from .base import StoreError
+
+converter = cattrs.Converter()
+
+T = TypeVar("T")
+
+
+def dumps(value: Any, *, run_id: str | None = None) -> str:
+    """Compact, key-sorted JSON; a value that JSON cannot hold is a ``StoreError``."""
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        where = f" of run {run_id}" if run_id else ""
+        raise StoreError(
+            f"cannot store a value{where} as JSON ({error}): inputs and step results must be "
+            "JSON data (dicts, lists, strings, numbers, booleans, None)",
+            run_id=run_id,
+        ) from error
+
+
+def loads(text: str | bytes | None, *, run_id: str, what: str) -> Any:
+    """Parse stored JSON; corrupt data is a ``StoreError`` naming the run."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise StoreError(
+            f"run {run_id}: stored {what} is not valid JSON ({error})", run_id=run_id
+        ) from error
+
+
+def unstructure(record: Any) -> Any:
+    """A record as plain data."""
+    return converter.unstructure(record)
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Plain data as a record of type ``cls``."""
+    return converter.structure(data, cls)

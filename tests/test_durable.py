@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from statesaga import Saga, SagaStatus, Step
+from statesaga.context import Context
+from statesaga.durable import resume
+from statesaga.errors import DefinitionChangedError
+from statesaga.store import MemoryStore, StoreError, WriteConflict
+from statesaga.store.base import StepRecord
+from statesaga.testing import FakeClock
+
+calls: list[tuple[str, str]] = []
+gate: dict[str, asyncio.Event] = {}
+
+
+async def act(ctx: Context) -> dict[str, Any]:
+    calls.append((ctx.step, ctx.idempotency_key))
+    if ctx.step in gate:
+        await gate[ctx.step].wait()
+    return {"done": ctx.step}
+
+
+async def undo(ctx: Context) -> None:
+    calls.append((f"undo-{ctx.step}", ctx.idempotency_key))
+    if f"undo-{ctx.step}" in gate:
+        await gate[f"undo-{ctx.step}"].wait()
+
+
+async def boom(ctx: Context) -> None:
+    raise RuntimeError("boom")
+
+
+class Three(Saga):
+    steps = (
+        Step("a", act, compensate=undo),
+        Step("b", act, compensate=undo),
+        Step("c", act, compensate=undo),
+    )
+
+
+class Failing(Saga):
+    steps = (Step("a", act, compensate=undo), Step("b", act, compensate=undo), Step("c", boom))
+
+
+class Diamond(Saga):
+    steps = (
+        Step("a", act, compensate=undo),
+        Step("b", act, compensate=undo, depends_on="a"),
+        Step("c", act, compensate=undo, depends_on="a"),
+        Step("d", boom, depends_on=["b", "c"]),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    calls.clear()
+    gate.clear()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll ``condition`` until it holds (fails the test after ``seconds``)."""
+    for _ in range(int(seconds / 0.001)):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never held")
+
+
+async def abandon(saga: Saga, store: MemoryStore, saga_id: str, *, at: str) -> None:
+    """Start a durable run and abandon it (two cancellations) while ``at`` is blocked."""
+    gate[at] = asyncio.Event()
+    task = asyncio.create_task(saga.execute(store=store, saga_id=saga_id))
+    await until(lambda: any(step == at and key.startswith(saga_id) for step, key in calls))
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del gate[at]
+
+
+async def test_durable_run_records_everything() -> None:
+    """A durable run stores its status, steps with results, and its whole history."""
+    store = MemoryStore()
+    result = await Three(x=1).execute(store=store, saga_id="r1")
+    snap = await store.load("r1")
+    assert snap.run.status == "completed"
+    assert snap.run.input == {"x": 1}
+    assert snap.run.saga == "Three"
+    assert snap.run.saga_path.endswith(":Three")
+    assert snap.steps["b"] == StepRecord("b", "succeeded", 1, {"done": "b"}, None)
+    assert [t.trigger for t in snap.history] == [h.trigger for h in result.history]
+    assert [t.seq for t in snap.history] == list(range(1, len(snap.history) + 1))
+
+
+async def test_step_is_recorded_running_before_it_is_called() -> None:
+    """Write-ahead: when an action runs, the store already shows it running."""
+    store = MemoryStore()
+    seen: dict[str, Any] = {}
+
+    async def look(ctx: Context) -> None:
+        snap = await store.load(ctx.saga_id)
+        seen["phase"] = snap.steps[ctx.step].phase
+        seen["a"] = snap.steps["a"].result
+
+    S = type("Look", (Saga,), {"steps": (Step("a", act), Step("b", look))})
+    await S().execute(store=store, saga_id="w1")
+    assert seen == {"phase": "running", "a": {"done": "a"}}
+
+
+async def test_resume_reruns_the_interrupted_step_only() -> None:
+    """A run abandoned mid-step resumes: done steps are not re-run, the running one is."""
+    store = MemoryStore()
+    await abandon(Three(), store, "r2", at="b")
+    assert (await store.load("r2")).steps["b"].phase == "running"
+    first_key = dict(calls)["b"]
+    calls.clear()
+    result = await resume(store, "r2")
+    assert result.status is SagaStatus.COMPLETED
+    assert calls == [("b", first_key), ("c", "r2:c")]
+    assert result.completed_steps == ("a", "b", "c")
+    retry = [h for h in result.history if h.trigger == "b.retry"]
+    assert [h.attempt for h in retry] == [2]
+
+
+async def test_resume_finishes_owed_compensations() -> None:
+    """A run abandoned while compensating resumes its compensation."""
+    store = MemoryStore()
+    await abandon(Failing(), store, "r3", at="undo-b")
+    assert (await store.load("r3")).run.status == "compensating"
+    calls.clear()
+    result = await resume(store, "r3")
+    assert result.status is SagaStatus.COMPENSATED
+    assert [c for c, _ in calls] == ["undo-b", "undo-a"]
+    assert result.compensated_steps == ("b", "a")
+
+
+async def test_resume_dag_compensates_a_step_that_was_running_beside_a_failure() -> None:
+    """A DAG step running when a sibling failed and the process died is compensated."""
+    store = MemoryStore()
+    gate["c"] = asyncio.Event()
+
+    async def failing_b(ctx: Context) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("b failed")
+
+    S = type(
+        "Side",
+        (Saga,),
+        {
+            "steps": (
+                Step("a", act, compensate=undo),
+                Step("b", failing_b, depends_on="a"),
+                Step("c", act, compensate=undo, depends_on="a"),
+            )
+        },
+    )
+    task = asyncio.create_task(S().execute(store=store, saga_id="r4"))
+    await until(
+        lambda: (
+            "r4" in store._runs
+            and store._steps["r4"].get("b", StepRecord("b", "", 0)).phase == "failed"
+        )
+    )
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    calls.clear()
+    result = await resume(store, "r4", saga=S)
+    assert result.status is SagaStatus.COMPENSATED
+    assert sorted(c for c, _ in calls) == ["undo-a", "undo-c"]
+    assert "c.interrupt" in [h.trigger for h in result.history]
+
+
+async def test_resume_of_finished_run_returns_its_result() -> None:
+    """Resuming a finished run runs nothing and reports how it ended."""
+    store = MemoryStore()
+    await Failing().execute(store=store, saga_id="r5")
+    calls.clear()
+    result = await resume(store, "r5")
+    assert result.status is SagaStatus.COMPENSATED
+    assert result.failed_step == "c"
+    assert result.error is not None
+    assert "boom" in str(result.error)
+    assert calls == []
+
+
+async def test_changed_definition_is_refused_with_both_fingerprints() -> None:
+    """A run whose saga changed is not resumed unless explicitly allowed."""
+    store = MemoryStore()
+    await abandon(Three(), store, "r6", at="b")
+    changed = type("Three", (Saga,), {"steps": (*Three.steps, Step("d", act))})
+    with pytest.raises(DefinitionChangedError) as info:
+        await resume(store, "r6", saga=changed)
+    stored = (await store.load("r6")).run.fingerprint
+    assert stored in str(info.value)
+    assert info.value.current in str(info.value)
+    result = await resume(store, "r6", saga=changed, allow_changed_definition=True)
+    assert result.status is SagaStatus.COMPLETED
+
+
+async def test_corrupt_run_is_reported_and_others_still_resume() -> None:
+    """An unknown step or impossible state gives a StoreError naming the run."""
+    store = MemoryStore()
+    await abandon(Three(), store, "bad", at="b")
+    await abandon(Three(), store, "good", at="b")
+    store._steps["bad"]["ghost"] = StepRecord("ghost", "running", 1)
+    with pytest.raises(StoreError, match="run bad is corrupt: it records unknown step 'ghost'"):
+        await resume(store, "bad")
+    assert (await resume(store, "good")).status is SagaStatus.COMPLETED
+
+
+async def test_impossible_state_is_corrupt() -> None:
+    """A machine state that does not exist is reported as corruption."""
+    store = MemoryStore()
+    await abandon(Three(), store, "odd", at="b")
+    run = store._runs["odd"]
+    import attrs
+
+    store._runs["odd"] = attrs.evolve(run, config={"saga": "b.exploded"})
+    with pytest.raises(StoreError, match="run odd is corrupt"):
+        await resume(store, "odd")
+
+
+async def test_takeover_makes_the_old_driver_stop() -> None:
+    """When another worker takes the run over, the first driver's next write conflicts."""
+    store = MemoryStore()
+    gate["b"] = asyncio.Event()
+    task = asyncio.create_task(Three().execute(store=store, saga_id="t1"))
+    await until(lambda: any(step == "b" for step, _ in calls))
+    await store.acquire("t1", "someone-else", expires=1e12, now=1e12)  # lease long expired
+    gate["b"].set()
+    with pytest.raises(WriteConflict, match="t1"):
+        await task
+    assert "c" not in [step for step, _ in calls]
+
+
+async def test_result_that_cannot_be_stored_fails_the_step_in_doubt() -> None:
+    """A durable step returning non-JSON data is in doubt: compensated, not stored."""
+
+    async def odd(ctx: Context) -> dict[str, object]:
+        return {"when": object()}
+
+    S = type(
+        "Odd",
+        (Saga,),
+        {"steps": (Step("a", act, compensate=undo), Step("b", odd, compensate=undo))},
+    )
+    result = await S().execute(store=MemoryStore())
+    assert result.status is SagaStatus.COMPENSATED
+    assert result.compensated_steps == ("b", "a")
+    assert "JSON" in str(result.error)
+
+
+async def test_input_that_cannot_be_stored_is_refused_before_any_step() -> None:
+    """Non-JSON input to a durable run raises StoreError and runs nothing."""
+    with pytest.raises(StoreError, match="JSON"):
+        await Three(when=object()).execute(store=MemoryStore())
+    assert calls == []
+
+
+async def test_durable_dag_with_fake_clock_compensates() -> None:
+    """A durable DAG run compensates in reverse dependency order."""
+    store = MemoryStore()
+    result = await Diamond().execute(store=store, clock=FakeClock())
+    assert result.status is SagaStatus.COMPENSATED
+    assert result.compensated_steps[-1] == "a"
+    snap = await store.load(result.saga_id)
+    assert snap.run.status == "compensated"
