@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import __version__
+from .cli_runs import runs, worker
 from .compiler import compile_saga
 from .errors import StatesagaError
 from .loader import load_saga
@@ -36,6 +37,10 @@ def machine(target: str, as_json: bool) -> None:
     for t in compiled.transitions:
         mark = "compensate" if t.kind == "compensate" else "forward"
         click.echo(f"  {t.trigger:<{width}}  {t.source} -> {t.dest}  [{mark}]")
+
+
+cli.add_command(runs)
+cli.add_command(worker)
 
 
 def main(argv: list[str] | None = None) -> None:

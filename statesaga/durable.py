@@ -205,13 +205,19 @@ def restore(compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock) -> _Run
     return run
 
 
+_SUCCEEDED_PHASES = frozenset({"succeeded", "compensating", "compensated", "compensation_failed"})
+
+
 def _replay_lists(run: _Run, snapshot: RunSnapshot) -> None:
     """``completed_steps`` and ``compensated_steps`` in the order the history shows."""
     for entry in snapshot.history:
         name, dot, event = entry.trigger.partition(".")
-        if dot and event == "succeed":
+        step = snapshot.steps.get(name)
+        if not dot or step is None:
+            continue
+        if event == "succeed" and step.phase in _SUCCEEDED_PHASES and name not in run.completed:
             run.completed.append(name)
-        elif dot and event == "compensation_done":
+        elif event == "compensation_done" and step.phase == "compensated":
             run.compensated.append(name)
 
 

@@ -11,8 +11,10 @@ import weakref
 
 from .store.base import SagaStore
 
-#: How long a lease lasts without renewal (seconds). A worker renews every third of it.
-LEASE_SECONDS = 30.0
+#: How long a lease lasts without renewal (seconds); ``STATESAGA_LEASE_SECONDS`` overrides it.
+#: A worker renews its leases every third of it, and another worker can take a run over only
+#: once its lease has run out, so this is also how long a crashed worker's runs wait.
+LEASE_SECONDS = float(os.environ.get("STATESAGA_LEASE_SECONDS", "30"))
 
 _OWNER = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
