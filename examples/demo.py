@@ -1,14 +1,28 @@
-"""A short tour: one order saga run twice, once to success and once into compensation.
+"""A short tour: an order saga run durably on SQLite, three times.
 
-Run it with ``make demo`` (or ``python examples/demo.py``).
+1. order-0001 succeeds (its payment gateway drops the first call: retried).
+2. order-0002 fails at shipping: the charge is refunded, the stock released.
+3. order-0003's worker process is killed mid-saga; the run is resumed from the store: the
+   steps that had succeeded are not run again.
+
+Run it with ``make demo`` (or ``python examples/demo.py``). The runs stay in ``.demo/sagas.db``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
-from statesaga import Retry, Saga, SagaResult, Step, compile_saga
+from statesaga import Retry, Saga, SagaResult, Step, compile_saga, resume
 from statesaga.context import Context
 
 
@@ -23,9 +37,11 @@ class World:
 
 
 WORLD = World()
+CALLS: list[str] = []
 
 
 async def reserve_stock(ctx: Context) -> dict[str, Any]:
+    CALLS.append(ctx.step)
     sku, qty = ctx.data["sku"], ctx.data["quantity"]
     if WORLD.stock[sku] < qty:
         raise RuntimeError(f"only {WORLD.stock[sku]} of {sku} left")
@@ -39,6 +55,7 @@ async def release_stock(ctx: Context) -> None:
 
 
 async def charge_card(ctx: Context) -> dict[str, Any]:
+    CALLS.append(ctx.step)
     if WORLD.flaky_payments:
         WORLD.flaky_payments -= 1
         raise ConnectionError("payment gateway timed out")
@@ -54,6 +71,9 @@ async def refund_card(ctx: Context) -> None:
 
 
 async def ship(ctx: Context) -> dict[str, Any]:
+    CALLS.append(ctx.step)
+    if os.environ.get("DEMO_SLOW_SHIP"):
+        await asyncio.sleep(60)  # the courier is slow: the process will be killed here
     if ctx.data.get("address") is None:
         raise ValueError("no shipping address")
     WORLD.shipments.add(ctx.saga_id)
@@ -70,7 +90,7 @@ class OrderSaga(Saga):
     )
 
 
-def report(title: str, result: SagaResult) -> None:
+def report(title: str, result: SagaResult, *, world: bool = True) -> None:
     print(f"\n== {title}: {result.status.value.upper()} in {result.duration * 1000:.1f} ms")
     for entry in result.history:
         note = f"  (attempt {entry.attempt})" if entry.attempt > 1 else ""
@@ -78,21 +98,69 @@ def report(title: str, result: SagaResult) -> None:
         print(f"   {entry.source:>22} --{entry.trigger}--> {entry.dest}{note}{error}")
     print(f"   completed: {', '.join(result.completed_steps) or '-'}")
     print(f"   compensated: {', '.join(result.compensated_steps) or '-'}")
-    print(f"   world: stock={WORLD.stock} charged={sum(WORLD.charged.values()):.2f}")
+    if world:
+        print(f"   world: stock={WORLD.stock} charged={sum(WORLD.charged.values()):.2f}")
+
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / ".demo"
+STORE = f"sqlite:///{DEMO_DIR / 'sagas.db'}"
+
+
+async def crash_child() -> None:
+    """Start order-0003 durably and hang in its last step (the parent kills this process)."""
+    WORLD.flaky_payments = 0
+    await OrderSaga(sku="BOOK-1", quantity=1, amount=15.0, address="slow").execute(
+        saga_id="order-0003", store=STORE
+    )
+
+
+def kill_mid_saga() -> None:
+    """Run order-0003 in a child process and SIGKILL it while its last step runs."""
+    env = {**os.environ, "STATESAGA_LEASE_SECONDS": "1", "DEMO_SLOW_SHIP": "1"}
+    child = subprocess.Popen([sys.executable, __file__, "--crash-child"], env=env)
+    db = DEMO_DIR / "sagas.db"
+    for _ in range(500):
+        time.sleep(0.02)
+        with contextlib.suppress(sqlite3.Error), sqlite3.connect(db) as con:
+            row = con.execute(
+                "SELECT phase FROM statesaga_steps WHERE run_id='order-0003' AND step='ship'"
+            ).fetchone()
+            if row and row[0] == "running":
+                break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    print(f"\n== order-0003: worker process {child.pid} killed (SIGKILL) while 'ship' was running")
 
 
 async def main() -> None:
     compiled = compile_saga(OrderSaga)
-    print(f"{compiled!r}")
+    print(f"{compiled!r}  stored in {STORE}")
     ok = await OrderSaga(sku="BOOK-1", quantity=2, amount=40.0, address="1 Main St").execute(
-        saga_id="order-0001"
+        saga_id="order-0001", store=STORE
     )
     report("order-0001", ok)
     bad = await OrderSaga(sku="BOOK-1", quantity=1, amount=20.0, address=None).execute(
-        saga_id="order-0002"
+        saga_id="order-0002", store=STORE
     )
     report("order-0002 (no address: the charge is refunded, the stock released)", bad)
 
+    kill_mid_saga()
+    await asyncio.sleep(1.1)  # the dead worker's lease runs out
+    CALLS.clear()
+    resumed = await resume(STORE, "order-0003", saga=OrderSaga)
+    print(f"   resumed in this process: steps called again: {CALLS}")
+    print("   (reserve_stock and charge_card had succeeded before the kill: not run again)")
+    report("order-0003 after resume", resumed, world=False)
+
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--crash-child" in sys.argv:
+        asyncio.run(crash_child())
+    else:
+        shutil.rmtree(DEMO_DIR, ignore_errors=True)
+        DEMO_DIR.mkdir()
+        asyncio.run(main())
+        print("\n$ statesaga runs list")
+        subprocess.run(
+            [sys.executable, "-m", "statesaga.cli", "runs", "list", "--store", STORE], check=True
+        )

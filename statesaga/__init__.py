@@ -6,6 +6,7 @@ from .clock import Clock, SystemClock
 from .compiler import CompiledSaga, Transition, compile_saga
 from .context import Context
 from .definition import Retry, Saga, Step
+from .durable import resume
 from .errors import (
     DefinitionError,
     ExecutionError,
@@ -44,4 +45,5 @@ __all__ = [
     "Transition",
     "__version__",
     "compile_saga",
+    "resume",
 ]

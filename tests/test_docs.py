@@ -38,8 +38,8 @@ def test_docs_snippets_run_and_print_what_the_page_shows(page: str) -> None:
     assert checked > 0
 
 
-def test_demo_shows_a_success_and_a_compensated_run() -> None:
-    """`make demo`'s script runs and tells both stories."""
+def test_demo_shows_success_compensation_and_crash_recovery() -> None:
+    """`make demo`'s script runs and tells its three stories, then lists the runs."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py")],
         capture_output=True,
@@ -51,6 +51,9 @@ def test_demo_shows_a_success_and_a_compensated_run() -> None:
     assert "COMPENSATED" in done.stdout
     assert "charge_card.compensation_done" in done.stdout
     assert "stock={'BOOK-1': 3}" in done.stdout
+    assert "order-0003 after resume: COMPLETED" in done.stdout
+    assert "steps called again: ['ship']" in done.stdout
+    assert "order-0002  OrderSaga  compensated" in done.stdout
 
 
 def test_readme_tour_prints_what_its_comments_say() -> None:
