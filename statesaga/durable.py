@@ -115,14 +115,14 @@ async def resume(
     """
     opened = await open_store(store)
     snapshot = await opened.load(run_id)
+    if snapshot.run.finished:
+        return finished_result(snapshot)
     compiled = compile_saga(saga or _import(snapshot))
     if compiled.fingerprint != snapshot.run.fingerprint and not allow_changed_definition:
         raise DefinitionChangedError(
             run_id, snapshot.run.saga, snapshot.run.fingerprint, compiled.fingerprint
         )
     clock = clock or SYSTEM_CLOCK
-    if snapshot.run.finished:
-        return finished_result(compiled, snapshot)
     now = clock.time()
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
     run = restore(compiled, snapshot, clock)
@@ -221,20 +221,35 @@ def _replay_lists(run: _Run, snapshot: RunSnapshot) -> None:
             run.compensated.append(name)
 
 
-def finished_result(compiled: CompiledSaga, snapshot: RunSnapshot) -> SagaResult:
-    """The result of a run that already reached a terminal state."""
+def finished_result(snapshot: RunSnapshot) -> SagaResult:
+    """The result of a run that already reached a terminal state (no saga class needed)."""
     record = snapshot.run
-    run = _Run(compiled, dict(record.input), record.run_id, SYSTEM_CLOCK)
-    run.history = [
-        (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
-    ]
-    for name, step in snapshot.steps.items():
-        if step.result is not None:
-            run.results[name] = step.result
-        if step.phase == "compensation_failed":
-            run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
-    _replay_lists(run, snapshot)
-    run.failed_step = record.failed_step
-    run.error = RecordedError(record.error) if record.error else None
-    duration = record.updated_at - record.created_at
-    return run.result_of(SagaStatus(record.status), duration)
+    completed: list[str] = []
+    compensated: list[str] = []
+    for entry in snapshot.history:
+        name, dot, event = entry.trigger.partition(".")
+        step = snapshot.steps.get(name)
+        if not dot or step is None:
+            continue
+        if event == "succeed" and step.phase in _SUCCEEDED_PHASES and name not in completed:
+            completed.append(name)
+        elif event == "compensation_done" and step.phase == "compensated":
+            compensated.append(name)
+    return SagaResult(
+        status=SagaStatus(record.status),
+        saga_id=record.run_id,
+        completed_steps=tuple(completed),
+        compensated_steps=tuple(compensated),
+        failed_step=record.failed_step,
+        error=RecordedError(record.error) if record.error else None,
+        compensation_errors={
+            name: RecordedError(step.error or "compensation failed")
+            for name, step in snapshot.steps.items()
+            if step.phase == "compensation_failed"
+        },
+        results={n: s.result for n, s in snapshot.steps.items() if s.result is not None},
+        duration=record.updated_at - record.created_at,
+        raw_history=[
+            (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
+        ],
+    )

@@ -66,6 +66,16 @@ class MemoryStore:
                 f"expected version {commit.version} leased to {commit.lease_owner}, found "
                 f"version {run.version} leased to {run.lease_owner}",
             )
+        # Serialise first: a commit that cannot be stored changes nothing.
+        steps = [
+            attrs.evolve(
+                step,
+                result=None
+                if step.result is None
+                else json.loads(dumps(step.result, run_id=commit.run_id)),
+            )
+            for step in commit.steps
+        ]
         self._runs[commit.run_id] = attrs.evolve(
             run,
             status=commit.status,
@@ -75,12 +85,7 @@ class MemoryStore:
             failed_step=commit.failed_step,
             error=commit.error,
         )
-        steps = self._steps[commit.run_id]
-        for step in commit.steps:
-            result = step.result
-            if result is not None:
-                result = json.loads(dumps(result, run_id=commit.run_id))
-            steps[step.step] = attrs.evolve(step, result=result)
+        self._steps[commit.run_id].update((step.step, step) for step in steps)
         self._history[commit.run_id].extend(commit.transitions)
 
     async def load(self, run_id: str) -> RunSnapshot:

@@ -208,6 +208,9 @@ class SQLiteStore:
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._state_lock = threading.Lock()  # serialises open() and close()
+        # Queuing a write and queuing the writer's stop signal exclude each other, so no write
+        # can land behind the signal and wait forever.
+        self._submit_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -253,20 +256,23 @@ class SQLiteStore:
                 raise
             self._reader = reader
             jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-            self._jobs = jobs
-            self._writer = threading.Thread(
+            thread = threading.Thread(
                 target=self._write_forever,
                 args=(writer, jobs),
                 name=f"statesaga-sqlite-writer {self.path}",
                 daemon=True,  # an unclosed store must not keep the interpreter alive
             )
-            self._writer.start()
+            thread.start()
+            with self._submit_lock:
+                self._jobs, self._writer = jobs, thread
 
     def _close(self) -> None:
         with self._state_lock:
-            writer, self._writer = self._writer, None
+            with self._submit_lock:
+                writer, self._writer = self._writer, None
+                if writer is not None:
+                    self._jobs.put(None)  # after every write already queued
             if writer is not None:
-                self._jobs.put(None)  # after every write already queued
                 writer.join()
             with self._read_lock:
                 if self._reader is not None:
@@ -387,11 +393,12 @@ class SQLiteStore:
     async def _write(
         self, operation: Callable[[sqlite3.Connection, _A], _R], arg: _A, run_id: str | None
     ) -> _R:
-        if self._writer is None:
-            raise self._not_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
-        self._jobs.put((operation, arg, run_id, future, loop))
+        with self._submit_lock:
+            if self._writer is None:
+                raise self._not_open()
+            self._jobs.put((operation, arg, run_id, future, loop))
         return await future
 
     def _write_forever(
@@ -416,6 +423,8 @@ class SQLiteStore:
                         self._run_batch(conn, batch)
                     except Exception as error:  # a bug here must not leave callers waiting
                         logger.exception("SQLite store %s: writer failed", self.path)
+                        with contextlib.suppress(sqlite3.Error):
+                            self._undo(conn, whole=True)  # or the next batch would inherit it
                         _settle(batch, [(False, self._lost(error, job[2])) for job in batch])
         finally:
             conn.close()
@@ -428,7 +437,7 @@ class SQLiteStore:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as error:
-                    outcomes += [(False, self._lost(error, job[2])) for job in batch[index:]]
+                    outcomes += [(False, self._locked(error, job[2])) for job in batch[index:]]
                     break
             try:
                 conn.execute("SAVEPOINT op")
@@ -480,6 +489,16 @@ class SQLiteStore:
         what = f"write of run {run_id}" if run_id else "write"
         return StoreError(
             f"SQLite store {self.path!r}: {what} failed and was not applied ({error})",
+            run_id=run_id,
+        )
+
+    def _locked(self, error: Exception, run_id: str | None) -> StoreError:
+        """What the caller of a write gets whose transaction could not start."""
+        what = f"write of run {run_id}" if run_id else "write"
+        return StoreError(
+            f"SQLite store {self.path!r}: {what} was not applied, no transaction could start "
+            f"({error}); if another process holds the database longer than busy_timeout "
+            f"({self.busy_timeout:g} s), raise busy_timeout or retry",
             run_id=run_id,
         )
 

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from statesaga import Saga, Step
+from statesaga.context import Context
+from statesaga.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def act(ctx: Context) -> dict[str, str]:
+    return {"ok": ctx.step}
+
+
+async def boom(ctx: Context) -> None:
+    raise RuntimeError("card declined")
+
+
+class Cli(Saga):
+    steps = (Step("reserve", act, compensate=act), Step("charge", boom))
+
+
+class CliOk(Saga):
+    steps = (Step("reserve", act),)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def fill() -> None:
+        store = SQLiteStore(tmp_path / "runs.db")
+        async with store:
+            await Cli(order="A").execute(store=store, saga_id="run-a")
+            await CliOk(order="B").execute(store=store, saga_id="run-b")
+
+    asyncio.run(fill())
+    return url
+
+
+def test_runs_list_shows_every_run(db: str) -> None:
+    """`runs list` prints one row per run with its status."""
+    done = cli("runs", "list", "--store", db)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["RUN", "SAGA", "STATUS"]
+    assert any(line.startswith("run-a") and "compensated" in line for line in lines)
+    assert any(line.startswith("run-b") and "completed" in line for line in lines)
+
+
+def test_runs_list_filters(db: str) -> None:
+    """--status and --saga narrow the list; STATESAGA_STORE supplies the store."""
+    done = cli("runs", "list", "--status", "completed", env={"STATESAGA_STORE": db})
+    assert "run-b" in done.stdout
+    assert "run-a" not in done.stdout
+    done = cli("runs", "list", "--saga", "Cli", "--store", db)
+    assert "run-a" in done.stdout
+    assert "run-b" not in done.stdout
+
+
+def test_runs_show_prints_the_history_table(db: str) -> None:
+    """`runs show` prints the run, its steps and every transition."""
+    done = cli("runs", "show", "run-a", "--store", db)
+    assert done.returncode == 0, done.stderr
+    assert "status    compensated" in done.stdout
+    assert "failed    charge: RuntimeError: card declined" in done.stdout
+    assert "charge.fail" in done.stdout
+    assert "reserve.compensating -> reserve.compensated" in done.stdout
+
+
+def test_runs_resume_of_a_finished_run_reports_it(db: str) -> None:
+    """Resuming a finished run reports its status and runs nothing."""
+    done = cli("runs", "resume", "run-b", "--store", db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "run-b: completed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("runs", "show", "nope"), "no run 'nope'"),
+        (("runs", "resume", "nope"), "no run 'nope'"),
+    ],
+)
+def test_unknown_run_is_one_line_error(db: str, args: tuple[str, ...], message: str) -> None:
+    """An unknown run id is a one-line error with a non-zero exit."""
+    done = cli(*args, "--store", db)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_resume_needs_an_id_or_all(db: str) -> None:
+    """`runs resume` wants exactly one of RUN_ID and --all."""
+    assert cli("runs", "resume", "--store", db).returncode == 2
+    assert cli("runs", "resume", "run-a", "--all", "--store", db).returncode == 2
+
+
+def test_unknown_scheme_lists_the_supported_ones() -> None:
+    """A store URL with an unknown scheme names the schemes statesaga knows."""
+    done = cli("runs", "list", "--store", "mongodb://u:secret@h/db")
+    assert done.returncode == 1
+    assert "sqlite://" in done.stderr
+    assert "secret" not in done.stderr
+
+
+def test_unwritable_sqlite_path_says_so(tmp_path: Path) -> None:
+    """A SQLite file in a folder that cannot exist is reported with its path."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    done = cli("runs", "list", "--store", f"sqlite:///{blocker / 'runs.db'}")
+    assert done.returncode == 1
+    assert str(blocker) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_once_resumes_nothing_quietly(db: str) -> None:
+    """`statesaga worker --once` exits cleanly when nothing is unfinished."""
+    done = cli("worker", "--once", "--store", db)
+    assert done.returncode == 0, done.stderr
+    assert "worker on" in done.stdout
