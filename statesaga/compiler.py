@@ -8,6 +8,7 @@ on its dependencies' ``succeeded`` states (``Transition.requires``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -201,7 +202,7 @@ class CompiledSaga:
             ],
         }
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A short hash of the machine's shape: it changes when the definition does."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -12,12 +12,14 @@ from .base import StoreError
 converter = cattrs.Converter()
 
 T = TypeVar("T")
+# Built once: json.dumps() with options builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 
 
 def dumps(value: Any, *, run_id: str | None = None) -> str:
     """Compact, key-sorted JSON; a value that JSON cannot hold is a ``StoreError``."""
     try:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        return _encode(value)
     except (TypeError, ValueError) as error:
         where = f" of run {run_id}" if run_id else ""
         raise StoreError(

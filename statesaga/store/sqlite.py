@@ -430,6 +430,14 @@ class SQLiteStore:
             conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        # The usual batch: commits of different runs. Try it as one statement per table; if
+        # any commit conflicts, that is undone and the one-savepoint-per-write path below runs.
+        if (
+            len(batch) > 1
+            and all(job[0] is _commit for job in batch)
+            and self._commit_all(conn, batch)
+        ):
+            return
         outcomes: list[tuple[bool, Any]] = []
         applied: list[int] = []  # outcomes whose writes sit in the open transaction
         for index, (operation, arg, run_id, _, _) in enumerate(batch):
@@ -467,6 +475,33 @@ class SQLiteStore:
         self.stats.writes += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         _settle(batch, outcomes)
+
+    def _commit_all(self, conn: sqlite3.Connection, batch: list[_Job]) -> bool:
+        """Apply a batch of commits with one statement per table; False if one conflicts."""
+        updates, steps, history = [], [], []
+        for job in batch:
+            update, job_steps, job_history = job[1]
+            updates.append(update)
+            steps += job_steps
+            history += job_history
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.executemany(_COMMIT_RUN, updates).rowcount != len(updates):
+                conn.execute("ROLLBACK")
+                return False
+            if steps:
+                conn.executemany(_UPSERT_STEP, steps)
+            if history:
+                conn.executemany(_INSERT_TRANSITION, history)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            self._undo(conn, whole=True)
+            return False  # the careful path will say which write failed, and why
+        self.stats.batches += 1
+        self.stats.writes += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        _settle(batch, [(True, None)] * len(batch))
+        return True
 
     @staticmethod
     def _undo(conn: sqlite3.Connection, *, whole: bool = False) -> None:

@@ -34,8 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from durable import bench_durable  # tests/benchmarks/durable.py, beside this script
+
 from statesaga import Saga, SagaStatus, Step, compile_saga
 
+DURABLE_SAGAS = 100
+DURABLE_GOAL = 2.0  # floor sagas/s / engine sagas/s, SQLite, every transition durable
 RATIO_GOAL = 3.0  # engine time per saga / hand-written time per saga, 4-step chain
 COMPILE_GOAL_MS = 50.0  # class creation + compile_saga, 200-step DAG
 COMPILE_SIZES = (50, 100, 200)
@@ -494,7 +498,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("   create = type(...) with steps (validates); compile = compile_saga (re-validates)")
     print()
 
-    checks = [r.passed for r in runtime] + [c.passed for c in compiles]
+    durable = asyncio.run(bench_durable(DURABLE_SAGAS, 3 if args.quick else 9, DURABLE_GOAL))
+    print(
+        f"3. durable: {durable.sagas} concurrent 4-step sagas on SQLite (WAL, synchronous=FULL), "
+        f"median of {durable.rounds} alternating rounds, sagas per second"
+    )
+    print(
+        table(
+            ["scenario", "floor /s", "engine /s", "ratio", "goal", "result"],
+            [
+                [
+                    "every transition durable",
+                    f"{durable.floor_per_s:.0f}",
+                    f"{durable.engine_per_s:.0f}",
+                    f"{durable.ratio:.2f}x",
+                    f"<= {durable.goal:.1f}x",
+                    verdict(durable.passed),
+                ]
+            ],
+        )
+    )
+    print(
+        "   floor = plain sqlite3, one thread, the same rows in one transaction per write-ahead"
+        " point"
+    )
+    print(f"   one run alone (nothing concurrent): {durable.latency_ms:.2f} ms")
+    print()
+
+    checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
     failed = [p for p in checks if p is False]
     print(f"goals: {'all met' if not failed else f'{len(failed)} not met'}")
 
@@ -508,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "runtime": [asdict(r) for r in runtime],
             "compile": [asdict(c) for c in compiles],
+            "durable": asdict(durable),
             "goals_met": not failed,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
