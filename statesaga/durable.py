@@ -209,21 +209,11 @@ _SUCCEEDED_PHASES = frozenset({"succeeded", "compensating", "compensated", "comp
 
 
 def _replay_lists(run: _Run, snapshot: RunSnapshot) -> None:
-    """``completed_steps`` and ``compensated_steps`` in the order the history shows."""
-    for entry in snapshot.history:
-        name, dot, event = entry.trigger.partition(".")
-        step = snapshot.steps.get(name)
-        if not dot or step is None:
-            continue
-        if event == "succeed" and step.phase in _SUCCEEDED_PHASES and name not in run.completed:
-            run.completed.append(name)
-        elif event == "compensation_done" and step.phase == "compensated":
-            run.compensated.append(name)
+    run.completed, run.compensated = _progress(snapshot)
 
 
-def finished_result(snapshot: RunSnapshot) -> SagaResult:
-    """The result of a run that already reached a terminal state (no saga class needed)."""
-    record = snapshot.run
+def _progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
+    """Steps that succeeded, and steps compensated, in the order the history shows."""
     completed: list[str] = []
     compensated: list[str] = []
     for entry in snapshot.history:
@@ -235,6 +225,13 @@ def finished_result(snapshot: RunSnapshot) -> SagaResult:
             completed.append(name)
         elif event == "compensation_done" and step.phase == "compensated":
             compensated.append(name)
+    return completed, compensated
+
+
+def finished_result(snapshot: RunSnapshot) -> SagaResult:
+    """The result of a run that already reached a terminal state (no saga class needed)."""
+    record = snapshot.run
+    completed, compensated = _progress(snapshot)
     return SagaResult(
         status=SagaStatus(record.status),
         saga_id=record.run_id,
