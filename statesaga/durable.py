@@ -125,6 +125,8 @@ async def resume(
     clock = clock or SYSTEM_CLOCK
     now = clock.time()
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
+    if snapshot.run.finished:  # another worker finished it meanwhile
+        return finished_result(snapshot)
     run = restore(compiled, snapshot, clock)
     run.journal = Journal(opened, snapshot.run, owner_id(), flushed=len(snapshot.history))
     return await _drive_leased(run, opened)

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from .engine import _Run
 
 
+def _new_record(fields: tuple[Any, ...]) -> TransitionRecord:
+    return tuple.__new__(TransitionRecord, fields)
+
+
 def describe(error: object) -> str | None:
     """An error as stored text (already-stored text passes through)."""
     if error is None or isinstance(error, str):
@@ -54,9 +58,7 @@ class Journal:
             for seq in range(self.flushed, end):
                 trigger, source, dest, at, attempt, error = history[seq]
                 text = describe(error)
-                transitions.append(
-                    TransitionRecord(seq + 1, trigger, source, dest, at, attempt, text)
-                )
+                transitions.append(_new_record((seq + 1, trigger, source, dest, at, attempt, text)))
                 step, dot, _ = trigger.partition(".")
                 if dot:
                     previous = touched.get(step) or self.steps.get(step)

@@ -274,3 +274,22 @@ async def test_durable_dag_with_fake_clock_compensates() -> None:
     assert result.compensated_steps[-1] == "a"
     snap = await store.load(result.saga_id)
     assert snap.run.status == "compensated"
+
+
+async def test_run_finished_by_another_worker_meanwhile_is_reported() -> None:
+    """If a run finishes between load and acquire, resume reports it and runs nothing."""
+    store = MemoryStore()
+    await abandon(Three(), store, "race", at="b")
+    stale = await store.load("race")
+    assert (await resume(store, "race")).status is SagaStatus.COMPLETED
+    calls.clear()
+    original = store.load
+
+    async def load_stale(run_id: str) -> Any:
+        store.load = original  # type: ignore[method-assign]
+        return stale
+
+    store.load = load_stale  # type: ignore[method-assign]
+    result = await resume(store, "race")
+    assert result.status is SagaStatus.COMPLETED
+    assert calls == []

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: URL schemes ``store_from_url`` understands.
-SCHEMES = ("sqlite", "memory")
+SCHEMES = ("sqlite", "postgresql", "memory")
 
 #: Environment variable naming the CLI's default store.
 ENV_VAR = "STATESAGA_STORE"
@@ -83,10 +83,14 @@ def store_from_url(url: str | None = None) -> SagaStore:
             raise StoreError(f"{url!r} names no file: use sqlite:///path/to/file.db")
         return SQLiteStore(path)
     if scheme in ("postgresql", "postgres"):
-        raise StoreError(
-            f"{hide_password(url)!r}: PostgreSQL stores are not available in this version "
-            "of statesaga; use sqlite:///path.db"
-        )
+        try:
+            from .postgres import PostgresStore
+        except ImportError as error:
+            raise StoreError(
+                f"{hide_password(url)!r} needs the PostgreSQL driver ({error}): "
+                "pip install 'statesaga[postgres]'"
+            ) from None
+        return PostgresStore(url)
     if scheme == "memory":
         return MemoryStore()
     known = ", ".join(f"{s}://" for s in SCHEMES)

@@ -7,9 +7,12 @@ from typing import Any, TypeVar
 
 import cattrs
 
-from .base import StoreError
+from .base import StoreError, TransitionRecord
 
 converter = cattrs.Converter()
+# Named tuples are stored as objects, like every other record.
+converter.register_unstructure_hook(TransitionRecord, lambda t: t._asdict())
+converter.register_structure_hook(TransitionRecord, lambda d, _: TransitionRecord(**d))
 
 T = TypeVar("T")
 # Built once: json.dumps() with options builds a new encoder on every call.

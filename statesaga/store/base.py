@@ -11,7 +11,7 @@ succeeds or fails on its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
@@ -125,9 +125,8 @@ class StepRecord:
     error: str | None = None
 
 
-@attrs.frozen
-class TransitionRecord:
-    """One transition in a run's history.
+class TransitionRecord(NamedTuple):
+    """One transition in a run's history (a named tuple: a run writes many of them).
 
     Attributes:
         seq: Position in the run's history, from 1.
@@ -215,7 +214,8 @@ class SagaStore(Protocol):
         """Lease an unfinished run to ``owner`` until ``expires``, bumping its version.
 
         Succeeds if the run has no lease, its lease ended before ``now``, or ``owner`` holds
-        it. Raises ``LeaseHeld`` otherwise, ``RunNotFound`` for an unknown id.
+        it. Raises ``LeaseHeld`` otherwise, ``RunNotFound`` for an unknown id. A run that has
+        finished is returned as it is (a backend need not lease it): check ``run.finished``.
         """
         ...
 
