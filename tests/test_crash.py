@@ -28,6 +28,14 @@ def read_ledger(ledger: Path) -> list[list[str]]:
     return [line.split() for line in ledger.read_text().splitlines() if line]
 
 
+def run_count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as con:
+            return int(con.execute("SELECT count(*) FROM statesaga_runs").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # not created yet
+
+
 def stored_phases(db: Path) -> dict[tuple[str, str], str]:
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT run_id, step, phase FROM statesaga_steps").fetchall()
@@ -47,7 +55,12 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path: Path, s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(random.Random(seed).uniform(0.5, 1.1))
+    # Kill once a seeded share of the runs has started: mid-stream, whatever the speed.
+    target = RUNS * random.Random(seed).uniform(0.3, 0.8)
+    deadline = time.monotonic() + 30
+    while run_count(db) < target:
+        assert time.monotonic() < deadline, "the worker started too few runs"
+        time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
@@ -83,10 +96,10 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path: Path, s
 
     does: Counter[tuple[str, str]] = Counter()
     undo_keys: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for kind, run, step, key, _pid in read_ledger(ledger):
+    for kind, run, step, key, _pid, _at in read_ledger(ledger):
         if kind == "do":
             does[(run, step)] += 1
-        else:
+        elif kind == "undo":
             undo_keys[(run, step)].add(key)
 
     # A step stored as succeeded before the kill never ran again.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from .base import (
     SCHEMA_VERSION,
@@ -61,8 +61,8 @@ def hide_password(url: str) -> str:
 def store_from_url(url: str | None = None) -> SagaStore:
     """A (not yet opened) store for ``url``, or for ``$STATESAGA_STORE``, or the SQLite default.
 
-    ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``, ``postgresql://...`` and
-    ``memory://`` are understood.
+    ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``,
+    ``postgresql://user@host/db[?schema=NAME]`` and ``memory://`` are understood.
 
     Raises:
         StoreError: The scheme is unknown (the message lists the known ones).
@@ -90,7 +90,13 @@ def store_from_url(url: str | None = None) -> SagaStore:
                 f"{hide_password(url)!r} needs the PostgreSQL driver ({error}): "
                 "pip install 'statesaga[postgres]'"
             ) from None
-        return PostgresStore(url)
+        # ?schema=NAME keeps statesaga's tables in their own schema (default: public).
+        parts = urlsplit(url)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        schema = query.pop("schema", ["public"])[-1]
+        rest_query = urlencode(query, doseq=True)
+        plain = urlunsplit((parts.scheme, parts.netloc, parts.path, rest_query, parts.fragment))
+        return PostgresStore(plain, schema=schema)
     if scheme == "memory":
         return MemoryStore()
     known = ", ".join(f"{s}://" for s in SCHEMES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 from statesaga import Saga, Step
 from statesaga.context import Context
@@ -28,21 +29,25 @@ def note(*words: object) -> None:
 
 
 async def pause() -> None:
-    await asyncio.sleep(random.random() * 0.004)
+    await asyncio.sleep(random.random() * 0.02)
 
 
 async def act(ctx: Context) -> dict[str, int]:
-    await pause()
-    if ctx.step == "charge" and ctx.data["fail"]:
-        raise RuntimeError("card declined")
-    note("do", ctx.saga_id, ctx.step, ctx.idempotency_key, os.getpid())
-    await pause()
-    return {"attempt": ctx.attempt}
+    note("start", ctx.saga_id, ctx.step, ctx.idempotency_key, os.getpid(), time.monotonic())
+    try:
+        await pause()
+        if ctx.step == "charge" and ctx.data["fail"]:
+            raise RuntimeError("card declined")
+        note("do", ctx.saga_id, ctx.step, ctx.idempotency_key, os.getpid(), time.monotonic())
+        await pause()
+        return {"attempt": ctx.attempt}
+    finally:  # not reached when the process is killed: the span then ends at the kill
+        note("end", ctx.saga_id, ctx.step, ctx.idempotency_key, os.getpid(), time.monotonic())
 
 
 async def undo(ctx: Context) -> None:
     await pause()
-    note("undo", ctx.saga_id, ctx.step, ctx.idempotency_key, os.getpid())
+    note("undo", ctx.saga_id, ctx.step, ctx.idempotency_key, os.getpid(), time.monotonic())
     await pause()
 
 
