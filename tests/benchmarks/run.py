@@ -35,10 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from durable import bench_durable  # tests/benchmarks/durable.py, beside this script
+from postgres import bench_postgres
+from postgres import reachable as postgres_reachable
 
 from statesaga import Saga, SagaStatus, Step, compile_saga
 
 DURABLE_SAGAS = 100
+POSTGRES_SAGAS = 400
 DURABLE_GOAL = 2.0  # floor sagas/s / engine sagas/s, SQLite, every transition durable
 RATIO_GOAL = 3.0  # engine time per saga / hand-written time per saga, 4-step chain
 COMPILE_GOAL_MS = 50.0  # class creation + compile_saga, 200-step DAG
@@ -525,6 +528,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"   one run alone (nothing concurrent): {durable.latency_ms:.2f} ms")
     print()
 
+    why_not = postgres_reachable()
+    pg = [] if why_not else bench_postgres(POSTGRES_SAGAS, 1 if args.quick else 3)
+    print(
+        f"4. PostgreSQL: {POSTGRES_SAGAS} 4-step sagas split across worker processes sharing one "
+        "database (same machine), sagas per second"
+    )
+    if why_not:
+        print(f"   skipped: server unreachable ({why_not})")
+    else:
+        print(
+            table(
+                ["processes", "sagas/s", "rounds"],
+                [
+                    [str(r.processes), f"{r.per_s:.0f}", " ".join(f"{x:.0f}" for x in r.rounds)]
+                    for r in pg
+                ],
+            )
+        )
+    print()
+
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
     failed = [p for p in checks if p is False]
     print(f"goals: {'all met' if not failed else f'{len(failed)} not met'}")
@@ -540,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runtime": [asdict(r) for r in runtime],
             "compile": [asdict(c) for c in compiles],
             "durable": asdict(durable),
+            "postgres": [asdict(r) for r in pg],
             "goals_met": not failed,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
