@@ -1,4 +1,4 @@
-"""Tools for testing sagas: fault injection and an instant clock."""
+"""Tools for testing sagas: fault injection, an instant clock and an in-memory store."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ._faults import FAULTS, Fault
+from .store.memory import MemoryStore
 
-__all__ = ["FakeClock", "InjectedFault", "fail_step"]
+__all__ = ["FakeClock", "InjectedFault", "MemoryStore", "fail_step"]
 
 
 class InjectedFault(Exception):
