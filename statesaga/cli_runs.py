@@ -145,7 +145,9 @@ async def _resume(url: str, run_id: str | None, allow_changed: bool) -> bool:
     store = await open_store(url)
     try:
         if run_id is not None:
-            result = await resume(store, run_id, allow_changed_definition=allow_changed)
+            result = await resume(
+                store, run_id, allow_changed_definition=allow_changed, abandon_on_cancel=True
+            )
             click.echo(f"{run_id}: {result.status.value}")
             return False
         recovered = await Worker(store, allow_changed_definition=allow_changed).run_once()

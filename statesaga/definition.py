@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import keyword
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 #: An action or compensation: ``async def f(ctx) -> Mapping | None``.
 Action = Callable[["Context"], Any]
+
+#: Names steps may not take: the saga's own region and states use them.
+RESERVED_NAMES = frozenset({"saga"})
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 
@@ -75,21 +79,26 @@ class Retry:
 
     def delay_before(self, attempt: int, random: float) -> float:
         """Seconds to wait before call ``attempt`` (2 or more), given ``random`` in [0, 1)."""
-        base = min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+        try:
+            base = min(self.delay * self.backoff ** (attempt - 2), self.max_delay)
+        except OverflowError:  # a long run of retries: the cap applies
+            base = self.max_delay
         return base * (1.0 - self.jitter * random)
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty when they are usable)."""
         found = []
-        if not isinstance(self.attempts, int) or self.attempts < 1:
+        if not _is_int(self.attempts) or self.attempts < 1:
             found.append(f"Retry(attempts={self.attempts!r}): attempts must be an integer >= 1")
-        if self.delay is None or self.delay < 0:
-            found.append(f"Retry(delay={self.delay!r}): delay must be >= 0 seconds")
-        if self.backoff < 1:
-            found.append(f"Retry(backoff={self.backoff!r}): backoff must be >= 1")
-        if self.max_delay is None or self.max_delay < 0:
-            found.append(f"Retry(max_delay={self.max_delay!r}): max_delay must be >= 0 seconds")
-        if not 0 <= self.jitter <= 1:
+        for label, value, low in (
+            ("delay", self.delay, 0.0),
+            ("backoff", self.backoff, 1.0),
+            ("max_delay", self.max_delay, 0.0),
+        ):
+            if not _is_number(value) or value < low:
+                unit = "" if label == "backoff" else " seconds"
+                found.append(f"Retry({label}={value!r}): {label} must be a number >= {low:g}{unit}")
+        if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
             found.append(f"Retry(jitter={self.jitter!r}): jitter must be between 0 and 1")
         bad = [
             t for t in self.retry_on if not (isinstance(t, type) and issubclass(t, BaseException))
@@ -97,6 +106,15 @@ class Retry:
         if bad:
             found.append(f"Retry(retry_on=...): {bad!r} are not exception types")
         return found
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: Used for compensations when a step does not say otherwise.
@@ -145,6 +163,8 @@ class Step:
             )
         elif keyword.iskeyword(self.name):
             found.append(f"name {self.name!r} is a Python keyword: choose another name")
+        elif self.name in RESERVED_NAMES:
+            found.append(f"name {self.name!r} is reserved for the saga's own states")
         found += _callable_problems("action", self.action)
         if self.compensate is not None:
             found += _callable_problems("compensate", self.compensate)
@@ -158,9 +178,7 @@ class Step:
                 found.append(f"{label} must be a Retry or None, not {type(retry).__name__}")
             elif retry is not None:
                 found += [f"{label}: {p}" for p in retry.problems()]
-        if self.timeout is not None and (
-            not isinstance(self.timeout, int | float) or not self.timeout > 0
-        ):
+        if self.timeout is not None and (not _is_number(self.timeout) or not self.timeout > 0):
             found.append(
                 f"timeout={self.timeout!r}: a timeout must be a positive number of seconds"
             )

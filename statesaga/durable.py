@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,7 @@ from .leases import LEASE_SECONDS, keeper_for, owner_id
 from .loader import TargetError, load_saga
 from .result import SagaResult, SagaStatus
 from .store import SagaStore, StoreError, store_from_url
-from .store.base import TERMINAL, RunRecord, RunSnapshot
+from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
 
 StoreLike = SagaStore | str
 
@@ -49,7 +51,7 @@ async def start(
 ) -> SagaResult:
     """Run a new saga durably: record it, then drive it, committing every step ahead."""
     opened = await open_store(store)
-    now = clock.time()
+    now = time.time()  # leases are wall-clock times, whatever clock the run uses
     record = RunRecord(
         run_id=saga_id,
         saga=compiled.name,
@@ -70,13 +72,20 @@ async def start(
     return await _drive_leased(run, opened)
 
 
-async def _drive_leased(run: _Run, store: SagaStore) -> SagaResult:
+async def _drive_leased(
+    run: _Run, store: SagaStore, *, abandon_on_cancel: bool = False
+) -> SagaResult:
     keeper = keeper_for(store)
     keeper.hold(run.saga_id)
     try:
-        return await drive_to_result(run)
+        return await drive_to_result(run, abandon_on_cancel=abandon_on_cancel)
     finally:
         keeper.drop(run.saga_id)
+        if saga_status(run.config[SAGA_REGION]) not in TERMINAL:
+            # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
+            # let another worker take it over now rather than when the lease runs out.
+            with contextlib.suppress(Exception):
+                await store.release(run.saga_id, owner_id())
 
 
 def _initial_config(compiled: CompiledSaga) -> dict[str, str]:
@@ -93,6 +102,7 @@ async def resume(
     saga: type[Saga] | None = None,
     allow_changed_definition: bool = False,
     clock: Clock | None = None,
+    abandon_on_cancel: bool = False,
 ) -> SagaResult:
     """Drive a stored run to a terminal state, or report the one it already reached.
 
@@ -106,6 +116,8 @@ async def resume(
         allow_changed_definition: Resume even if the saga's definition changed since the run
             started (only when you know the change is compatible).
         clock: Time and randomness for retries.
+        abandon_on_cancel: If the caller is cancelled, stop driving at once and leave the
+            run resumable, instead of compensating it (what workers and the CLI want).
 
     Raises:
         RunNotFound: No such run.
@@ -123,13 +135,20 @@ async def resume(
             run_id, snapshot.run.saga, snapshot.run.fingerprint, compiled.fingerprint
         )
     clock = clock or SYSTEM_CLOCK
-    now = clock.time()
+    keeper = keeper_for(opened)
+    if run_id in keeper.held:
+        raise LeaseHeld(run_id, owner_id(), time.time() + LEASE_SECONDS)  # driven here already
+    now = time.time()  # leases are wall-clock times, whatever clock the run uses
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
     if snapshot.run.finished:  # another worker finished it meanwhile
         return finished_result(snapshot)
-    run = restore(compiled, snapshot, clock)
+    try:
+        run = restore(compiled, snapshot, clock)
+    except StoreError:
+        await opened.release(run_id, owner_id())
+        raise
     run.journal = Journal(opened, snapshot.run, owner_id(), flushed=len(snapshot.history))
-    return await _drive_leased(run, opened)
+    return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
 
 
 def _import(snapshot: RunSnapshot) -> type[Saga]:
@@ -196,14 +215,13 @@ def restore(compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock) -> _Run
     _replay_lists(run, snapshot)
     run.failed_step = record.failed_step
     run.error = RecordedError(record.error) if record.error else None
-    if run.failing or run.halting:
-        # Steps that were running beside a failure are not called again: their outcome is
-        # unknown, so they are compensated.
-        for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
+    for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
+        if run.failing:
+            # Running beside a failure before the pivot: not called again; its outcome is
+            # unknown, so it is compensated.
             run.resumed.pop(name, None)
-    else:
-        for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
-            del run.outcomes[name]
+        else:
+            del run.outcomes[name]  # called again (past a pivot too: it must go forward)
     return run
 
 

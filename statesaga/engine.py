@@ -54,8 +54,12 @@ async def run_saga(
     return await drive_to_result(_Run(compiled, data, saga_id, clock or SYSTEM_CLOCK))
 
 
-async def drive_to_result(run: _Run) -> SagaResult:
-    """Drive ``run`` in a task of its own and return its result (see ``run_saga``)."""
+async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> SagaResult:
+    """Drive ``run`` in a task of its own and return its result (see ``run_saga``).
+
+    With ``abandon_on_cancel`` a cancellation abandons the run at once instead of winding it
+    down: for durable runs driven by a worker, which another worker can take over later.
+    """
     # The run lives in its own task so that a cancellation of the caller reaches it as a
     # request instead of cancelling a step whose effect would then be unknown. The caller
     # waits on a plain future that the task fills in: cancelling that future leaves the task
@@ -68,6 +72,9 @@ async def drive_to_result(run: _Run) -> SagaResult:
         return await run.waiter
     except asyncio.CancelledError:
         if task.done():
+            raise
+        if abandon_on_cancel:
+            task.cancel()
             raise
         run.cancel_requested = True
         run.waiter = loop.create_future()
@@ -258,7 +265,13 @@ class _Run:
         plan_of: dict[asyncio.Task[_Outcome], StepPlan] = {}
         try:
             while True:
-                if ready and not (self.failing or self.halting or self.cancel_requested):
+                if ready and (self.failing or self.halting or self.cancel_requested):
+                    # No new step starts; a resumed run still finishes the steps that were
+                    # running when its process died (past a pivot they must go forward).
+                    owed = [p for p in ready if p.name in self.resumed]
+                    ready.clear()
+                    ready.extend(owed)
+                if ready:
                     if len(ready) == 1 and not running:
                         # Nothing else can become ready meanwhile: run it inline, no task.
                         plan = ready.popleft()

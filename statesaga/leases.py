@@ -49,8 +49,10 @@ class LeaseKeeper:
     def hold(self, run_id: str) -> None:
         """Start renewing ``run_id``'s lease."""
         self.held[run_id] = self.held.get(run_id, 0) + 1
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._renew_forever())
+        loop = asyncio.get_running_loop()
+        # A renewer from a loop that has since closed will never run again: start one here.
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._renew_forever())
 
     def drop(self, run_id: str) -> None:
         """Stop renewing ``run_id``'s lease."""

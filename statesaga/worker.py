@@ -95,7 +95,7 @@ class Worker:
         stop = stop or asyncio.Event()
         while not stop.is_set():
             done = await self.run_once()
-            if not done:
+            if not any(item.result is not None for item in done):  # nothing to do, or stuck
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll)
 
@@ -111,6 +111,7 @@ class Worker:
                 saga=saga,
                 allow_changed_definition=self.allow_changed_definition,
                 clock=self.clock,
+                abandon_on_cancel=True,  # a worker stopping leaves runs for another one
             )
             log.info("run %s recovered: %s", run_id, result.status.value)
             return Recovered(run_id, result=result)
@@ -118,6 +119,9 @@ class Worker:
             return Recovered(run_id, error=error)
         except StatesagaError as error:
             log.error("run %s cannot be recovered: %s", run_id, error)
+            return Recovered(run_id, error=error)
+        except Exception as error:  # a bug in one saga must not stop the others
+            log.exception("run %s failed unexpectedly", run_id)
             return Recovered(run_id, error=error)
         finally:
             self._busy.discard(run_id)

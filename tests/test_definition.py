@@ -261,3 +261,37 @@ def test_error_message_lists_every_problem() -> None:
     text = str(info.value)
     assert text.startswith("saga 'Orders' has 2 problems:")
     assert text.count("\n  - ") == 2
+
+
+def test_the_saga_region_name_is_reserved() -> None:
+    """A step cannot be called 'saga': the saga's own region uses the name."""
+    found = problems_of((Step("saga", act), Step("b", act, depends_on="saga")))
+    assert any("reserved" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    "retry",
+    [
+        Retry(delay="1"),  # type: ignore[arg-type]
+        Retry(backoff=None),  # type: ignore[arg-type]
+        Retry(jitter="x"),  # type: ignore[arg-type]
+        Retry(delay=float("nan")),
+        Retry(max_delay=float("nan")),
+        Retry(attempts=True),
+    ],
+)
+def test_retry_settings_of_the_wrong_type_are_listed_not_raised(retry: Retry) -> None:
+    """Bad Retry values are problems in the one error, beside the others."""
+    found = problems_of((Step("a", act, retry=retry), Step("a", act)))
+    assert any("Retry(" in p for p in found)
+    assert any("more than one" in p for p in found)
+
+
+def test_boolean_timeout_is_rejected() -> None:
+    """timeout=True is not a number of seconds."""
+    assert any("timeout" in p for p in problems_of((Step("a", act, timeout=True),)))
+
+
+def test_retry_delay_never_overflows() -> None:
+    """A very late retry waits max_delay, not an OverflowError."""
+    assert Retry(attempts=5000, jitter=0, max_delay=2.0).delay_before(1100, 0.0) == 2.0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -293,3 +294,109 @@ async def test_run_finished_by_another_worker_meanwhile_is_reported() -> None:
     result = await resume(store, "race")
     assert result.status is SagaStatus.COMPLETED
     assert calls == []
+
+
+async def test_resumed_halted_dag_finishes_the_step_that_was_running() -> None:
+    """Past the pivot, a sibling running when the process died is re-run, then the run halts."""
+    store = MemoryStore()
+    gate["d"] = asyncio.Event()
+    P = type(
+        "PastPivot",
+        (Saga,),
+        {
+            "steps": (
+                Step("a", act, compensate=undo),
+                Step("p", act, pivot=True, depends_on="a"),
+                Step("c", boom, depends_on="p"),
+                Step("d", act, depends_on="p"),
+            )
+        },
+    )
+    task = asyncio.create_task(P().execute(store=store, saga_id="h1"))
+    await until(
+        lambda: (
+            "h1" in store._steps
+            and store._steps["h1"].get("c", StepRecord("c", "", 0)).phase == "failed"
+        )
+    )
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    del gate["d"]
+    calls.clear()
+    result = await resume(store, "h1", saga=P)
+    assert result.status is SagaStatus.FAILED
+    assert [step for step, _ in calls] == ["d"]
+    assert (await store.load("h1")).steps["d"].phase == "succeeded"
+
+
+async def test_a_run_driven_here_cannot_be_resumed_here_twice() -> None:
+    """resume() refuses a run this process is already driving (no double calls)."""
+    from statesaga.store import LeaseHeld
+
+    store = MemoryStore()
+    gate["b"] = asyncio.Event()
+    task = asyncio.create_task(Three().execute(store=store, saga_id="d1"))
+    await until(lambda: any(step == "b" for step, _ in calls))
+    with pytest.raises(LeaseHeld):
+        await resume(store, "d1")
+    gate["b"].set()
+    assert (await task).status is SagaStatus.COMPLETED
+    assert [step for step, _ in calls].count("b") == 1
+
+
+async def test_leases_use_wall_clock_time_even_with_a_fake_clock() -> None:
+    """A run driven with FakeClock still holds a live lease in real time."""
+    import time
+
+    store = MemoryStore()
+    gate["b"] = asyncio.Event()
+    task = asyncio.create_task(Three().execute(store=store, saga_id="c1", clock=FakeClock()))
+    await until(lambda: any(step == "b" for step, _ in calls))
+    assert store._runs["c1"].lease_expires > time.time()
+    assert await store.unfinished(time.time()) == []
+    gate["b"].set()
+    await task
+
+
+def test_lease_keeper_renews_in_each_new_event_loop() -> None:
+    """A keeper whose first loop was closed starts a renewer in the next loop."""
+    from statesaga.leases import LeaseKeeper
+
+    keeper = LeaseKeeper(MemoryStore())
+    first = asyncio.new_event_loop()
+
+    async def hold(run_id: str) -> asyncio.Task[None] | None:
+        keeper.hold(run_id)
+        return keeper._task
+
+    first_task = first.run_until_complete(hold("x"))
+    first.close()
+    second = asyncio.new_event_loop()
+    second_task = second.run_until_complete(hold("y"))
+    assert second_task is not first_task
+    assert second_task is not None
+    assert second_task.get_loop() is second
+    second_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        second.run_until_complete(second_task)
+    second.close()
+
+
+async def test_abandoned_resume_leaves_the_run_resumable_not_compensated() -> None:
+    """resume(abandon_on_cancel=True) stops at once on cancel and releases the lease."""
+    store = MemoryStore()
+    await abandon(Three(), store, "k1", at="b")
+    gate["b"] = asyncio.Event()
+    calls.clear()
+    task = asyncio.create_task(resume(store, "k1", abandon_on_cancel=True))
+    await until(lambda: any(step == "b" for step, _ in calls))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    snap = await store.load("k1")
+    assert snap.run.status == "running"
+    assert snap.run.lease_owner is None
+    assert not any(step.startswith("undo") for step, _ in calls)

@@ -102,3 +102,51 @@ def test_concurrency_must_be_positive() -> None:
     """A worker needs at least one slot."""
     with pytest.raises(ValueError, match="concurrency"):
         Worker(MemoryStore(), concurrency=0)
+
+
+async def test_worker_waits_instead_of_spinning_on_a_run_it_cannot_drive() -> None:
+    """A run whose saga cannot be imported does not make the loop spin."""
+    store = MemoryStore()
+    await stranded(store, 1)
+    import attrs
+
+    store._runs["s0"] = attrs.evolve(store._runs["s0"], saga_path="nowhere:Missing")
+    worker = Worker(store, poll=0.2)
+    rounds = 0
+    original = worker.run_once
+
+    async def counting() -> list[object]:
+        nonlocal rounds
+        rounds += 1
+        return await original()  # type: ignore[return-value]
+
+    worker.run_once = counting  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    assert rounds <= 4
+
+
+async def test_an_unexpected_error_in_one_run_spares_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A non-statesaga error while resuming one run is reported; the other run completes."""
+    import statesaga.worker as worker_module
+
+    store = MemoryStore()
+    await stranded(store, 2)
+    real_resume = worker_module.resume
+
+    async def flaky_resume(store_: object, run_id: str, **options: object) -> object:
+        if run_id == "s0":
+            raise RuntimeError("a bug in one saga")
+        return await real_resume(store_, run_id, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker_module, "resume", flaky_resume)
+    recovered = {r.run_id: r for r in await Worker(store).run_once()}
+    assert isinstance(recovered["s0"].error, RuntimeError)
+    assert recovered["s1"].result is not None
+    assert recovered["s1"].result.status is SagaStatus.COMPLETED
+    assert done == Counter({"s1:b": 1})
