@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -176,14 +177,21 @@ def worker(store_url: str, concurrency: int, poll: float, once: bool) -> None:
 async def _work(url: str, concurrency: int, poll: float, once: bool) -> None:
     store = await open_store(url)
     stop = asyncio.Event()
+    w = Worker(store, concurrency=concurrency, poll=poll)
+    task = asyncio.ensure_future(w.run_once() if once else w.run(stop))
+
+    def on_signal() -> None:
+        # First signal: take no new runs, finish the ones in hand. Second (or --once): stop
+        # now; the runs in hand stay resumable and their leases are released.
+        if stop.is_set() or once:
+            task.cancel()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
-        w = Worker(store, concurrency=concurrency, poll=poll)
-        if once:
-            await w.run_once()
-        else:
-            await w.run(stop)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     finally:
         await store.close()

@@ -35,15 +35,14 @@ os.register_at_fork(after_in_child=_after_fork)
 class LeaseKeeper:
     """Renews the leases of the runs this process drives in one store, in one batch.
 
-    Attributes:
-        lost: Runs whose lease another worker has taken (their next commit will conflict).
+    A lease another worker has taken over is simply not renewed: the run's next commit
+    conflicts and its driver stops.
     """
 
     def __init__(self, store: SagaStore, seconds: float = LEASE_SECONDS) -> None:
         self.store = store
         self.seconds = seconds
         self.held: dict[str, int] = {}
-        self.lost: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def hold(self, run_id: str) -> None:
@@ -61,7 +60,6 @@ class LeaseKeeper:
             self.held[run_id] = count
         else:
             self.held.pop(run_id, None)
-            self.lost.discard(run_id)
 
     async def _renew_forever(self) -> None:
         while self.held:
@@ -70,8 +68,7 @@ class LeaseKeeper:
             if not ids:
                 break
             with contextlib.suppress(Exception):  # a failed renewal is retried next round
-                kept = await self.store.renew(ids, owner_id(), time.time() + self.seconds)
-                self.lost |= set(ids) - kept
+                await self.store.renew(ids, owner_id(), time.time() + self.seconds)
 
     async def close(self) -> None:
         """Stop renewing."""
