@@ -1,0 +1,298 @@
+"""PostgreSQL statements for one schema, setting the schema up, and records as rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import psycopg
+from psycopg.rows import TupleRow
+
+from ._codec import dumps
+from ._rows import list_runs_queries, run_from_row, steps_from_rows
+from .base import SCHEMA_VERSION, TERMINAL, Commit, RunSnapshot, StoreError, TransitionRecord
+
+Conn = psycopg.AsyncConnection[TupleRow]
+Row = tuple[Any, ...]
+#: A statement's text and its parameters.
+Statement = tuple[str, Any]
+
+_TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL)) + ")"
+_RUN_COLUMNS = (
+    "run_id, saga, saga_path, fingerprint, input::text, status, config::text, version,"
+    " lease_owner, lease_expires, created_at, updated_at, failed_step, error"
+)
+OBJECTS = frozenset(
+    {
+        "statesaga_meta",
+        "statesaga_runs",
+        "statesaga_runs_by_status",
+        "statesaga_runs_by_saga",
+        "statesaga_runs_unfinished",
+        "statesaga_steps",
+        "statesaga_history",
+    }
+)
+
+
+class Queries:
+    """Every statement, with the tables qualified by one schema."""
+
+    def __init__(self, schema: str) -> None:
+        # Quoted, so any name works; ``%`` doubled because psycopg reads it as a placeholder.
+        s = '"' + schema.replace('"', '""').replace("%", "%%") + '"'
+        runs, steps, history, meta = (
+            f"{s}.statesaga_{name}" for name in ("runs", "steps", "history", "meta")
+        )
+        self.schema = (
+            f"CREATE TABLE IF NOT EXISTS {meta} (key text PRIMARY KEY, value text NOT NULL)",
+            # COLLATE "C" on ids: ordered by code point, like the other stores, whatever the
+            # database's locale.
+            f"CREATE TABLE IF NOT EXISTS {runs} ("
+            ' run_id text COLLATE "C" PRIMARY KEY, saga text NOT NULL, saga_path text NOT NULL,'
+            " fingerprint text NOT NULL, input json NOT NULL, status text NOT NULL,"
+            " config json NOT NULL, version bigint NOT NULL, lease_owner text,"
+            " lease_expires double precision, created_at double precision NOT NULL,"
+            " updated_at double precision NOT NULL, failed_step text, error text)",
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_status ON {runs} (status, created_at)",
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_saga ON {runs} (saga, created_at)",
+            # What the recovery loop scans: stays small however many finished runs pile up.
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_unfinished ON {runs} (created_at, run_id)"
+            f" WHERE status NOT IN {_TERMINAL_SQL}",
+            f"CREATE TABLE IF NOT EXISTS {steps} ("
+            ' run_id text COLLATE "C" NOT NULL, step text COLLATE "C" NOT NULL,'
+            " phase text NOT NULL, attempt bigint NOT NULL, result json, error text,"
+            " PRIMARY KEY (run_id, step))",
+            f"CREATE TABLE IF NOT EXISTS {history} ("
+            ' run_id text COLLATE "C" NOT NULL, seq bigint NOT NULL, "trigger" text NOT NULL,'
+            " source text NOT NULL, dest text NOT NULL, at double precision NOT NULL,"
+            " attempt bigint NOT NULL, error text, PRIMARY KEY (run_id, seq))",
+            f"INSERT INTO {meta} (key, value) VALUES ('schema_version', %s)"
+            " ON CONFLICT (key) DO NOTHING",
+        )
+        self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
+        self.version = f"SELECT value FROM {meta} WHERE key = 'schema_version'"
+        self.create = (
+            f"INSERT INTO {runs} (run_id, saga, saga_path, fingerprint, input, status, config,"
+            " version, lease_owner, lease_expires, created_at, updated_at, failed_step, error)"
+            " VALUES (%s, %s, %s, %s, %s::json, %s, %s::json, %s::bigint, %s, %s::float8,"
+            " %s::float8, %s::float8, %s, %s)"
+            " ON CONFLICT (run_id) DO NOTHING RETURNING true"
+        )
+        # One statement for any number of commits (of distinct runs): the step and history
+        # rows of a commit are written only if its guarded UPDATE matched, so a stale commit
+        # writes nothing and raises nothing, and the others still apply.
+        self.commit = (
+            "WITH x AS (SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[],"
+            " %b::text[], %b::float8[], %b::text[], %b::text[])"
+            " AS x(run_id, version, owner, status, config, updated_at, failed_step, error)),"
+            f" run AS (UPDATE {runs} AS r SET status = x.status, config = x.config::json,"
+            " version = r.version + 1, updated_at = x.updated_at, failed_step = x.failed_step,"
+            " error = x.error FROM x WHERE r.run_id = x.run_id AND r.version = x.version"
+            " AND r.lease_owner = x.owner RETURNING r.run_id),"
+            f" steps AS (INSERT INTO {steps} (run_id, step, phase, attempt, result, error)"
+            " SELECT s.run_id, s.step, s.phase, s.attempt, s.result::json, s.error"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[],"
+            " %b::text[]) AS s(run_id, step, phase, attempt, result, error)"
+            " WHERE s.run_id IN (SELECT run_id FROM run)"
+            " ON CONFLICT (run_id, step) DO UPDATE SET phase = EXCLUDED.phase,"
+            " attempt = EXCLUDED.attempt, result = EXCLUDED.result, error = EXCLUDED.error),"
+            f' history AS (INSERT INTO {history} (run_id, seq, "trigger", source, dest, at,'
+            " attempt, error) SELECT h.* FROM unnest(%b::text[], %b::bigint[], %b::text[],"
+            " %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::text[])"
+            " AS h(run_id, seq, trig, source, dest, at, attempt, error)"
+            " WHERE h.run_id IN (SELECT run_id FROM run))"
+            " SELECT run_id FROM run"
+        )
+        self.acquire = (
+            f"UPDATE {runs} SET lease_owner = %(owner)s, lease_expires = %(expires)s::float8,"
+            " version = version + 1"
+            f" WHERE run_id = %(run_id)s AND status NOT IN {_TERMINAL_SQL}"
+            " AND (lease_owner IS NULL OR lease_owner = %(owner)s"
+            " OR COALESCE(lease_expires, 0) < %(now)s::float8) RETURNING true"
+        )
+        self.renew = (
+            f"UPDATE {runs} SET lease_expires = %s::float8"
+            " WHERE run_id = ANY(%b::text[]) AND lease_owner = %s RETURNING run_id"
+        )
+        self.release = (
+            f"UPDATE {runs} SET lease_owner = NULL, lease_expires = NULL"
+            " WHERE run_id = %s AND lease_owner = %s"
+        )
+        self.leases = f"SELECT run_id, version, lease_owner FROM {runs} WHERE run_id = ANY(%s)"
+        self.run = f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE run_id = %s"
+        self.steps = (
+            f"SELECT step, phase, attempt, result::text, error FROM {steps}"
+            " WHERE run_id = %s ORDER BY step"
+        )
+        self.history = (
+            f'SELECT seq, "trigger", source, dest, at, attempt, error FROM {history}'
+            " WHERE run_id = %s ORDER BY seq"
+        )
+        self.unfinished = (
+            f"SELECT run_id FROM {runs} WHERE status NOT IN {_TERMINAL_SQL}"
+            " AND (lease_owner IS NULL OR COALESCE(lease_expires, 0) < %s::float8)"
+            " ORDER BY created_at, run_id LIMIT %s"
+        )
+        self.list_runs = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM {runs}", "%s")
+
+
+async def prepare_schema(conn: Conn, q: Queries, *, schema: str, lock_key: int, store: str) -> None:
+    """Check the version of the tables in ``schema``, and create any that are missing.
+
+    Args:
+        conn: A connection in autocommit mode.
+        q: The statements of ``schema``.
+        schema: The schema's name.
+        lock_key: The advisory lock that serialises creating the tables.
+        store: The store's URL, password hidden, for messages.
+
+    Raises:
+        StoreError: The schema holds another version than this statesaga's (it is left as it was).
+        psycopg.Error: The server refused a statement.
+    """
+    # Read-only first, so a schema we refuse is left exactly as it was.
+    version, present, has_schema = await _inspect(conn, q, schema, store)
+    _check_version(version, schema, store)
+    if version is not None and present >= OBJECTS:
+        return
+    async with conn.transaction():
+        # Workers starting together would race on CREATE ... IF NOT EXISTS (which is not
+        # safe concurrently in PostgreSQL): one creates, the others wait and then see it.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        version, present, has_schema = await _inspect(conn, q, schema, store)
+        _check_version(version, schema, store)
+        if not has_schema:  # not always: CREATE SCHEMA needs a privilege we may lack
+            await conn.execute(q.create_schema)
+        *tables, insert_version = q.schema
+        for statement in tables:
+            await conn.execute(statement)
+        await conn.execute(insert_version, (str(SCHEMA_VERSION),))
+
+
+async def _inspect(
+    conn: Conn, q: Queries, schema: str, store: str
+) -> tuple[int | None, set[str], bool]:
+    """The stored schema version (``None`` if absent), our objects present, schema exists."""
+    cur = await conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = ANY(%s)",
+        (schema, sorted(OBJECTS)),
+    )
+    present = {row[0] for row in await cur.fetchall()}
+    cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    has_schema = await cur.fetchone() is not None
+    if "statesaga_meta" not in present:
+        return None, present, has_schema
+    row = await (await conn.execute(q.version)).fetchone()
+    if row is None:
+        return None, present, has_schema
+    try:
+        return int(row[0]), present, has_schema
+    except (TypeError, ValueError):
+        raise StoreError(
+            f"PostgreSQL store {store}: {schema}.statesaga_meta.schema_version "
+            f"is {row[0]!r}, not a number: this is not a statesaga schema, or it is damaged"
+        ) from None
+
+
+def _check_version(version: int | None, schema: str, store: str) -> None:
+    if version is None or version == SCHEMA_VERSION:
+        return
+    where = f"PostgreSQL store {store} (schema {schema!r})"
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where} holds schema version {version}, newer than this statesaga understands "
+            f"({SCHEMA_VERSION}); upgrade statesaga to use it (nothing was changed)"
+        )
+    raise StoreError(
+        f"{where} holds schema version {version} and this statesaga (schema "
+        f"{SCHEMA_VERSION}) has no migration for it"
+    )
+
+
+@attrs.frozen
+class CommitRows:
+    """A commit as the rows it writes, in the column order of the commit statement."""
+
+    run: tuple[Any, ...]
+    steps: list[tuple[Any, ...]]
+    history: list[tuple[Any, ...]]
+
+    @property
+    def run_id(self) -> str:
+        """The run committed to (the first column of every row)."""
+        run_id: str = self.run[0]
+        return run_id
+
+
+def commit_rows(commit: Commit) -> CommitRows:
+    """The rows ``commit`` writes, its values serialised (a bad one raises ``StoreError``)."""
+    run_id = commit.run_id
+    # Numbers are coerced because the rows travel as typed arrays, which refuse mixed int/float.
+    steps = {s.step: s for s in commit.steps}.values()  # the last row per step wins
+    return CommitRows(
+        (
+            run_id,
+            int(commit.version),
+            commit.lease_owner,
+            commit.status,
+            dumps(commit.config, run_id=run_id),
+            float(commit.updated_at),
+            commit.failed_step,
+            nul_free(commit.error),
+        ),
+        [
+            (
+                run_id,
+                s.step,
+                s.phase,
+                int(s.attempt),
+                None if s.result is None else dumps(s.result, run_id=run_id),
+                nul_free(s.error),
+            )
+            for s in steps
+        ],
+        [
+            (
+                run_id,
+                int(t.seq),
+                t.trigger,
+                t.source,
+                t.dest,
+                float(t.at),
+                int(t.attempt),
+                nul_free(t.error),
+            )
+            for t in commit.transitions
+        ],
+    )
+
+
+def commit_params(commits: Sequence[CommitRows]) -> list[list[Any]]:
+    """The commit statement's parameters: one array per column of each of its three tables."""
+    params: list[list[Any]] = []
+    for rows, width in (
+        ([c.run for c in commits], 8),
+        ([row for c in commits for row in c.steps], 6),
+        ([row for c in commits for row in c.history], 8),
+    ):
+        params += [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+    return params
+
+
+def nul_free(error: str | None) -> str | None:
+    """An error text PostgreSQL can store: ``text`` cannot hold NUL, so it becomes U+FFFD.
+
+    Otherwise an exception message with a NUL in it would make every commit of its run fail.
+    """
+    return error.replace("\x00", "\ufffd") if error and "\x00" in error else error
+
+
+def snapshot(run_row: Row, step_rows: list[Row], history_rows: list[Row]) -> RunSnapshot:
+    """A run's snapshot from its run row, its step rows and its history rows."""
+    run = run_from_row(run_row)
+    steps = steps_from_rows(run.run_id, step_rows)
+    history = tuple(TransitionRecord(*row) for row in history_rows)
+    return RunSnapshot(run=run, steps=steps, history=history)

@@ -1,0 +1,50 @@
+"""Run and step rows of the SQL stores: the queries listing runs, and rows back into records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ._codec import loads
+from .base import RunRecord, StepRecord, StoreError
+
+
+def list_runs_queries(select: str, mark: str) -> dict[tuple[bool, bool], str]:
+    """``select`` filtered, newest first and paged; ``mark`` is the driver's placeholder.
+
+    One text per combination of filters, keyed by (status given, saga given).
+    """
+    return {
+        (by_status, by_saga): select
+        + (" WHERE " if by_status or by_saga else "")
+        + " AND ".join(
+            clause
+            for clause, on in ((f"status = {mark}", by_status), (f"saga = {mark}", by_saga))
+            if on
+        )
+        + f" ORDER BY created_at DESC, run_id DESC LIMIT {mark} OFFSET {mark}"
+        for by_status in (False, True)
+        for by_saga in (False, True)
+    }
+
+
+def run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    """A run row, columns in ``RunRecord`` order with input and config as JSON text."""
+    run_id = row[0]
+    data = loads(row[4], run_id=run_id, what="input")
+    config = loads(row[6], run_id=run_id, what="config")
+    if not isinstance(data, dict) or not isinstance(config, dict):
+        raise StoreError(
+            f"run {run_id}: stored input or config is not a JSON object", run_id=run_id
+        )
+    return RunRecord(run_id, row[1], row[2], row[3], data, row[5], config, *row[7:])
+
+
+def steps_from_rows(run_id: str, rows: Iterable[tuple[Any, ...]]) -> dict[str, StepRecord]:
+    """Step rows ``(step, phase, attempt, result JSON, error)`` of run ``run_id``, by step."""
+    return {
+        step: StepRecord(
+            step, phase, attempt, loads(result, run_id=run_id, what=f"result of step {step}"), error
+        )
+        for step, phase, attempt, result, error in rows
+    }
