@@ -11,7 +11,7 @@ succeeds or fails on its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 import attrs
 
@@ -176,6 +176,23 @@ class RunSnapshot:
     run: RunRecord
     steps: Mapping[str, StepRecord]
     history: tuple[TransitionRecord, ...]
+
+
+class AsyncContext:
+    """``async with store:`` opens the store and closes it at the end (for store classes)."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import attrs
 
 from ._codec import dumps
 from .base import (
+    AsyncContext,
     Commit,
     LeaseHeld,
     RunNotFound,
@@ -23,7 +24,7 @@ from .base import (
 )
 
 
-class MemoryStore:
+class MemoryStore(AsyncContext):
     """Keeps runs in a dict: for tests, and for runs that need history but not durability."""
 
     url = "memory://"
@@ -39,13 +40,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-    async def __aenter__(self) -> MemoryStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     async def create(self, run: RunRecord) -> None:
         if run.run_id in self._runs:

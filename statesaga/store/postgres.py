@@ -59,6 +59,7 @@ from ._pg_writer import Job, Stale, Writer, nothing, pipeline, rollback
 from ._rows import run_from_row
 from .base import (
     TERMINAL,
+    AsyncContext,
     Commit,
     LeaseHeld,
     RunNotFound,
@@ -112,7 +113,7 @@ class _State:
     closing: bool = False
 
 
-class PostgresStore:
+class PostgresStore(AsyncContext):
     """Runs in a PostgreSQL database, written through a group-committing writer task.
 
     Args:
@@ -162,13 +163,6 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._safe_url!r}, schema={self.schema!r})"
-
-    async def __aenter__(self) -> PostgresStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

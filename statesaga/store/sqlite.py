@@ -36,7 +36,7 @@ from . import _sqlite_sql as sql
 from ._codec import dumps
 from ._rows import run_from_row
 from ._sqlite_writer import Job, Writer
-from .base import SCHEMA_VERSION, Commit, RunRecord, RunSnapshot, StoreError
+from .base import SCHEMA_VERSION, AsyncContext, Commit, RunRecord, RunSnapshot, StoreError
 
 logger = logging.getLogger("statesaga.store")
 
@@ -62,7 +62,7 @@ class SQLiteStats:
     largest_batch: int = 0
 
 
-class SQLiteStore:
+class SQLiteStore(AsyncContext):
     """Runs in one SQLite file, written through a group-committing writer thread.
 
     Args:
@@ -111,13 +111,6 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
-
-    async def __aenter__(self) -> SQLiteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
