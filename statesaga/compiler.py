@@ -414,7 +414,16 @@ def _chain(
             Transition(
                 "give_up", first.state("compensation_failed"), FAILED, "compensate", failure=True
             ),
+            # Reopening a run whose compensations failed: back to compensating, then each
+            # owed compensation again, returning to compensating after each one.
+            Transition("reopen", FAILED, COMPENSATING, "compensate"),
+            Transition("give_up", COMPENSATING, FAILED, "compensate", failure=True),
         ]
+        for p in compensable:
+            edges += [
+                Transition("proceed", p.state(end), COMPENSATING, "compensate")
+                for end in ("compensated", "compensation_failed")
+            ]
     states = _drop_unreachable_failed(states, edges)
     return states, edges, dict.fromkeys(states, SAGA_REGION)
 
@@ -460,9 +469,10 @@ def _regions(
             )
         )
         if p.compensate is not None:
-            edges += _step_compensation(
-                p, [p.state("succeeded"), p.state("in_doubt")], requires=(COMPENSATING,)
-            )
+            sources = [p.state("succeeded"), p.state("in_doubt"), p.state("compensation_failed")]
+            edges += _step_compensation(p, sources, requires=(COMPENSATING,))
+    if any(p.compensate is not None for p in plans):
+        edges.append(Transition("reopen", FAILED, COMPENSATING, "compensate"))
     return _drop_unreachable_failed(states, edges), edges, region_of_state
 
 

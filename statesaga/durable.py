@@ -107,7 +107,9 @@ async def resume(
     """Drive a stored run to a terminal state, or report the one it already reached.
 
     A step recorded as succeeded is never run again; a step recorded as running is run again
-    with the same idempotency key; compensations the run owes are finished.
+    with the same idempotency key; compensations the run owes are finished. A run that ended
+    ``failed`` because compensations failed is reopened: those compensations are tried
+    again (the others are not repeated).
 
     Args:
         store: The store (or its URL).
@@ -127,7 +129,7 @@ async def resume(
     """
     opened = await open_store(store)
     snapshot = await opened.load(run_id)
-    if snapshot.run.finished:
+    if snapshot.run.finished and not reopenable(snapshot):
         return finished_result(snapshot)
     compiled = compile_saga(saga or _import(snapshot))
     if compiled.fingerprint != snapshot.run.fingerprint and not allow_changed_definition:
@@ -140,10 +142,11 @@ async def resume(
         raise LeaseHeld(run_id, owner_id(), time.time() + LEASE_SECONDS)  # driven here already
     now = time.time()  # leases are wall-clock times, whatever clock the run uses
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
-    if snapshot.run.finished:  # another worker finished it meanwhile
+    if snapshot.run.finished and not reopenable(snapshot):  # finished by another meanwhile
+        await opened.release(run_id, owner_id())
         return finished_result(snapshot)
     try:
-        run = restore(compiled, snapshot, clock)
+        run = restore(compiled, snapshot, clock, reopen=reopenable(snapshot))
     except StoreError:
         await opened.release(run_id, owner_id())
         raise
@@ -162,8 +165,21 @@ def _import(snapshot: RunSnapshot) -> type[Saga]:
         ) from error
 
 
-def restore(compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock) -> _Run:
-    """Rebuild a run's engine state from its records, checking them against the machine."""
+def reopenable(snapshot: RunSnapshot) -> bool:
+    """Whether a stored run failed because compensations failed (they can be retried)."""
+    return snapshot.run.status == "failed" and any(
+        step.phase == "compensation_failed" for step in snapshot.steps.values()
+    )
+
+
+def restore(
+    compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock, *, reopen: bool = False
+) -> _Run:
+    """Rebuild a run's engine state from its records, checking them against the machine.
+
+    With ``reopen``, a run that failed in compensation is rebuilt so that its failed
+    compensations are tried again.
+    """
     record = snapshot.run
     run_id = record.run_id
 
@@ -183,8 +199,9 @@ def restore(compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock) -> _Run
         (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
     ]
     status = saga_status(config[SAGA_REGION])
-    if status in TERMINAL:
+    if status in TERMINAL and not (reopen and status == "failed"):
         raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
+    run.reopening = reopen
     for name, step in snapshot.steps.items():
         plan = compiled.by_name.get(name)
         if plan is None:
@@ -209,8 +226,9 @@ def restore(compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock) -> _Run
             run.outcomes[name] = phase
         elif phase == "compensation_failed":
             run.outcomes[name] = phase
-            run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
-    if status == "compensating":
+            if not reopen:  # reopening tries it again: its error is recorded anew if it fails
+                run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
+    if status in ("compensating", "failed"):
         run.failing = True
     _replay_lists(run, snapshot)
     run.failed_step = record.failed_step

@@ -23,6 +23,7 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 IN_DOUBT: Final = "in_doubt"
 COMPENSATING: Final = "compensating"
+COMPENSATION_FAILED: Final = "compensation_failed"
 RUNNING: Final = "running"  # only in a run rebuilt from a store
 
 _Outcome = tuple[str, BaseException | None]
@@ -107,6 +108,7 @@ class _Run:
         "outcomes",
         "pivoted",
         "region_of_trigger",
+        "reopening",
         "results",
         "results_view",
         "resumed",
@@ -143,6 +145,7 @@ class _Run:
         self.journal: Journal | None = None
         # Steps a resumed run must call again, with the attempt number to continue from.
         self.resumed: dict[str, int] = {}
+        self.reopening = False  # a failed run whose failed compensations are retried
 
     # -- the machine ------------------------------------------------------------------------
 
@@ -165,27 +168,32 @@ class _Run:
         """Drive the run to its end and hand the outcome to ``self.waiter``."""
         try:
             started = self.clock.monotonic()
-            if self.config[SAGA_REGION] == self.c.initial:
+            status = saga_status(self.config[SAGA_REGION])
+            if status == self.c.initial:
                 self.fire("start")
-            if saga_status(self.config[SAGA_REGION]) == "running" and not self.failing:
+                status = "running"
+            elif status == "failed" and self.reopening:
+                self.fire("reopen")  # retry the compensations that failed
+                status = "compensating"
+            if status == "running" and not self.failing:
                 if self.c.sequential:
                     await self._chain()
                 else:
                     await self._forward()
-            if self.halting:
+            if status == "running" and self.halting:
                 self.fire("halt")
                 result = self._result(SagaStatus.FAILED, started)
-            elif len(self.completed) == len(self.c.steps):
+            elif status == "running" and len(self.completed) == len(self.c.steps):
                 self.fire("complete")
                 result = self._result(SagaStatus.COMPLETED, started)
-            elif self.pivoted:
+            elif status == "running" and self.pivoted:
                 # Cancelled past the point of no return: nothing may be compensated, so the
                 # run stays unfinished (a durable one can be resumed forward).
                 if self.journal is not None:
                     await self.journal.flush(self)
                 raise asyncio.CancelledError
             else:
-                if saga_status(self.config[SAGA_REGION]) == "running":
+                if status == "running":
                     self.fire("abort")
                 await self._compensate_all()
                 if self.compensation_errors:
@@ -417,7 +425,9 @@ class _Run:
             if self.outcomes.get(plan.name) == RUNNING:  # its process died while it ran
                 self.fire(plan.t_interrupt)
                 self.outcomes[plan.name] = IN_DOUBT
-        owed = (SUCCEEDED, IN_DOUBT, COMPENSATING)
+        owed: tuple[str, ...] = (SUCCEEDED, IN_DOUBT, COMPENSATING)
+        if self.reopening:
+            owed += (COMPENSATION_FAILED,)
         targets = [
             p
             for p in self.c.steps
@@ -485,10 +495,18 @@ class _Run:
                     await self._pause(retry, attempt + 1)
                     continue
                 self.fire(plan.t_compensation_fail, attempt, error)
+                self._proceed()
                 return error
             self.fire(plan.t_compensation_done, attempt)
             self.compensated.append(plan.name)
+            self._proceed()
             return None
+
+    def _proceed(self) -> None:
+        # A reopened chain returns to "compensating" after each compensation: the ones it
+        # retries need not be neighbours in the chain.
+        if self.reopening and self.c.sequential:
+            self.fire("proceed")
 
 
 def _raise_if_cancelled(error: BaseException) -> None:

@@ -400,3 +400,54 @@ async def test_abandoned_resume_leaves_the_run_resumable_not_compensated() -> No
     assert snap.run.status == "running"
     assert snap.run.lease_owner is None
     assert not any(step.startswith("undo") for step, _ in calls)
+
+
+@pytest.mark.parametrize("shape", ["chain", "dag"])
+async def test_failed_compensation_is_retried_when_the_run_is_resumed(shape: str) -> None:
+    """A run FAILED by a compensation is reopened by resume: only that one is retried."""
+    from statesaga.testing import fail_step
+
+    store = MemoryStore()
+    S = Failing if shape == "chain" else Diamond
+    with fail_step("b", compensation=True):
+        first = await S().execute(store=store, saga_id=f"f-{shape}", clock=FakeClock())
+    assert first.status is SagaStatus.FAILED
+    assert set(first.compensation_errors) == {"b"}
+    calls.clear()
+    again = await resume(store, f"f-{shape}", clock=FakeClock())
+    assert again.status is SagaStatus.COMPENSATED
+    assert [step for step, _ in calls] == ["undo-b"]
+    assert again.compensation_errors == {}
+    assert (await store.load(f"f-{shape}")).run.status == "compensated"
+    triggers = [h.trigger for h in again.history]
+    assert "reopen" in triggers
+
+
+async def test_run_failed_past_the_pivot_is_not_reopened() -> None:
+    """A run that halted past its pivot has nothing to compensate: resume reports it."""
+    store = MemoryStore()
+    P = type(
+        "Halts",
+        (Saga,),
+        {"steps": (Step("a", act, compensate=undo), Step("p", act, pivot=True), Step("c", boom))},
+    )
+    first = await P().execute(store=store, saga_id="halt-1")
+    assert first.status is SagaStatus.FAILED
+    calls.clear()
+    again = await resume(store, "halt-1", saga=P)
+    assert again.status is SagaStatus.FAILED
+    assert calls == []
+
+
+async def test_reopen_works_on_sqlite(tmp_path: Any) -> None:
+    """Reopening a failed run leases and commits it on SQLite too."""
+    from statesaga.store.sqlite import SQLiteStore
+    from statesaga.testing import fail_step
+
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        with fail_step("b", compensation=True):
+            first = await Failing().execute(store=store, saga_id="sq", clock=FakeClock())
+        assert first.status is SagaStatus.FAILED
+        again = await resume(store, "sq", clock=FakeClock())
+        assert again.status is SagaStatus.COMPENSATED
+        assert (await store.load("sq")).run.status == "compensated"

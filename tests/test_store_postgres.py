@@ -341,13 +341,12 @@ async def test_two_workers_racing_for_an_expired_lease_exactly_one_wins(schema: 
             assert (stored.lease_owner, stored.version) == (winner, 1)
 
 
-async def test_acquire_of_a_finished_run_returns_it_unleased(store: PostgresStore) -> None:
-    """A finished run is returned as it is: no lease taken, the row untouched."""
+async def test_acquire_of_a_finished_run_leases_it(store: PostgresStore) -> None:
+    """A finished run is leased like any other (a failed one may be reopened)."""
     await store.create(make_run(status="completed", lease_owner=None, lease_expires=None))
     snapshot = await store.acquire("r1", "w2", NOW + 30, NOW)
     assert snapshot.run.finished
-    run = (await store.load("r1")).run
-    assert (run.lease_owner, run.version) == (None, 0)
+    assert snapshot.run.lease_owner == "w2"
 
 
 # -- group commit ------------------------------------------------------------------------------

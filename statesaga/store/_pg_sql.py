@@ -108,7 +108,7 @@ class Queries:
         self.acquire = (
             f"UPDATE {runs} SET lease_owner = %(owner)s, lease_expires = %(expires)s::float8,"
             " version = version + 1"
-            f" WHERE run_id = %(run_id)s AND status NOT IN {_TERMINAL_SQL}"
+            " WHERE run_id = %(run_id)s"
             " AND (lease_owner IS NULL OR lease_owner = %(owner)s"
             " OR COALESCE(lease_expires, 0) < %(now)s::float8) RETURNING true"
         )

@@ -231,8 +231,8 @@ class SagaStore(Protocol):
         """Lease an unfinished run to ``owner`` until ``expires``, bumping its version.
 
         Succeeds if the run has no lease, its lease ended before ``now``, or ``owner`` holds
-        it. Raises ``LeaseHeld`` otherwise, ``RunNotFound`` for an unknown id. A run that has
-        finished is returned as it is (a backend need not lease it): check ``run.finished``.
+        it. Raises ``LeaseHeld`` otherwise, ``RunNotFound`` for an unknown id. Finished runs
+        are leased too (a failed one may be reopened); check ``run.finished``.
         """
         ...
 

@@ -58,7 +58,6 @@ from ._pg_sql import (
 from ._pg_writer import Job, Stale, Writer, nothing, pipeline, rollback
 from ._rows import run_from_row
 from .base import (
-    TERMINAL,
     AsyncContext,
     Commit,
     LeaseHeld,
@@ -322,9 +321,7 @@ class PostgresStore(AsyncContext):
                 raise RunNotFound(run_id)
             if leased:
                 return snapshot(run_rows[0], step_rows, history_rows)
-            status, owner_now, until = run_rows[0][5], run_rows[0][8], run_rows[0][9]
-            if status in TERMINAL:  # finished meanwhile: nothing to drive, here it is
-                return snapshot(run_rows[0], step_rows, history_rows)
+            owner_now, until = run_rows[0][8], run_rows[0][9]
             raise LeaseHeld(run_id, owner_now or "", until or 0)
 
         result: RunSnapshot = await self._write(statements, decode, run_id)
