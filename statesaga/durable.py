@@ -17,6 +17,7 @@ from .leases import LEASE_SECONDS, keeper_for, owner_id
 from .loader import TargetError, load_saga
 from .result import SagaResult, SagaStatus
 from .store import SagaStore, StoreError, store_from_url
+from .store._codec import dumps
 from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
 
 StoreLike = SagaStore | str
@@ -66,9 +67,10 @@ async def start(
         created_at=now,
         updated_at=now,
     )
-    await opened.create(record)
+    # Checked now so bad input fails before anything runs; stored by the first commit.
+    dumps(record.input, run_id=saga_id)
     run = _Run(compiled, data, saga_id, clock)
-    run.journal = Journal(opened, record, owner_id())
+    run.journal = Journal(opened, record, owner_id(), create=True)
     return await _drive_leased(run, opened)
 
 

@@ -33,8 +33,18 @@ class Journal:
     and the next step's start share one commit.
     """
 
-    def __init__(self, store: SagaStore, record: RunRecord, owner: str, flushed: int = 0):
+    def __init__(
+        self,
+        store: SagaStore,
+        record: RunRecord,
+        owner: str,
+        flushed: int = 0,
+        *,
+        create: bool = False,
+    ):
         self.store = store
+        # A new run is created by its first commit, in the same transaction.
+        self.create: RunRecord | None = record if create else None
         self.run_id = record.run_id
         self.owner = owner
         self.version = record.version
@@ -80,8 +90,10 @@ class Journal:
                 updated_at=run.now(),
                 failed_step=run.failed_step,
                 error=describe(run.error),
+                create=self.create,
             )
             await self.store.commit(commit)
+            self.create = None
             self.version += 1
             self.flushed = end
             self.steps.update(touched)

@@ -51,7 +51,9 @@ _RUN_COLUMNS = (
     "run_id, saga, saga_path, fingerprint, input, status, config, version, lease_owner,"
     " lease_expires, created_at, updated_at, failed_step, error"
 )
-_INSERT_RUN = f"INSERT INTO statesaga_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+INSERT_RUN = _INSERT_RUN = (
+    f"INSERT INTO statesaga_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+)
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM statesaga_runs WHERE run_id = ?"
 _SELECT_LEASE = "SELECT version, lease_owner, lease_expires FROM statesaga_runs WHERE run_id = ?"
 COMMIT_RUN = (
@@ -95,7 +97,7 @@ LIST_RUNS = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM statesaga_runs", "?")
 
 def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     try:
-        conn.execute(_INSERT_RUN, row)
+        conn.execute(INSERT_RUN, row)
     except sqlite3.IntegrityError:
         if conn.execute(_SELECT_LEASE, (row[0],)).fetchone() is None:
             raise
@@ -104,9 +106,13 @@ def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 
 def commit(
     conn: sqlite3.Connection,
-    arg: tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]],
+    arg: tuple[
+        tuple[Any, ...] | None, tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]
+    ],
 ) -> None:
-    update, steps, history = arg
+    create_row, update, steps, history = arg
+    if create_row is not None:
+        create(conn, create_row)
     if conn.execute(COMMIT_RUN, update).rowcount == 0:
         run_id, version, owner = update[5:]
         row = conn.execute(_SELECT_LEASE, (run_id,)).fetchone()

@@ -119,14 +119,18 @@ class Writer:
 
     def _commit_all(self, conn: sqlite3.Connection, batch: list[Job]) -> bool:
         """Apply a batch of commits with one statement per table; False if one conflicts."""
-        updates, steps, history = [], [], []
+        creates, updates, steps, history = [], [], [], []
         for job in batch:
-            update, job_steps, job_history = job[1]
+            create, update, job_steps, job_history = job[1]
+            if create is not None:
+                creates.append(create)
             updates.append(update)
             steps += job_steps
             history += job_history
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if creates:
+                conn.executemany(sql.INSERT_RUN, creates)  # a duplicate raises: careful path
             if conn.executemany(sql.COMMIT_RUN, updates).rowcount != len(updates):
                 conn.execute("ROLLBACK")
                 return False

@@ -155,6 +155,10 @@ class Commit:
     ``lease_owner``; then the run takes ``status``, ``config``, ``failed_step``, ``error`` and
     ``version + 1``, the ``steps`` rows are inserted or replaced, and ``transitions`` are
     appended to the history.
+
+    A run's first commit may carry ``create``, the new run (version 0): it is inserted first,
+    in the same transaction, which saves a round trip; a duplicate id fails the commit like
+    ``SagaStore.create`` would.
     """
 
     run_id: str
@@ -167,6 +171,7 @@ class Commit:
     updated_at: float
     failed_step: str | None = None
     error: str | None = None
+    create: RunRecord | None = None
 
 
 @attrs.frozen

@@ -51,6 +51,8 @@ class MemoryStore(AsyncContext):
         self._history[run.run_id] = []
 
     async def commit(self, commit: Commit) -> None:
+        if commit.create is not None:
+            await self.create(commit.create)
         run = self._runs.get(commit.run_id)
         if run is None:
             raise RunNotFound(commit.run_id)

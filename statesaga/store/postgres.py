@@ -294,6 +294,8 @@ class PostgresStore(AsyncContext):
         await self._write([(self._q.create, row)], decode, run_id)
 
     async def commit(self, commit: Commit) -> None:
+        if commit.create is not None:  # one more round trip here; SQLite merges them
+            await self.create(commit.create)
         run_id = commit.run_id
         # Serialised here, on the caller's side: a bad value fails before it is queued.
         rows = commit_rows(commit)
