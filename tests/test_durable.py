@@ -451,3 +451,13 @@ async def test_reopen_works_on_sqlite(tmp_path: Any) -> None:
         again = await resume(store, "sq", clock=FakeClock())
         assert again.status is SagaStatus.COMPENSATED
         assert (await store.load("sq")).run.status == "compensated"
+
+
+async def test_reusing_a_run_id_is_refused_before_any_step_runs() -> None:
+    """A second run with an existing id fails at its first commit, before any action."""
+    store = MemoryStore()
+    await Three().execute(store=store, saga_id="dup")
+    calls.clear()
+    with pytest.raises(StoreError, match="dup already exists"):
+        await Three().execute(store=store, saga_id="dup")
+    assert calls == []
