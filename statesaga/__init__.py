@@ -18,6 +18,7 @@ from .errors import (
     StatesagaError,
     StepTimeoutError,
 )
+from .render import RenderError, render
 from .result import HistoryEntry, SagaResult, SagaStatus
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "MachineError",
     "NonRetryableError",
     "Problem",
+    "RenderError",
     "Retry",
     "Saga",
     "SagaResult",
@@ -45,5 +47,6 @@ __all__ = [
     "Transition",
     "__version__",
     "compile_saga",
+    "render",
     "resume",
 ]

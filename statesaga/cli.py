@@ -12,6 +12,7 @@ from .cli_runs import runs, worker
 from .compiler import compile_saga
 from .errors import StatesagaError
 from .loader import load_saga
+from .store.base import RunSnapshot
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +38,53 @@ def machine(target: str, as_json: bool) -> None:
     for t in compiled.transitions:
         mark = "compensate" if t.kind == "compensate" else "forward"
         click.echo(f"  {t.trigger:<{width}}  {t.source} -> {t.dest}  [{mark}]")
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="File to write [<SagaName>.svg]."
+)
+@click.option("--format", "fmt", help="svg, png, pdf, dot or mmd [from the file's suffix].")
+@click.option("--run", "run_id", help="Highlight the path of this stored run.")
+@click.option(
+    "--store",
+    "store_url",
+    envvar="STATESAGA_STORE",
+    help="Store URL holding --run (sqlite:///file.db, postgresql://...); $STATESAGA_STORE sets it.",
+)
+def diagram(
+    target: str, output: str | None, fmt: str | None, run_id: str | None, store_url: str | None
+) -> None:
+    """Draw the state machine a saga compiles to (optionally with one run's path on it).
+
+    TARGET is package.module:SagaClass or path/to/file.py:SagaClass.
+    """
+    import asyncio
+
+    from .render import RenderError, render
+
+    compiled = compile_saga(load_saga(target))
+    run = asyncio.run(_load_run(store_url, run_id)) if run_id else None
+    if run is not None and run.run.saga != compiled.name:
+        raise RenderError(
+            f"run {run_id} belongs to saga {run.run.saga!r}, not {compiled.name!r}: "
+            "name that saga as TARGET"
+        )
+    suffix = "mmd" if fmt == "mermaid" else (fmt or "svg")
+    path = output or f"{compiled.name}.{suffix}"
+    click.echo(render(compiled, path, format=fmt, run=run))
+
+
+async def _load_run(url: str | None, run_id: str) -> RunSnapshot:
+    from .store import store_from_url
+
+    store = store_from_url(url)
+    await store.open()
+    try:
+        return await store.load(run_id)
+    finally:
+        await store.close()
 
 
 cli.add_command(runs)

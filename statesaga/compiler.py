@@ -208,6 +208,30 @@ class CompiledSaga:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def to_dot(self) -> str:
+        """The machine as Graphviz DOT text (deterministic)."""
+        from .render import graph_of
+        from .render.dot import to_dot
+
+        return to_dot(graph_of(self))
+
+    def to_mermaid(self) -> str:
+        """The machine as a Mermaid ``stateDiagram-v2`` (deterministic)."""
+        from .render import graph_of
+        from .render.mermaid import to_mermaid
+
+        return to_mermaid(graph_of(self))
+
+    def _repr_svg_(self) -> str | None:
+        """SVG for Jupyter; ``None`` (plain repr) when Graphviz is not installed."""
+        from .render import RenderError, graph_of
+        from .render.dot import to_dot, to_svg
+
+        try:
+            return to_svg(to_dot(graph_of(self)))
+        except RenderError:
+            return None
+
     def machine(self, model: object) -> Machine:
         """A ``transitions`` machine bound to ``model``, so an app can drive the states itself.
 
