@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from statesaga import Saga, Step
 from statesaga.context import Context
@@ -32,15 +31,7 @@ class CliOk(Saga):
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "statesaga.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        check=False,
-        timeout=60,
-    )
+    return run_cli(*args, env=env)
 
 
 @pytest.fixture

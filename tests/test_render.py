@@ -3,12 +3,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import run_cli
 
 from statesaga import Saga, Step, compile_saga
 from statesaga.errors import StatesagaError
@@ -196,16 +196,6 @@ def test_missing_output_folder(tmp_path: Path) -> None:
     """A missing output folder is reported, not created."""
     with pytest.raises(RenderError, match="does not exist"):
         render(Checkout, tmp_path / "nope" / "x.dot")
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "statesaga.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        check=False,
-    )
 
 
 @pytest.fixture

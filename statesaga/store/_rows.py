@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ._codec import loads
+from ._codec import dumps, loads
 from .base import RunRecord, StepRecord, StoreError
 
 
@@ -48,3 +48,24 @@ def steps_from_rows(run_id: str, rows: Iterable[tuple[Any, ...]]) -> dict[str, S
         )
         for step, phase, attempt, result, error in rows
     }
+
+
+def run_row(run: RunRecord) -> tuple[Any, ...]:
+    """A run as a row of ``statesaga_runs`` (JSON serialised here, on the caller's side)."""
+    run_id = run.run_id
+    return (
+        run_id,
+        run.saga,
+        run.saga_path,
+        run.fingerprint,
+        dumps(run.input, run_id=run_id),
+        run.status,
+        dumps(run.config, run_id=run_id),
+        run.version,
+        run.lease_owner,
+        run.lease_expires,
+        run.created_at,
+        run.updated_at,
+        run.failed_step,
+        run.error,
+    )

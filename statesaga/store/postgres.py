@@ -43,7 +43,6 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from . import hide_password
-from ._codec import dumps
 from ._pg_sql import (
     CommitRows,
     Conn,
@@ -56,7 +55,7 @@ from ._pg_sql import (
     snapshot,
 )
 from ._pg_writer import Job, Stale, Writer, nothing, pipeline, rollback
-from ._rows import run_from_row
+from ._rows import run_from_row, run_row
 from .base import (
     AsyncContext,
     Commit,
@@ -270,22 +269,7 @@ class PostgresStore(AsyncContext):
 
     async def create(self, run: RunRecord) -> None:
         run_id = run.run_id
-        row = (
-            run_id,
-            run.saga,
-            run.saga_path,
-            run.fingerprint,
-            dumps(run.input, run_id=run_id),
-            run.status,
-            dumps(run.config, run_id=run_id),
-            run.version,
-            run.lease_owner,
-            run.lease_expires,
-            run.created_at,
-            run.updated_at,
-            run.failed_step,
-            nul_free(run.error),
-        )
+        row = (*run_row(run)[:-1], nul_free(run.error))
 
         def decode(rows: list[list[Row]]) -> None:
             if not rows[0]:

@@ -34,7 +34,7 @@ import attrs
 
 from . import _sqlite_sql as sql
 from ._codec import dumps
-from ._rows import run_from_row
+from ._rows import run_from_row, run_row
 from ._sqlite_writer import Job, Writer
 from .base import SCHEMA_VERSION, AsyncContext, Commit, RunRecord, RunSnapshot, StoreError
 
@@ -218,7 +218,7 @@ class SQLiteStore(AsyncContext):
     # -- writes --------------------------------------------------------------------------------
 
     async def create(self, run: RunRecord) -> None:
-        await self._write(sql.create, _run_row(run), run.run_id)
+        await self._write(sql.create, run_row(run), run.run_id)
 
     async def commit(self, commit: Commit) -> None:
         run_id = commit.run_id
@@ -248,7 +248,7 @@ class SQLiteStore(AsyncContext):
             commit.version,
             commit.lease_owner,
         )
-        create = None if commit.create is None else _run_row(commit.create)
+        create = None if commit.create is None else run_row(commit.create)
         await self._write(sql.commit, (create, update, steps, history), run_id)
 
     async def acquire(self, run_id: str, owner: str, expires: float, now: float) -> RunSnapshot:
@@ -329,24 +329,3 @@ class SQLiteStore(AsyncContext):
             f"SQLite store {self.path!r} is not open: call `await store.open()` first or use "
             "`async with store:`"
         )
-
-
-def _run_row(run: RunRecord) -> tuple[Any, ...]:
-    """A run as a row of ``statesaga_runs`` (JSON serialised here, on the caller's side)."""
-    run_id = run.run_id
-    return (
-        run_id,
-        run.saga,
-        run.saga_path,
-        run.fingerprint,
-        dumps(run.input, run_id=run_id),
-        run.status,
-        dumps(run.config, run_id=run_id),
-        run.version,
-        run.lease_owner,
-        run.lease_expires,
-        run.created_at,
-        run.updated_at,
-        run.failed_step,
-        run.error,
-    )
