@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install graphviz test lint types check fmt demo bench clean
+.PHONY: help install graphviz test lint types check fmt demo bench docs clean
 
 help:
 	@echo "statesaga make targets:"
@@ -19,6 +19,7 @@ help:
 	@echo "  fmt       ruff format + ruff check --fix"
 	@echo "  demo      run examples/demo.py"
 	@echo "  bench     run tests/benchmarks/run.py"
+	@echo "  docs      render the diagrams the docs show into docs/diagrams"
 	@echo "  clean     remove venv, caches and build artifacts"
 
 $(VENV)/.installed: pyproject.toml
@@ -50,8 +51,8 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff format --check statesaga tests examples
-	$(VENV)/bin/ruff check statesaga tests examples
+	$(VENV)/bin/ruff format --check statesaga tests examples docs
+	$(VENV)/bin/ruff check statesaga tests examples docs
 
 types: install
 	$(VENV)/bin/mypy
@@ -62,14 +63,17 @@ check:
 	$(MAKE) test
 
 fmt: install
-	$(VENV)/bin/ruff format statesaga tests examples
-	$(VENV)/bin/ruff check --fix statesaga tests examples
+	$(VENV)/bin/ruff format statesaga tests examples docs
+	$(VENV)/bin/ruff check --fix statesaga tests examples docs
 
 demo: install
 	$(PY) examples/demo.py
 
 bench: install
 	$(PY) tests/benchmarks/run.py
+
+docs: install
+	$(PY) docs/diagrams.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis \

@@ -68,3 +68,26 @@ def test_readme_tour_prints_what_its_comments_say() -> None:
         [sys.executable, "-c", body], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.splitlines() == expected
+
+
+def test_committed_diagrams_match_their_sagas() -> None:
+    """Every diagram under docs/diagrams is current (run `make docs` after changing a saga)."""
+    from statesaga import compile_saga
+    from statesaga.loader import load_saga
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import diagrams
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    for name, target in diagrams.SAGAS.items():
+        compiled = compile_saga(load_saga(str(ROOT / target)))
+        folder = ROOT / "docs" / "diagrams"
+        stale = "is stale: run `make docs` and commit docs/diagrams"
+        assert (folder / f"{name}.dot").read_text(encoding="utf-8") == compiled.to_dot(), (
+            f"{name}.dot {stale}"
+        )
+        assert (folder / f"{name}.mmd").read_text(encoding="utf-8") == compiled.to_mermaid(), (
+            f"{name}.mmd {stale}"
+        )
+        assert (folder / f"{name}.svg").exists(), f"{name}.svg is missing: run `make docs`"
