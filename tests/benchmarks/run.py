@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -42,6 +43,8 @@ from statesaga import Saga, SagaStatus, Step, compile_saga
 
 DURABLE_SAGAS = 100
 POSTGRES_SAGAS = 400
+DIAGRAM_STEPS = 50
+DIAGRAM_GOAL_MS = 1000.0  # DOT text + Graphviz to SVG for a 50-step DAG
 DURABLE_GOAL = 2.0  # floor sagas/s / engine sagas/s, SQLite, every transition durable
 RATIO_GOAL = 3.0  # engine time per saga / hand-written time per saga, 4-step chain
 COMPILE_GOAL_MS = 50.0  # class creation + compile_saga, 200-step DAG
@@ -344,6 +347,27 @@ def bench_compile(size: int, repetitions: int, goal_ms: float | None) -> Compile
     )
 
 
+def bench_diagram(size: int, repetitions: int) -> tuple[float, float] | None:
+    """Median ms to draw a ``size``-step DAG: (DOT text only, DOT text + dot to SVG)."""
+    if shutil.which("dot") is None:
+        return None
+    from statesaga.render.dot import to_svg
+
+    text_ms, svg_ms = [], []
+    for rep in range(repetitions + 1):
+        cls = type(f"Draw{size}_{rep}", (Saga,), {"steps": random_dag(size)})
+        compiled = compile_saga(cls)
+        t0 = time.perf_counter()
+        dot_text = compiled.to_dot()
+        t1 = time.perf_counter()
+        to_svg(dot_text)
+        t2 = time.perf_counter()
+        if rep:  # the first one warms up
+            text_ms.append((t1 - t0) * 1e3)
+            svg_ms.append((t2 - t0) * 1e3)
+    return statistics.median(text_ms), statistics.median(svg_ms)
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -528,10 +552,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"   one run alone (nothing concurrent): {durable.latency_ms:.2f} ms")
     print()
 
+    drawn = bench_diagram(DIAGRAM_STEPS, 3 if args.quick else 7)
+    print(f"4. diagram: {DIAGRAM_STEPS}-step DAG (same random shape), milliseconds, median")
+    if drawn is None:
+        print("   skipped: Graphviz's dot is not installed")
+    else:
+        text_ms, svg_ms = drawn
+        print(
+            f"   DOT text {text_ms:.1f} ms; DOT text + dot to SVG {svg_ms:.1f} ms "
+            f"(goal < {DIAGRAM_GOAL_MS:.0f} ms: {verdict(svg_ms < DIAGRAM_GOAL_MS)})"
+        )
+    print()
+
     why_not = postgres_reachable()
     pg = [] if why_not else bench_postgres(POSTGRES_SAGAS, 1 if args.quick else 3)
     print(
-        f"4. PostgreSQL: {POSTGRES_SAGAS} 4-step sagas split across worker processes sharing one "
+        f"5. PostgreSQL: {POSTGRES_SAGAS} 4-step sagas split across worker processes sharing one "
         "database (same machine), sagas per second"
     )
     if why_not:
@@ -549,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
 
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
+    if drawn is not None:
+        checks.append(drawn[1] < DIAGRAM_GOAL_MS)
     failed = [p for p in checks if p is False]
     print(f"goals: {'all met' if not failed else f'{len(failed)} not met'}")
 
@@ -564,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compile": [asdict(c) for c in compiles],
             "durable": asdict(durable),
             "postgres": [asdict(r) for r in pg],
+            "diagram_ms": None if drawn is None else {"dot_text": drawn[0], "svg": drawn[1]},
             "goals_met": not failed,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
