@@ -282,3 +282,16 @@ async def test_cli_diagram_of_a_stored_run(saga_file: Path) -> None:
     )
     done = run_cli(*args, "--run", "run-2", cwd=saga_file.parent)
     assert_one_line_error(done, "belongs to saga 'Checkout'")
+
+
+def test_chain_picture_leaves_out_administrative_edges_unless_taken() -> None:
+    """Cancellation and reopen edges are hidden in a chain's picture, shown when a run took them."""
+    compiled = compile_saga(Checkout)
+    shown = {e.trigger for e in graph_of(compiled).edges}
+    assert {"reopen", "proceed"}.isdisjoint(shown)
+    assert {t.trigger for t in compiled.transitions} >= {"reopen", "proceed"}
+    reopened = [
+        TransitionRecord(1, "reopen", "failed", "compensating", 0.0),
+    ]
+    overlaid = graph_of(compiled, SimpleNamespace(history=reopened))  # type: ignore[arg-type]
+    assert "reopen" in {e.trigger for e in overlaid.edges}

@@ -116,7 +116,13 @@ class Graph:
 
 
 def build_graph(compiled: CompiledSaga, history: Iterable[Step] | None = None) -> Graph:
-    """The graph of ``compiled``, with ``history`` (a run's transitions) highlighted if given."""
+    """The graph of ``compiled``, with ``history`` (a run's transitions) highlighted if given.
+
+    A chain's administrative edges (cancellation between steps, reopening a failed run) are
+    left out unless the run took them: they would hide the saga's shape. ``to_dict()`` and
+    ``machine()`` keep every edge.
+    """
+    history = None if history is None else list(history)
     pivots = {p.name for p in compiled.steps if p.pivot}
     nodes = [Node(START, "", "start")]
     for state in compiled.states:
@@ -128,7 +134,12 @@ def build_graph(compiled: CompiledSaga, history: Iterable[Step] | None = None) -
             label += "\n(pivot)"
         nodes.append(Node(state, label, kind, pivot=step in pivots))
     edges = [Edge(START, compiled.initial, "", "initial", "solid")]
-    edges += [_edge(t, compiled.terminal_states) for t in compiled.transitions]
+    taken = {(h.source, h.trigger) for h in history} if history is not None else set()
+    edges += [
+        _edge(t, compiled.terminal_states)
+        for t in compiled.transitions
+        if not _administrative(compiled, t) or (t.source, t.trigger) in taken
+    ]
     clusters: list[Cluster] = []
     if not compiled.sequential:
         edges += _forks_and_joins(compiled)
@@ -141,6 +152,20 @@ def build_graph(compiled: CompiledSaga, history: Iterable[Step] | None = None) -
     if history is not None:
         graph = overlay(graph, compiled, list(history))
     return graph
+
+
+_ADMINISTRATIVE = frozenset({"reopen", "proceed"})
+
+
+def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
+    """Edges a chain's picture leaves out: cancellation between steps and reopening."""
+    if not compiled.sequential:
+        return False
+    if t.trigger in _ADMINISTRATIVE:
+        return True
+    if t.trigger == "abort" and t.source.endswith(".succeeded"):
+        return True
+    return t.trigger == "give_up" and t.source == "compensating"
 
 
 _MAIN_EVENTS = ("start", "succeed", "complete")
