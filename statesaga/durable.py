@@ -232,7 +232,7 @@ def restore(
                 run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
     if status in ("compensating", "failed"):
         run.failing = True
-    _replay_lists(run, snapshot)
+    run.completed, run.compensated = _progress(snapshot)
     run.failed_step = record.failed_step
     run.error = RecordedError(record.error) if record.error else None
     for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
@@ -246,10 +246,6 @@ def restore(
 
 
 _SUCCEEDED_PHASES = frozenset({"succeeded", "compensating", "compensated", "compensation_failed"})
-
-
-def _replay_lists(run: _Run, snapshot: RunSnapshot) -> None:
-    run.completed, run.compensated = _progress(snapshot)
 
 
 def _progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:

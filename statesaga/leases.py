@@ -70,13 +70,6 @@ class LeaseKeeper:
             with contextlib.suppress(Exception):  # a failed renewal is retried next round
                 await self.store.renew(ids, owner_id(), time.time() + self.seconds)
 
-    async def close(self) -> None:
-        """Stop renewing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
 
 _KEEPERS: weakref.WeakKeyDictionary[object, LeaseKeeper] = weakref.WeakKeyDictionary()
 

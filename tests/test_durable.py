@@ -72,16 +72,21 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     raise AssertionError("condition never held")
 
 
-async def abandon(saga: Saga, store: MemoryStore, saga_id: str, *, at: str) -> None:
-    """Start a durable run and abandon it (two cancellations) while ``at`` is blocked."""
-    gate[at] = asyncio.Event()
-    task = asyncio.create_task(saga.execute(store=store, saga_id=saga_id))
-    await until(lambda: any(step == at and key.startswith(saga_id) for step, key in calls))
+async def cancel_twice(task: asyncio.Task[Any]) -> None:
+    """Abandon a run at once, as a dying process would: two cancellations."""
     task.cancel()
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def abandon(saga: Saga, store: MemoryStore, saga_id: str, *, at: str) -> None:
+    """Start a durable run and abandon it (two cancellations) while ``at`` is blocked."""
+    gate[at] = asyncio.Event()
+    task = asyncio.create_task(saga.execute(store=store, saga_id=saga_id))
+    await until(lambda: any(step == at and key.startswith(saga_id) for step, key in calls))
+    await cancel_twice(task)
     del gate[at]
 
 
@@ -168,11 +173,7 @@ async def test_resume_dag_compensates_a_step_that_was_running_beside_a_failure()
             and store._steps["r4"].get("b", StepRecord("b", "", 0)).phase == "failed"
         )
     )
-    task.cancel()
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_twice(task)
     calls.clear()
     result = await resume(store, "r4", saga=S)
     assert result.status is SagaStatus.COMPENSATED
@@ -319,11 +320,7 @@ async def test_resumed_halted_dag_finishes_the_step_that_was_running() -> None:
             and store._steps["h1"].get("c", StepRecord("c", "", 0)).phase == "failed"
         )
     )
-    task.cancel()
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_twice(task)
     del gate["d"]
     calls.clear()
     result = await resume(store, "h1", saga=P)
