@@ -10,6 +10,7 @@ from .durable import resume
 from .errors import (
     DefinitionError,
     ExecutionError,
+    InvalidInputError,
     InvalidResultError,
     InvalidSagaError,
     MachineError,
@@ -30,6 +31,7 @@ __all__ = [
     "DefinitionError",
     "ExecutionError",
     "HistoryEntry",
+    "InvalidInputError",
     "InvalidResultError",
     "InvalidSagaError",
     "MachineError",

@@ -48,6 +48,22 @@ class InvalidSagaError(DefinitionError, ValueError):
         super().__init__(f"saga {saga!r} has {count} {noun}:\n{lines}")
 
 
+class InvalidInputError(StatesagaError, ValueError):
+    """A saga's input was refused before any step ran.
+
+    Attributes:
+        saga: The saga's name.
+        field: The input field at fault.
+        problem: What is wrong with it and what is expected instead.
+    """
+
+    def __init__(self, saga: str, field: str, problem: str) -> None:
+        self.saga = saga
+        self.field = field
+        self.problem = problem
+        super().__init__(f"saga {saga!r}: input {field!r} {problem}")
+
+
 class ExecutionError(StatesagaError):
     """Something went wrong while running a saga."""
 
