@@ -16,6 +16,7 @@ from .context import Context
 from .definition import Action, Retry, Saga
 from .errors import InvalidResultError, MachineError, StepTimeoutError
 from .journal import Journal
+from .observe.registry import RunObservation, begin
 from .result import RawEntry, SagaResult, SagaStatus
 from .store.base import SagaStore, StoreError
 
@@ -105,6 +106,7 @@ class _Run:
         "history",
         "journal",
         "now",
+        "observation",
         "outcomes",
         "pivoted",
         "region_of_trigger",
@@ -146,6 +148,7 @@ class _Run:
         # Steps a resumed run must call again, with the attempt number to continue from.
         self.resumed: dict[str, int] = {}
         self.reopening = False  # a failed run whose failed compensations are retried
+        self.observation: RunObservation | None = None
 
     # -- the machine ------------------------------------------------------------------------
 
@@ -161,6 +164,8 @@ class _Run:
             )
         self.config[region] = dest
         self.history.append((trigger, source, dest, self.now(), attempt, error))
+        if self.observation is not None:
+            self.observation.transition(trigger, attempt, error)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -169,6 +174,9 @@ class _Run:
         try:
             started = self.clock.monotonic()
             status = saga_status(self.config[SAGA_REGION])
+            self.observation = begin(self.c.name, self.saga_id, self.clock, self)
+            if self.observation is not None:
+                self.observation.started(resumed=status != self.c.initial)
             if status == self.c.initial:
                 self.fire("start")
                 status = "running"
@@ -205,6 +213,8 @@ class _Run:
             if self.journal is not None:
                 await self.journal.flush(self)
         except BaseException as error:
+            if self.observation is not None and isinstance(error, asyncio.CancelledError):
+                self.observation.suspended()
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 if isinstance(error, asyncio.CancelledError):

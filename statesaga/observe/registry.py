@@ -1,0 +1,198 @@
+"""Which observers are listening, and the per-run dispatch from transitions to hooks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from ..clock import Clock
+from ..result import SagaStatus
+from .events import RunEvent, StepEvent
+from .observer import Observer
+
+_log = logging.getLogger("statesaga.observe")
+_lock = threading.Lock()
+_observers: tuple[Observer, ...] = ()
+
+#: The saga triggers that end a run, and the status each ends it in.
+_ENDINGS = {
+    "complete": SagaStatus.COMPLETED,
+    "finish": SagaStatus.COMPENSATED,
+    "give_up": SagaStatus.FAILED,
+    "halt": SagaStatus.FAILED,
+}
+#: Step triggers and the hook each calls (retries are handled on their own).
+_STEP_HOOKS = {
+    "start": "step_started",
+    "succeed": "step_succeeded",
+    "fail": "step_failed",
+    "invalid_result": "step_failed",
+    "time_out": "step_timed_out",
+    "compensate": "compensation_started",
+    "compensation_done": "compensation_succeeded",
+    "compensation_fail": "compensation_failed",
+}
+_ENDS_ATTEMPT = frozenset(
+    ("succeed", "fail", "invalid_result", "time_out", "compensation_done", "compensation_fail")
+)
+
+
+class ObserverErrors:
+    """How many times an observer's hook raised (the error itself is logged)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+#: Hook failures since the process started; the Prometheus adapter exports it.
+OBSERVER_ERRORS = ObserverErrors()
+
+
+def add_observer(observer: Observer) -> None:
+    """Call ``observer``'s hooks for every run started from now on, in memory or durable."""
+    global _observers
+    with _lock:
+        if observer not in _observers:
+            _observers = (*_observers, observer)
+
+
+def remove_observer(observer: Observer) -> None:
+    """Stop calling ``observer`` for runs started from now on (unknown ones are ignored)."""
+    global _observers
+    with _lock:
+        _observers = tuple(o for o in _observers if o is not observer)
+
+
+def observers() -> tuple[Observer, ...]:
+    """The observers runs report to, in the order they were added."""
+    return _observers
+
+
+@contextmanager
+def observing(*added: Observer) -> Iterator[None]:
+    """Add observers for the duration of a ``with`` block (handy in tests)."""
+    for observer in added:
+        add_observer(observer)
+    try:
+        yield
+    finally:
+        for observer in added:
+            remove_observer(observer)
+
+
+class _RunView(Protocol):
+    failed_step: str | None
+    error: BaseException | None
+
+
+class RunObservation:
+    """Turns one run's transitions into hook calls on the observers listening when it began."""
+
+    __slots__ = ("_attempt_started", "_clock", "_observers", "_run", "_started", "saga", "saga_id")
+
+    def __init__(
+        self, observers: tuple[Observer, ...], saga: str, saga_id: str, clock: Clock, run: _RunView
+    ) -> None:
+        self._observers = observers
+        self.saga = saga
+        self.saga_id = saga_id
+        self._clock = clock
+        self._run = run
+        self._started = clock.monotonic()
+        # (step, compensating) -> monotonic start of its current attempt
+        self._attempt_started: dict[tuple[str, bool], float] = {}
+
+    def started(self, *, resumed: bool) -> None:
+        """The run began (or was taken over)."""
+        self._emit("run_started", self._run_event(resumed=resumed))
+
+    def suspended(self) -> None:
+        """The run stopped without reaching a final state."""
+        self._emit("run_suspended", self._run_event(ended=True))
+
+    def transition(self, trigger: str, attempt: int, error: BaseException | None) -> None:
+        """Report the transition the engine just took."""
+        step, dot, kind = trigger.rpartition(".")
+        if not dot:
+            status = _ENDINGS.get(kind)
+            if status is not None:
+                self._emit("run_finished", self._run_event(ended=True, status=status))
+            return
+        compensating = kind in ("compensate", "retry_compensation") or kind.startswith(
+            "compensation_"
+        )
+        if kind in ("retry", "retry_compensation"):
+            # The failed attempt's end is not a transition of its own: report it here.
+            retried = "compensation_retried" if compensating else "step_retried"
+            self._emit(retried, self._step_event(step, attempt - 1, compensating, error))
+            kind = "compensate" if compensating else "start"
+        hook = _STEP_HOOKS.get(kind)
+        if hook is None:
+            return  # interrupt, cancellation bookkeeping: no hook
+        duration = None
+        now = self._clock.monotonic()
+        if kind in ("start", "compensate"):
+            self._attempt_started[step, compensating] = now
+        elif kind in _ENDS_ATTEMPT:
+            began = self._attempt_started.pop((step, compensating), None)
+            duration = None if began is None else now - began
+        self._emit(hook, self._step_event(step, attempt, compensating, error, duration))
+
+    def _run_event(
+        self, *, resumed: bool = False, ended: bool = False, status: SagaStatus | None = None
+    ) -> RunEvent:
+        run = self._run
+        return RunEvent(
+            saga=self.saga,
+            saga_id=self.saga_id,
+            at=self._clock.time(),
+            resumed=resumed,
+            status=status,
+            duration=self._clock.monotonic() - self._started if ended else None,
+            failed_step=run.failed_step,
+            error=run.error,
+        )
+
+    def _step_event(
+        self,
+        step: str,
+        attempt: int,
+        compensating: bool,
+        error: BaseException | None,
+        duration: float | None = None,
+    ) -> StepEvent:
+        suffix = ":compensate" if compensating else ""
+        return StepEvent(
+            saga=self.saga,
+            saga_id=self.saga_id,
+            step=step,
+            attempt=attempt,
+            idempotency_key=f"{self.saga_id}:{step}{suffix}",
+            at=self._clock.time(),
+            compensating=compensating,
+            error=error,
+            duration=duration,
+        )
+
+    def _emit(self, hook: str, event: RunEvent | StepEvent) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, hook)(event)
+            except Exception:
+                # An observer must never break a saga: note it and go on.
+                OBSERVER_ERRORS.count += 1
+                _log.exception(
+                    "observer %r failed in %s for run %s; the saga goes on",
+                    observer,
+                    hook,
+                    self.saga_id,
+                )
+
+
+def begin(saga: str, saga_id: str, clock: Clock, run: _RunView) -> RunObservation | None:
+    """A run's observation, or ``None`` when nobody listens (the engine then skips it all)."""
+    current = _observers
+    return RunObservation(current, saga, saga_id, clock, run) if current else None
