@@ -208,6 +208,24 @@ class CompiledSaga:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    @functools.cached_property
+    def happy_path(self) -> tuple[tuple[str, str, str, str], ...]:
+        """A chain's edges when every step succeeds first time, looked up once in ``table``.
+
+        Per step: the state its start leaves, the state it runs in, the state its success
+        enters, and its name. Empty for a DAG.
+        """
+        if not self.sequential:
+            return ()
+        path = []
+        state = self.table[(self.initial, "start")]
+        for plan in self.steps:
+            running = self.table[(state, plan.t_start)]
+            succeeded = self.table[(running, plan.t_succeed)]
+            path.append((state, running, succeeded, plan.name))
+            state = succeeded
+        return tuple(path)
+
     def to_dot(self) -> str:
         """The machine as Graphviz DOT text (deterministic)."""
         from .render import graph_of

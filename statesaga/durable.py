@@ -130,9 +130,33 @@ async def resume(
         StoreError: The stored run is corrupt or its saga cannot be imported.
     """
     opened = await open_store(store)
+    result = await drive_stored(
+        opened,
+        run_id,
+        saga=saga,
+        allow_changed_definition=allow_changed_definition,
+        clock=clock,
+        abandon_on_cancel=abandon_on_cancel,
+    )
+    if result is None:  # it had ended already
+        return finished_result(await opened.load(run_id))
+    return result
+
+
+async def drive_stored(
+    opened: SagaStore,
+    run_id: str,
+    *,
+    saga: type[Saga] | None,
+    allow_changed_definition: bool,
+    clock: Clock | None,
+    abandon_on_cancel: bool,
+) -> SagaResult | None:
+    """``resume``, but ``None`` instead of a result when the run had ended before (a worker
+    must not report a run another worker finished as one it recovered)."""
     snapshot = await opened.load(run_id)
     if snapshot.run.finished and not reopenable(snapshot):
-        return finished_result(snapshot)
+        return None
     compiled = compile_saga(saga or _import(snapshot))
     if compiled.fingerprint != snapshot.run.fingerprint and not allow_changed_definition:
         raise DefinitionChangedError(
@@ -146,7 +170,7 @@ async def resume(
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
     if snapshot.run.finished and not reopenable(snapshot):  # finished by another meanwhile
         await opened.release(run_id, owner_id())
-        return finished_result(snapshot)
+        return None
     try:
         run = restore(compiled, snapshot, clock, reopen=reopenable(snapshot))
     except StoreError:

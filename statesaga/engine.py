@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+from asyncio import Task
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -68,8 +70,12 @@ async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> Saga
     # alone. (A Task subclass intercepting cancel() would be cheaper, but would also swallow
     # the cancellations asyncio.timeout() makes inside users' actions.)
     loop = asyncio.get_running_loop()
+    task = _start_task(run.drive(), loop)
+    if task.done():  # it ran to its end without waiting (an eager start)
+        result = task.result()
+        assert result is not None  # with no waiter, drive() raises instead of returning None
+        return result
     run.waiter = loop.create_future()
-    task = loop.create_task(run.drive())
     try:
         return await run.waiter
     except asyncio.CancelledError:
@@ -85,6 +91,19 @@ async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> Saga
         except asyncio.CancelledError:
             task.cancel()  # a second cancellation: abandon the run at once
         raise  # the caller's cancellation, now that the run has wound down
+
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop) -> Task[_T]:
+        # Run the task at once, up to its first real wait: a run whose steps never wait then
+        # ends before this returns, and costs no trip through the event loop.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _start_task(coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop) -> Task[_T]:
+        return loop.create_task(coro)
 
 
 class _Run:
@@ -169,8 +188,8 @@ class _Run:
 
     # -- the run ----------------------------------------------------------------------------
 
-    async def drive(self) -> None:
-        """Drive the run to its end and hand the outcome to ``self.waiter``."""
+    async def drive(self) -> SagaResult | None:
+        """Drive the run to its end; hand the outcome to ``self.waiter`` if one is waiting."""
         try:
             started = self.clock.monotonic()
             status = saga_status(self.config[SAGA_REGION])
@@ -221,11 +240,13 @@ class _Run:
                     waiter.cancel()
                 else:
                     waiter.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-        else:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(result)
+            if waiter is None or not isinstance(error, Exception):
+                raise  # with no waiter yet, the task's own outcome carries it (an eager start)
+            # The waiter has the error: re-raising would also log "exception never retrieved".
+            return None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(result)
+        return result
 
     def _result(self, status: SagaStatus, started: float) -> SagaResult:
         return self.result_of(status, self.clock.monotonic() - started)
@@ -250,17 +271,28 @@ class _Run:
     async def _chain(self) -> None:
         """Run a chain's steps one after another (the hot path: no task per step)."""
         data, results, saga_id = self.data, self.results_view, self.saga_id
-        for plan in self.c.steps:
+        config, history, now = self.config, self.history, self.now
+        bare = self.journal is None and self.observation is None
+        for plan, (before, running, succeeded, name) in zip(
+            self.c.steps, self.c.happy_path, strict=True
+        ):
             if self.failing or self.halting or self.cancel_requested:
                 return
-            if plan.name in self.outcomes:
+            if name in self.outcomes:
                 continue  # a resumed run: this step already succeeded
-            if plan.timeout is not None or self.journal is not None or FAULTS.get():
+            if (
+                not bare
+                or plan.timeout is not None
+                or config[SAGA_REGION] != before
+                or FAULTS.get()
+            ):
                 self._record(plan, await self._attempts(plan))
                 continue
-            # The first attempt inline: the common case costs no extra coroutine.
-            self.fire(plan.t_start, 1)
-            ctx = Context(data, results, saga_id, plan.name, 1, f"{saga_id}:{plan.name}")
+            # A first attempt with nothing to record or observe: the edges were looked up in
+            # the table once, at compile time, so this costs no lookup and no extra coroutine.
+            config[SAGA_REGION] = running
+            history.append((plan.t_start, before, running, now(), 1, None))
+            ctx = Context(data, results, saga_id, name, 1, f"{saga_id}:{name}")
             try:
                 value = await plan.action(ctx)
             except (Exception, asyncio.CancelledError) as error:
@@ -270,8 +302,19 @@ class _Run:
                     self._record(plan, await self._attempts(plan, 2, error))
                 else:
                     self._record(plan, self._give_up(plan, error, 1, False))
-            else:
+                continue
+            if value is None:
+                value = {}
+            elif type(value) is not dict and not isinstance(value, Mapping):
                 self._record(plan, self._accept(plan, value, 1))
+                continue
+            self.results[name] = value
+            config[SAGA_REGION] = succeeded
+            history.append((plan.t_succeed, running, succeeded, now(), 1, None))
+            self.completed.append(name)
+            self.outcomes[name] = SUCCEEDED
+            if plan.pivot:
+                self.pivoted = True
 
     async def _forward(self) -> None:
         """Run a DAG: each step as soon as its own dependencies have succeeded."""

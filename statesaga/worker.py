@@ -12,7 +12,7 @@ import attrs
 
 from .clock import Clock
 from .definition import Saga
-from .durable import StoreLike, open_store, resume
+from .durable import StoreLike, drive_stored, open_store
 from .errors import StatesagaError
 from .result import SagaResult
 from .store.base import LeaseHeld, SagaStore
@@ -26,13 +26,15 @@ class Recovered:
 
     Attributes:
         run_id: The run.
-        result: Its result, if it reached a terminal state.
+        result: Its result, if this worker drove it to a terminal state.
         error: Why it did not (another worker holds it, its saga cannot be imported...).
+        finished_elsewhere: Another worker finished it between listing and taking it.
     """
 
     run_id: str
     result: SagaResult | None = None
     error: Exception | None = None
+    finished_elsewhere: bool = False
 
 
 class Worker:
@@ -105,7 +107,7 @@ class Worker:
             saga = None
             if self.sagas:
                 saga = self.sagas.get((await store.load(run_id)).run.saga_path)
-            result = await resume(
+            result = await drive_stored(
                 store,
                 run_id,
                 saga=saga,
@@ -113,6 +115,8 @@ class Worker:
                 clock=self.clock,
                 abandon_on_cancel=True,  # a worker stopping leaves runs for another one
             )
+            if result is None:
+                return Recovered(run_id, finished_elsewhere=True)
             log.info("run %s recovered: %s", run_id, result.status.value)
             return Recovered(run_id, result=result)
         except LeaseHeld as error:

@@ -72,6 +72,25 @@ async def test_two_workers_never_drive_the_same_run_twice() -> None:
     assert all(count == 1 for count in done.values())
 
 
+async def test_a_run_finished_elsewhere_is_not_reported_as_recovered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listed run that another worker finished meanwhile is reported as such, not driven."""
+    store = MemoryStore()
+    finished = await Pair().execute(store=store, saga_id="gone")
+    assert finished.status is SagaStatus.COMPLETED
+    listings = iter([["gone"], []])
+
+    async def stale_listing(now: float, limit: int = 100) -> list[str]:
+        return next(listings)
+
+    monkeypatch.setattr(store, "unfinished", stale_listing)
+    (recovered,) = await Worker(store).run_once()
+    assert recovered.finished_elsewhere
+    assert recovered.result is None
+    assert recovered.error is None
+
+
 async def test_live_lease_is_left_alone() -> None:
     """A run whose lease is still live belongs to its worker: not picked up."""
     store = MemoryStore()
@@ -137,14 +156,14 @@ async def test_an_unexpected_error_in_one_run_spares_the_others(
 
     store = MemoryStore()
     await stranded(store, 2)
-    real_resume = worker_module.resume
+    real_drive = worker_module.drive_stored
 
-    async def flaky_resume(store_: object, run_id: str, **options: object) -> object:
+    async def flaky_drive(store_: object, run_id: str, **options: object) -> object:
         if run_id == "s0":
             raise RuntimeError("a bug in one saga")
-        return await real_resume(store_, run_id, **options)  # type: ignore[arg-type]
+        return await real_drive(store_, run_id, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(worker_module, "resume", flaky_resume)
+    monkeypatch.setattr(worker_module, "drive_stored", flaky_drive)
     recovered = {r.run_id: r for r in await Worker(store).run_once()}
     assert isinstance(recovered["s0"].error, RuntimeError)
     assert recovered["s1"].result is not None
