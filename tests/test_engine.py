@@ -616,3 +616,25 @@ async def test_action_raising_cancelled_error_itself_is_a_failure(ledger: Ledger
 def test_retry_on_accepts_a_single_exception_class() -> None:
     """Retry(retry_on=SomeError) means (SomeError,)."""
     assert Retry(retry_on=ConnectionError).retry_on == (ConnectionError,)
+
+
+async def test_bare_chain_path_records_what_the_general_path_records() -> None:
+    """The unobserved in-memory chain path takes exactly the transitions the general one does."""
+    from statesaga.observe import Observer, observing
+
+    ledger = Ledger()
+
+    class Four(Saga):
+        steps = tuple(
+            Step(n, ledger.do(n), compensate=ledger.undo(n), pivot=n == "c") for n in "abcd"
+        )
+
+    def edges(result: Any) -> list[tuple[str, str, str, int]]:
+        return [(h.trigger, h.source, h.dest, h.attempt) for h in result.history]
+
+    bare = await Four().execute()
+    with observing(Observer()):  # an observer sends every step through the general path
+        general = await Four().execute()
+    assert bare.status is general.status is SagaStatus.COMPLETED
+    assert edges(bare) == edges(general)
+    assert len(edges(bare)) == 10
