@@ -625,8 +625,11 @@ async def test_bare_chain_path_records_what_the_general_path_records() -> None:
     ledger = Ledger()
 
     class Four(Saga):
-        steps = tuple(
-            Step(n, ledger.do(n), compensate=ledger.undo(n), pivot=n == "c") for n in "abcd"
+        steps = (
+            Step("a", ledger.do("a"), compensate=ledger.undo("a")),
+            Step("b", ledger.do("b"), compensate=ledger.undo("b")),
+            Step("c", ledger.do("c"), pivot=True),
+            Step("d", ledger.do("d")),
         )
 
     def edges(result: Any) -> list[tuple[str, str, str, int]]:
