@@ -295,3 +295,25 @@ def test_chain_picture_leaves_out_administrative_edges_unless_taken() -> None:
     ]
     overlaid = graph_of(compiled, SimpleNamespace(history=reopened))  # type: ignore[arg-type]
     assert "reopen" in {e.trigger for e in overlaid.edges}
+
+
+def test_chain_is_drawn_as_a_grid_with_bundled_hub_edges() -> None:
+    """Each step's states share columns; a plain chain picture bundles the hub's edges."""
+    graph = graph_of(compile_saga(Checkout))
+    assert ("reserve.running", "reserve.compensating") in graph.columns
+    assert graph.bundle
+    text = to_dot(graph)
+    assert 'concentrate="true"' in text
+    assert '{ rank=same; "charge.succeeded"; "charge.failed"; "charge.in_doubt"; }' in text
+    dag = graph_of(compile_saga(Fanout))
+    assert dag.columns == ()
+    assert not dag.bundle
+
+
+async def test_overlay_never_bundles_edges() -> None:
+    """Bundled edges would hide which one a run took: an overlay draws each on its own."""
+    result = await Checkout().execute()
+    graph = graph_of(compile_saga(Checkout), run=result)
+    assert graph.columns
+    assert not graph.bundle
+    assert "concentrate" not in to_dot(graph)

@@ -111,13 +111,17 @@ def to_dot(graph: Graph) -> str:
         lines.append("  }")
     lines += [f"  {_node(n)}" for n in graph.nodes if n.id not in clustered]
     lines += [f"  {_edge(e)}" for e in graph.edges]
+    for column in graph.columns:
+        members = " ".join(f"{_quote(n)};" for n in column)
+        lines.append(f"  {{ rank=same; {members} }}")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def _graph_attrs(graph: Graph) -> dict[str, str]:
     title = graph.title + (" (run overlay)" if graph.overlay else "")
-    return {
+    bundle = {"concentrate": "true"} if graph.bundle else {}
+    return bundle | {
         "rankdir": "LR",
         "label": title,
         "labelloc": "t",

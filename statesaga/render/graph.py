@@ -106,13 +106,22 @@ class Cluster:
 
 @attrs.frozen
 class Graph:
-    """What to draw: nodes, edges, clusters, a title; laid out left to right."""
+    """What to draw: nodes, edges, clusters, a title; laid out left to right.
+
+    Attributes:
+        columns: Groups of nodes drawn one above the other (a chain's step, forward over
+            compensation), so a long chain stays a grid instead of spreading vertically.
+        bundle: Whether edges converging on one node may be drawn merged into a trunk (a
+            chain's many ``abort`` and ``compensate`` edges at the ``compensating`` hub).
+    """
 
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
     clusters: tuple[Cluster, ...]
     title: str
     overlay: bool = False
+    columns: tuple[tuple[str, ...], ...] = ()
+    bundle: bool = False
 
 
 def build_graph(compiled: CompiledSaga, history: Iterable[Step] | None = None) -> Graph:
@@ -148,10 +157,33 @@ def build_graph(compiled: CompiledSaga, history: Iterable[Step] | None = None) -
     nodes += legend_nodes
     edges += legend_edges
     clusters.append(Cluster(LEGEND, "legend", tuple(n.id for n in legend_nodes)))
-    graph = Graph(tuple(nodes), tuple(edges), tuple(clusters), compiled.name)
+    graph = Graph(
+        tuple(nodes),
+        tuple(edges),
+        tuple(clusters),
+        compiled.name,
+        columns=_columns(compiled) if compiled.sequential else (),
+        # Merged edges would hide which of them a run took: only a plain picture bundles.
+        bundle=compiled.sequential and history is None,
+    )
     if history is not None:
         graph = overlay(graph, compiled, list(history))
     return graph
+
+
+def _columns(compiled: CompiledSaga) -> tuple[tuple[str, ...], ...]:
+    """A chain's columns: each step's running state over its compensation, then its outcomes."""
+    states = set(compiled.states)
+    columns = []
+    for p in compiled.steps:
+        for phases in (
+            ("running", "compensating"),
+            ("succeeded", "failed", "in_doubt", "compensated", "compensation_failed"),
+        ):
+            column = tuple(p.state(phase) for phase in phases if p.state(phase) in states)
+            if len(column) > 1:
+                columns.append(column)
+    return tuple(columns)
 
 
 _ADMINISTRATIVE = frozenset({"reopen", "proceed"})
