@@ -16,6 +16,7 @@ from .errors import (
     MachineError,
     NonRetryableError,
     Problem,
+    SagaDeadlineError,
     StatesagaError,
     StepTimeoutError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "RenderError",
     "Retry",
     "Saga",
+    "SagaDeadlineError",
     "SagaResult",
     "SagaStatus",
     "StatesagaError",

@@ -135,6 +135,7 @@ class CompiledSaga:
         initial: The state a run starts in.
         terminal_states: The saga's final states.
         regions: Region names: one for a chain; the saga's plus one per step for a DAG.
+        deadline: The saga's deadline in seconds, or ``None`` (not part of the machine).
     """
 
     saga: type[Saga]
@@ -150,6 +151,7 @@ class CompiledSaga:
     table: Mapping[tuple[str, str], str]
     region_of_state: Mapping[str, str]
     region_of_trigger: Mapping[str, str]
+    deadline: float | None = None
 
     def __repr__(self) -> str:
         shape = "chain" if self.sequential else "DAG"
@@ -358,6 +360,7 @@ def _compile(saga: type[Saga], steps: Sequence[Step]) -> CompiledSaga:
         table=table,
         region_of_state=region_of_state,
         region_of_trigger=region_of_trigger,
+        deadline=saga.deadline,  # type: ignore[arg-type]  # converted to seconds on the class
     )
     _prove(compiled)
     return compiled

@@ -207,16 +207,23 @@ def _callable_problems(label: str, fn: object) -> list[str]:
     return []
 
 
-def validate_steps(saga: str, steps: object) -> tuple[Step, ...]:
-    """Check a saga's steps as a whole; raise one ``InvalidSagaError`` listing every problem."""
-    problems: list[Problem] = []
+def validate_steps(
+    saga: str, steps: object, problems_so_far: Sequence[Problem] = ()
+) -> tuple[Step, ...]:
+    """Check a saga's steps as a whole; raise one ``InvalidSagaError`` listing every problem.
+
+    ``problems_so_far`` (found in the rest of the saga) are listed with them.
+    """
+    problems: list[Problem] = list(problems_so_far)
     if isinstance(steps, str | bytes) or not isinstance(steps, Sequence | tuple | list):
         raise InvalidSagaError(
-            saga, [Problem(None, "steps must be a tuple or list of Step objects")]
+            saga, [*problems, Problem(None, "steps must be a tuple or list of Step objects")]
         )
     items = tuple(steps)
     if not items:
-        raise InvalidSagaError(saga, [Problem(None, "the saga has no steps: list at least one")])
+        raise InvalidSagaError(
+            saga, [*problems, Problem(None, "the saga has no steps: list at least one")]
+        )
     for index, step in enumerate(items):
         if not isinstance(step, Step):
             problems.append(Problem(None, f"steps[{index}] is {type(step).__name__}, not a Step"))
@@ -232,7 +239,7 @@ def validate_steps(saga: str, steps: object) -> tuple[Step, ...]:
         for dep in step.depends_on:
             if isinstance(dep, str) and dep not in names and dep != step.name:
                 problems.append(Problem(step.name, f"depends_on names unknown step {dep!r}"))
-    if not problems:
+    if len(problems) == len(problems_so_far):
         problems += _graph_problems(good)
     if problems:
         raise InvalidSagaError(saga, problems)
@@ -351,17 +358,36 @@ class Saga:
     Class attributes:
         steps: The saga's steps, in order.
         name: The saga's name in results, stores and diagrams (default: the class name).
+        deadline: Seconds (or a ``timedelta``) the run has to get past its pivot (or to
+            complete, without one), counted from its start. When it passes, no step before
+            the pivot starts and a running one is cut short; the run is compensated. Steps
+            from the pivot on are never cut short: they must go forward. ``None``: no limit.
     """
 
     steps: ClassVar[Sequence[Step]]
     name: ClassVar[str]
+    deadline: ClassVar[float | timedelta | None] = None
 
     def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
+        deadline = _seconds(cls.deadline)
+        extra = []
+        if deadline is not None and (not _is_number(deadline) or not deadline > 0):
+            extra.append(
+                Problem(
+                    None,
+                    f"deadline={cls.deadline!r}: a deadline must be a positive number of "
+                    "seconds, a timedelta, or None",
+                )
+            )
+        else:
+            cls.deadline = deadline
         if not abstract:
-            cls.steps = validate_steps(cls.name, getattr(cls, "steps", ()))
+            cls.steps = validate_steps(cls.name, getattr(cls, "steps", ()), extra)
+        elif extra:
+            raise InvalidSagaError(cls.name, extra)
 
     def __init__(self, **data: Any) -> None:
         self._data: dict[str, Any] = data

@@ -228,6 +228,9 @@ def restore(
     if status in TERMINAL and not (reopen and status == "failed"):
         raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
     run.reopening = reopen
+    if compiled.deadline is not None:
+        # Counted from the run's first start, not from this resume.
+        run.deadline_at = record.created_at + compiled.deadline
     for name, step in snapshot.steps.items():
         plan = compiled.by_name.get(name)
         if plan is None:

@@ -16,7 +16,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga, saga_status
 from .context import Context
 from .definition import Action, Retry, Saga
-from .errors import InvalidResultError, MachineError, StepTimeoutError
+from .errors import InvalidResultError, MachineError, SagaDeadlineError, StepTimeoutError
 from .journal import Journal
 from .observe.registry import RunObservation, begin
 from .result import RawEntry, SagaResult, SagaStatus
@@ -118,6 +118,7 @@ class _Run:
         "completed",
         "config",
         "data",
+        "deadline_at",
         "error",
         "failed_step",
         "failing",
@@ -168,6 +169,9 @@ class _Run:
         self.resumed: dict[str, int] = {}
         self.reopening = False  # a failed run whose failed compensations are retried
         self.observation: RunObservation | None = None
+        # When the saga's deadline passes (run clock time); set when the run starts, or from
+        # the stored start time when a run is resumed.
+        self.deadline_at: float | None = None
 
     # -- the machine ------------------------------------------------------------------------
 
@@ -196,6 +200,8 @@ class _Run:
             self.observation = begin(self.c.name, self.saga_id, self.clock, self)
             if self.observation is not None:
                 self.observation.started(resumed=status != self.c.initial)
+            if self.c.deadline is not None and self.deadline_at is None:
+                self.deadline_at = self.now() + self.c.deadline
             if status == self.c.initial:
                 self.fire("start")
                 status = "running"
@@ -272,7 +278,7 @@ class _Run:
         """Run a chain's steps one after another (the hot path: no task per step)."""
         data, results, saga_id = self.data, self.results_view, self.saga_id
         config, history, now = self.config, self.history, self.now
-        bare = self.journal is None and self.observation is None
+        bare = self.journal is None and self.observation is None and self.deadline_at is None
         for plan, (before, running, succeeded, name) in zip(
             self.c.steps, self.c.happy_path, strict=True
         ):
@@ -280,6 +286,8 @@ class _Run:
                 return
             if name in self.outcomes:
                 continue  # a resumed run: this step already succeeded
+            if self._past_deadline(plan):
+                return
             if (
                 not bare
                 or plan.timeout is not None
@@ -326,6 +334,9 @@ class _Run:
         plan_of: dict[asyncio.Task[_Outcome], StepPlan] = {}
         try:
             while True:
+                if ready and self.deadline_at is not None:
+                    for p in list(ready):
+                        self._past_deadline(p)  # once passed, the run fails
                 if ready and (self.failing or self.halting or self.cancel_requested):
                     # No new step starts; a resumed run still finishes the steps that were
                     # running when its process died (past a pivot they must go forward).
@@ -408,11 +419,16 @@ class _Run:
                 value = await self._call(plan.action, ctx, plan, False)
             except (Exception, asyncio.CancelledError) as error:
                 _raise_if_cancelled(error)
-                doubt = doubt or isinstance(error, StepTimeoutError)
-                if not retry.should_retry(error, attempt):
+                doubt = doubt or _interrupted(error)
+                if isinstance(error, SagaDeadlineError) or not retry.should_retry(error, attempt):
                     return await self._settled(self._give_up(plan, error, attempt, doubt))
                 previous = error
-                await self._pause(retry, attempt + 1)
+                await self._pause(retry, attempt + 1, plan)
+                if self._past_deadline(plan, starting=False):
+                    late = SagaDeadlineError(
+                        self.saga_id, plan.name, self.c.deadline or 0.0, interrupted=False
+                    )
+                    return await self._settled(self._give_up(plan, late, attempt, doubt))
             else:
                 return await self._settled(self._accept(plan, value, attempt))
 
@@ -445,30 +461,78 @@ class _Run:
 
     def _give_up(self, plan: StepPlan, error: BaseException, attempt: int, doubt: bool) -> _Outcome:
         """A step's last attempt failed: after a timeout its outcome is unknown."""
-        if doubt or isinstance(error, StepTimeoutError):
+        if doubt or _interrupted(error):
             self.fire(plan.t_time_out, attempt, error)
             return IN_DOUBT, error
         self.fire(plan.t_fail, attempt, error)
         return FAILED, error
 
-    async def _pause(self, retry: Retry, attempt: int) -> None:
-        await self.clock.sleep(retry.delay_before(attempt, self.clock.random()))
+    async def _pause(self, retry: Retry, attempt: int, plan: StepPlan | None = None) -> None:
+        delay = retry.delay_before(attempt, self.clock.random())
+        if plan is not None and self._deadline_binds(plan):
+            assert self.deadline_at is not None
+            delay = max(0.0, min(delay, self.deadline_at - self.now()))  # no sleeping past it
+        await self.clock.sleep(delay)
+
+    def _deadline_binds(self, plan: StepPlan) -> bool:
+        """Whether the saga's deadline still limits ``plan``: only before the pivot succeeds."""
+        return self.deadline_at is not None and not self.pivoted and not plan.after_pivot
+
+    def _past_deadline(self, plan: StepPlan, *, starting: bool = True) -> bool:
+        """Whether the deadline keeps ``plan`` from another attempt.
+
+        ``starting``: the step has not started yet, and the run now fails (between attempts
+        the caller gives the step up instead).
+        """
+        if not self._deadline_binds(plan):
+            return False
+        assert self.deadline_at is not None
+        if self.now() < self.deadline_at:
+            return False
+        if starting and plan.name in self.resumed:
+            # Its process died while it ran: it is not called again, so its effect is unknown.
+            self.resumed.pop(plan.name)
+            cut = SagaDeadlineError(
+                self.saga_id, plan.name, self.c.deadline or 0.0, interrupted=True
+            )
+            self.fire(plan.t_time_out, 0, cut)
+            self._record(plan, (IN_DOUBT, cut))
+        elif starting and not self.failing:
+            self.failing = True
+            if self.error is None:
+                self.error = SagaDeadlineError(
+                    self.saga_id, None, self.c.deadline or 0.0, interrupted=False
+                )
+        return True
 
     async def _call(self, fn: Action, ctx: Context, plan: StepPlan, compensation: bool) -> Any:
         if FAULTS.get():
             fault = injected(plan.name, compensation)
             if fault is not None:
                 raise fault
-        if plan.timeout is None:
+        timeout = plan.timeout
+        cut = False  # whether the saga's deadline, not the step's timeout, sets the limit
+        # The pivot itself is never cut short: its outcome must not become unknown.
+        if not compensation and not plan.pivot and self._deadline_binds(plan):
+            assert self.deadline_at is not None
+            left = max(0.0, self.deadline_at - self.now())
+            if timeout is None or left < timeout:
+                timeout, cut = left, True
+        if timeout is None:
             return await fn(ctx)
-        scope = asyncio.timeout(plan.timeout)
+        scope = asyncio.timeout(timeout)
         try:
             async with scope:
                 return await fn(ctx)
         except TimeoutError:
-            if scope.expired():
-                raise StepTimeoutError(self.saga_id, plan.name, plan.timeout) from None
-            raise
+            if not scope.expired():
+                raise
+            if cut:
+                deadline = self.c.deadline or 0.0
+                raise SagaDeadlineError(
+                    self.saga_id, plan.name, deadline, interrupted=True
+                ) from None
+            raise StepTimeoutError(self.saga_id, plan.name, timeout) from None
 
     # -- compensation -----------------------------------------------------------------------
 
@@ -560,6 +624,13 @@ class _Run:
         # retries need not be neighbours in the chain.
         if self.reopening and self.c.sequential:
             self.fire("proceed")
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether ``error`` cut an attempt short, leaving its effect unknown."""
+    return isinstance(error, StepTimeoutError) or (
+        isinstance(error, SagaDeadlineError) and error.interrupted
+    )
 
 
 def _raise_if_cancelled(error: BaseException) -> None:

@@ -85,6 +85,33 @@ class StepTimeoutError(ExecutionError, TimeoutError):
         super().__init__(f"step {step!r} of saga run {saga_id} timed out after {timeout:g} s")
 
 
+class SagaDeadlineError(ExecutionError, TimeoutError):
+    """A run passed its saga's ``deadline`` before its pivot: it is compensated.
+
+    Attributes:
+        saga_id: The run.
+        step: The step the deadline stopped, or ``None`` when it passed between steps.
+        deadline: The saga's deadline in seconds.
+        interrupted: Whether it cut a running attempt short (whose outcome is then unknown,
+            so the step is compensated), rather than stopping a step before an attempt.
+    """
+
+    def __init__(
+        self, saga_id: str, step: str | None, deadline: float, *, interrupted: bool
+    ) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.deadline = deadline
+        self.interrupted = interrupted
+        if step is None:
+            where = "before its next step"
+        elif interrupted:
+            where = f"while step {step!r} ran"
+        else:
+            where = f"before step {step!r} could try again"
+        super().__init__(f"saga run {saga_id} passed its deadline of {deadline:g} s {where}")
+
+
 class InvalidResultError(ExecutionError, TypeError):
     """An action returned something that is not a mapping (or ``None``)."""
 
