@@ -55,7 +55,7 @@ class Retrying(Saga):
     deadline = 1.0
     steps = (
         Step("a", ok, compensate=ok),
-        Step("b", ok, compensate=ok, retry=Retry(attempts=5, delay=0.4, jitter=0)),
+        Step("b", ok, compensate=ok, retry=Retry(attempts=5, delay=0.4, backoff=1, jitter=0)),
     )
 
 
