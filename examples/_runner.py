@@ -1,0 +1,103 @@
+"""What every example's ``main.py`` does: run a few stories and tell what happened in each."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from statesaga import HistoryEntry, Saga, SagaResult
+
+
+class World(Protocol):
+    """An example's simulated services."""
+
+    def reset(self) -> None:
+        """Back to the initial state."""
+
+    def describe(self) -> str:
+        """The state worth showing, on one line."""
+
+
+@attrs.frozen
+class Story:
+    """One run to show.
+
+    Attributes:
+        title: What the run shows.
+        saga: The saga with its input.
+        setup: Prepares the world after its reset (such as making a service flaky).
+    """
+
+    title: str
+    saga: Saga
+    setup: Callable[[], None] | None = None
+
+
+def main(
+    description: str, world: World, stories: Sequence[Story], argv: Sequence[str] | None = None
+) -> None:
+    """Parse ``--store``, then tell every story."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--store", metavar="URL", help="record the runs durably, such as sqlite:///sagas.db"
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(tell(world, stories, args.store))
+    if args.store:
+        print(f"\nThe runs are recorded in {args.store}: statesaga runs list --store {args.store}")
+
+
+async def tell(world: World, stories: Sequence[Story], store: str | None = None) -> None:
+    """Run each story on a freshly reset world and print its account."""
+    for number, story in enumerate(stories, 1):
+        world.reset()
+        if story.setup is not None:
+            story.setup()
+        print(f"\n{number}. {story.title}\n   {story.saga!r}")
+        print(f"   before: {world.describe()}")
+        result = await story.saga.execute(store=store)
+        for line in account(result):
+            print(f"   {line}")
+        print(f"   after:  {world.describe()}")
+
+
+def account(result: SagaResult) -> list[str]:
+    """What happened in a run, a line per step event, then its status."""
+    lines = [_line(entry, result.results) for entry in result.history]
+    status = result.status.value.upper()
+    lines = [line for line in lines if line]
+    lines.append(f"-> {status} in {result.duration * 1000:.1f} ms (run {result.saga_id})")
+    return lines
+
+
+#: Step event -> how the account names it; events not listed are left out.
+_EVENTS = {
+    "retry": "retried",
+    "succeed": "done",
+    "fail": "FAILED",
+    "time_out": "TIMED OUT",
+    "invalid_result": "BAD RESULT",
+    "compensation_done": "undone",
+    "retry_compensation": "undo retried",
+    "compensation_fail": "UNDO FAILED",
+}
+
+
+def _line(entry: HistoryEntry, results: Mapping[str, Mapping[str, Any]]) -> str:
+    if entry.trigger == "halt":
+        return "stopped past the pivot: nothing is undone, a person must look at this run"
+    step, _, event = entry.trigger.partition(".")
+    label = _EVENTS.get(event)
+    if label is None:
+        return ""
+    if event == "succeed":
+        detail = ", ".join(f"{k}={v}" for k, v in results.get(step, {}).items())
+    elif event in {"retry", "retry_compensation"}:
+        detail = f"attempt {entry.attempt} after {entry.error}"
+    else:
+        detail = entry.error or ""
+    return f"{step:<22} {label:<12} {detail}".rstrip()

@@ -1,0 +1,5 @@
+"""Order processing: a sequential saga (inventory, payment, shipment, email)."""
+
+from .main import OrderProcessingSaga
+
+__all__ = ["OrderProcessingSaga"]

@@ -1,0 +1,5 @@
+"""``python -m examples.order_processing``."""
+
+from .main import main
+
+main()

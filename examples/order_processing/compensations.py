@@ -1,0 +1,30 @@
+"""The order saga's compensations: each finds the action's effect by the action's key.
+
+A compensation may run for an action that did nothing (its outcome was unknown), so each one
+tolerates finding nothing to undo.
+"""
+
+from __future__ import annotations
+
+from statesaga import Context
+
+from .services import world
+
+
+def _action_key(ctx: Context) -> str:
+    return f"{ctx.saga_id}:{ctx.step}"
+
+
+async def release_inventory(ctx: Context) -> None:
+    """Put the reserved items back in stock."""
+    await world.inventory.release(_action_key(ctx))
+
+
+async def refund_payment(ctx: Context) -> None:
+    """Refund the charge."""
+    await world.gateway.refund(_action_key(ctx))
+
+
+async def cancel_shipment(ctx: Context) -> None:
+    """Cancel the parcel."""
+    await world.carrier.cancel(_action_key(ctx))

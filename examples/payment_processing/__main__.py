@@ -1,0 +1,5 @@
+"""``python -m examples.payment_processing``."""
+
+from .main import main
+
+main()

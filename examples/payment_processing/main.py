@@ -1,0 +1,98 @@
+"""Payment processing: fraud check, authorization, capture (the pivot), reconciliation.
+
+Run ``python main.py`` in this folder or ``python -m examples.payment_processing`` from the
+repository root; add ``--store sqlite:///payments.db`` to record the runs durably.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from examples._script import run_as_package
+
+    run_as_package(__file__)
+
+import functools
+from collections.abc import Sequence
+
+from statesaga import Retry, Saga, Step
+
+from .. import _runner
+from .._validate import Fields
+from . import actions, compensations
+from .services import CURRENCIES, world
+
+#: Seconds to wait for the gateway's answer before asking again (with the same key).
+AUTHORIZE_TIMEOUT = 0.25
+
+
+class PaymentSaga(Saga):
+    """Screen, authorize and capture a card payment, then book it."""
+
+    steps = (
+        Step("check_fraud", actions.check_fraud),
+        Step(
+            "authorize_payment",
+            actions.authorize_payment,
+            compensate=compensations.void_authorization,
+            retry=Retry(attempts=4, delay=0.05),
+            timeout=AUTHORIZE_TIMEOUT,
+        ),
+        Step("capture_payment", actions.capture_payment, pivot=True, timeout=5.0),
+        # Past the pivot the money is taken: booking it is pushed through by retrying.
+        Step(
+            "reconcile_payment",
+            actions.reconcile_payment,
+            retry=Retry(attempts=5, delay=0.05, max_delay=1.0),
+        ),
+    )
+
+    def __init__(self, *, payment_id: str, user_id: str, amount: float, currency: str) -> None:
+        check = Fields(self.name)
+        super().__init__(
+            payment_id=check.ident("payment_id", payment_id, "PAY"),
+            user_id=check.ident("user_id", user_id, "USER"),
+            amount=check.amount("amount", amount),
+            currency=check.choice("currency", currency, CURRENCIES),
+        )
+
+
+#: The stories' input, each story changing what it needs.
+_payment = functools.partial(
+    PaymentSaga,
+    user_id="USER-456",
+    amount=250.00,
+    currency="USD",
+)
+
+
+def _unreliable_gateway() -> None:
+    world.gateway.unavailable = 1
+    world.gateway.lost_replies = 1
+
+
+def _expiring_authorization() -> None:
+    world.gateway.expired = 1
+
+
+STORIES = (
+    _runner.Story(
+        "A payment through an unreliable gateway: one request lost, one answer lost, "
+        "one authorization",
+        _payment(payment_id="PAY-1001"),
+        setup=_unreliable_gateway,
+    ),
+    _runner.Story(
+        "The authorization expires before capture: it is voided, nothing is taken",
+        _payment(payment_id="PAY-1002"),
+        setup=_expiring_authorization,
+    ),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Tell a payment that goes through and one that is compensated."""
+    _runner.main(__doc__ or "", world, STORIES, argv)

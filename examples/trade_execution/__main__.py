@@ -1,0 +1,5 @@
+"""``python -m examples.trade_execution``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m examples.travel_booking``."""
+
+from .main import main
+
+main()
