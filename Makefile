@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install graphviz test lint types check fmt demo bench docs clean
+.PHONY: help install graphviz test lint types check wheel-check fmt demo bench docs clean
 
 help:
 	@echo "statesaga make targets:"
@@ -16,6 +16,7 @@ help:
 	@echo "  lint      ruff format --check + ruff check"
 	@echo "  types     mypy (strict)"
 	@echo "  check     lint, types, test (sequentially)"
+	@echo "  wheel-check  build the wheel, install it in a fresh venv, test a saga it generates"
 	@echo "  fmt       ruff format + ruff check --fix"
 	@echo "  demo      run examples/demo.py"
 	@echo "  bench     run tests/benchmarks/run.py"
@@ -61,6 +62,30 @@ check:
 	$(MAKE) lint
 	$(MAKE) types
 	$(MAKE) test
+
+# The wheel, not the checkout: templates must ship inside it and `statesaga new` must find them.
+wheel-check: install
+	@set -euo pipefail; \
+	tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	venv="$$tmp/venv/bin"; \
+	echo "building the wheel"; \
+	$(PY) -m pip wheel -q --no-deps -w "$$tmp/dist" .; \
+	echo "installing it in a fresh venv (with pytest, ruff, mypy)"; \
+	$(PY) -m venv "$$tmp/venv"; \
+	"$$venv/python" -m pip install -q "$$tmp"/dist/statesaga-*.whl pytest ruff mypy; \
+	cd "$$tmp"; \
+	"$$venv/python" -c 'import statesaga.scaffold as s, sys; \
+		d = str(s.template_dir()); print("templates:", d); sys.exit("site-packages" not in d)'; \
+	"$$venv/statesaga" new wheel_saga --steps book_flight,book_hotel,charge_card; \
+	"$$venv/python" -m wheel_saga; \
+	cd wheel_saga; \
+	"$$venv/python" main.py; \
+	if "$$venv/python" main.py --fail charge_card; then echo "--fail did not fail"; exit 1; fi; \
+	"$$venv/python" -m pytest -q -p no:cacheprovider; \
+	"$$venv/ruff" check --no-cache .; \
+	"$$venv/ruff" format --check --no-cache .; \
+	"$$venv/mypy" --strict .; \
+	echo "wheel-check: ok"
 
 fmt: install
 	$(VENV)/bin/ruff format statesaga tests examples docs

@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import __version__
+from .cli_new import new
 from .cli_runs import runs, worker
 from .compiler import compile_saga
 from .errors import StatesagaError
@@ -87,6 +88,7 @@ async def _load_run(url: str | None, run_id: str) -> RunSnapshot:
         await store.close()
 
 
+cli.add_command(new)
 cli.add_command(runs)
 cli.add_command(worker)
 
