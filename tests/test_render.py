@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import run_cli
 
-from statesaga import Saga, Step, compile_saga
+from statesaga import Retry, Saga, Step, compile_saga
 from statesaga.errors import StatesagaError
 from statesaga.loader import load_saga
 from statesaga.render import RenderError, graph_of, render
@@ -317,3 +317,22 @@ async def test_overlay_never_bundles_edges() -> None:
     assert graph.columns
     assert not graph.bundle
     assert "concentrate" not in to_dot(graph)
+
+
+def test_retry_loops_are_drawn_only_for_steps_that_retry() -> None:
+    """A step allowed one attempt gets no retry loop; one with Retry(attempts>1) does."""
+
+    async def act(ctx: object) -> None:
+        return None
+
+    class Loops(Saga):
+        steps = (
+            Step("once", act, compensate=act, compensate_retry=Retry(attempts=1)),
+            Step("again", act, compensate=act, retry=Retry(attempts=3)),
+        )
+
+    text = to_dot(graph_of(compile_saga(Loops)))
+    assert '"once.running" -> "once.running"' not in text
+    assert '"once.compensating" -> "once.compensating"' not in text
+    assert '"again.running" -> "again.running"' in text
+    assert '"again.compensating" -> "again.compensating"' in text  # the default: 3 attempts

@@ -127,9 +127,10 @@ class Graph:
 def build_graph(compiled: CompiledSaga, history: Iterable[Step] | None = None) -> Graph:
     """The graph of ``compiled``, with ``history`` (a run's transitions) highlighted if given.
 
-    A chain's administrative edges (cancellation between steps, reopening a failed run) are
-    left out unless the run took them: they would hide the saga's shape. ``to_dict()`` and
-    ``machine()`` keep every edge.
+    Edges a run cannot take in the usual course are left out unless the run took them: a
+    retry loop on a step allowed one attempt, and a chain's administrative edges (cancellation
+    between steps, reopening a failed run). They would hide the saga's shape. ``to_dict()``
+    and ``machine()`` keep every edge.
     """
     history = None if history is None else list(history)
     pivots = {p.name for p in compiled.steps if p.pivot}
@@ -190,7 +191,15 @@ _ADMINISTRATIVE = frozenset({"reopen", "proceed"})
 
 
 def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
-    """Edges a chain's picture leaves out: cancellation between steps and reopening."""
+    """Edges a picture leaves out: retries a step never makes (``Retry`` of one attempt), and
+    in a chain, cancellation between steps and reopening."""
+    if t.step is not None:
+        plan = compiled.by_name[t.step]
+        event = t.trigger.rpartition(".")[2]
+        if event == "retry" and plan.retry.attempts == 1:
+            return True
+        if event == "retry_compensation" and plan.compensate_retry.attempts == 1:
+            return True
     if not compiled.sequential:
         return False
     if t.trigger in _ADMINISTRATIVE:
