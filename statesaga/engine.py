@@ -16,7 +16,13 @@ from .clock import SYSTEM_CLOCK, Clock
 from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga, saga_status
 from .context import Context
 from .definition import Action, Retry, Saga
-from .errors import InvalidResultError, MachineError, SagaDeadlineError, StepTimeoutError
+from .errors import (
+    InvalidResultError,
+    MachineError,
+    OutcomeUnknownError,
+    SagaDeadlineError,
+    StepTimeoutError,
+)
 from .journal import Journal
 from .observe.registry import RunObservation, begin
 from .result import RawEntry, SagaResult, SagaStatus
@@ -407,7 +413,7 @@ class _Run:
         key = f"{self.saga_id}:{plan.name}"
         retry = plan.retry
         # Once an attempt timed out, its effect may exist even if later attempts raise.
-        doubt = isinstance(previous, StepTimeoutError)
+        doubt = previous is not None and _interrupted(previous)
         attempt = first - 1
         while True:
             attempt += 1
@@ -628,7 +634,7 @@ class _Run:
 
 def _interrupted(error: BaseException) -> bool:
     """Whether ``error`` cut an attempt short, leaving its effect unknown."""
-    return isinstance(error, StepTimeoutError) or (
+    return isinstance(error, StepTimeoutError | OutcomeUnknownError) or (
         isinstance(error, SagaDeadlineError) and error.interrupted
     )
 

@@ -85,6 +85,15 @@ class StepTimeoutError(ExecutionError, TimeoutError):
         super().__init__(f"step {step!r} of saga run {saga_id} timed out after {timeout:g} s")
 
 
+class OutcomeUnknownError(ExecutionError):
+    """Raise from an action that cannot tell whether its effect happened (a lost reply).
+
+    The step is treated like one that timed out: retried if its ``Retry`` allows (with the
+    same idempotency key, so the service can recognise the repeat), and compensated if it
+    finally fails, since its effect may exist.
+    """
+
+
 class SagaDeadlineError(ExecutionError, TimeoutError):
     """A run passed its saga's ``deadline`` before its pivot: it is compensated.
 

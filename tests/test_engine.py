@@ -641,3 +641,60 @@ async def test_bare_chain_path_records_what_the_general_path_records() -> None:
     assert bare.status is general.status is SagaStatus.COMPLETED
     assert edges(bare) == edges(general)
     assert len(edges(bare)) == 10
+
+
+async def test_outcome_unknown_is_retried_then_compensated() -> None:
+    """An action raising OutcomeUnknownError is retried, and compensated if it finally fails."""
+    from statesaga import OutcomeUnknownError
+
+    ledger = Ledger()
+    lost = OutcomeUnknownError("the gateway's reply was lost")
+
+    class Pay(Saga):
+        steps = (
+            Step("reserve", ledger.do("reserve"), compensate=ledger.undo("reserve")),
+            Step(
+                "authorize",
+                ledger.fail("authorize", lost),
+                compensate=ledger.undo("authorize"),
+                retry=Retry(attempts=2, delay=0),
+            ),
+        )
+
+    result = await Pay().execute()
+    assert result.status is SagaStatus.COMPENSATED
+    assert result.error is lost
+    assert ledger.events == [
+        ("do", "reserve"),
+        ("fail", "authorize"),
+        ("fail", "authorize"),
+        ("undo", "authorize"),
+        ("undo", "reserve"),
+    ]
+    assert [h.trigger for h in result.history if h.trigger.startswith("authorize.")][-3:] == [
+        "authorize.time_out",
+        "authorize.compensate",
+        "authorize.compensation_done",
+    ]
+
+
+async def test_outcome_unknown_once_keeps_the_step_in_doubt() -> None:
+    """An unknown outcome on an early attempt still puts the step in doubt if a later one fails."""
+    from statesaga import OutcomeUnknownError
+
+    ledger = Ledger()
+    calls = 0
+
+    async def flaky(ctx: Context) -> None:
+        nonlocal calls
+        calls += 1
+        raise OutcomeUnknownError("lost") if calls == 1 else ValueError("declined")
+
+    class Pay(Saga):
+        steps = (
+            Step("authorize", flaky, compensate=ledger.undo("authorize"), retry=Retry(2, delay=0)),
+        )
+
+    result = await Pay().execute()
+    assert result.status is SagaStatus.COMPENSATED
+    assert result.compensated_steps == ("authorize",)
