@@ -26,7 +26,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@if [ ! -x "$(PY)" ]; then python3 -m venv "$(VENV)"; fi
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,postgres,prometheus,otel,logs]'
+	$(PY) -m pip install -q -e '.[dev,postgres,prometheus,otel,logs,messaging]'
 	@touch "$@"
 
 graphviz:

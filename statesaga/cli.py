@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .cli_new import new
+from .cli_outbox import outbox, relay
 from .cli_runs import runs, worker
 from .compiler import compile_saga
 from .errors import StatesagaError
@@ -89,6 +90,8 @@ async def _load_run(url: str | None, run_id: str) -> RunSnapshot:
 
 
 cli.add_command(new)
+cli.add_command(outbox)
+cli.add_command(relay)
 cli.add_command(runs)
 cli.add_command(worker)
 

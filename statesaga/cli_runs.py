@@ -124,8 +124,18 @@ async def _load(url: str, run_id: str) -> RunSnapshot:
         await store.close()
 
 
+broker_option = click.option(
+    "--broker",
+    "broker_url",
+    envvar="STATESAGA_BROKER",
+    help="Publish emitted messages right after each commit to this broker (amqp://...); "
+    "$STATESAGA_BROKER sets it. Without one they wait in the outbox for `statesaga relay`.",
+)
+
+
 @runs.command("resume")
 @store_option
+@broker_option
 @click.argument("run_id", required=False)
 @click.option("--all", "resume_all", is_flag=True, help="Resume every unfinished run.")
 @click.option(
@@ -133,27 +143,43 @@ async def _load(url: str, run_id: str) -> RunSnapshot:
     is_flag=True,
     help="Resume even if the saga's definition changed since the run started.",
 )
-def resume_runs(store_url: str, run_id: str | None, resume_all: bool, allow_changed: bool) -> None:
+def resume_runs(
+    store_url: str,
+    broker_url: str | None,
+    run_id: str | None,
+    resume_all: bool,
+    allow_changed: bool,
+) -> None:
     """Drive RUN_ID (or, with --all, every unfinished run) to a terminal state."""
     if bool(run_id) == resume_all:
         raise click.UsageError("give a RUN_ID or --all, not both and not neither")
-    failed = asyncio.run(_resume(store_url, run_id, allow_changed))
+    failed = asyncio.run(_resume(store_url, run_id, allow_changed, broker_url))
     if failed:
         raise SystemExit(1)
 
 
-async def _resume(url: str, run_id: str | None, allow_changed: bool) -> bool:
+async def _resume(url: str, run_id: str | None, allow_changed: bool, broker: str | None) -> bool:
     store = await open_store(url)
     try:
         if run_id is not None:
             result = await resume(
-                store, run_id, allow_changed_definition=allow_changed, abandon_on_cancel=True
+                store,
+                run_id,
+                allow_changed_definition=allow_changed,
+                abandon_on_cancel=True,
+                broker=broker,
             )
             click.echo(f"{run_id}: {result.status.value}")
             return False
-        recovered = await Worker(store, allow_changed_definition=allow_changed).run_once()
+        worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
+        recovered = await worker.run_once()
         for item in recovered:
-            text = item.result.status.value if item.result else f"not resumed: {item.error}"
+            if item.result is not None:
+                text = item.result.status.value
+            elif item.finished_elsewhere:
+                text = "finished meanwhile by another worker"
+            else:
+                text = f"not resumed: {item.error}"
             click.echo(f"{item.run_id}: {text}")
         if not recovered:
             click.echo("no unfinished runs to resume")
@@ -167,17 +193,48 @@ async def _resume(url: str, run_id: str | None, allow_changed: bool) -> bool:
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))
 @click.option("--once", is_flag=True, help="Recover what is unfinished now, then exit.")
-def worker(store_url: str, concurrency: int, poll: float, once: bool) -> None:
+@broker_option
+@click.option(
+    "--metrics-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics (0: off).",
+)
+def worker(
+    store_url: str,
+    concurrency: int,
+    poll: float,
+    once: bool,
+    metrics_port: int,
+    broker_url: str | None = None,
+) -> None:
     """Drive unfinished runs to the end, taking over those whose worker died."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"worker on {hide_password(store_url)} (concurrency {concurrency})")
-    asyncio.run(_work(store_url, concurrency, poll, once))
+    server = None
+    if metrics_port:
+        from .observe.metrics import start_metrics_server
+
+        try:
+            server = start_metrics_server(metrics_port)
+        except OSError as error:
+            message = f"cannot serve metrics on port {metrics_port}: {error}"
+            raise click.ClickException(message) from None
+        click.echo(f"metrics on http://0.0.0.0:{server.port}/metrics")
+    try:
+        asyncio.run(_work(store_url, concurrency, poll, once, broker_url))
+    finally:
+        if server is not None:
+            server.close()
 
 
-async def _work(url: str, concurrency: int, poll: float, once: bool) -> None:
+async def _work(
+    url: str, concurrency: int, poll: float, once: bool, broker: str | None = None
+) -> None:
     store = await open_store(url)
     stop = asyncio.Event()
-    w = Worker(store, concurrency=concurrency, poll=poll)
+    w = Worker(store, concurrency=concurrency, poll=poll, broker=broker)
     task = asyncio.ensure_future(w.run_once() if once else w.run(stop))
 
     def on_signal() -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .messaging.message import Message
+from .store._codec import dumps
+from .store.base import StoreError
 
 
 class Context:
@@ -20,9 +25,19 @@ class Context:
         idempotency_key: Stable for this step (and, separately, for its compensation) across
             attempts and resumes: pass it to the services you call so a retry never acts twice.
         compensating: Whether this call is the step's compensation.
+        emitted: The messages this call emitted so far, in order.
     """
 
-    __slots__ = ("attempt", "compensating", "data", "idempotency_key", "results", "saga_id", "step")
+    __slots__ = (
+        "attempt",
+        "compensating",
+        "data",
+        "emitted",
+        "idempotency_key",
+        "results",
+        "saga_id",
+        "step",
+    )
 
     def __init__(
         self,
@@ -41,6 +56,66 @@ class Context:
         self.attempt = attempt
         self.idempotency_key = idempotency_key
         self.compensating = compensating
+        self.emitted: Sequence[Message] = ()  # a list from the first emit: most calls emit none
+
+    def emit(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Send a message if, and only if, this call succeeds.
+
+        The message is committed with the step's success (or the compensation's end) and
+        published after that commit; a call that fails emits nothing. Its id,
+        ``<idempotency_key>:<n>`` for the n-th message of the call, is the same on every
+        attempt and after a resume, so consumers can recognise a redelivery.
+
+        Args:
+            topic: Where it goes (a routing key, subject or stream name).
+            payload: The body: JSON data.
+            key: Messages with the same key are delivered in the order they were committed.
+            headers: Extra text headers.
+
+        Raises:
+            TypeError: ``topic`` is not a non-empty string, or ``payload`` is not JSON data.
+        """
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"ctx.emit in step {self.step!r}: topic must be a non-empty string")
+        try:
+            dumps(payload)
+        except StoreError as error:
+            raise TypeError(
+                f"ctx.emit({topic!r}) in step {self.step!r} of run {self.saga_id}: the payload "
+                f"is not JSON data ({error.__cause__ or error}); emit dicts, lists, strings, "
+                "numbers, booleans or None"
+            ) from None
+        emitted = self.emitted
+        if not isinstance(emitted, list):
+            emitted = self.emitted = []
+        message = Message(
+            id=f"{self.idempotency_key}:{len(emitted) + 1}",
+            topic=topic,
+            payload=payload,
+            key=key,
+            headers=dict(headers or {}),
+            saga_id=self.saga_id,
+            step=self.step,
+            created_at=time.time(),
+        )
+        emitted.append(message)
+        return message
+
+    @property
+    def action_key(self) -> str:
+        """The idempotency key of this step's action, the same from its compensation.
+
+        A compensation passes it to the service to find what the action did: its own
+        ``idempotency_key`` is different (``...:compensate``), so repeating the undo is safe.
+        """
+        return f"{self.saga_id}:{self.step}"
 
     def __repr__(self) -> str:
         kind = "compensation" if self.compensating else "action"

@@ -19,6 +19,7 @@ from .errors import InvalidSagaError, NonRetryableError, Problem
 if TYPE_CHECKING:
     from .clock import Clock
     from .context import Context
+    from .messaging.broker import Broker
     from .result import SagaResult
     from .store.base import SagaStore
 
@@ -407,6 +408,7 @@ class Saga:
         saga_id: str | None = None,
         clock: Clock | None = None,
         store: SagaStore | str | None = None,
+        broker: Broker | str | None = None,
     ) -> SagaResult:
         """Run the saga to a final state and report what happened.
 
@@ -416,11 +418,16 @@ class Saga:
                 every step is recorded before it is called and the run can be resumed
                 after a crash. ``None`` runs in memory.
             clock: Where time, sleeps and randomness come from (tests pass a ``FakeClock``).
+            broker: Publish the messages steps emit (``ctx.emit``) right after the commit
+                that records them (a broker or its URL, such as ``amqp://host``). Needs a
+                ``store``, whose outbox keeps them until they are confirmed. Without a broker
+                they wait in the outbox for a relay; without a store they are only returned
+                in ``result.messages``.
 
         Returns:
             The run's ``SagaResult``. A failed step does not raise: it shows in the result.
         """
         result: SagaResult = await _engine().run_saga(
-            type(self), self._data, saga_id=saga_id, clock=clock, store=store
+            type(self), self._data, saga_id=saga_id, clock=clock, store=store, broker=broker
         )
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import SAGA_REGION, CompiledSaga, compile_saga, saga_status
@@ -19,6 +19,10 @@ from .result import SagaResult, SagaStatus
 from .store import SagaStore, StoreError, store_from_url
 from .store._codec import dumps
 from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
+
+if TYPE_CHECKING:
+    from .messaging.broker import Broker
+    from .messaging.sender import Sender
 
 StoreLike = SagaStore | str
 
@@ -49,6 +53,7 @@ async def start(
     saga_id: str,
     clock: Clock,
     store: StoreLike,
+    broker: Broker | str | None = None,
 ) -> SagaResult:
     """Run a new saga durably: record it, then drive it, committing every step ahead."""
     opened = await open_store(store)
@@ -70,8 +75,16 @@ async def start(
     # Checked now so bad input fails before anything runs; stored by the first commit.
     dumps(record.input, run_id=saga_id)
     run = _Run(compiled, data, saga_id, clock)
-    run.journal = Journal(opened, record, owner_id(), create=True)
+    run.journal = Journal(opened, record, owner_id(), create=True, sender=_sender(opened, broker))
     return await _drive_leased(run, opened)
+
+
+def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:
+    if broker is None:
+        return None
+    from .messaging.sender import resolve_broker, sender_for
+
+    return sender_for(store, resolve_broker(broker))
 
 
 async def _drive_leased(
@@ -80,7 +93,10 @@ async def _drive_leased(
     keeper = keeper_for(store)
     keeper.hold(run.saga_id)
     try:
-        return await drive_to_result(run, abandon_on_cancel=abandon_on_cancel)
+        result = await drive_to_result(run, abandon_on_cancel=abandon_on_cancel)
+        if run.journal is not None:
+            await run.journal.drain()  # its messages published, or left to the relay
+        return result
     finally:
         keeper.drop(run.saga_id)
         if saga_status(run.config[SAGA_REGION]) not in TERMINAL:
@@ -105,6 +121,7 @@ async def resume(
     allow_changed_definition: bool = False,
     clock: Clock | None = None,
     abandon_on_cancel: bool = False,
+    broker: Broker | str | None = None,
 ) -> SagaResult:
     """Drive a stored run to a terminal state, or report the one it already reached.
 
@@ -122,6 +139,8 @@ async def resume(
         clock: Time and randomness for retries.
         abandon_on_cancel: If the caller is cancelled, stop driving at once and leave the
             run resumable, instead of compensating it (what workers and the CLI want).
+        broker: Publish the messages its steps emit right after each commit (a broker or
+            its URL); without one they wait in the outbox for a relay.
 
     Raises:
         RunNotFound: No such run.
@@ -137,6 +156,7 @@ async def resume(
         allow_changed_definition=allow_changed_definition,
         clock=clock,
         abandon_on_cancel=abandon_on_cancel,
+        broker=broker,
     )
     if result is None:  # it had ended already
         return finished_result(await opened.load(run_id))
@@ -151,6 +171,7 @@ async def drive_stored(
     allow_changed_definition: bool,
     clock: Clock | None,
     abandon_on_cancel: bool,
+    broker: Broker | str | None = None,
 ) -> SagaResult | None:
     """``resume``, but ``None`` instead of a result when the run had ended before (a worker
     must not report a run another worker finished as one it recovered)."""
@@ -176,7 +197,13 @@ async def drive_stored(
     except StoreError:
         await opened.release(run_id, owner_id())
         raise
-    run.journal = Journal(opened, snapshot.run, owner_id(), flushed=len(snapshot.history))
+    run.journal = Journal(
+        opened,
+        snapshot.run,
+        owner_id(),
+        flushed=len(snapshot.history),
+        sender=_sender(opened, broker),
+    )
     return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
 
 

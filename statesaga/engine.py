@@ -24,6 +24,8 @@ from .errors import (
     StepTimeoutError,
 )
 from .journal import Journal
+from .messaging.broker import Broker
+from .messaging.message import Message
 from .observe.registry import RunObservation, begin
 from .result import RawEntry, SagaResult, SagaStatus
 from .store.base import SagaStore, StoreError
@@ -48,6 +50,7 @@ async def run_saga(
     saga_id: str | None = None,
     clock: Clock | None = None,
     store: SagaStore | str | None = None,
+    broker: Broker | str | None = None,
 ) -> SagaResult:
     """Run ``saga`` on ``data`` to a final state, durably when a ``store`` is given.
 
@@ -60,7 +63,13 @@ async def run_saga(
     if store is not None:
         from .durable import start
 
-        return await start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store)
+        return await start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
+    if broker is not None:
+        raise ValueError(
+            "a broker needs a store: messages are published from the store's outbox, which "
+            "keeps them until the broker confirms; pass store= too (memory:// for one in "
+            "this process)"
+        )
     return await drive_to_result(_Run(compiled, data, saga_id, clock or SYSTEM_CLOCK))
 
 
@@ -133,6 +142,7 @@ class _Run:
         "journal",
         "now",
         "observation",
+        "outbox",
         "outcomes",
         "pivoted",
         "region_of_trigger",
@@ -175,6 +185,7 @@ class _Run:
         self.resumed: dict[str, int] = {}
         self.reopening = False  # a failed run whose failed compensations are retried
         self.observation: RunObservation | None = None
+        self.outbox: list[Message] = []  # what succeeded calls emitted, in commit order
         # When the saga's deadline passes (run clock time); set when the run starts, or from
         # the stored start time when a run is resumed.
         self.deadline_at: float | None = None
@@ -244,8 +255,9 @@ class _Run:
             if self.journal is not None:
                 await self.journal.flush(self)
         except BaseException as error:
-            if self.observation is not None and isinstance(error, asyncio.CancelledError):
-                self.observation.suspended()
+            if self.observation is not None:
+                # Cancelled past the pivot, abandoned, or stopped by a store error or a bug.
+                self.observation.suspended(error)
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 if isinstance(error, asyncio.CancelledError):
@@ -276,6 +288,7 @@ class _Run:
             results=self.results,
             duration=duration,
             raw_history=self.history,
+            messages=tuple(self.outbox),
         )
 
     # -- forward ----------------------------------------------------------------------------
@@ -323,6 +336,8 @@ class _Run:
                 self._record(plan, self._accept(plan, value, 1))
                 continue
             self.results[name] = value
+            if ctx.emitted:
+                self.outbox += ctx.emitted
             config[SAGA_REGION] = succeeded
             history.append((plan.t_succeed, running, succeeded, now(), 1, None))
             self.completed.append(name)
@@ -429,6 +444,8 @@ class _Run:
                 if isinstance(error, SagaDeadlineError) or not retry.should_retry(error, attempt):
                     return await self._settled(self._give_up(plan, error, attempt, doubt))
                 previous = error
+                if self.observation is not None:
+                    self.observation.retrying(plan.name, attempt, error, compensating=False)
                 await self._pause(retry, attempt + 1, plan)
                 if self._past_deadline(plan, starting=False):
                     late = SagaDeadlineError(
@@ -436,7 +453,10 @@ class _Run:
                     )
                     return await self._settled(self._give_up(plan, late, attempt, doubt))
             else:
-                return await self._settled(self._accept(plan, value, attempt))
+                outcome = self._accept(plan, value, attempt)
+                if ctx.emitted and outcome is _SUCCESS:
+                    self.outbox += ctx.emitted  # committed with the step's success
+                return await self._settled(outcome)
 
     async def _settled(self, outcome: _Outcome) -> _Outcome:
         # In a DAG a step's outcome is committed at once: siblings may run on for long. (In a
@@ -615,12 +635,16 @@ class _Run:
                 _raise_if_cancelled(error)
                 if retry.should_retry(error, attempt):
                     previous = error
+                    if self.observation is not None:
+                        self.observation.retrying(plan.name, attempt, error, compensating=True)
                     await self._pause(retry, attempt + 1)
                     continue
                 self.fire(plan.t_compensation_fail, attempt, error)
                 self._proceed()
                 return error
             self.fire(plan.t_compensation_done, attempt)
+            if ctx.emitted:
+                self.outbox += ctx.emitted
             self.compensated.append(plan.name)
             self._proceed()
             return None

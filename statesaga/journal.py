@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
+from . import _faults
 from .compiler import saga_status
+from .leases import LEASE_SECONDS
 from .store._codec import dumps
 from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
 
 if TYPE_CHECKING:
     from .engine import _Run
+    from .messaging.sender import Sender
 
 
 def _new_record(fields: tuple[Any, ...]) -> TransitionRecord:
@@ -31,6 +35,10 @@ class Journal:
     step is recorded as running before it is called and its result is committed before any
     dependant starts. A flush takes every transition fired since the previous one: a success
     and the next step's start share one commit.
+
+    Messages the run's steps emitted go into the commit that records their success; with a
+    ``sender`` they are claimed by that commit and published right after it, while the run
+    goes on (``drain`` waits for that).
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class Journal:
         flushed: int = 0,
         *,
         create: bool = False,
+        sender: Sender | None = None,
     ):
         self.store = store
         # A new run is created by its first commit, in the same transaction.
@@ -50,6 +59,9 @@ class Journal:
         self.version = record.version
         self.flushed = flushed  # history entries already stored
         self.steps: dict[str, StepRecord] = {}
+        self.sender = sender
+        self.emitted = 0  # messages of run.outbox already committed
+        self.sending: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
 
     def check_result(self, value: Any) -> None:
@@ -79,6 +91,12 @@ class Journal:
                         result=run.results.get(step),
                         error=text if text is not None else (previous.error if previous else None),
                     )
+            outbox = run.outbox
+            emitted = len(outbox)
+            messages = outbox[self.emitted : emitted] if emitted > self.emitted else ()
+            claim_until = None
+            if messages and self.sender is not None:
+                claim_until = time.time() + LEASE_SECONDS
             commit = Commit(
                 run_id=self.run_id,
                 version=self.version,
@@ -91,9 +109,26 @@ class Journal:
                 failed_step=run.failed_step,
                 error=describe(run.error),
                 create=self.create,
+                messages=messages,
+                claim_until=claim_until,
             )
-            await self.store.commit(commit)
+            claimed = await self.store.commit(commit)
             self.create = None
             self.version += 1
             self.flushed = end
+            self.emitted = emitted
             self.steps.update(touched)
+            if messages:
+                _faults.crash_point("after-outbox-commit")
+                if self.sender is not None and claim_until is not None:
+                    self.sending.append(
+                        self.sender.send(messages, claimed or (), self.owner, claim_until)
+                    )
+
+    async def drain(self) -> None:
+        """Wait until the messages sent so far are marked sent or left to the relay."""
+        while self.sending:
+            sending, self.sending = self.sending, []
+            # Shielded: cancelling the run must not cut a publish short (its claim would hold
+            # the message back until it runs out).
+            await asyncio.shield(asyncio.gather(*sending, return_exceptions=True))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
+
+if TYPE_CHECKING:
+    from .messaging.message import Message
 
 
 class SagaStatus(enum.StrEnum):
@@ -57,6 +60,8 @@ class SagaResult:
         results: Step name to what its action returned (an empty mapping for ``None``).
         duration: Seconds from start to end of the run.
         history: Every transition taken, in order.
+        messages: What the steps and compensations run by this call emitted, in commit order
+            (only those whose call succeeded).
     """
 
     status: SagaStatus
@@ -69,6 +74,7 @@ class SagaResult:
     results: Mapping[str, Mapping[str, Any]]
     duration: float
     _raw_history: Sequence[RawEntry] = attrs.field(default=(), alias="raw_history", repr=False)
+    messages: Sequence[Message] = attrs.field(default=(), repr=False)
 
     @functools.cached_property
     def history(self) -> tuple[HistoryEntry, ...]:

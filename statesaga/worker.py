@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -16,6 +17,9 @@ from .durable import StoreLike, drive_stored, open_store
 from .errors import StatesagaError
 from .result import SagaResult
 from .store.base import LeaseHeld, SagaStore
+
+if TYPE_CHECKING:
+    from .messaging.broker import Broker
 
 log = logging.getLogger("statesaga.worker")
 
@@ -50,6 +54,8 @@ class Worker:
         sagas: Saga classes by stored import path, for sagas not importable by path.
         allow_changed_definition: Resume runs whose saga definition changed.
         clock: Time and randomness for retries.
+        broker: Publish the messages the runs' steps emit right after each commit (a broker
+            or its URL); without one they wait in the outbox for a relay.
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class Worker:
         sagas: Mapping[str, type[Saga]] | None = None,
         allow_changed_definition: bool = False,
         clock: Clock | None = None,
+        broker: Broker | str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -70,6 +77,7 @@ class Worker:
         self.sagas = dict(sagas or {})
         self.allow_changed_definition = allow_changed_definition
         self.clock = clock
+        self.broker = broker
         self._busy: set[str] = set()
 
     async def run_once(self) -> list[Recovered]:
@@ -114,6 +122,7 @@ class Worker:
                 allow_changed_definition=self.allow_changed_definition,
                 clock=self.clock,
                 abandon_on_cancel=True,  # a worker stopping leaves runs for another one
+                broker=self.broker,
             )
             if result is None:
                 return Recovered(run_id, finished_elsewhere=True)

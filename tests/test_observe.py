@@ -141,6 +141,10 @@ async def test_retry_reports_the_failed_attempt_then_the_next(recorder: Recorder
     retried = recorder.events[2][1]
     assert isinstance(retried, StepEvent)
     assert "injected failure" in str(retried.error)
+    assert retried.duration is not None  # timed before the pause, not across it
+    second = recorder.events[3][1]
+    assert isinstance(second, StepEvent)
+    assert second.error is None
 
 
 async def test_compensation_hooks(recorder: Recorder) -> None:
@@ -318,3 +322,30 @@ async def _drive(run: Any) -> None:
     from statesaga.engine import drive_to_result
 
     await drive_to_result(run)
+
+
+async def test_a_run_stopped_by_a_store_error_reports_suspended(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that dies on an unexpected error still ends its observation, with the error."""
+    from statesaga.store.base import StoreError
+    from statesaga.testing import MemoryStore
+
+    store = MemoryStore()
+    real_commit = store.commit
+    commits = 0
+
+    async def failing_commit(commit: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            raise StoreError("disk full")
+        await real_commit(commit)
+
+    monkeypatch.setattr(store, "commit", failing_commit)
+    with pytest.raises(StoreError, match="disk full"):
+        await Chain().execute(store=store)
+    hook, event = recorder.events[-1]
+    assert hook == "run_suspended"
+    assert isinstance(event, RunEvent)
+    assert isinstance(event.error, StoreError)

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import ROOT
-
-from statesaga import (
-    InvalidInputError,
-    NonRetryableError,
-    Saga,
-    SagaResult,
-    SagaStatus,
-    StepTimeoutError,
-)
-from statesaga.testing import FakeClock
-
-if str(ROOT) not in sys.path:  # the examples belong to the repository, not to the package
-    sys.path.insert(0, str(ROOT))
 
 from examples.order_processing import OrderProcessingSaga
 from examples.order_processing.services import INITIAL_STOCK
@@ -35,6 +20,15 @@ from examples.trade_execution.services import world as broker
 from examples.travel_booking import TravelBookingSaga
 from examples.travel_booking.services import INITIAL_ROOMS, INITIAL_SEATS
 from examples.travel_booking.services import world as travel
+from statesaga import (
+    InvalidInputError,
+    NonRetryableError,
+    Saga,
+    SagaResult,
+    SagaStatus,
+    StepTimeoutError,
+)
+from statesaga.testing import FakeClock
 
 COMPLETED, COMPENSATED, FAILED = SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED
 

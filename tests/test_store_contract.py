@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
+from statesaga.messaging.message import Message
 from statesaga.store import (
     Commit,
     LeaseHeld,
     MemoryStore,
+    OutboxRecord,
     RunNotFound,
     RunRecord,
     SagaStore,
@@ -389,3 +391,184 @@ async def test_non_json_step_result_is_refused_and_nothing_applied(store: SagaSt
     with pytest.raises(StoreError, match="JSON"):
         await store.commit(bad)
     assert await store.load("r1") == before
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+
+def message(n: int, key: str | None = "k", run_id: str = "r1", step: str = "reserve") -> Message:
+    """The n-th message of ``step`` in run ``run_id``, created at ``n`` (epoch seconds)."""
+    return Message(
+        id=f"{run_id}:{step}:{n}",
+        topic="orders",
+        payload={"n": n, "items": [1, 2.5, None, "x"]},
+        key=key,
+        headers={"h": str(n)},
+        saga_id=run_id,
+        step=step,
+        created_at=float(n),
+    )
+
+
+async def with_messages(
+    store: SagaStore, *messages: Message, claim_until: float | None = None, owner: str = "w1"
+) -> list[str]:
+    """Create run r1 and commit ``messages`` with its first commit; the ids claimed."""
+    run = make_run(lease_owner=owner)
+    commit = make_commit(messages=messages, claim_until=claim_until, lease_owner=owner)
+    return list(await store.commit(attrs.evolve(commit, create=run)) or ())
+
+
+def ids(records: Sequence[OutboxRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+async def test_messages_are_written_with_their_commit(store: SagaStore) -> None:
+    """A commit's messages land in the outbox, pending, round-tripping every field."""
+    sent = [message(1), message(2, key=None)]
+    assert await with_messages(store, *sent) == []  # no claim asked for
+    listed = await store.outbox_list()
+    assert [r.message for r in listed] == sent[::-1]  # newest first
+    assert {(r.status, r.attempts, r.claim_owner) for r in listed} == {("pending", 0, None)}
+    assert listed[0].seq > listed[1].seq
+
+
+async def test_stale_commit_writes_no_messages(store: SagaStore) -> None:
+    """A commit refused as stale leaves the outbox empty."""
+    await store.create(make_run())
+    with pytest.raises(WriteConflict):
+        await store.commit(make_commit(version=5, messages=[message(1)]))
+    assert await store.outbox_list() == []
+
+
+async def test_unstorable_payload_fails_the_commit(store: SagaStore) -> None:
+    """A payload JSON cannot hold fails the whole commit; nothing is applied."""
+    await store.create(make_run())
+    before = await store.load("r1")
+    bad = attrs.evolve(message(1), payload={"at": object()})
+    with pytest.raises(StoreError, match="JSON"):
+        await store.commit(make_commit(messages=[bad]))
+    assert await store.load("r1") == before
+    assert await store.outbox_list() == []
+
+
+async def test_commit_claims_its_messages_for_optimistic_sending(store: SagaStore) -> None:
+    """With claim_until, a commit claims its messages for its lease owner."""
+    claimed = await with_messages(store, message(1), message(2, key=None), claim_until=FAR)
+    assert claimed == ["r1:reserve:1", "r1:reserve:2"]
+    assert {r.claim_owner for r in await store.outbox_list()} == {"w1"}
+    assert await store.outbox_claim("relay", NOW, NOW + 30) == []  # claimed: not the relay's
+
+
+async def test_commit_does_not_claim_behind_a_pending_message_of_its_key(
+    store: SagaStore,
+) -> None:
+    """A keyed message is left to the relay while an earlier one of its key is unsent."""
+    await with_messages(store, message(1))  # pending, nobody sending it
+    second = make_commit(version=1, seq=2, messages=[message(2), message(3, key="other")])
+    claimed = await store.commit(attrs.evolve(second, claim_until=FAR))
+    assert list(claimed or ()) == ["r1:reserve:3"]
+
+
+async def test_relay_claims_in_order_and_never_twice(store: SagaStore) -> None:
+    """Claims come in seq order, are exclusive while live, and expire."""
+    await with_messages(store, message(1), message(2), message(3, key=None))
+    first = await store.outbox_claim("a", NOW, NOW + 30, limit=10)
+    assert ids(first) == ["r1:reserve:1", "r1:reserve:2", "r1:reserve:3"]
+    assert first[0].claim_owner == "a"
+    assert await store.outbox_claim("b", NOW + 1, NOW + 31) == []
+    again = await store.outbox_claim("b", NOW + 31, NOW + 61)  # a's claim ran out
+    assert ids(again) == ids(first)
+
+
+async def test_claim_waits_for_the_head_of_a_key(store: SagaStore) -> None:
+    """A key's later messages are not claimed while an earlier one is not due or is dead."""
+    await with_messages(store, message(1), message(2), message(3, key="other"))
+    [head, *_] = await store.outbox_claim("a", NOW, NOW + 30, limit=1)
+    await store.outbox_mark_failed(head.id, "a", "BrokerError: down", NOW + 60, dead=False)
+    assert ids(await store.outbox_claim("a", NOW, NOW + 30)) == ["r1:reserve:3"]
+    await store.outbox_mark_sent(["r1:reserve:3"], NOW)
+    later = await store.outbox_claim("a", NOW + 61, NOW + 90)
+    assert ids(later) == ["r1:reserve:1", "r1:reserve:2"]
+    assert later[0].attempts == 1
+    assert later[0].last_error == "BrokerError: down"
+    await store.outbox_mark_failed(head.id, "a", "refused", NOW, dead=True)
+    await store.outbox_release(["r1:reserve:2"], "a")
+    assert await store.outbox_claim("a", NOW + 100, NOW + 130) == []  # a dead head holds its key
+
+
+async def test_claim_skips_a_key_being_sent(store: SagaStore) -> None:
+    """While any message of a key is claimed, no other message of that key is claimed."""
+    await with_messages(store, message(1), message(2), message(3), claim_until=FAR)
+    await store.outbox_release(["r1:reserve:2", "r1:reserve:3"], "w1")
+    assert await store.outbox_claim("relay", NOW, NOW + 30) == []
+    await store.outbox_mark_sent(["r1:reserve:1"], NOW)
+    assert ids(await store.outbox_claim("relay", NOW, NOW + 30)) == [
+        "r1:reserve:2",
+        "r1:reserve:3",
+    ]
+
+
+async def test_mark_sent_release_and_failed_need_the_right_rows(store: SagaStore) -> None:
+    """Sent is final; release and failure apply only to the claimant's pending rows."""
+    await with_messages(store, message(1, key=None), message(2, key=None), claim_until=FAR)
+    await store.outbox_mark_failed("r1:reserve:1", "intruder", "x", NOW, dead=True)
+    await store.outbox_release(["r1:reserve:1"], "intruder")
+    await store.outbox_mark_sent(["r1:reserve:1"], 123.0)
+    await store.outbox_mark_failed("r1:reserve:1", "w1", "late", NOW, dead=True)
+    await store.outbox_release(["r1:reserve:2"], "w1", "BrokerError: timeout")
+    by_id = {r.id: r for r in await store.outbox_list()}
+    sent, released = by_id["r1:reserve:1"], by_id["r1:reserve:2"]
+    assert (sent.status, sent.sent_at, sent.claim_owner, sent.attempts) == ("sent", 123.0, None, 0)
+    assert (released.status, released.claim_owner, released.attempts) == ("pending", None, 0)
+    assert released.last_error == "BrokerError: timeout"
+
+
+async def test_list_retry_and_purge(store: SagaStore) -> None:
+    """Listing filters by status; retry requeues dead messages; purge deletes old ones."""
+    await with_messages(store, *(message(n, key=None) for n in (1, 2, 3)))
+    claimed = await store.outbox_claim("a", NOW, NOW + 30)
+    await store.outbox_mark_sent([claimed[0].id], NOW)
+    await store.outbox_mark_failed(claimed[1].id, "a", "refused", NOW, dead=True)
+    await store.outbox_mark_failed(claimed[2].id, "a", "refused", NOW, dead=True)
+    assert ids(await store.outbox_list(status="dead")) == ["r1:reserve:3", "r1:reserve:2"]
+    assert ids(await store.outbox_list(status="sent", limit=5)) == ["r1:reserve:1"]
+    assert await store.outbox_retry(["r1:reserve:2", "r1:reserve:1", "nope"], NOW) == 1
+    assert await store.outbox_retry(None, NOW) == 1
+    retried = await store.outbox_list(status="pending")
+    assert [(r.attempts, r.retry_at) for r in retried] == [(0, NOW), (0, NOW)]
+    assert await store.outbox_purge("sent", before=1.0) == 0  # created at 1.0: not older
+    assert await store.outbox_purge("sent", before=2.0) == 1
+    with pytest.raises(StoreError, match="pending"):
+        await store.outbox_purge("pending", before=FAR)
+    assert len(await store.outbox_list()) == 2
+
+
+async def test_a_message_id_is_written_once(store: SagaStore) -> None:
+    """A message id already in the outbox is left as it was."""
+    await with_messages(store, message(1))
+    again = attrs.evolve(message(1), payload={"changed": True})
+    await store.commit(make_commit(version=1, seq=2, messages=[again]))
+    [record] = await store.outbox_list()
+    assert record.message == message(1)
+
+
+async def test_concurrent_commits_write_and_claim_their_own_messages(store: SagaStore) -> None:
+    """Commits of many runs at once (one batch) each write and claim just their messages."""
+    runs = [f"r{n}" for n in range(12)]
+    commits = [
+        make_commit(
+            run_id,
+            create=make_run(run_id),
+            messages=[message(1, key=run_id, run_id=run_id), message(2, key=None, run_id=run_id)],
+            claim_until=FAR if n % 2 else None,
+        )
+        for n, run_id in enumerate(runs)
+    ]
+    claimed = await asyncio.gather(*(store.commit(c) for c in commits))
+    for n, (run_id, ids) in enumerate(zip(runs, claimed, strict=True)):
+        expected = [f"{run_id}:reserve:1", f"{run_id}:reserve:2"] if n % 2 else []
+        assert list(ids or ()) == expected
+    listed = await store.outbox_list(limit=100)
+    assert len(listed) == 24
+    assert sum(r.claim_owner == "w1" for r in listed) == 12

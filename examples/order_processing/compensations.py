@@ -11,20 +11,16 @@ from statesaga import Context
 from .services import world
 
 
-def _action_key(ctx: Context) -> str:
-    return f"{ctx.saga_id}:{ctx.step}"
-
-
 async def release_inventory(ctx: Context) -> None:
     """Put the reserved items back in stock."""
-    await world.inventory.release(_action_key(ctx))
+    await world.inventory.release(ctx.action_key)
 
 
 async def refund_payment(ctx: Context) -> None:
     """Refund the charge."""
-    await world.gateway.refund(_action_key(ctx))
+    await world.gateway.refund(ctx.action_key)
 
 
 async def cancel_shipment(ctx: Context) -> None:
     """Cancel the parcel."""
-    await world.carrier.cancel(_action_key(ctx))
+    await world.carrier.cancel(ctx.action_key)

@@ -12,4 +12,4 @@ from .services import world
 
 async def void_authorization(ctx: Context) -> None:
     """Release the money held on the card."""
-    await world.gateway.void(f"{ctx.saga_id}:{ctx.step}")
+    await world.gateway.void(ctx.action_key)

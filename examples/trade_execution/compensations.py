@@ -11,15 +11,11 @@ from statesaga import Context
 from .services import world
 
 
-def _action_key(ctx: Context) -> str:
-    return f"{ctx.saga_id}:{ctx.step}"
-
-
 async def release_hold(ctx: Context) -> None:
     """Give the cash set aside back to the account."""
-    await world.risk.release(_action_key(ctx))
+    await world.risk.release(ctx.action_key)
 
 
 async def withdraw_approval(ctx: Context) -> None:
     """Withdraw compliance's approval (nothing to do when the review was skipped)."""
-    await world.compliance.withdraw(_action_key(ctx))
+    await world.compliance.withdraw(ctx.action_key)

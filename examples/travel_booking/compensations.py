@@ -11,20 +11,16 @@ from statesaga import Context
 from .services import world
 
 
-def _action_key(ctx: Context) -> str:
-    return f"{ctx.saga_id}:{ctx.step}"
-
-
 async def cancel_flight(ctx: Context) -> None:
     """Give the seat back."""
-    await world.airline.cancel(_action_key(ctx))
+    await world.airline.cancel(ctx.action_key)
 
 
 async def cancel_hotel(ctx: Context) -> None:
     """Give the room back."""
-    await world.hotels.cancel(_action_key(ctx))
+    await world.hotels.cancel(ctx.action_key)
 
 
 async def cancel_car(ctx: Context) -> None:
     """Give the car back (nothing to do when none was rented)."""
-    await world.cars.cancel(_action_key(ctx))
+    await world.cars.cancel(ctx.action_key)

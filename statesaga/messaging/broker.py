@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 import attrs
@@ -31,7 +31,12 @@ class Delivery:
 
 
 class Broker(Protocol):
-    """Publishes messages with confirmation and delivers them to consumers."""
+    """Publishes messages with confirmation and delivers them to consumers.
+
+    Messages with the same key reach a consumer group in the order they were published, one at
+    a time: the next one of that key is delivered only once the previous one is acked (a nacked
+    one is delivered again first).
+    """
 
     name: str
 
@@ -44,6 +49,19 @@ class Broker(Protocol):
     async def publish(self, message: Message) -> None:
         """Return once the broker has confirmed ``message``; raise ``BrokerError`` otherwise."""
 
-    def consume(self, topic: str, *, group: str) -> AsyncIterator[Delivery]:
-        """Deliveries on ``topic`` for consumer ``group``, at least once each."""
+    async def declare(self, topic: str, *, group: str) -> None:
+        """Create ``group``'s durable subscription to ``topic`` (idempotent).
+
+        Messages published after it are kept for the group until it acks them, even while no
+        consumer runs. ``consume`` declares too; call this first when producers may start
+        before the consumers.
+        """
+
+    def consume(self, topic: str, *, group: str) -> AsyncGenerator[Delivery, None]:
+        """Deliveries on ``topic`` for consumer ``group``, at least once each.
+
+        Consumers sharing a ``group`` share its messages; each group gets every message.
+        Close the generator (``aclose``, or ``contextlib.aclosing``) when done: deliveries
+        still unsettled then go back to the group.
+        """
         ...

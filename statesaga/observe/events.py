@@ -19,7 +19,8 @@ class RunEvent:
         status: How the run ended (``run_finished`` only).
         duration: Seconds since this process began driving the run (end events only).
         failed_step: The step whose failure stopped the run, if any.
-        error: That step's error, if any.
+        error: That step's error, if any; for ``run_suspended``, the unexpected error that
+            stopped the run (``None`` when it was cancelled).
     """
 
     saga: str

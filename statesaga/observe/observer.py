@@ -21,7 +21,8 @@ class Observer:
         """A run reached a final state: ``event.status`` says which."""
 
     def run_suspended(self, event: RunEvent) -> None:
-        """A run stopped unfinished: cancelled past its pivot, or abandoned to another worker."""
+        """A run stopped unfinished: cancelled past its pivot, abandoned to another worker, or
+        stopped by an unexpected error (``event.error``, such as a store failure)."""
 
     def step_started(self, event: StepEvent) -> None:
         """An attempt of a step's action is about to be called."""
@@ -30,7 +31,8 @@ class Observer:
         """A step's action succeeded; its result is recorded."""
 
     def step_retried(self, event: StepEvent) -> None:
-        """An attempt failed (``event.error``) and another will follow after a pause."""
+        """An attempt failed (``event.error``, after ``event.duration``) and another will
+        follow after a pause."""
 
     def step_failed(self, event: StepEvent) -> None:
         """A step's last attempt failed: the run will compensate (or halt past a pivot)."""

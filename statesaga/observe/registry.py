@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
+
+import attrs
 
 from ..clock import Clock
 from ..result import SagaStatus
@@ -109,9 +112,20 @@ class RunObservation:
         """The run began (or was taken over)."""
         self._emit("run_started", self._run_event(resumed=resumed))
 
-    def suspended(self) -> None:
-        """The run stopped without reaching a final state."""
-        self._emit("run_suspended", self._run_event(ended=True))
+    def suspended(self, error: BaseException | None = None) -> None:
+        """The run stopped without reaching a final state (``error`` says why, if not a
+        cancellation)."""
+        cause = None if isinstance(error, asyncio.CancelledError) else error
+        self._emit("run_suspended", attrs.evolve(self._run_event(ended=True), error=cause))
+
+    def retrying(
+        self, step: str, attempt: int, error: BaseException, *, compensating: bool
+    ) -> None:
+        """An attempt failed and another follows after a pause (reported before the pause)."""
+        began = self._attempt_started.pop((step, compensating), None)
+        duration = None if began is None else self._clock.monotonic() - began
+        hook = "compensation_retried" if compensating else "step_retried"
+        self._emit(hook, self._step_event(step, attempt, compensating, error, duration))
 
     def transition(self, trigger: str, attempt: int, error: BaseException | None) -> None:
         """Report the transition the engine just took."""
@@ -125,10 +139,9 @@ class RunObservation:
             "compensation_"
         )
         if kind in ("retry", "retry_compensation"):
-            # The failed attempt's end is not a transition of its own: report it here.
-            retried = "compensation_retried" if compensating else "step_retried"
-            self._emit(retried, self._step_event(step, attempt - 1, compensating, error))
-            kind = "compensate" if compensating else "start"
+            # The failed attempt was reported by ``retrying``; this starts the next one (the
+            # trigger carries the previous error, which the start event does not).
+            kind, error = ("compensate" if compensating else "start"), None
         hook = _STEP_HOOKS.get(kind)
         if hook is None:
             return  # interrupt, cancellation bookkeeping: no hook

@@ -6,9 +6,11 @@ import os
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from .base import (
+    OUTBOX_STATUSES,
     SCHEMA_VERSION,
     Commit,
     LeaseHeld,
+    OutboxRecord,
     RunNotFound,
     RunRecord,
     RunSnapshot,
@@ -21,11 +23,13 @@ from .base import (
 from .memory import MemoryStore
 
 __all__ = [
+    "OUTBOX_STATUSES",
     "SCHEMA_VERSION",
     "SCHEMES",
     "Commit",
     "LeaseHeld",
     "MemoryStore",
+    "OutboxRecord",
     "RunNotFound",
     "RunRecord",
     "RunSnapshot",

@@ -6,13 +6,25 @@ import json
 from typing import Any, TypeVar
 
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
 
-from .base import StoreError, TransitionRecord
+from .base import Commit, StoreError, TransitionRecord
 
 converter = cattrs.Converter()
 # Named tuples are stored as objects, like every other record.
 converter.register_unstructure_hook(TransitionRecord, lambda t: t._asdict())
 converter.register_structure_hook(TransitionRecord, lambda d, _: TransitionRecord(**d))
+# A commit's outbox fields are left out when unused, so commits without messages keep the
+# shape of schema version 1 (the fields were added later, with defaults).
+converter.register_unstructure_hook(
+    Commit,
+    make_dict_unstructure_fn(
+        Commit,
+        converter,
+        messages=override(omit_if_default=True),
+        claim_until=override(omit_if_default=True),
+    ),
+)
 
 T = TypeVar("T")
 # Built once: json.dumps() with options builds a new encoder on every call.

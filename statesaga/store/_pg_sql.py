@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from ._codec import dumps
-from ._rows import list_runs_queries, run_from_row, steps_from_rows
+from ._rows import OUTBOX_COLUMNS, list_runs_queries, message_rows, run_from_row, steps_from_rows
 from .base import SCHEMA_VERSION, TERMINAL, Commit, RunSnapshot, StoreError, TransitionRecord
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -23,6 +24,9 @@ _RUN_COLUMNS = (
     "run_id, saga, saga_path, fingerprint, input::text, status, config::text, version,"
     " lease_owner, lease_expires, created_at, updated_at, failed_step, error"
 )
+_OUTBOX_SELECT = OUTBOX_COLUMNS.replace("payload", "payload::text").replace(
+    "headers", "headers::text"
+)
 OBJECTS = frozenset(
     {
         "statesaga_meta",
@@ -32,6 +36,9 @@ OBJECTS = frozenset(
         "statesaga_runs_unfinished",
         "statesaga_steps",
         "statesaga_history",
+        "statesaga_outbox",
+        "statesaga_outbox_by_status",
+        "statesaga_outbox_unsent_keys",
     }
 )
 
@@ -42,8 +49,8 @@ class Queries:
     def __init__(self, schema: str) -> None:
         # Quoted, so any name works; ``%`` doubled because psycopg reads it as a placeholder.
         s = '"' + schema.replace('"', '""').replace("%", "%%") + '"'
-        runs, steps, history, meta = (
-            f"{s}.statesaga_{name}" for name in ("runs", "steps", "history", "meta")
+        runs, steps, history, meta, outbox = (
+            f"{s}.statesaga_{name}" for name in ("runs", "steps", "history", "meta", "outbox")
         )
         self.schema = (
             f"CREATE TABLE IF NOT EXISTS {meta} (key text PRIMARY KEY, value text NOT NULL)",
@@ -68,6 +75,19 @@ class Queries:
             ' run_id text COLLATE "C" NOT NULL, seq bigint NOT NULL, "trigger" text NOT NULL,'
             " source text NOT NULL, dest text NOT NULL, at double precision NOT NULL,"
             " attempt bigint NOT NULL, error text, PRIMARY KEY (run_id, seq))",
+            f"CREATE TABLE IF NOT EXISTS {outbox} ("
+            " seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            ' id text COLLATE "C" NOT NULL UNIQUE, run_id text COLLATE "C" NOT NULL,'
+            ' step text NOT NULL, topic text NOT NULL, key text COLLATE "C",'
+            " payload json NOT NULL, headers json NOT NULL, created_at double precision NOT NULL,"
+            " status text NOT NULL, attempts bigint NOT NULL,"
+            " retry_at double precision NOT NULL, claim_owner text,"
+            " claim_until double precision, sent_at double precision, last_error text)",
+            f"CREATE INDEX IF NOT EXISTS statesaga_outbox_by_status ON {outbox} (status, seq)",
+            # What the per-key order checks look at: stays small however many sent messages
+            # pile up.
+            "CREATE INDEX IF NOT EXISTS statesaga_outbox_unsent_keys"
+            f" ON {outbox} (key, seq) WHERE status <> 'sent'",
             f"INSERT INTO {meta} (key, value) VALUES ('schema_version', %s)"
             " ON CONFLICT (key) DO NOTHING",
         )
@@ -83,7 +103,7 @@ class Queries:
         # One statement for any number of commits (of distinct runs): the step and history
         # rows of a commit are written only if its guarded UPDATE matched, so a stale commit
         # writes nothing and raises nothing, and the others still apply.
-        self.commit = (
+        commit = (
             "WITH x AS (SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[],"
             " %b::text[], %b::float8[], %b::text[], %b::text[])"
             " AS x(run_id, version, owner, status, config, updated_at, failed_step, error)),"
@@ -103,7 +123,31 @@ class Queries:
             " %b::text[], %b::text[], %b::float8[], %b::bigint[], %b::text[])"
             " AS h(run_id, seq, trig, source, dest, at, attempt, error)"
             " WHERE h.run_id IN (SELECT run_id FROM run))"
-            " SELECT run_id FROM run"
+        )
+        self.commit = commit + " SELECT run_id FROM run"
+        # The same with outbox rows, written only with their commit. A message is claimed for
+        # its commit's owner unless another unsent message of its key is not being sent by
+        # that owner right now (it would overtake that one); the claimed ids are returned.
+        self.commit_outbox = (
+            commit
+            + f", ob AS (INSERT INTO {outbox} (id, run_id, step, topic, key, payload, headers,"
+            " created_at, status, attempts, retry_at, claim_owner, claim_until)"
+            " SELECT m.id, m.run_id, m.step, m.topic, m.key, m.payload::json, m.headers::json,"
+            " m.created_at, 'pending', 0, m.created_at, c.owner, c.until"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+            " %b::text[], %b::text[], %b::float8[], %b::text[], %b::float8[], %b::float8[])"
+            " WITH ORDINALITY AS m(id, run_id, step, topic, key, payload, headers, created_at,"
+            " owner, until, now, n)"
+            " CROSS JOIN LATERAL (SELECT CASE WHEN m.until IS NOT NULL AND (m.key IS NULL OR"
+            f" NOT EXISTS (SELECT 1 FROM {outbox} o WHERE o.key = m.key AND o.status <> 'sent'"
+            " AND (COALESCE(o.claim_owner, '') <> m.owner OR COALESCE(o.claim_until, 0) < m.now)"
+            ")) THEN true END AS take) t"
+            " CROSS JOIN LATERAL (SELECT CASE WHEN t.take THEN m.owner END AS owner,"
+            " CASE WHEN t.take THEN m.until END AS until) c"
+            " WHERE m.run_id IN (SELECT run_id FROM run) ORDER BY m.n"
+            " ON CONFLICT (id) DO NOTHING RETURNING id, run_id, claim_owner IS NOT NULL AS took)"
+            " SELECT r.run_id, ARRAY(SELECT ob.id FROM ob WHERE ob.run_id = r.run_id AND ob.took)"
+            " FROM run r"
         )
         self.acquire = (
             f"UPDATE {runs} SET lease_owner = %(owner)s, lease_expires = %(expires)s::float8,"
@@ -136,6 +180,50 @@ class Queries:
             " ORDER BY created_at, run_id LIMIT %s"
         )
         self.list_runs = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM {runs}", "%s")
+        # Claims are serialised by an advisory lock (see PostgresStore.outbox_claim); the row
+        # conditions are those of the SQLite store.
+        self.outbox_claim = (
+            f"WITH c AS (SELECT r.seq FROM {outbox} r WHERE r.status = 'pending'"
+            " AND r.retry_at <= %(now)s::float8 AND COALESCE(r.claim_until, 0) < %(now)s::float8"
+            f" AND (r.key IS NULL OR NOT EXISTS (SELECT 1 FROM {outbox} o WHERE o.key = r.key"
+            " AND o.status <> 'sent' AND o.seq <> r.seq"
+            " AND (COALESCE(o.claim_until, 0) >= %(now)s::float8 OR (o.seq < r.seq"
+            " AND (o.status = 'dead' OR o.retry_at > %(now)s::float8)))))"
+            " ORDER BY r.seq LIMIT %(limit)s)"
+            f" UPDATE {outbox} AS u SET claim_owner = %(owner)s, claim_until = %(until)s::float8"
+            " FROM c WHERE u.seq = c.seq RETURNING "
+            + ", ".join(f"u.{column.strip()}" for column in _OUTBOX_SELECT.split(","))
+        )
+        self.outbox_mark_sent = (
+            f"UPDATE {outbox} SET status = 'sent', sent_at = %s::float8, claim_owner = NULL,"
+            " claim_until = NULL WHERE id = ANY(%s::text[]) AND status = 'pending'"
+        )
+        self.outbox_mark_failed = (
+            f"UPDATE {outbox} SET status = %s, attempts = attempts + 1, retry_at = %s::float8,"
+            " last_error = %s, claim_owner = NULL, claim_until = NULL"
+            " WHERE id = %s AND claim_owner = %s AND status = 'pending'"
+        )
+        self.outbox_release = (
+            f"UPDATE {outbox} SET claim_owner = NULL, claim_until = NULL,"
+            " last_error = COALESCE(%s, last_error)"
+            " WHERE id = ANY(%s::text[]) AND claim_owner = %s AND status = 'pending'"
+        )
+        self.outbox_retry_dead = (
+            f"UPDATE {outbox} SET status = 'pending', attempts = 0, retry_at = %s::float8"
+            " WHERE status = 'dead' RETURNING 1"
+        )
+        self.outbox_retry = (
+            f"UPDATE {outbox} SET status = 'pending', attempts = 0, retry_at = %s::float8"
+            " WHERE id = ANY(%s::text[]) AND status <> 'sent' RETURNING 1"
+        )
+        self.outbox_purge = (
+            f"DELETE FROM {outbox} WHERE status = %s AND created_at < %s::float8 RETURNING 1"
+        )
+        self.outbox_list = {
+            False: f"SELECT {_OUTBOX_SELECT} FROM {outbox} ORDER BY seq DESC LIMIT %s",
+            True: f"SELECT {_OUTBOX_SELECT} FROM {outbox} WHERE status = %s"
+            " ORDER BY seq DESC LIMIT %s",
+        }
 
 
 async def prepare_schema(conn: Conn, q: Queries, *, schema: str, lock_key: int, store: str) -> None:
@@ -219,6 +307,8 @@ class CommitRows:
     run: tuple[Any, ...]
     steps: list[tuple[Any, ...]]
     history: list[tuple[Any, ...]]
+    #: Outbox rows: ``message_rows`` columns, then owner, claim_until and now.
+    messages: list[tuple[Any, ...]] = attrs.field(factory=list)
 
     @property
     def run_id(self) -> str:
@@ -267,17 +357,30 @@ def commit_rows(commit: Commit) -> CommitRows:
             )
             for t in commit.transitions
         ],
+        _outbox_rows(commit) if commit.messages else [],
     )
+
+
+def _outbox_rows(commit: Commit) -> list[tuple[Any, ...]]:
+    until = None if commit.claim_until is None else float(commit.claim_until)
+    now = time.time()
+    return [
+        (*row, commit.lease_owner, until, now)
+        for row in message_rows(commit.messages, commit.run_id)
+    ]
 
 
 def commit_params(commits: Sequence[CommitRows]) -> list[list[Any]]:
     """The commit statement's parameters: one array per column of each of its three tables."""
-    params: list[list[Any]] = []
-    for rows, width in (
+    tables = [
         ([c.run for c in commits], 8),
         ([row for c in commits for row in c.steps], 6),
         ([row for c in commits for row in c.history], 8),
-    ):
+    ]
+    if any(c.messages for c in commits):  # the statement with the outbox (commit_outbox)
+        tables.append(([row for c in commits for row in c.messages], 11))
+    params: list[list[Any]] = []
+    for rows, width in tables:
         params += [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
     return params
 

@@ -147,10 +147,10 @@ class Writer:
         commits = [job.commit for job in batch if job.commit is not None]
         if len(commits) == len(batch) > 1 and len({c.run_id for c in commits}) == len(commits):
             # The usual batch: commits of different runs, all in one statement.
-            merged = (self._q.commit, commit_params(commits))
+            merged = (self._commit_statement(commits), commit_params(commits))
             rows = await pipeline(conn, [("BEGIN", None), merged, ("COMMIT", None)])
-            applied = {row[0] for row in rows[1]}
-            return [[[(c.run_id,)] if c.run_id in applied else []] for c in commits]
+            applied = {row[0]: row for row in rows[1]}
+            return [[[applied[c.run_id]] if c.run_id in applied else []] for c in commits]
         statements: list[Statement] = [("BEGIN", None)]
         sizes = []
         for job in batch:
@@ -168,8 +168,12 @@ class Writer:
 
     def _statements(self, job: Job) -> list[Statement]:
         if job.commit is not None:
-            return [(self._q.commit, commit_params([job.commit]))]
+            return [(self._commit_statement([job.commit]), commit_params([job.commit]))]
         return job.statements
+
+    def _commit_statement(self, commits: list[CommitRows]) -> str:
+        # Commits without messages (the hot path) keep the statement without the outbox.
+        return self._q.commit_outbox if any(c.messages for c in commits) else self._q.commit
 
     async def _replay(self, conn: Conn, batch: list[Job]) -> list[tuple[bool, Any]]:
         """Run ``batch`` write by write, each in a SAVEPOINT, so a failing write fails alone."""

@@ -6,7 +6,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._codec import dumps, loads
-from .base import RunRecord, StepRecord, StoreError
+from .base import OutboxRecord, RunRecord, StepRecord, StoreError
+
+#: The columns outbox rows are read with, in ``outbox_from_row`` order.
+OUTBOX_COLUMNS = (
+    "seq, id, run_id, step, topic, key, payload, headers, created_at, status, attempts,"
+    " retry_at, claim_owner, claim_until, sent_at, last_error"
+)
 
 
 def list_runs_queries(select: str, mark: str) -> dict[tuple[bool, bool], str]:
@@ -69,3 +75,42 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         run.failed_step,
         run.error,
     )
+
+
+def outbox_from_row(row: tuple[Any, ...]) -> OutboxRecord:
+    """An outbox row, columns as in ``OUTBOX_COLUMNS`` with payload and headers as JSON text."""
+    from ..messaging.message import Message  # here: the messaging package may import stores
+
+    seq, message_id, run_id, step, topic, key, payload, headers, created_at, *rest = row
+    message = Message(
+        id=message_id,
+        topic=topic,
+        payload=loads(payload, run_id=run_id, what=f"payload of message {message_id}"),
+        key=key,
+        headers=loads(headers, run_id=run_id, what=f"headers of message {message_id}") or {},
+        saga_id=run_id,
+        step=step,
+        created_at=created_at,
+    )
+    return OutboxRecord(message, seq, *rest)
+
+
+def message_rows(messages: Iterable[Any], run_id: str) -> list[tuple[Any, ...]]:
+    """Messages as outbox rows ``(id, run_id, step, topic, key, payload, headers, created_at)``.
+
+    Serialised here, on the caller's side: a payload JSON cannot hold fails the commit before
+    anything is written.
+    """
+    return [
+        (
+            m.id,
+            run_id,
+            m.step,
+            m.topic,
+            m.key,
+            dumps(m.payload, run_id=run_id),
+            dumps(dict(m.headers), run_id=run_id),
+            float(m.created_at),
+        )
+        for m in messages
+    ]

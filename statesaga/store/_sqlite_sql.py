@@ -6,10 +6,11 @@ import os
 import sqlite3
 from typing import Any
 
-from ._rows import list_runs_queries, run_from_row, steps_from_rows
+from ._rows import OUTBOX_COLUMNS, list_runs_queries, outbox_from_row, run_from_row, steps_from_rows
 from .base import (
     TERMINAL,
     LeaseHeld,
+    OutboxRecord,
     RunNotFound,
     RunSnapshot,
     StoreError,
@@ -35,9 +36,24 @@ SCHEMA = (
     ' run_id TEXT NOT NULL, seq INTEGER NOT NULL, "trigger" TEXT NOT NULL,'
     " source TEXT NOT NULL, dest TEXT NOT NULL, at REAL NOT NULL, attempt INTEGER NOT NULL,"
     " error TEXT, PRIMARY KEY (run_id, seq)) WITHOUT ROWID",
+    # seq is the rowid: a new row always gets a larger one than every row present, which is
+    # all the per-key order needs.
+    "CREATE TABLE IF NOT EXISTS statesaga_outbox ("
+    " seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,"
+    " step TEXT NOT NULL, topic TEXT NOT NULL, key TEXT, payload TEXT NOT NULL,"
+    " headers TEXT NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL, retry_at REAL NOT NULL, claim_owner TEXT, claim_until REAL,"
+    " sent_at REAL, last_error TEXT)",
+    "CREATE INDEX IF NOT EXISTS statesaga_outbox_by_status ON statesaga_outbox (status, seq)",
+    # What the per-key order checks look at: stays small however many sent messages pile up.
+    "CREATE INDEX IF NOT EXISTS statesaga_outbox_unsent_keys ON statesaga_outbox (key, seq)"
+    " WHERE status <> 'sent'",
 )
 OBJECTS = frozenset(
     {
+        "statesaga_outbox",
+        "statesaga_outbox_by_status",
+        "statesaga_outbox_unsent_keys",
         "statesaga_meta",
         "statesaga_runs",
         "statesaga_runs_by_status",
@@ -94,6 +110,59 @@ _UNFINISHED = (
 )
 LIST_RUNS = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM statesaga_runs", "?")
 
+INSERT_MESSAGE = (
+    "INSERT OR IGNORE INTO statesaga_outbox (id, run_id, step, topic, key, payload, headers,"
+    " created_at, status, attempts, retry_at, claim_owner, claim_until)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
+)
+# Another unsent message of the key that the claiming owner is not sending right now.
+_KEY_BLOCKED = (
+    "SELECT 1 FROM statesaga_outbox WHERE key = ? AND status <> 'sent'"
+    " AND (COALESCE(claim_owner, '') <> ? OR COALESCE(claim_until, 0) < ?) LIMIT 1"
+)
+# Due, unclaimed pending messages whose key has no message being sent and no earlier message
+# that cannot go now: taking the first ``limit`` of them in seq order never skips one of a key.
+_CLAIMABLE = (
+    "SELECT seq FROM statesaga_outbox r WHERE r.status = 'pending' AND r.retry_at <= :now"
+    " AND COALESCE(r.claim_until, 0) < :now AND (r.key IS NULL OR NOT EXISTS ("
+    "SELECT 1 FROM statesaga_outbox o WHERE o.key = r.key AND o.status <> 'sent'"
+    " AND o.seq <> r.seq AND (COALESCE(o.claim_until, 0) >= :now"
+    " OR (o.seq < r.seq AND (o.status = 'dead' OR o.retry_at > :now)))))"
+    " ORDER BY r.seq LIMIT :limit"
+)
+_CLAIM = "UPDATE statesaga_outbox SET claim_owner = ?, claim_until = ? WHERE seq = ?"
+_SELECT_MESSAGE = f"SELECT {OUTBOX_COLUMNS} FROM statesaga_outbox WHERE seq = ?"
+_MARK_SENT = (
+    "UPDATE statesaga_outbox SET status = 'sent', sent_at = ?, claim_owner = NULL,"
+    " claim_until = NULL WHERE id = ? AND status = 'pending'"
+)
+_MARK_FAILED = (
+    "UPDATE statesaga_outbox SET status = ?, attempts = attempts + 1, retry_at = ?,"
+    " last_error = ?, claim_owner = NULL, claim_until = NULL"
+    " WHERE id = ? AND claim_owner = ? AND status = 'pending'"
+)
+_RELEASE_MESSAGE = (
+    "UPDATE statesaga_outbox SET claim_owner = NULL, claim_until = NULL,"
+    " last_error = COALESCE(?, last_error) WHERE id = ? AND claim_owner = ? AND status = 'pending'"
+)
+_RETRY_DEAD = (
+    "UPDATE statesaga_outbox SET status = 'pending', attempts = 0, retry_at = ?"
+    " WHERE status = 'dead'"
+)
+_RETRY_ONE = (
+    "UPDATE statesaga_outbox SET status = 'pending', attempts = 0, retry_at = ?"
+    " WHERE id = ? AND status <> 'sent'"
+)
+_PURGE = "DELETE FROM statesaga_outbox WHERE status = ? AND created_at < ?"
+LIST_OUTBOX = {
+    False: f"SELECT {OUTBOX_COLUMNS} FROM statesaga_outbox ORDER BY seq DESC LIMIT ?",
+    True: f"SELECT {OUTBOX_COLUMNS} FROM statesaga_outbox WHERE status = ?"
+    " ORDER BY seq DESC LIMIT ?",
+}
+
+#: How ``commit`` claims its messages: (owner, until, now), or None to leave them unclaimed.
+Claim = tuple[str, float, float] | None
+
 
 def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     try:
@@ -107,10 +176,15 @@ def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 def commit(
     conn: sqlite3.Connection,
     arg: tuple[
-        tuple[Any, ...] | None, tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]
+        tuple[Any, ...] | None,
+        tuple[Any, ...],
+        list[tuple[Any, ...]],
+        list[tuple[Any, ...]],
+        list[tuple[Any, ...]],
+        Claim,
     ],
-) -> None:
-    create_row, update, steps, history = arg
+) -> list[str] | None:
+    create_row, update, steps, history, messages, claim = arg
     if create_row is not None:
         create(conn, create_row)
     if conn.execute(COMMIT_RUN, update).rowcount == 0:
@@ -127,6 +201,67 @@ def commit(
         conn.executemany(UPSERT_STEP, steps)
     if history:
         conn.executemany(INSERT_TRANSITION, history)
+    return insert_messages(conn, messages, claim) if messages else None
+
+
+def insert_messages(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], claim: Claim
+) -> list[str]:
+    """Insert outbox rows, claiming what ``claim`` may take; the ids claimed."""
+    if claim is None:
+        conn.executemany(INSERT_MESSAGE, [(*row, row[7], None, None) for row in rows])
+        return []
+    owner, until, now = claim
+    claimed = []
+    for row in rows:
+        key = row[4]
+        take = key is None or conn.execute(_KEY_BLOCKED, (key, owner, now)).fetchone() is None
+        values = (*row, row[7], owner, until) if take else (*row, row[7], None, None)
+        if conn.execute(INSERT_MESSAGE, values).rowcount and take:
+            claimed.append(row[0])
+    return claimed
+
+
+def outbox_claim(
+    conn: sqlite3.Connection, arg: tuple[str, float, float, int]
+) -> list[OutboxRecord]:
+    owner, now, until, limit = arg
+    seqs = [row[0] for row in conn.execute(_CLAIMABLE, {"now": now, "limit": max(limit, 0)})]
+    conn.executemany(_CLAIM, [(owner, until, seq) for seq in seqs])
+    return [outbox_from_row(conn.execute(_SELECT_MESSAGE, (seq,)).fetchone()) for seq in seqs]
+
+
+def outbox_mark_sent(conn: sqlite3.Connection, arg: tuple[tuple[str, ...], float]) -> None:
+    ids, now = arg
+    conn.executemany(_MARK_SENT, [(now, message_id) for message_id in ids])
+
+
+def outbox_mark_failed(conn: sqlite3.Connection, arg: tuple[str, str, str, float, bool]) -> None:
+    message_id, owner, error, retry_at, dead = arg
+    status = "dead" if dead else "pending"
+    conn.execute(_MARK_FAILED, (status, retry_at, error, message_id, owner))
+
+
+def outbox_release(conn: sqlite3.Connection, arg: tuple[tuple[str, ...], str, str | None]) -> None:
+    ids, owner, error = arg
+    conn.executemany(_RELEASE_MESSAGE, [(error, message_id, owner) for message_id in ids])
+
+
+def outbox_retry(conn: sqlite3.Connection, arg: tuple[tuple[str, ...] | None, float]) -> int:
+    ids, now = arg
+    if ids is None:
+        return int(conn.execute(_RETRY_DEAD, (now,)).rowcount)
+    return sum(conn.execute(_RETRY_ONE, (now, message_id)).rowcount for message_id in ids)
+
+
+def outbox_purge(conn: sqlite3.Connection, arg: tuple[str, float]) -> int:
+    return int(conn.execute(_PURGE, arg).rowcount)
+
+
+def outbox_list(conn: sqlite3.Connection, arg: tuple[str | None, int]) -> list[OutboxRecord]:
+    status, limit = arg
+    params = (limit,) if status is None else (status, limit)
+    return [outbox_from_row(row) for row in conn.execute(LIST_OUTBOX[status is not None], params)]
 
 
 def acquire(conn: sqlite3.Connection, arg: tuple[str, str, float, float]) -> RunSnapshot:

@@ -121,12 +121,13 @@ class Writer:
         """Apply a batch of commits with one statement per table; False if one conflicts."""
         creates, updates, steps, history = [], [], [], []
         for job in batch:
-            create, update, job_steps, job_history = job[1]
+            create, update, job_steps, job_history, _, _ = job[1]
             if create is not None:
                 creates.append(create)
             updates.append(update)
             steps += job_steps
             history += job_history
+        claimed: list[list[str] | None] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             if creates:
@@ -138,6 +139,11 @@ class Writer:
                 conn.executemany(sql.UPSERT_STEP, steps)
             if history:
                 conn.executemany(sql.INSERT_TRANSITION, history)
+            # In batch order: a message sees those of earlier commits when its key is checked.
+            claimed = [
+                sql.insert_messages(conn, job[1][4], job[1][5]) if job[1][4] else None
+                for job in batch
+            ]
             conn.execute("COMMIT")
         except sqlite3.Error:
             self._undo(conn, whole=True)
@@ -145,7 +151,7 @@ class Writer:
         self.stats.batches += 1
         self.stats.writes += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        _settle(batch, [(True, None)] * len(batch))
+        _settle(batch, [(True, ids) for ids in claimed])
         return True
 
     @staticmethod

@@ -6,6 +6,10 @@ the transitions taken since the previous one plus the run's and changed steps' n
 applied atomically, only if the writer still holds the run's lease and saw its latest version.
 Backends may group concurrent commits into one transaction (group commit), but each commit
 succeeds or fails on its own.
+
+A commit may also carry messages a step emitted (``Commit.messages``): they are written to the
+outbox in the same transaction, and the ``outbox_*`` methods let the relay claim, publish and
+settle them (see ``docs/optimistic-sending.md``).
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 import attrs
 
 from ..errors import StatesagaError
+from ..messaging.message import Message
 
 #: Bumped when stored records change shape; a store refuses data from a newer version.
 SCHEMA_VERSION = 1
 
 TERMINAL = frozenset({"completed", "compensated", "failed"})
+
+#: The states of an outbox message: waiting to be published, published, given up on.
+OUTBOX_STATUSES = ("pending", "sent", "dead")
 
 
 class StoreError(StatesagaError):
@@ -159,6 +167,13 @@ class Commit:
     A run's first commit may carry ``create``, the new run (version 0): it is inserted first,
     in the same transaction, which saves a round trip; a duplicate id fails the commit like
     ``SagaStore.create`` would.
+
+    ``messages`` (emitted by the steps whose success this commit records) are inserted into the
+    outbox in the same transaction, ``pending``; a message id already there is left alone.
+    With ``claim_until`` the commit also claims them for ``lease_owner`` until then, for
+    optimistic sending, except a keyed message while another unsent message of its key is
+    claimed by someone else or by nobody (it would overtake that one): those are left to the
+    relay. ``commit`` returns the ids it claimed.
     """
 
     run_id: str
@@ -172,6 +187,8 @@ class Commit:
     failed_step: str | None = None
     error: str | None = None
     create: RunRecord | None = None
+    messages: Sequence[Message] = ()
+    claim_until: float | None = None
 
 
 @attrs.frozen
@@ -181,6 +198,47 @@ class RunSnapshot:
     run: RunRecord
     steps: Mapping[str, StepRecord]
     history: tuple[TransitionRecord, ...]
+
+
+def check_purgeable(status: str) -> None:
+    """Raise ``StoreError`` unless ``status`` is one whose messages may be deleted."""
+    if status not in ("sent", "dead"):
+        raise StoreError(
+            f"cannot purge {status!r} messages: only sent or dead ones (pending messages are "
+            "still to be delivered)"
+        )
+
+
+@attrs.frozen
+class OutboxRecord:
+    """A message in the outbox.
+
+    Attributes:
+        message: The message as emitted.
+        seq: Its position in the outbox: messages of one key are published in this order.
+        status: ``pending``, ``sent`` or ``dead`` (given up on after too many attempts).
+        attempts: Failed publishing attempts by a relay.
+        retry_at: When it may next be tried (epoch seconds).
+        claim_owner: Who is publishing it now, if anyone.
+        claim_until: Until when that claim holds (epoch seconds).
+        sent_at: When it was confirmed by the broker.
+        last_error: Why the last attempt failed.
+    """
+
+    message: Message
+    seq: int
+    status: str
+    attempts: int = 0
+    retry_at: float = 0.0
+    claim_owner: str | None = None
+    claim_until: float | None = None
+    sent_at: float | None = None
+    last_error: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The message's id."""
+        return self.message.id
 
 
 class AsyncContext:
@@ -218,8 +276,12 @@ class SagaStore(Protocol):
         """Insert a new run (version 0). Raises ``StoreError`` if the id exists."""
         ...
 
-    async def commit(self, commit: Commit) -> None:
-        """Apply ``commit`` atomically; raise ``WriteConflict`` if its version or lease is stale."""
+    async def commit(self, commit: Commit) -> Sequence[str] | None:
+        """Apply ``commit`` atomically; raise ``WriteConflict`` if its version or lease is stale.
+
+        Returns the ids of ``commit.messages`` it claimed for ``commit.lease_owner`` (none
+        without ``commit.claim_until``), or ``None`` for a commit without messages.
+        """
         ...
 
     async def load(self, run_id: str) -> RunSnapshot:
@@ -251,4 +313,50 @@ class SagaStore(Protocol):
 
     async def unfinished(self, now: float, limit: int = 100) -> list[str]:
         """Ids of unfinished runs that nobody holds a live lease on, oldest first."""
+        ...
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def outbox_claim(
+        self, owner: str, now: float, until: float, limit: int = 100
+    ) -> list[OutboxRecord]:
+        """Claim up to ``limit`` pending messages that are due at ``now``, for ``owner``.
+
+        A message is claimed only when no other unsent message of its key is claimed, and
+        every earlier one (by ``seq``) is claimed with it: a key's messages go out in order.
+        Claims made at once by several callers never overlap. Returned in ``seq`` order.
+        """
+        ...
+
+    async def outbox_mark_sent(self, ids: Sequence[str], now: float) -> None:
+        """Record that the broker confirmed these messages (whoever claimed them)."""
+        ...
+
+    async def outbox_mark_failed(
+        self, message_id: str, owner: str, error: str, retry_at: float, *, dead: bool
+    ) -> None:
+        """Count a failed attempt and release ``owner``'s claim: retry at ``retry_at``, or dead."""
+        ...
+
+    async def outbox_release(
+        self, ids: Sequence[str], owner: str, error: str | None = None
+    ) -> None:
+        """Give up ``owner``'s claim without counting an attempt (the relay takes them)."""
+        ...
+
+    async def outbox_list(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[OutboxRecord]:
+        """Messages, newest first, optionally only those in ``status``."""
+        ...
+
+    async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
+        """Make dead messages pending again, due at ``now``; all of them when ``ids`` is None.
+
+        Returns how many were requeued (sent and pending messages are left alone).
+        """
+        ...
+
+    async def outbox_purge(self, status: str, before: float) -> int:
+        """Delete ``sent`` or ``dead`` messages created before ``before``; how many went."""
         ...

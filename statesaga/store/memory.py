@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -14,6 +16,7 @@ from .base import (
     AsyncContext,
     Commit,
     LeaseHeld,
+    OutboxRecord,
     RunNotFound,
     RunRecord,
     RunSnapshot,
@@ -21,7 +24,11 @@ from .base import (
     StoreError,
     TransitionRecord,
     WriteConflict,
+    check_purgeable,
 )
+
+if TYPE_CHECKING:
+    from ..messaging.message import Message
 
 
 class MemoryStore(AsyncContext):
@@ -33,6 +40,8 @@ class MemoryStore(AsyncContext):
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._history: dict[str, list[TransitionRecord]] = {}
+        self._outbox: dict[str, OutboxRecord] = {}  # by id, in seq order
+        self._seq = 0
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -50,7 +59,7 @@ class MemoryStore(AsyncContext):
         self._steps[run.run_id] = {}
         self._history[run.run_id] = []
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> Sequence[str] | None:
         if commit.create is not None:
             await self.create(commit.create)
         run = self._runs.get(commit.run_id)
@@ -72,6 +81,7 @@ class MemoryStore(AsyncContext):
             )
             for step in commit.steps
         ]
+        messages = [_stored(message, commit.run_id) for message in commit.messages]
         self._runs[commit.run_id] = attrs.evolve(
             run,
             status=commit.status,
@@ -83,6 +93,40 @@ class MemoryStore(AsyncContext):
         )
         self._steps[commit.run_id].update((step.step, step) for step in steps)
         self._history[commit.run_id].extend(commit.transitions)
+        if not messages:
+            return None
+        return self._insert(messages, commit.lease_owner, commit.claim_until)
+
+    def _insert(self, messages: list[Message], owner: str, until: float | None) -> list[str]:
+        now = time.time()
+        claimed = []
+        for message in messages:
+            if message.id in self._outbox:
+                continue
+            take = until is not None and (
+                message.key is None or not self._blocked(message.key, owner, now)
+            )
+            self._seq += 1
+            self._outbox[message.id] = OutboxRecord(
+                message,
+                self._seq,
+                "pending",
+                retry_at=message.created_at,
+                claim_owner=owner if take else None,
+                claim_until=until if take else None,
+            )
+            if take:
+                claimed.append(message.id)
+        return claimed
+
+    def _blocked(self, key: str, owner: str, now: float) -> bool:
+        """Whether an unsent message of ``key`` is not being sent by ``owner`` right now."""
+        return any(
+            r.message.key == key
+            and r.status != "sent"
+            and (r.claim_owner != owner or (r.claim_until or 0) < now)
+            for r in self._outbox.values()
+        )
 
     async def load(self, run_id: str) -> RunSnapshot:
         run = self._runs.get(run_id)
@@ -139,3 +183,109 @@ class MemoryStore(AsyncContext):
         ]
         runs.sort(key=lambda r: (r.created_at, r.run_id))
         return [r.run_id for r in runs[:limit]]
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def outbox_claim(
+        self, owner: str, now: float, until: float, limit: int = 100
+    ) -> list[OutboxRecord]:
+        unsent = [r for r in self._outbox.values() if r.status != "sent"]
+        busy = {r.message.key for r in unsent if _live(r, now)}  # a key being sent waits
+        blocked: set[str | None] = set()
+        claimed: list[OutboxRecord] = []
+        for record in unsent:
+            key = record.message.key
+            if len(claimed) >= limit:
+                break
+            if key is not None and (key in busy or key in blocked):
+                continue
+            if record.status != "pending" or record.retry_at > now or _live(record, now):
+                if key is not None:
+                    blocked.add(key)  # its later messages wait for this one
+                continue
+            claimed.append(attrs.evolve(record, claim_owner=owner, claim_until=until))
+        for record in claimed:
+            self._outbox[record.id] = record
+        return claimed
+
+    async def outbox_mark_sent(self, ids: Sequence[str], now: float) -> None:
+        for message_id in ids:
+            record = self._outbox.get(message_id)
+            if record is not None and record.status == "pending":
+                self._outbox[message_id] = attrs.evolve(
+                    record, status="sent", sent_at=now, claim_owner=None, claim_until=None
+                )
+
+    async def outbox_mark_failed(
+        self, message_id: str, owner: str, error: str, retry_at: float, *, dead: bool
+    ) -> None:
+        record = self._outbox.get(message_id)
+        if record is None or record.status != "pending" or record.claim_owner != owner:
+            return
+        self._outbox[message_id] = attrs.evolve(
+            record,
+            status="dead" if dead else "pending",
+            attempts=record.attempts + 1,
+            retry_at=retry_at,
+            claim_owner=None,
+            claim_until=None,
+            last_error=error,
+        )
+
+    async def outbox_release(
+        self, ids: Sequence[str], owner: str, error: str | None = None
+    ) -> None:
+        for message_id in ids:
+            record = self._outbox.get(message_id)
+            if record is None or record.status != "pending" or record.claim_owner != owner:
+                continue
+            self._outbox[message_id] = attrs.evolve(
+                record,
+                claim_owner=None,
+                claim_until=None,
+                last_error=record.last_error if error is None else error,
+            )
+
+    async def outbox_list(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[OutboxRecord]:
+        records = [r for r in self._outbox.values() if status is None or r.status == status]
+        return records[::-1][: max(limit, 0)]
+
+    async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
+        wanted = None if ids is None else set(ids)
+        count = 0
+        for record in list(self._outbox.values()):
+            if wanted is None and record.status != "dead":
+                continue
+            if wanted is not None and (record.id not in wanted or record.status == "sent"):
+                continue
+            self._outbox[record.id] = attrs.evolve(
+                record, status="pending", attempts=0, retry_at=now
+            )
+            count += 1
+        return count
+
+    async def outbox_purge(self, status: str, before: float) -> int:
+        check_purgeable(status)
+        gone = [
+            r.id
+            for r in self._outbox.values()
+            if r.status == status and r.message.created_at < before
+        ]
+        for message_id in gone:
+            del self._outbox[message_id]
+        return len(gone)
+
+
+def _live(record: OutboxRecord, now: float) -> bool:
+    return record.claim_owner is not None and (record.claim_until or 0) >= now
+
+
+def _stored(message: Message, run_id: str) -> Message:
+    """``message`` as a store gives it back: payload and headers through JSON."""
+    return attrs.evolve(
+        message,
+        payload=json.loads(dumps(message.payload, run_id=run_id)),
+        headers=json.loads(dumps(dict(message.headers), run_id=run_id)),
+    )

@@ -55,15 +55,17 @@ from ._pg_sql import (
     snapshot,
 )
 from ._pg_writer import Job, Stale, Writer, nothing, pipeline, rollback
-from ._rows import run_from_row, run_row
+from ._rows import outbox_from_row, run_from_row, run_row
 from .base import (
     AsyncContext,
     Commit,
     LeaseHeld,
+    OutboxRecord,
     RunNotFound,
     RunRecord,
     RunSnapshot,
     StoreError,
+    check_purgeable,
 )
 
 logger = logging.getLogger("statesaga.store")
@@ -155,6 +157,8 @@ class PostgresStore(AsyncContext):
         self._writer = Writer(self._safe_url, self._q, self.stats, self._connect, self._reason)
         digest = hashlib.blake2b(f"statesaga schema {schema}".encode(), digest_size=8).digest()
         self._lock_key = int.from_bytes(digest, "big", signed=True)
+        digest = hashlib.blake2b(f"statesaga outbox {schema}".encode(), digest_size=8).digest()
+        self._outbox_lock_key = int.from_bytes(digest, "big", signed=True)
         self._state: _State | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
@@ -277,18 +281,21 @@ class PostgresStore(AsyncContext):
 
         await self._write([(self._q.create, row)], decode, run_id)
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> Sequence[str] | None:
         if commit.create is not None:  # one more round trip here; SQLite merges them
             await self.create(commit.create)
         run_id = commit.run_id
         # Serialised here, on the caller's side: a bad value fails before it is queued.
         rows = commit_rows(commit)
 
-        def decode(rows: list[list[Row]]) -> None:
+        def decode(rows: list[list[Row]]) -> Sequence[str] | None:
             if not rows[0]:  # the applied run ids, filtered to this one
                 raise Stale(run_id, commit.version, commit.lease_owner)
+            row = rows[0][0]
+            return list(row[1] or ()) if len(row) > 1 else None  # the message ids it claimed
 
-        await self._write([], decode, run_id, rows)  # statements built when batched
+        claimed: Sequence[str] | None = await self._write([], decode, run_id, rows)
+        return claimed
 
     async def acquire(self, run_id: str, owner: str, expires: float, now: float) -> RunSnapshot:
         q = self._q
@@ -327,6 +334,76 @@ class PostgresStore(AsyncContext):
 
     async def release(self, run_id: str, owner: str) -> None:
         await self._write([(self._q.release, (run_id, owner))], nothing, run_id)
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def outbox_claim(
+        self, owner: str, now: float, until: float, limit: int = 100
+    ) -> list[OutboxRecord]:
+        """See ``SagaStore.outbox_claim``.
+
+        Claims run one at a time across every process (a transaction-scoped advisory lock):
+        with ``FOR UPDATE SKIP LOCKED`` alone, two relays could claim consecutive messages of
+        one key and publish them out of order.
+        """
+        params = {"now": now, "until": until, "owner": owner, "limit": max(limit, 0)}
+
+        async def claim(conn: Conn) -> list[OutboxRecord]:
+            statements: list[Statement] = [
+                ("BEGIN", None),
+                ("SELECT pg_advisory_xact_lock(%s)", (self._outbox_lock_key,)),
+                (self._q.outbox_claim, params),
+                ("COMMIT", None),
+            ]
+            rows = (await pipeline(conn, statements))[2]
+            return sorted((outbox_from_row(row) for row in rows), key=lambda r: r.seq)
+
+        return await self._read(claim, retry=False)
+
+    async def outbox_mark_sent(self, ids: Sequence[str], now: float) -> None:
+        if ids:
+            statement = (self._q.outbox_mark_sent, (now, list(ids)))
+            await self._write([statement], nothing, None)
+
+    async def outbox_mark_failed(
+        self, message_id: str, owner: str, error: str, retry_at: float, *, dead: bool
+    ) -> None:
+        status = "dead" if dead else "pending"
+        params = (status, retry_at, nul_free(error), message_id, owner)
+        await self._write([(self._q.outbox_mark_failed, params)], nothing, None)
+
+    async def outbox_release(
+        self, ids: Sequence[str], owner: str, error: str | None = None
+    ) -> None:
+        if ids:
+            params = (nul_free(error), list(ids), owner)
+            await self._write([(self._q.outbox_release, params)], nothing, None)
+
+    async def outbox_list(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[OutboxRecord]:
+        query = self._q.outbox_list[status is not None]
+        params = (max(limit, 0),) if status is None else (status, max(limit, 0))
+
+        async def read(conn: Conn) -> list[OutboxRecord]:
+            cur = await conn.execute(query, params)
+            return [outbox_from_row(row) for row in await cur.fetchall()]
+
+        return await self._read(read)
+
+    async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
+        if ids is None:
+            statement: Statement = (self._q.outbox_retry_dead, (now,))
+        else:
+            statement = (self._q.outbox_retry, (now, list(ids)))
+        count: int = await self._write([statement], _count, None)
+        return count
+
+    async def outbox_purge(self, status: str, before: float) -> int:
+        check_purgeable(status)
+        statement = (self._q.outbox_purge, (status, before))
+        count: int = await self._write([statement], _count, None)
+        return count
 
     async def _write(
         self,
@@ -421,10 +498,10 @@ class PostgresStore(AsyncContext):
 
         return await self._read(read)
 
-    async def _read(self, operation: Callable[[Conn], Awaitable[_R]]) -> _R:
+    async def _read(self, operation: Callable[[Conn], Awaitable[_R]], *, retry: bool = True) -> _R:
         state = self._current()
         async with state.read_slots:
-            for attempt in (1, 2):
+            for attempt in (1, 2) if retry else (2,):
                 reused = bool(state.idle)
                 conn = state.idle.pop() if reused else await self._connect()
                 try:
@@ -457,6 +534,10 @@ class PostgresStore(AsyncContext):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _count(rows: list[list[Row]]) -> int:
+    return len(rows[0])
 
 
 def _url_password(url: str) -> str:

@@ -27,6 +27,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -34,9 +35,18 @@ import attrs
 
 from . import _sqlite_sql as sql
 from ._codec import dumps
-from ._rows import run_from_row, run_row
+from ._rows import message_rows, run_from_row, run_row
 from ._sqlite_writer import Job, Writer
-from .base import SCHEMA_VERSION, AsyncContext, Commit, RunRecord, RunSnapshot, StoreError
+from .base import (
+    SCHEMA_VERSION,
+    AsyncContext,
+    Commit,
+    OutboxRecord,
+    RunRecord,
+    RunSnapshot,
+    StoreError,
+    check_purgeable,
+)
 
 logger = logging.getLogger("statesaga.store")
 
@@ -220,7 +230,7 @@ class SQLiteStore(AsyncContext):
     async def create(self, run: RunRecord) -> None:
         await self._write(sql.create, run_row(run), run.run_id)
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> Sequence[str] | None:
         run_id = commit.run_id
         # Serialised here, on the caller's side: a bad value fails before it is queued.
         steps = [
@@ -249,7 +259,16 @@ class SQLiteStore(AsyncContext):
             commit.lease_owner,
         )
         create = None if commit.create is None else run_row(commit.create)
-        await self._write(sql.commit, (create, update, steps, history), run_id)
+        messages: list[tuple[Any, ...]] = []
+        claim: sql.Claim = None
+        if commit.messages:
+            messages = message_rows(commit.messages, run_id)
+            if commit.claim_until is not None:
+                claim = (commit.lease_owner, commit.claim_until, time.time())
+        claimed: list[str] | None = await self._write(
+            sql.commit, (create, update, steps, history, messages, claim), run_id
+        )
+        return claimed
 
     async def acquire(self, run_id: str, owner: str, expires: float, now: float) -> RunSnapshot:
         return await self._write(sql.acquire, (run_id, owner, expires, now), run_id)
@@ -259,6 +278,40 @@ class SQLiteStore(AsyncContext):
 
     async def release(self, run_id: str, owner: str) -> None:
         await self._write(sql.release, (run_id, owner), run_id)
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def outbox_claim(
+        self, owner: str, now: float, until: float, limit: int = 100
+    ) -> list[OutboxRecord]:
+        return await self._write(sql.outbox_claim, (owner, now, until, limit), None)
+
+    async def outbox_mark_sent(self, ids: Sequence[str], now: float) -> None:
+        if ids:
+            await self._write(sql.outbox_mark_sent, (tuple(ids), now), None)
+
+    async def outbox_mark_failed(
+        self, message_id: str, owner: str, error: str, retry_at: float, *, dead: bool
+    ) -> None:
+        await self._write(sql.outbox_mark_failed, (message_id, owner, error, retry_at, dead), None)
+
+    async def outbox_release(
+        self, ids: Sequence[str], owner: str, error: str | None = None
+    ) -> None:
+        if ids:
+            await self._write(sql.outbox_release, (tuple(ids), owner, error), None)
+
+    async def outbox_list(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[OutboxRecord]:
+        return await asyncio.to_thread(self._read, sql.outbox_list, (status, max(limit, 0)))
+
+    async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
+        return await self._write(sql.outbox_retry, (None if ids is None else tuple(ids), now), None)
+
+    async def outbox_purge(self, status: str, before: float) -> int:
+        check_purgeable(status)
+        return await self._write(sql.outbox_purge, (status, before), None)
 
     async def pragmas(self) -> dict[str, Any]:
         """Diagnostics: the writer connection's journal_mode, synchronous and busy_timeout."""

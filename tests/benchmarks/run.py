@@ -15,6 +15,10 @@ printed is measured in this run; the goals are the only constants.
    step, fixed seed), timing class creation (which validates) and ``compile_saga`` separately
    and together, with state and transition counts at 50, 100 and 200 steps to show growth is
    linear.
+
+Sections 3 (durable runs), 5 (PostgreSQL), 6 (observability), 7 (messaging) and 8 (consumer
+inbox) are described in the modules beside this script: ``durable.py``, ``postgres.py``,
+``observe.py``, ``messaging.py`` and ``inbox.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from durable import bench_durable  # tests/benchmarks/durable.py, beside this script
+from inbox import bench_inbox
+from messaging import bench_messaging
+from messaging import reachable as rabbitmq_reachable
+from observe import bench_observe
 from postgres import bench_postgres
 from postgres import reachable as postgres_reachable
 
@@ -43,6 +51,8 @@ from statesaga import Saga, SagaStatus, Step, compile_saga
 
 DURABLE_SAGAS = 100
 POSTGRES_SAGAS = 400
+MESSAGING_SAGAS = 250  # 4 messages each
+INBOX_MESSAGES = 2000
 DIAGRAM_STEPS = 50
 DIAGRAM_GOAL_MS = 1000.0  # DOT text + Graphviz to SVG for a 50-step DAG
 DURABLE_GOAL = 2.0  # floor sagas/s / engine sagas/s, SQLite, every transition durable
@@ -584,6 +594,84 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print()
 
+    observed = asyncio.run(bench_observe(args.sagas, args.rounds))
+    print(
+        f"6. observability: {args.sagas} concurrent 4-step chains per round (in memory), median "
+        f"of {args.rounds} rotating rounds, CPU time: observers off, each adapter, all three"
+    )
+    print(
+        table(
+            ["observers", "µs/saga", "overhead µs/step"],
+            [
+                [o.config, f"{o.us_per_saga:.2f}", f"{o.overhead_us_per_step:+.2f}"]
+                for o in observed
+            ],
+        )
+    )
+    print(
+        "   overhead per step = (observed - none) / 4, run events included; spans to a "
+        "dropping exporter, JSON logs to os.devnull"
+    )
+    print()
+
+    why_not_rabbit = rabbitmq_reachable()
+    sent = None if why_not_rabbit else bench_messaging(MESSAGING_SAGAS, 1 if args.quick else 3)
+    print(
+        f"7. messaging: {MESSAGING_SAGAS} concurrent 4-step sagas on SQLite, one message per "
+        "step, ctx.emit -> commit -> optimistic publish to RabbitMQ (confirms) -> marked sent, "
+        "messages per second"
+    )
+    if sent is None:
+        print(f"   skipped: RabbitMQ unreachable ({why_not_rabbit})")
+    else:
+        print(
+            table(
+                ["scenario", "messages/s", "rounds"],
+                [
+                    [
+                        "raw aio-pika publish with confirms",
+                        f"{sent.raw_per_s:.0f}",
+                        " ".join(f"{x:.0f}" for x in sent.raw_rounds),
+                    ],
+                    [
+                        "statesaga: emit, commit, optimistic publish",
+                        f"{sent.engine_per_s:.0f}",
+                        " ".join(f"{x:.0f}" for x in sent.engine_rounds),
+                    ],
+                    ["statesaga: emit and commit, no broker", f"{sent.commit_only_per_s:.0f}", ""],
+                ],
+            )
+        )
+        print(
+            f"   ratio to raw aio-pika: {sent.ratio:.2f}x   fallbacks to the relay: "
+            f"{sent.fallback} of {sent.messages * sent.rounds}"
+        )
+    print()
+
+    inboxed = [] if why_not else bench_inbox(INBOX_MESSAGES, 1 if args.quick else 3)
+    print(
+        f"8. consumer inbox on PostgreSQL: {INBOX_MESSAGES} messages, handler = one insert, "
+        "through the inbox (message id recorded in the handler's transaction) and without it"
+    )
+    if why_not:
+        print(f"   skipped: server unreachable ({why_not})")
+    else:
+        print(
+            table(
+                ["workers", "inbox msg/s", "plain msg/s", "plain / inbox"],
+                [
+                    [
+                        str(r.concurrency),
+                        f"{r.inbox_per_s:.0f}",
+                        f"{r.plain_per_s:.0f}",
+                        f"{r.ratio:.2f}x",
+                    ]
+                    for r in inboxed
+                ],
+            )
+        )
+    print()
+
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
     if drawn is not None:
         checks.append(drawn[1] < DIAGRAM_GOAL_MS)
@@ -602,6 +690,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compile": [asdict(c) for c in compiles],
             "durable": asdict(durable),
             "postgres": [asdict(r) for r in pg],
+            "messaging": None if sent is None else {**asdict(sent), "ratio": sent.ratio},
+            "observe": [asdict(o) for o in observed],
+            "inbox": [{**asdict(r), "ratio": r.ratio} for r in inboxed],
             "diagram_ms": None if drawn is None else {"dot_text": drawn[0], "svg": drawn[1]},
             "goals_met": not failed,
         }

@@ -1,0 +1,197 @@
+"""The relay: publishes the outbox messages that optimistic sending did not.
+
+It claims due messages (a key's messages in order, never two relays the same message), publishes
+them with publisher confirms, marks them sent, and on failure retries each message with
+exponential backoff until ``max_attempts``, when the message is dead-lettered. A key's later
+messages wait behind a dead one until it is retried (``statesaga outbox retry``) or purged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import attrs
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..definition import Retry
+from ..durable import StoreLike, open_store
+from ..leases import owner_id
+from ..store.base import OutboxRecord, SagaStore
+from .broker import Broker
+from .sender import PUBLISH_TIMEOUT, Link, resolve_broker
+from .stats import OUTBOX_STATS, OutboxStats
+
+log = logging.getLogger("statesaga.messaging")
+
+#: How a relay waits between attempts at one message: 1 s, doubling, at most 5 minutes.
+BACKOFF = Retry(attempts=40, delay=1.0, backoff=2.0, max_delay=300.0, jitter=0.1)
+
+
+@attrs.frozen
+class RelayRound:
+    """What one ``run_once`` did.
+
+    Attributes:
+        claimed: Messages claimed.
+        sent: Of those, published and marked sent.
+        failed: Attempts that failed (the message is retried later, or is dead).
+        dead: Messages given up on in this round.
+    """
+
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+class Relay:
+    """Publishes pending outbox messages of one store to one broker.
+
+    Several relays may share a store (on PostgreSQL: several processes and machines): each
+    message is claimed by one of them at a time, for ``lease`` seconds.
+
+    Args:
+        store: The store, or its URL.
+        broker: The broker, or its URL.
+        batch: Most messages claimed per round.
+        lease: Seconds a claim lasts; a relay that dies holds its messages this long.
+        backoff: Delays between attempts at one message; ``backoff.attempts`` attempts in all,
+            then the message is dead. The default (40 attempts, 1 s doubling to 5 minutes)
+            rides out about two and a half hours of broker outage.
+        poll: Seconds between looks at the outbox when it had nothing due.
+        publish_timeout: Seconds the broker has to confirm one message.
+        concurrency: Keys published at once (a key's messages always go one by one).
+        owner: This relay's name in claims (default: ``relay:<host>:<pid>:<tag>``).
+        clock: Time and randomness (tests pass a ``FakeClock``).
+        stats: Counters to update (default: the process-wide ``OUTBOX_STATS``).
+
+    Attributes:
+        stats: The counters it updates (an observability layer exports them).
+    """
+
+    def __init__(
+        self,
+        store: StoreLike,
+        broker: Broker | str,
+        *,
+        batch: int = 100,
+        lease: float = 60.0,
+        backoff: Retry = BACKOFF,
+        poll: float = 1.0,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+        concurrency: int = 16,
+        owner: str | None = None,
+        clock: Clock | None = None,
+        stats: OutboxStats | None = None,
+    ) -> None:
+        if batch < 1 or concurrency < 1:
+            raise ValueError(f"batch ({batch}) and concurrency ({concurrency}) must be >= 1")
+        if lease <= publish_timeout:
+            raise ValueError(
+                f"lease ({lease:g} s) must be longer than publish_timeout ({publish_timeout:g} s)"
+                ", or a claim could run out while its message is being published"
+            )
+        self.store = store
+        self.broker = resolve_broker(broker)
+        self.batch = batch
+        self.lease = lease
+        self.backoff = backoff
+        self.poll = poll
+        self.publish_timeout = publish_timeout
+        self.concurrency = concurrency
+        self.owner = owner or f"relay:{owner_id()}"
+        self.clock = clock or SYSTEM_CLOCK
+        self.stats = stats or OUTBOX_STATS
+        self._link = Link(self.broker, publish_timeout)
+        self._opened: SagaStore | None = None
+
+    async def run_once(self) -> RelayRound:
+        """Claim one batch of due messages, publish them and record what happened."""
+        store = self._opened
+        if store is None:
+            store = self._opened = await open_store(self.store)
+        now = self.clock.time()
+        until = now + self.lease
+        claimed = await store.outbox_claim(self.owner, now, until, self.batch)
+        if not claimed:
+            return RelayRound()
+        chains: dict[object, list[OutboxRecord]] = {}
+        for record in claimed:  # in seq order: each chain is in its key's order
+            chains.setdefault(record.message.key or ("", record.id), []).append(record)
+        sent: list[str] = []
+        failures = [0, 0]  # failed attempts, dead messages
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def publish(chain: list[OutboxRecord]) -> None:
+            async with limit:
+                await self._chain(store, chain, until, sent, failures)
+
+        async with asyncio.TaskGroup() as group:
+            for chain in chains.values():
+                group.create_task(publish(chain))
+        if sent:
+            await store.outbox_mark_sent(sent, self.clock.time())
+            self.stats.relay_sent += len(sent)
+        return RelayRound(len(claimed), len(sent), *failures)
+
+    async def _chain(
+        self,
+        store: SagaStore,
+        chain: Sequence[OutboxRecord],
+        until: float,
+        sent: list[str],
+        failures: list[int],
+    ) -> None:
+        """Publish one key's claimed messages in order, stopping at the first failure."""
+        for index, record in enumerate(chain):
+            rest = [r.id for r in chain[index:]]
+            if self.clock.time() + self.publish_timeout >= until:
+                await store.outbox_release(rest, self.owner)  # the claim could run out
+                return
+            failure = await self._link.publish(record.message)
+            if failure is None:
+                sent.append(record.id)
+                continue
+            attempts = record.attempts + 1
+            dead = attempts >= self.backoff.attempts
+            delay = self.backoff.delay_before(attempts + 1, self.clock.random())
+            await store.outbox_mark_failed(
+                record.id, self.owner, failure, self.clock.time() + delay, dead=dead
+            )
+            failures[0] += 1
+            self.stats.relay_failed += 1
+            if dead:
+                failures[1] += 1
+                self.stats.dead += 1
+                log.error(
+                    "message %s (topic %s, key %s) is dead after %d attempts: %s; its key's "
+                    "later messages wait until it is retried (statesaga outbox retry %s) or "
+                    "purged",
+                    record.id,
+                    record.message.topic,
+                    record.message.key,
+                    attempts,
+                    failure,
+                    record.id,
+                )
+            else:
+                log.info("message %s: attempt %d failed: %s", record.id, attempts, failure)
+            if len(rest) > 1:
+                await store.outbox_release(rest[1:], self.owner)  # they must not overtake it
+            return
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Relay until ``stop`` is set (or forever); a failing store is retried after ``poll``."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("relay round failed; trying again in %g s", self.poll)
+                done = RelayRound()
+            if done.claimed < self.batch or done.failed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll)

@@ -1,0 +1,211 @@
+"""Optimistic sending: publish a commit's messages right after the commit, in key order.
+
+The commit that records a step's success writes its messages to the outbox and claims them for
+this process until ``claim_until`` (see ``Commit``). The sender then publishes the claimed ones
+while the run goes on, marks them sent once the broker confirms, and on any failure releases
+them to the relay. Messages of one key are published one after another in commit order; when
+one fails, the later ones of its key are released unpublished, so the relay sends them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Sequence
+
+from ..store.base import SagaStore
+from .broker import Broker
+from .message import Message
+from .stats import OUTBOX_STATS, OutboxStats
+
+log = logging.getLogger("statesaga.messaging")
+
+#: Seconds the broker has to confirm one message before it is left to the relay.
+PUBLISH_TIMEOUT = 5.0
+
+
+class Link:
+    """Publishes through one broker, connecting on first use and again after a failure.
+
+    Args:
+        broker: The broker.
+        timeout: Seconds it has to confirm a message (connecting included).
+    """
+
+    def __init__(self, broker: Broker, timeout: float) -> None:
+        self.broker = broker
+        self.timeout = timeout
+        self._connected = False
+
+    async def publish(self, message: Message, within: float | None = None) -> str | None:
+        """Publish ``message`` and wait for the confirm; why it failed, or ``None``.
+
+        ``within`` shortens ``self.timeout`` for this message.
+        """
+        timeout = self.timeout if within is None else min(within, self.timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                if not self._connected:
+                    await self.broker.connect()
+                    self._connected = True
+                await self.broker.publish(message)
+        except Exception as error:  # BrokerError, a timeout, or a broker's own bug
+            self._connected = False
+            if isinstance(error, TimeoutError):
+                return f"no confirm from {self.broker.name} within {timeout:g} s"
+            return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return None
+
+
+class Sender:
+    """Publishes the messages this process claimed at commit, for one store and one broker.
+
+    Args:
+        store: Where the messages are marked sent or released.
+        broker: Where they are published.
+        timeout: Seconds the broker has to confirm a message.
+        stats: Counters to update (by default the process-wide ``OUTBOX_STATS``).
+    """
+
+    def __init__(
+        self,
+        store: SagaStore,
+        broker: Broker,
+        *,
+        timeout: float = PUBLISH_TIMEOUT,
+        stats: OutboxStats | None = None,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.timeout = timeout
+        self.stats = stats or OUTBOX_STATS
+        self.link = Link(broker, timeout)
+        self.loop = asyncio.get_running_loop()
+        self._tails: dict[str, asyncio.Future[bool]] = {}  # the last message queued per key
+        self._marks: list[str] = []
+        self._round: asyncio.Future[None] | None = None
+        self._marker: asyncio.Task[None] | None = None
+
+    def send(
+        self, messages: Sequence[Message], claimed: Collection[str], owner: str, until: float
+    ) -> asyncio.Future[list[None]]:
+        """Start publishing the ``claimed`` ones of a commit's ``messages``.
+
+        Returns a future that is done once each of them is marked sent or released.
+        """
+        taken = set(claimed)
+        self.stats.fallback += len(messages) - len(taken)
+        tasks = []
+        for message in messages:
+            if message.id not in taken:
+                continue
+            previous = done = None
+            if message.key is not None:
+                previous = self._tails.get(message.key)
+                done = self._tails[message.key] = self.loop.create_future()
+            tasks.append(self.loop.create_task(self._one(message, owner, until, previous, done)))
+        return asyncio.gather(*tasks)
+
+    async def _one(
+        self,
+        message: Message,
+        owner: str,
+        until: float,
+        previous: asyncio.Future[bool] | None,
+        done: asyncio.Future[bool] | None,
+    ) -> None:
+        sent = False
+        try:
+            if previous is not None and not await asyncio.shield(previous):
+                await self._release(message, owner, None)  # behind a failed one of its key
+                return
+            # Half of what is left of the claim at most: it must not run out mid-publish, or
+            # a relay could publish the message too.
+            within = (until - time.time()) / 2
+            if within < 0.01:
+                await self._release(message, owner, "claim ran out before publishing")
+                return
+            failure = await self.link.publish(message, within)
+            if failure is not None:
+                await self._release(message, owner, failure)
+                return
+            sent = True
+            self.stats.optimistic_sent += 1
+            self._settle(message, done, sent)
+            await self._mark(message.id)
+        finally:
+            self._settle(message, done, sent)
+
+    def _settle(self, message: Message, done: asyncio.Future[bool] | None, sent: bool) -> None:
+        if done is None or done.done():
+            return
+        done.set_result(sent)
+        if message.key is not None and self._tails.get(message.key) is done:
+            del self._tails[message.key]
+
+    async def _release(self, message: Message, owner: str, error: str | None) -> None:
+        self.stats.fallback += 1
+        if error is not None:
+            log.info("message %s left to the relay: %s", message.id, error)
+        try:
+            await self.store.outbox_release([message.id], owner, error)
+        except Exception:  # its claim runs out instead; the relay sends it then
+            log.warning("could not release message %s", message.id, exc_info=True)
+
+    def _mark(self, message_id: str) -> asyncio.Future[None]:
+        """Mark a message sent; marks made meanwhile share one write."""
+        self._marks.append(message_id)
+        if self._round is None:
+            self._round = self.loop.create_future()
+        waiter = self._round
+        if self._marker is None or self._marker.done():
+            self._marker = self.loop.create_task(self._mark_all())
+        return waiter
+
+    async def _mark_all(self) -> None:
+        while self._marks:
+            ids, waiter = self._marks, self._round
+            self._marks, self._round = [], None
+            try:
+                await self.store.outbox_mark_sent(ids, time.time())
+            except Exception:
+                # Their claims run out and a relay publishes them again: a duplicate, which
+                # consumers recognise by id.
+                log.warning("could not mark %d sent messages", len(ids), exc_info=True)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+_SENDERS: dict[tuple[int, int], Sender] = {}
+
+
+def sender_for(store: SagaStore, broker: Broker) -> Sender:
+    """The sender of ``store`` and ``broker`` in this process and event loop."""
+    loop = asyncio.get_running_loop()
+    key = (id(store), id(broker))
+    sender = _SENDERS.get(key)
+    if sender is None or sender.loop is not loop or sender.store is not store:
+        sender = _SENDERS[key] = Sender(store, broker)
+    return sender
+
+
+def resolve_broker(broker: Broker | str) -> Broker:
+    """``broker`` itself, or the broker its URL names (one per URL in this process).
+
+    Not connected here: a broker that is down must not stop runs from starting; their
+    messages wait for it in the outbox.
+    """
+    if not isinstance(broker, str):
+        return broker
+    opened = _BROKERS.get(broker)
+    if opened is None:
+        from .brokers import broker_from_url
+
+        opened = _BROKERS[broker] = broker_from_url(broker)
+    return opened
+
+
+_BROKERS: dict[str, Broker] = {}
+
+__all__ = ["PUBLISH_TIMEOUT", "Link", "Sender", "resolve_broker", "sender_for"]

@@ -1,0 +1,90 @@
+"""``statesaga outbox list|retry|purge`` and ``statesaga relay``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from statesaga.cli import cli
+from statesaga.messaging.message import Message
+from statesaga.store import Commit, RunRecord
+from statesaga.store.sqlite import SQLiteStore
+
+
+def outbox_cli(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+async def _seed(path: Path) -> None:
+    """Three messages: one sent, one dead, one pending (created a day and a half ago)."""
+    old = time.time() - 1.5 * 86_400
+    run = RunRecord("r1", "S", "m:S", "f", {}, "running", {}, 0, "w", 1e12, old, old)
+    batch = [
+        Message(f"r1:s:{n}", "orders", {"n": n}, key="k", saga_id="r1", step="s", created_at=old)
+        for n in (1, 2, 3)
+    ]
+    async with SQLiteStore(path) as store:
+        await store.commit(
+            Commit("r1", 0, "w", "running", {}, [], [], old, create=run, messages=batch)
+        )
+        [first, second, _] = await store.outbox_claim("relay", time.time(), time.time() + 60)
+        await store.outbox_mark_sent([first.id], time.time())
+        await store.outbox_mark_failed(second.id, "relay", "refused", 0, dead=True)
+        await store.outbox_release(["r1:s:3"], "relay")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = tmp_path / "runs.db"
+    asyncio.run(_seed(path))
+    return f"sqlite:///{path}"
+
+
+def test_list_shows_messages_and_filters_by_status(db: str) -> None:
+    """outbox list prints every message, newest first; --status keeps one kind."""
+    listed = outbox_cli("outbox", "list", "--store", db)
+    assert listed.exit_code == 0
+    lines = listed.output.splitlines()
+    assert lines[0].split()[:4] == ["MESSAGE", "TOPIC", "KEY", "STATUS"]
+    assert [line.split()[0] for line in lines[1:]] == ["r1:s:3", "r1:s:2", "r1:s:1"]
+    dead = outbox_cli("outbox", "list", "--status", "dead", "--payload", "--store", db)
+    assert "refused" in dead.output
+    assert '{"n": 2}' in dead.output
+    assert "r1:s:1" not in dead.output
+
+
+def test_retry_requeues_and_purge_deletes(db: str) -> None:
+    """retry --dead makes dead messages pending; purge --sent deletes old sent ones."""
+    assert outbox_cli("outbox", "retry", "--dead", "--store", db).output == "requeued 1 message\n"
+    assert (
+        "no dead messages" in outbox_cli("outbox", "list", "--status", "dead", "--store", db).output
+    )
+    assert outbox_cli("outbox", "retry", "nope", "--store", db).exit_code == 1
+    purged = outbox_cli("outbox", "purge", "--sent", "--older-than", "1", "--store", db)
+    assert purged.output == "deleted 1 sent message\n"
+    kept = outbox_cli("outbox", "purge", "--sent", "--older-than", "2", "--store", db)
+    assert kept.output == "deleted 0 sent messages\n"
+
+
+def test_usage_mistakes_are_explained(db: str) -> None:
+    """retry needs ids or --dead; purge needs --sent or --dead."""
+    retry = outbox_cli("outbox", "retry", "--store", db)
+    assert retry.exit_code == 2
+    assert "MESSAGE_IDS or --dead" in retry.output
+    purge = outbox_cli("outbox", "purge", "--older-than", "1", "--store", db)
+    assert purge.exit_code == 2
+    assert "--sent or --dead" in purge.output
+
+
+def test_relay_once_publishes_what_is_due(db: str) -> None:
+    """relay --once publishes the due messages in order and exits."""
+    relayed = outbox_cli("relay", "--once", "--store", db, "--broker", "memory://")
+    assert relayed.exit_code == 0, relayed.output
+    assert relayed.output.splitlines()[-1] == "published 0 messages"  # r1:s:3 waits: key k dead
+    outbox_cli("outbox", "retry", "--dead", "--store", db)
+    relayed = outbox_cli("relay", "--once", "--store", db, "--broker", "memory://")
+    assert relayed.output.splitlines()[-1] == "published 2 messages"
