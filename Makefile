@@ -1,5 +1,6 @@
 SHELL := /bin/bash
 
+PYTHON ?= python3
 VENV ?= .venv
 PY = $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -19,12 +20,12 @@ help:
 	@echo "  wheel-check  build the wheel, install it in a fresh venv, test a saga it generates"
 	@echo "  fmt       ruff format + ruff check --fix"
 	@echo "  demo      run examples/demo.py"
-	@echo "  bench     run tests/benchmarks/run.py"
+	@echo "  bench     run tests/benchmarks/run.py (another Python: PYTHON=python3.12 VENV=.venv-3.12)"
 	@echo "  docs      render the diagrams the docs show into docs/diagrams"
 	@echo "  clean     remove venv, caches and build artifacts"
 
 $(VENV)/.installed: pyproject.toml
-	@if [ ! -x "$(PY)" ]; then python3 -m venv "$(VENV)"; fi
+	@if [ ! -x "$(PY)" ]; then $(PYTHON) -m venv "$(VENV)"; fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,postgres,prometheus,otel,logs,messaging]'
 	@touch "$@"

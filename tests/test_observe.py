@@ -325,24 +325,14 @@ async def _drive(run: Any) -> None:
 
 
 async def test_a_run_stopped_by_a_store_error_reports_suspended(
-    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+    recorder: Recorder,
 ) -> None:
     """A run that dies on an unexpected error still ends its observation, with the error."""
+    from helpers import FailingStore
+
     from statesaga.store.base import StoreError
-    from statesaga.testing import MemoryStore
 
-    store = MemoryStore()
-    real_commit = store.commit
-    commits = 0
-
-    async def failing_commit(commit: Any) -> None:
-        nonlocal commits
-        commits += 1
-        if commits == 2:
-            raise StoreError("disk full")
-        await real_commit(commit)
-
-    monkeypatch.setattr(store, "commit", failing_commit)
+    store = FailingStore(fail_at=2)
     with pytest.raises(StoreError, match="disk full"):
         await Chain().execute(store=store)
     hook, event = recorder.events[-1]

@@ -411,26 +411,15 @@ async def test_abandoned_run_ends_its_open_spans(observed: Observed) -> None:
 
 
 async def test_a_run_stopped_by_a_store_error_ends_its_spans_with_the_error(
-    observed: Observed, monkeypatch: pytest.MonkeyPatch
+    observed: Observed,
 ) -> None:
     """A store failure mid-run: the run span ends with status ERROR and the error recorded."""
+    from helpers import FailingStore
     from opentelemetry.trace import StatusCode
 
     from statesaga.store.base import StoreError
-    from statesaga.testing import MemoryStore
 
-    store = MemoryStore()
-    real_commit = store.commit
-    commits = 0
-
-    async def failing_commit(commit: Any) -> None:
-        nonlocal commits
-        commits += 1
-        if commits == 2:
-            raise StoreError("disk full")
-        await real_commit(commit)
-
-    monkeypatch.setattr(store, "commit", failing_commit)
+    store = FailingStore(fail_at=2)
     with pytest.raises(StoreError):
         await Pair().execute(store=store)
     run = observed.span("saga Pair")
