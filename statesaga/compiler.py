@@ -52,6 +52,7 @@ _EVENTS = (
     "compensation_done",
     "compensation_fail",
     "interrupt",
+    "push_forward",
 )
 
 
@@ -107,6 +108,7 @@ class StepPlan:
     t_compensation_done: str = attrs.field(init=False)
     t_compensation_fail: str = attrs.field(init=False)
     t_interrupt: str = attrs.field(init=False)
+    t_push_forward: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         for event in _EVENTS:
@@ -433,6 +435,10 @@ def _chain(
     for p in plans:
         if p.after_pivot or p.pivot:
             edges.append(Transition("halt", p.state("in_doubt"), FAILED, "forward", failure=True))
+            # A person pushes a halted run forward again: the step that halted it once more.
+            edges.append(
+                Transition(p.trigger("push_forward"), FAILED, p.state("running"), "forward", p.name)
+            )
         if p.after_pivot:
             edges.append(Transition("halt", p.state("failed"), FAILED, "forward", failure=True))
             continue
@@ -492,6 +498,8 @@ def _regions(
     ]
     if any(p.pivot for p in plans):
         edges.append(Transition("halt", RUNNING, FAILED, "forward", failure=True))
+        # A person pushes a halted run forward again, then each step that halted it.
+        edges.append(Transition("push_forward", FAILED, RUNNING, "forward"))
     if any(p.compensate is not None for p in plans):
         edges.append(Transition("give_up", COMPENSATING, FAILED, "compensate", failure=True))
     for p in plans:
@@ -513,6 +521,20 @@ def _regions(
                 requires=(COMPENSATING,),
             )
         )
+        if p.pivot or p.after_pivot:
+            edges += [
+                Transition(
+                    p.trigger("push_forward"),
+                    p.state(phase),
+                    p.state("running"),
+                    "forward",
+                    p.name,
+                    requires=(RUNNING,),
+                )
+                # A pivot that raised has no effect: the run compensated. Only its unknown
+                # outcome halts a run.
+                for phase in (("in_doubt",) if p.pivot else ("failed", "in_doubt"))
+            ]
         if p.compensate is not None:
             sources = [p.state("succeeded"), p.state("in_doubt"), p.state("compensation_failed")]
             edges += _step_compensation(p, sources, requires=(COMPENSATING,))

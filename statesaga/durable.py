@@ -99,9 +99,12 @@ async def _drive_leased(
         return result
     finally:
         keeper.drop(run.saga_id)
-        if saga_status(run.config[SAGA_REGION]) not in TERMINAL:
+        status = saga_status(run.config[SAGA_REGION])
+        if status not in TERMINAL or status == "failed":
             # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
-            # let another worker take it over now rather than when the lease runs out.
+            # let another worker take it over now rather than when the lease runs out. Ended
+            # failed: a person may resume it at once (a run that ended otherwise needs no
+            # lease: nothing resumes it).
             with contextlib.suppress(Exception):
                 await store.release(run.saga_id, owner_id())
 
@@ -127,8 +130,10 @@ async def resume(
 
     A step recorded as succeeded is never run again; a step recorded as running is run again
     with the same idempotency key; compensations the run owes are finished. A run that ended
-    ``failed`` because compensations failed is reopened: those compensations are tried
-    again (the others are not repeated).
+    ``failed`` is tried again: if compensations failed, those compensations (the others are
+    not repeated); if a step from the pivot on failed or has an unknown outcome, that step,
+    with the same idempotency key, and then the rest of the run forward. Workers never do
+    this on their own: a person decides when the cause is fixed.
 
     Args:
         store: The store (or its URL).
@@ -157,6 +162,7 @@ async def resume(
         clock=clock,
         abandon_on_cancel=abandon_on_cancel,
         broker=broker,
+        retry_failed=True,
     )
     if result is None:  # it had ended already
         return finished_result(await opened.load(run_id))
@@ -172,11 +178,16 @@ async def drive_stored(
     clock: Clock | None,
     abandon_on_cancel: bool,
     broker: Broker | str | None = None,
+    retry_failed: bool = False,
 ) -> SagaResult | None:
     """``resume``, but ``None`` instead of a result when the run had ended before (a worker
-    must not report a run another worker finished as one it recovered)."""
+    must not report a run another worker finished as one it recovered).
+
+    ``retry_failed``: a run that ended ``failed`` is tried again (``resume`` does this; a
+    worker does not: a person decides).
+    """
     snapshot = await opened.load(run_id)
-    if snapshot.run.finished and not reopenable(snapshot):
+    if snapshot.run.finished and not (retry_failed and retriable(snapshot)):
         return None
     compiled = compile_saga(saga or _import(snapshot))
     if compiled.fingerprint != snapshot.run.fingerprint and not allow_changed_definition:
@@ -189,11 +200,14 @@ async def drive_stored(
         raise LeaseHeld(run_id, owner_id(), time.time() + LEASE_SECONDS)  # driven here already
     now = time.time()  # leases are wall-clock times, whatever clock the run uses
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
-    if snapshot.run.finished and not reopenable(snapshot):  # finished by another meanwhile
+    again = retriable(snapshot) if retry_failed else None
+    if snapshot.run.finished and again is None:  # finished by another meanwhile
         await opened.release(run_id, owner_id())
         return None
     try:
-        run = restore(compiled, snapshot, clock, reopen=reopenable(snapshot))
+        run = restore(
+            compiled, snapshot, clock, reopen=again == "reopen", push=again == "push_forward"
+        )
     except StoreError:
         await opened.release(run_id, owner_id())
         raise
@@ -220,18 +234,38 @@ def _import(snapshot: RunSnapshot) -> type[Saga]:
 
 def reopenable(snapshot: RunSnapshot) -> bool:
     """Whether a stored run failed because compensations failed (they can be retried)."""
-    return snapshot.run.status == "failed" and any(
-        step.phase == "compensation_failed" for step in snapshot.steps.values()
-    )
+    return retriable(snapshot) == "reopen"
+
+
+def retriable(snapshot: RunSnapshot) -> str | None:
+    """How a run that ended ``failed`` can be tried again, if it did.
+
+    ``"reopen"``: compensations failed, and are retried. ``"push_forward"``: a step from the
+    pivot on failed or has an unknown outcome (nothing was compensated), and is run again.
+    """
+    if snapshot.run.status != "failed":
+        return None
+    phases = {step.phase for step in snapshot.steps.values()}
+    if "compensation_failed" in phases:
+        return "reopen"
+    if phases & {"compensating", "compensated"} or not phases & {"failed", "in_doubt"}:
+        return None
+    return "push_forward"
 
 
 def restore(
-    compiled: CompiledSaga, snapshot: RunSnapshot, clock: Clock, *, reopen: bool = False
+    compiled: CompiledSaga,
+    snapshot: RunSnapshot,
+    clock: Clock,
+    *,
+    reopen: bool = False,
+    push: bool = False,
 ) -> _Run:
     """Rebuild a run's engine state from its records, checking them against the machine.
 
     With ``reopen``, a run that failed in compensation is rebuilt so that its failed
-    compensations are tried again.
+    compensations are tried again; with ``push``, a run halted past its pivot is rebuilt so
+    that the steps that halted it run again.
     """
     record = snapshot.run
     run_id = record.run_id
@@ -252,7 +286,7 @@ def restore(
         (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
     ]
     status = saga_status(config[SAGA_REGION])
-    if status in TERMINAL and not (reopen and status == "failed"):
+    if status in TERMINAL and not ((reopen or push) and status == "failed"):
         raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
     run.reopening = reopen
     if compiled.deadline is not None:
@@ -270,6 +304,9 @@ def restore(
         if phase == "succeeded":
             run.outcomes[name] = SUCCEEDED
             run.pivoted = run.pivoted or plan.pivot
+        elif phase in ("failed", "in_doubt") and push and (plan.pivot or plan.after_pivot):
+            run.pushing[name] = phase == "in_doubt"  # run again, with the same key
+            run.resumed[name] = step.attempt + 1
         elif phase in ("failed", "in_doubt"):
             run._record(plan, (FAILED if phase == "failed" else IN_DOUBT, None))
         elif phase == "running":
@@ -284,11 +321,15 @@ def restore(
             run.outcomes[name] = phase
             if not reopen:  # reopening tries it again: its error is recorded anew if it fails
                 run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
-    if status in ("compensating", "failed"):
+    if status == "compensating" or (status == "failed" and not push):
         run.failing = True
     run.completed, run.compensated = _progress(snapshot)
-    run.failed_step = record.failed_step
-    run.error = RecordedError(record.error) if record.error else None
+    if push:
+        if not run.pushing:
+            raise corrupt("it is failed past its pivot, but no step from the pivot on failed")
+    else:
+        run.failed_step = record.failed_step
+        run.error = RecordedError(record.error) if record.error else None
     for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
         if run.failing:
             # Running beside a failure before the pivot: not called again; its outcome is

@@ -145,6 +145,7 @@ class _Run:
         "outbox",
         "outcomes",
         "pivoted",
+        "pushing",
         "region_of_trigger",
         "reopening",
         "results",
@@ -184,6 +185,9 @@ class _Run:
         # Steps a resumed run must call again, with the attempt number to continue from.
         self.resumed: dict[str, int] = {}
         self.reopening = False  # a failed run whose failed compensations are retried
+        # Steps that halted a failed run, to run again (a person asked): whether each was in
+        # doubt.
+        self.pushing: dict[str, bool] = {}
         self.observation: RunObservation | None = None
         self.outbox: list[Message] = []  # what succeeded calls emitted, in commit order
         # When the saga's deadline passes (run clock time); set when the run starts, or from
@@ -225,6 +229,13 @@ class _Run:
             elif status == "failed" and self.reopening:
                 self.fire("reopen")  # retry the compensations that failed
                 status = "compensating"
+            elif status == "failed" and self.pushing:
+                # A person asked for another try of the steps that halted it past the pivot.
+                if not self.c.sequential:
+                    self.fire("push_forward")
+                for name in self.pushing:
+                    self.fire(self.c.by_name[name].t_push_forward)
+                status = "running"
             if status == "running" and not self.failing:
                 if self.c.sequential:
                     await self._chain()
@@ -429,6 +440,11 @@ class _Run:
         retry = plan.retry
         # Once an attempt timed out, its effect may exist even if later attempts raise.
         doubt = previous is not None and _interrupted(previous)
+        # A step pushed forward by a person continues its attempt numbers but gets its whole
+        # retry budget again; if it was in doubt, it stays so until it succeeds.
+        pushed = self.pushing.get(plan.name)
+        spent = first - 1 if pushed is not None else 0
+        doubt = doubt or bool(pushed)
         attempt = first - 1
         while True:
             attempt += 1
@@ -441,12 +457,14 @@ class _Run:
             except (Exception, asyncio.CancelledError) as error:
                 _raise_if_cancelled(error)
                 doubt = doubt or _interrupted(error)
-                if isinstance(error, SagaDeadlineError) or not retry.should_retry(error, attempt):
+                if isinstance(error, SagaDeadlineError) or not retry.should_retry(
+                    error, attempt - spent
+                ):
                     return await self._settled(self._give_up(plan, error, attempt, doubt))
                 previous = error
                 if self.observation is not None:
                     self.observation.retrying(plan.name, attempt, error, compensating=False)
-                await self._pause(retry, attempt + 1, plan)
+                await self._pause(retry, attempt - spent + 1, plan)
                 if self._past_deadline(plan, starting=False):
                     late = SagaDeadlineError(
                         self.saga_id, plan.name, self.c.deadline or 0.0, interrupted=False

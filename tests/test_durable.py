@@ -3,11 +3,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from statesaga import Saga, SagaStatus, Step
+from statesaga import Retry, Saga, SagaStatus, Step
 from statesaga.context import Context
 from statesaga.durable import resume
 from statesaga.errors import DefinitionChangedError
@@ -61,6 +62,7 @@ class Diamond(Saga):
 def _reset() -> None:
     calls.clear()
     gate.clear()
+    flaky_until.clear()
 
 
 async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
@@ -420,20 +422,154 @@ async def test_failed_compensation_is_retried_when_the_run_is_resumed(shape: str
     assert "reopen" in triggers
 
 
-async def test_run_failed_past_the_pivot_is_not_reopened() -> None:
-    """A run that halted past its pivot has nothing to compensate: resume reports it."""
-    store = MemoryStore()
-    P = type(
-        "Halts",
-        (Saga,),
-        {"steps": (Step("a", act, compensate=undo), Step("p", act, pivot=True), Step("c", boom))},
+flaky_until: dict[str, int] = {}
+
+
+async def settle(ctx: Context) -> dict[str, Any]:
+    """Fails while ``flaky_until[step]`` is above the call count (a service that is down)."""
+    calls.append((ctx.step, ctx.idempotency_key))
+    if flaky_until.get(ctx.step, 0) > 0:
+        flaky_until[ctx.step] -= 1
+        raise ConnectionError(f"{ctx.step}: service down")
+    return {"done": ctx.step}
+
+
+class Halts(Saga):
+    steps = (
+        Step("a", act, compensate=undo),
+        Step("p", act, pivot=True),
+        Step("s", settle, retry=Retry(attempts=2, delay=0)),
     )
-    first = await P().execute(store=store, saga_id="halt-1")
+
+
+class HaltsDag(Saga):
+    steps = (
+        Step("a", act, compensate=undo),
+        Step("p", act, pivot=True, depends_on="a"),
+        Step("s", settle, depends_on="p", retry=Retry(attempts=2, delay=0)),
+        Step("t", act, depends_on="s"),
+    )
+
+
+@pytest.mark.parametrize("saga", [Halts, HaltsDag])
+async def test_a_run_failed_past_the_pivot_is_pushed_forward_by_resume(saga: type[Saga]) -> None:
+    """Resume runs the halted step again (same key, attempts continued), then goes on."""
+    store = MemoryStore()
+    flaky_until["s"] = 2  # both attempts fail: the run halts
+    first = await saga().execute(store=store, saga_id="halt-1")
     assert first.status is SagaStatus.FAILED
+    assert first.failed_step == "s"
+    assert first.compensated_steps == ()
     calls.clear()
-    again = await resume(store, "halt-1", saga=P)
+    again = await resume(store, "halt-1", saga=saga)
+    assert again.status is SagaStatus.COMPLETED
+    assert again.failed_step is None
+    assert again.error is None
+    assert calls[0] == ("s", "halt-1:s")  # a and p are not run again
+    assert "a" not in [step for step, _ in calls]
+    triggers = [(h.trigger, h.attempt) for h in again.history]
+    assert ("s.push_forward", 0) in triggers
+    assert ("s.retry", 3) in triggers
+    assert (await store.load("halt-1")).run.status == "completed"
+
+
+async def test_a_pushed_run_that_fails_again_is_failed_again() -> None:
+    """If the cause is not fixed, the run ends failed once more, with the new error."""
+    store = MemoryStore()
+    flaky_until["s"] = 5
+    assert (await Halts().execute(store=store, saga_id="halt-2")).status is SagaStatus.FAILED
+    again = await resume(store, "halt-2", saga=Halts)
     assert again.status is SagaStatus.FAILED
-    assert calls == []
+    assert again.failed_step == "s"
+    assert "service down" in str(again.error)
+    assert flaky_until["s"] == 1  # two more attempts were made
+    flaky_until.clear()
+    assert (await resume(store, "halt-2", saga=Halts)).status is SagaStatus.COMPLETED
+
+
+async def test_a_pivot_with_an_unknown_outcome_is_run_again_by_resume() -> None:
+    """A pivot that timed out halts the run; resume calls it again with the same key."""
+    tries = 0
+
+    async def slow_pivot(ctx: Context) -> None:
+        nonlocal tries
+        tries += 1
+        calls.append((ctx.step, ctx.idempotency_key))
+        if tries == 1:
+            await asyncio.sleep(1)
+
+    class Doubt(Saga):
+        steps = (Step("a", act, compensate=undo), Step("p", slow_pivot, pivot=True, timeout=0.01))
+
+    store = MemoryStore()
+    first = await Doubt().execute(store=store, saga_id="doubt")
+    assert first.status is SagaStatus.FAILED
+    again = await resume(store, "doubt", saga=Doubt)
+    assert again.status is SagaStatus.COMPLETED
+    assert [c for c in calls if c[0] == "p"] == [("p", "doubt:p"), ("p", "doubt:p")]
+
+
+async def test_a_pushed_pivot_still_in_doubt_never_compensates() -> None:
+    """A pivot whose first outcome is unknown halts again if the pushed try raises."""
+    tries = 0
+
+    async def pivot(ctx: Context) -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            await asyncio.sleep(1)  # times out: its effect may exist
+        raise ConnectionError("gateway still down")
+
+    class Doubt(Saga):
+        steps = (Step("a", act, compensate=undo), Step("p", pivot, pivot=True, timeout=0.01))
+
+    store = MemoryStore()
+    assert (await Doubt().execute(store=store, saga_id="d2")).status is SagaStatus.FAILED
+    again = await resume(store, "d2", saga=Doubt)
+    assert again.status is SagaStatus.FAILED
+    assert again.compensated_steps == ()
+    assert ("undo-a", "d2:a:compensate") not in calls
+    assert "p.time_out" in [h.trigger for h in again.history][-3:]
+
+
+async def test_push_forward_on_sqlite_through_the_cli(tmp_path: Any) -> None:
+    """`statesaga runs resume RUN_ID` pushes a halted run forward on SQLite."""
+    from helpers import run_cli
+
+    from statesaga.store.sqlite import SQLiteStore
+
+    path = tmp_path / "runs.db"
+    flaky_until["s"] = 2
+    async with SQLiteStore(path) as store:
+        first = await Halts().execute(store=store, saga_id="cli-halt")
+    assert first.status is SagaStatus.FAILED
+    tests = str(Path(__file__).parent)  # where the CLI imports this module's saga from
+    done = run_cli(
+        "runs", "resume", "cli-halt", "--store", f"sqlite:///{path}", env={"PYTHONPATH": tests}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cli-halt: completed" in done.stdout
+
+
+async def test_workers_never_push_a_failed_run_forward() -> None:
+    """A worker leaves a run that failed past its pivot alone: a person decides."""
+    from statesaga.durable import drive_stored
+    from statesaga.worker import Worker
+
+    store = MemoryStore()
+    flaky_until["s"] = 2
+    assert (await Halts().execute(store=store, saga_id="halt-3")).status is SagaStatus.FAILED
+    assert await Worker(store).run_once() == []
+    left = await drive_stored(
+        store,
+        "halt-3",
+        saga=Halts,
+        allow_changed_definition=False,
+        clock=None,
+        abandon_on_cancel=True,
+    )
+    assert left is None
+    assert (await store.load("halt-3")).run.status == "failed"
 
 
 async def test_reopen_works_on_sqlite(tmp_path: Any) -> None:

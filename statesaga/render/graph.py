@@ -191,11 +191,13 @@ _ADMINISTRATIVE = frozenset({"reopen", "proceed"})
 
 
 def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
-    """Edges a picture leaves out: retries a step never makes (``Retry`` of one attempt), and
-    in a chain, cancellation between steps and reopening."""
+    """Edges a picture leaves out: retries a step never makes (``Retry`` of one attempt),
+    pushing a halted run forward, and in a chain, cancellation between steps and reopening."""
+    event = t.trigger.rpartition(".")[2]
+    if event == "push_forward":
+        return True  # a person's doing, once the run has ended failed
     if t.step is not None:
         plan = compiled.by_name[t.step]
-        event = t.trigger.rpartition(".")[2]
         if event == "retry" and plan.retry.attempts == 1:
             return True
         if event == "retry_compensation" and plan.compensate_retry.attempts == 1:
