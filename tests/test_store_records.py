@@ -192,3 +192,14 @@ def test_current_records_unstructure_to_the_golden_data() -> None:
     golden = load_golden()
     for name, record in GOLDEN_RECORDS.items():
         assert json.loads(json.dumps(_codec.unstructure(record))) == golden[name], name
+
+
+def test_config_json_is_the_same_as_dumps_and_remembered() -> None:
+    """The remembered JSON of a run's states is exactly what dumps() writes."""
+    from statesaga.store._codec import _CONFIGS, dumps, dumps_config
+
+    config = {"saga": "running", "b": "b.pending", "a": "a.succeeded"}
+    assert dumps_config(config) == dumps(config)
+    assert tuple(config.items()) in _CONFIGS
+    assert dumps_config(dict(config)) is dumps_config(config)
+    assert dumps({}) == "{}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import cattrs
@@ -33,6 +34,8 @@ _encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=Fals
 
 def dumps(value: Any, *, run_id: str | None = None) -> str:
     """Compact, key-sorted JSON; a value that JSON cannot hold is a ``StoreError``."""
+    if type(value) is dict and not value:
+        return "{}"  # what most steps return: no need to start the encoder
     try:
         return _encode(value)
     except (TypeError, ValueError) as error:
@@ -42,6 +45,20 @@ def dumps(value: Any, *, run_id: str | None = None) -> str:
             "JSON data (dicts, lists, strings, numbers, booleans, None)",
             run_id=run_id,
         ) from error
+
+
+_CONFIGS: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def dumps_config(config: Mapping[str, str]) -> str:
+    """``dumps`` of a run's region states, remembered: runs of a saga pass the same few."""
+    key = tuple(config.items())
+    text = _CONFIGS.get(key)
+    if text is None:
+        if len(_CONFIGS) >= 4096:  # a bound for processes running very many shapes
+            _CONFIGS.clear()
+        text = _CONFIGS[key] = _encode(dict(config))
+    return text
 
 
 def loads(text: str | bytes | None, *, run_id: str, what: str) -> Any:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import attrs
 
 from . import _sqlite_sql as sql
-from ._codec import dumps
+from ._codec import dumps, dumps_config
 from ._rows import message_rows, run_from_row, run_row
 from ._sqlite_writer import Job, Writer
 from .base import (
@@ -250,7 +250,7 @@ class SQLiteStore(AsyncContext):
         ]
         update = (
             commit.status,
-            dumps(commit.config, run_id=run_id),
+            dumps_config(commit.config),
             commit.updated_at,
             commit.failed_step,
             commit.error,
