@@ -70,60 +70,64 @@ class Journal:
 
     async def flush(self, run: _Run) -> None:
         """Commit what the run did since the last flush (waits for earlier flushes)."""
-        async with self._lock:
-            history = run.history
-            end = len(history)
-            if end == self.flushed:
-                return
-            transitions = []
-            touched: dict[str, StepRecord] = {}
-            for seq in range(self.flushed, end):
-                trigger, source, dest, at, attempt, error = history[seq]
-                text = describe(error)
-                transitions.append(_new_record((seq + 1, trigger, source, dest, at, attempt, text)))
-                step, dot, _ = trigger.partition(".")
-                if dot:
+        if run.c.sequential:
+            await self._commit(run)  # a chain flushes from one task, one flush at a time
+            return
+        async with self._lock:  # a DAG's steps flush from tasks of their own
+            await self._commit(run)
+
+    async def _commit(self, run: _Run) -> None:
+        history = run.history
+        end = len(history)
+        if end == self.flushed:
+            return
+        transitions = []
+        touched: dict[str, StepRecord] = {}
+        results = run.results
+        for seq in range(self.flushed, end):
+            trigger, source, dest, at, attempt, error = history[seq]
+            text = error if error is None or type(error) is str else describe(error)
+            transitions.append(_new_record((seq + 1, trigger, source, dest, at, attempt, text)))
+            step, dot, _ = trigger.partition(".")
+            if dot:
+                if text is None:  # a success or a start keeps the step's last error
                     previous = touched.get(step) or self.steps.get(step)
-                    touched[step] = StepRecord(
-                        step=step,
-                        phase=dest.partition(".")[2],
-                        attempt=attempt,
-                        result=run.results.get(step),
-                        error=text if text is not None else (previous.error if previous else None),
-                    )
-            outbox = run.outbox
-            emitted = len(outbox)
-            messages = outbox[self.emitted : emitted] if emitted > self.emitted else ()
-            claim_until = None
-            if messages and self.sender is not None:
-                claim_until = time.time() + LEASE_SECONDS
-            commit = Commit(
-                run_id=self.run_id,
-                version=self.version,
-                lease_owner=self.owner,
-                status=saga_status(run.config["saga"]),
-                config=dict(run.config),
-                steps=list(touched.values()),
-                transitions=transitions,
-                updated_at=run.now(),
-                failed_step=run.failed_step,
-                error=describe(run.error),
-                create=self.create,
-                messages=messages,
-                claim_until=claim_until,
-            )
-            claimed = await self.store.commit(commit)
-            self.create = None
-            self.version += 1
-            self.flushed = end
-            self.emitted = emitted
-            self.steps.update(touched)
-            if messages:
-                _faults.crash_point("after-outbox-commit")
-                if self.sender is not None and claim_until is not None:
-                    self.sending.append(
-                        self.sender.send(messages, claimed or (), self.owner, claim_until)
-                    )
+                    text = previous.error if previous is not None else None
+                phase = dest.partition(".")[2]
+                touched[step] = StepRecord(step, phase, attempt, results.get(step), text)
+        outbox = run.outbox
+        emitted = len(outbox)
+        messages = outbox[self.emitted : emitted] if emitted > self.emitted else ()
+        claim_until = None
+        if messages and self.sender is not None:
+            claim_until = time.time() + LEASE_SECONDS
+        commit = Commit(
+            run_id=self.run_id,
+            version=self.version,
+            lease_owner=self.owner,
+            status=saga_status(run.config["saga"]),
+            config=dict(run.config),
+            steps=list(touched.values()),
+            transitions=transitions,
+            updated_at=run.now(),
+            failed_step=run.failed_step,
+            error=describe(run.error),
+            create=self.create,
+            messages=messages,
+            claim_until=claim_until,
+        )
+        claimed = await self.store.commit(commit)
+        self.create = None
+        self.version += 1
+        self.flushed = end
+        self.emitted = emitted
+        self.steps.update(touched)
+        if messages:
+            _faults.crash_point("after-outbox-commit")
+            if self.sender is not None and claim_until is not None:
+                self.sending.append(
+                    self.sender.send(messages, claimed or (), self.owner, claim_until)
+                )
 
     async def drain(self) -> None:
         """Wait until the messages sent so far are marked sent or left to the relay."""

@@ -131,6 +131,8 @@ class SQLiteStore(AsyncContext):
             StoreError: The path is unusable (saying which and why), the file is not a
                 database, or it holds a newer schema than this version of statesaga knows.
         """
+        if self._writer is not None:
+            return  # open already: every durable run calls this, so no trip to a thread
         await asyncio.to_thread(self._open)
 
     async def close(self) -> None:
@@ -244,10 +246,7 @@ class SQLiteStore(AsyncContext):
             )
             for s in commit.steps
         ]
-        history = [
-            (run_id, t.seq, t.trigger, t.source, t.dest, t.at, t.attempt, t.error)
-            for t in commit.transitions
-        ]
+        history = [(run_id, *t) for t in commit.transitions]  # seq, trigger, ..., error
         update = (
             commit.status,
             dumps_config(commit.config),
