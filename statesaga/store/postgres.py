@@ -177,6 +177,9 @@ class PostgresStore(AsyncContext):
                 this statesaga knows (nothing is written then).
         """
         loop = asyncio.get_running_loop()
+        state = self._state
+        if state is not None and state.loop is loop and not state.closing:
+            return  # open already: every durable run calls this
         async with self._loop_lock(loop):
             state = self._state
             if state is not None and state.loop is loop and not state.closing:
