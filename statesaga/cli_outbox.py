@@ -84,26 +84,37 @@ def retry_messages(store_url: str, message_ids: tuple[str, ...], all_dead: bool)
     """
     if bool(message_ids) == all_dead:
         raise click.UsageError("give MESSAGE_IDS or --dead, not both and not neither")
-    count = asyncio.run(_retry(store_url, None if all_dead else list(message_ids)))
+    wanted = None if all_dead else list(dict.fromkeys(message_ids))
+    count, missed = asyncio.run(_retry(store_url, wanted))
     click.echo(f"requeued {count} message{'s' if count != 1 else ''}")
-    if message_ids and count < len(set(message_ids)):
-        raise SystemExit(1)  # some were unknown or already sent
+    if missed:
+        click.echo(
+            f"error: not requeued (no such message in {hide_password(store_url)}, or already "
+            f"sent): {', '.join(missed)}",
+            err=True,
+        )
+        raise SystemExit(1)
 
 
-async def _retry(url: str, ids: list[str] | None) -> int:
+async def _retry(url: str, ids: list[str] | None) -> tuple[int, list[str]]:
+    """How many messages were requeued, and which of ``ids`` were not."""
     store = await open_store(url)
     try:
-        return await store.outbox_retry(ids, time.time())
+        now = time.time()
+        if ids is None:
+            return await store.outbox_retry(None, now), []
+        missed = [
+            message_id for message_id in ids if not await store.outbox_retry([message_id], now)
+        ]
+        return len(ids) - len(missed), missed
     finally:
         await store.close()
 
 
 @outbox.command("purge")
 @store_option
-@click.option("--sent", "status", flag_value="sent", help="Delete sent messages.")
-@click.option(
-    "--dead", "status", flag_value="dead", help="Delete dead messages (their keys move on)."
-)
+@click.option("--sent", is_flag=True, help="Delete sent messages.")
+@click.option("--dead", is_flag=True, help="Delete dead messages (their keys move on).")
 @click.option(
     "--older-than",
     "days",
@@ -112,10 +123,11 @@ async def _retry(url: str, ids: list[str] | None) -> int:
     metavar="DAYS",
     help="Only messages created more than DAYS days ago.",
 )
-def purge_messages(store_url: str, status: str | None, days: float) -> None:
+def purge_messages(store_url: str, sent: bool, dead: bool, days: float) -> None:
     """Delete sent (or dead) messages older than DAYS days."""
-    if status is None:
-        raise click.UsageError("say which messages to delete: --sent or --dead")
+    if sent == dead:  # both would silently have meant the last one given
+        raise click.UsageError("say which messages to delete: --sent or --dead, not both")
+    status = "sent" if sent else "dead"
     count = asyncio.run(_purge(store_url, status, time.time() - days * 86_400))
     click.echo(f"deleted {count} {status} message{'s' if count != 1 else ''}")
 

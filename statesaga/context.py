@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -80,17 +81,37 @@ class Context:
             headers: Extra text headers.
 
         Raises:
-            TypeError: ``topic`` is not a non-empty string, or ``payload`` is not JSON data.
+            TypeError: ``topic`` is not a non-empty string, ``key`` not a string or None, a
+                header not text, or ``payload`` not JSON data that can be sent.
         """
+        where = f"ctx.emit({topic!r}) in step {self.step!r} of run {self.saga_id}"
         if not isinstance(topic, str) or not topic:
             raise TypeError(f"ctx.emit in step {self.step!r}: topic must be a non-empty string")
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"{where}: key must be a string or None, not {type(key).__name__}")
+        if headers is not None and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise TypeError(f"{where}: header names and values must be strings")
+        # Checked now, while the step can still fail: a message that cannot be stored or sent
+        # would otherwise stop the run at its commit, or hold its key in the outbox.
         try:
-            dumps(payload)
+            text = dumps(payload)
         except StoreError as error:
             raise TypeError(
-                f"ctx.emit({topic!r}) in step {self.step!r} of run {self.saga_id}: the payload "
-                f"is not JSON data ({error.__cause__ or error}); emit dicts, lists, strings, "
-                "numbers, booleans or None"
+                f"{where}: the payload is not JSON data ({error.__cause__ or error}); emit "
+                "dicts, lists, strings, numbers, booleans or None"
+            ) from None
+        strings = [topic, key or "", *(headers or {}).keys(), *(headers or {}).values()]
+        if "\\ud" in text:  # escaped surrogates: a pair is fine, a lone one cannot be sent
+            strings.append(json.dumps(payload, ensure_ascii=False))
+        try:
+            for string in strings:
+                string.encode()
+        except UnicodeEncodeError:
+            raise TypeError(
+                f"{where}: it holds text that is not valid Unicode (a lone surrogate); no broker "
+                "can send it"
             ) from None
         emitted = self.emitted
         if not isinstance(emitted, list):

@@ -93,7 +93,15 @@ async def _drive_leased(
     keeper = keeper_for(store)
     keeper.hold(run.saga_id)
     try:
-        result = await drive_to_result(run, abandon_on_cancel=abandon_on_cancel)
+        try:
+            result = await drive_to_result(run, abandon_on_cancel=abandon_on_cancel)
+        except Exception:
+            # Stopped by a store error or a bug: messages committed before it are still on
+            # their way; let them arrive (or be left to the relay) before giving up.
+            if run.journal is not None:
+                with contextlib.suppress(Exception):
+                    await run.journal.drain()
+            raise
         if run.journal is not None:
             await run.journal.drain()  # its messages published, or left to the relay
         return result

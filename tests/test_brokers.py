@@ -401,6 +401,138 @@ async def test_rabbitmq_refuses_a_message_no_group_would_receive() -> None:
         await h.cleanup()
 
 
+async def test_rabbitmq_closes_what_a_failed_connect_opened() -> None:
+    """A connect that fails after the connection opened (exchange of another type) leaks nothing."""
+    require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    import aio_pika
+
+    h = Harness("rabbitmq")
+    name = f"statesaga_test_{h.tag}"
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT)
+        try:
+            before = asyncio.all_tasks()
+            with pytest.raises(BrokerError, match="inequivalent arg 'type'"):
+                await h.broker().connect()
+            await asyncio.sleep(0.2)
+            assert asyncio.all_tasks() - before - {asyncio.current_task()} == set()
+        finally:
+            await channel.exchange_delete(name)
+
+
+async def test_rabbitmq_leaves_nothing_running_after_an_unanswered_connect() -> None:
+    """A server that accepts but never speaks AMQP: BrokerError in time, no reconnect loop left."""
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{port}/", timeout=0.5)
+        before = asyncio.all_tasks()
+        began = time.monotonic()
+        with pytest.raises(BrokerError, match=r"no answer within 0\.5 s"):
+            await broker.publish(message("orders", 1))
+        assert time.monotonic() - began < 2.0
+        await asyncio.sleep(0.2)
+        assert asyncio.all_tasks() - before == set()
+    finally:
+        server.close()
+
+
+async def test_rabbitmq_raises_when_a_queue_refuses_the_message() -> None:
+    """RabbitMQ nacks a message a full queue rejects: publish raises, it does not return."""
+    require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    import aio_pika
+
+    h = Harness("rabbitmq")
+    broker, topic = h.broker(), h.topic()
+    assert isinstance(broker, RabbitMQBroker)
+    full = f"statesaga_test_{h.tag}_full"
+    try:
+        await broker.connect()
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(  # exclusive: gone with its connection
+                full,
+                exclusive=True,
+                arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+            )
+            for shard in range(broker.shards):
+                await queue.bind(broker.exchange_name, routing_key=f"{topic}.{shard}")
+            with pytest.raises(BrokerError, match="was not confirmed"):
+                await broker.publish(message(topic, 1, key="k"))
+    finally:
+        await h.cleanup()
+
+
+async def test_nats_raises_when_the_stream_refuses_the_message() -> None:
+    """A stream of the user's that holds the subjects and refuses more: publish raises."""
+    require(NATS_URL, "NATS", "STATESAGA_TEST_NATS")
+    import nats
+    import nats.js.api
+
+    h = Harness("nats")
+    broker, topic = h.broker(), h.topic()
+    client = await nats.connect(NATS_URL)
+    try:
+        js = client.jetstream()
+        await js.add_stream(
+            name=f"test_{h.tag}_mine",
+            subjects=[f"{topic.split('.')[0]}.>"],
+            max_msgs=1,
+            discard=nats.js.api.DiscardPolicy.NEW,
+        )
+        await broker.publish(message(topic, 1, key="k"))
+        with pytest.raises(BrokerError, match="was not stored"):
+            await broker.publish(message(topic, 2, key="k"))
+    finally:
+        await client.close()
+        await h.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "nats"])
+async def test_concurrent_publishes_to_a_silent_broker_each_fail_within_the_timeout(
+    kind: str,
+) -> None:
+    """Publishes waiting on one unanswered connect all raise within ``timeout``, not in turn."""
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    broker: Broker
+    if kind == "rabbitmq":
+        broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{port}/", timeout=0.5)
+    else:
+        broker = NatsBroker(f"nats://127.0.0.1:{port}", timeout=0.5)
+    began = time.monotonic()
+
+    async def publish(n: int) -> float:
+        with pytest.raises(BrokerError):
+            await broker.publish(message("orders", n))
+        return time.monotonic() - began
+
+    try:
+        took = await asyncio.gather(*(publish(n) for n in range(4)))
+        assert max(took) < 1.5, took
+    finally:
+        server.close()
+        await broker.close()
+
+
+async def test_nats_does_not_let_a_message_header_steer_jetstream() -> None:
+    """A message's own Nats-* header is not sent: it cannot make JetStream refuse the message."""
+    require(NATS_URL, "NATS", "STATESAGA_TEST_NATS")
+    h = Harness("nats")
+    broker, topic, group = h.broker(), h.topic(), h.group()
+    try:
+        await h.declare(broker, topic, group)
+        sent = message(topic, 1, key="k", headers={"Nats-Expected-Last-Sequence": "999", "a": "b"})
+        await broker.publish(sent)
+        async with contextlib.aclosing(broker.consume(topic, group=group)) as deliveries:
+            (delivery,) = await take(deliveries, 1)
+            assert delivery.message.headers == {"a": "b"}
+            await delivery.ack()
+    finally:
+        await h.cleanup()
+
+
 def test_broker_urls_pick_the_broker_and_its_shards() -> None:
     """memory://, amqp:// and nats:// build the right broker; ?shards= is read."""
     assert isinstance(broker_from_url("memory://"), MemoryBroker)
@@ -419,6 +551,41 @@ def test_bad_broker_urls_say_what_is_understood() -> None:
         broker_from_url("kafka://h:9092")
     with pytest.raises(BrokerError, match="positive integer"):
         broker_from_url("nats://127.0.0.1:4222?shards=0")
+
+
+def test_broker_urls_pass_other_query_values_through_unchanged() -> None:
+    """?shards= is taken out; the other values reach the client still encoded."""
+    rabbit = broker_from_url("amqp://guest:guest@h/?name=a%26b%3Dc&shards=2")
+    assert isinstance(rabbit, RabbitMQBroker)
+    assert rabbit.url == "amqp://guest:guest@h/?name=a%26b%3Dc"
+
+
+def test_broker_urls_are_checked_scheme_first_and_shards_strictly() -> None:
+    """An unknown scheme is named even beside a bad shard count; '4_0' is not a shard count."""
+    with pytest.raises(BrokerError, match="unknown broker URL scheme 'kafka'"):
+        broker_from_url("kafka://h:9092?shards=x")
+    for bad in ("4_0", "+4", " 4", "-1"):
+        with pytest.raises(BrokerError, match="positive integer"):
+            broker_from_url(f"nats://127.0.0.1:4222?shards={bad}")
+
+
+async def test_nats_errors_hide_tokens_and_every_password_of_a_cluster() -> None:
+    """A NATS token, and each password of a comma-separated cluster URL, stay out of errors."""
+    token = NatsBroker(f"nats://s3cr3t-token@127.0.0.1:{free_port()}", timeout=0.5)
+    with pytest.raises(BrokerError, match="cannot connect") as caught:
+        await token.connect()
+    assert "s3cr3t-token" not in str(caught.value)
+    cluster = NatsBroker(
+        f"nats://u:first-pw@127.0.0.1:{free_port()},nats://u:second-pw@127.0.0.1:{free_port()}",
+        timeout=0.5,
+    )
+    with pytest.raises(BrokerError, match="cannot connect") as caught:
+        await cluster.connect()
+    assert "first-pw" not in str(caught.value)
+    assert "second-pw" not in str(caught.value)
+    with pytest.raises(BrokerError, match="unknown broker URL scheme") as caught:
+        broker_from_url("natz://s3cr3t-token@h:4222")
+    assert "s3cr3t-token" not in str(caught.value)
 
 
 async def test_bad_topics_and_payloads_are_refused_before_sending() -> None:

@@ -88,3 +88,21 @@ def test_relay_once_publishes_what_is_due(db: str) -> None:
     outbox_cli("outbox", "retry", "--dead", "--store", db)
     relayed = outbox_cli("relay", "--once", "--store", db, "--broker", "memory://")
     assert relayed.output.splitlines()[-1] == "published 2 messages"
+
+
+def test_retry_names_the_ids_it_could_not_requeue(db: str) -> None:
+    """retry of an unknown or sent id says which, on one line, and exits 1."""
+    retried = outbox_cli("outbox", "retry", "r1:s:2", "r1:s:1", "nope", "--store", db)
+    assert retried.exit_code == 1
+    assert retried.stdout == "requeued 1 message\n"
+    [line] = retried.stderr.splitlines()
+    assert line.startswith("error: not requeued")
+    assert line.endswith(": r1:s:1, nope")
+
+
+def test_purge_refuses_sent_and_dead_together(db: str) -> None:
+    """purge --sent --dead is a usage error, not a purge of whichever came last."""
+    purged = outbox_cli("outbox", "purge", "--sent", "--dead", "--older-than", "0", "--store", db)
+    assert purged.exit_code == 2
+    assert "not both" in purged.output
+    assert "r1:s:1" in outbox_cli("outbox", "list", "--store", db).output  # nothing deleted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 from _services import AMQP_URL, require
 from test_store_postgres import URL, admin, drop_schema, new_schema, require_server
 
-from statesaga.messaging import Broker, Message
+from statesaga.messaging import Broker, Delivery, Message
 from statesaga.messaging.brokers import MemoryBroker
 from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
 from statesaga.messaging.inbox import Inbox, InboxError, Outcome, consume, inbox_for
@@ -204,6 +205,19 @@ async def test_handle_reports_what_it_did(backend: Backend, inbox: Inbox[Any]) -
     assert broker.unacked("orders.paid", group="g") == 0
 
 
+async def test_an_ack_that_raises_any_error_is_logged_not_raised(
+    backend: Backend, inbox: Inbox[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker whose ack fails with an unexpected error: applied, logged, nothing raised."""
+
+    async def broken() -> None:
+        raise RuntimeError("channel gone")
+
+    delivery = Delivery(message(7), ack=broken, nack=broken)
+    assert await inbox.handle(delivery, backend.handler) is Outcome.APPLIED
+    assert "settling message 'm7' failed" in caplog.text
+
+
 async def test_concurrent_deliveries_of_one_message_apply_it_once(backend: Backend) -> None:
     """Two consumers (own connections) processing one message at once: one applies it."""
     backend.pause = 0.2
@@ -231,6 +245,57 @@ async def test_a_concurrent_delivery_applies_the_message_when_the_first_fails(
     assert sum(r is True for r in results) == 1
     assert sum(isinstance(r, RuntimeError) for r in results) == 1
     assert backend.effects() == [("m1", 1)]
+
+
+async def _swallows_an_error(message: Message, conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("CREATE TEMPORARY TABLE IF NOT EXISTS scratch (n int)")
+    with contextlib.suppress(psycopg.errors.DivisionByZero):
+        await conn.execute("SELECT 1 / 0")
+
+
+async def _rolls_back(message: Message, conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize("misbehaving", [_swallows_an_error, _rolls_back])
+async def test_a_postgres_handler_that_ends_the_transaction_does_not_lose_its_message(
+    misbehaving: Any,
+) -> None:
+    """A handler leaving the transaction failed or rolled back: refused and nacked, not acked."""
+    require_server()
+    schema = new_schema()
+    broker = MemoryBroker()
+    await broker.declare("orders.paid", group="g")
+    await broker.publish(message(1))
+    try:
+        async with PostgresInbox(URL, consumer="c", schema=schema) as inbox:
+            async with contextlib.aclosing(broker.consume("orders.paid", group="g")) as deliveries:
+                outcome = await inbox.handle(await anext(deliveries), misbehaving)
+            assert outcome is Outcome.FAILED
+            assert not await inbox.seen("m1")
+            with pytest.raises(InboxError, match=r"savepoint|leave that to the inbox"):
+                await inbox.process(message(1), misbehaving)
+        assert broker.unacked("orders.paid", group="g") == 1  # it comes again
+    finally:
+        drop_schema(schema)
+
+
+async def test_a_postgres_handler_may_recover_from_an_error_in_a_savepoint() -> None:
+    """A handler that catches a failed statement inside a savepoint still applies its message."""
+    require_server()
+    schema = new_schema()
+
+    async def careful(message: Message, conn: psycopg.AsyncConnection[Any]) -> None:
+        with contextlib.suppress(psycopg.errors.DivisionByZero):
+            async with conn.transaction():
+                await conn.execute("SELECT 1 / 0")
+
+    try:
+        async with PostgresInbox(URL, consumer="c", schema=schema) as inbox:
+            assert await inbox.process(message(1), careful)
+            assert await inbox.seen("m1")
+    finally:
+        drop_schema(schema)
 
 
 async def test_consumer_names_have_separate_inboxes(backend: Backend) -> None:
@@ -319,6 +384,92 @@ async def test_a_broker_outage_while_handling_loses_and_doubles_nothing(
         assert ns == sorted(ns)
 
 
+async def test_cancelling_consume_gives_back_what_it_held(
+    backend: Backend, inbox: Inbox[Any]
+) -> None:
+    """Cancelled mid-handler, consume() raises CancelledError; the message is applied once later."""
+    broker = MemoryBroker()
+    await broker.declare("orders.paid", group="billing")
+    await broker.publish(message(1, key="o1"))
+    backend.pause = 0.3
+    task = asyncio.create_task(
+        consume(broker, "orders.paid", group="billing", inbox=inbox, handler=backend.handler)
+    )
+    await asyncio.sleep(0.1)  # the handler is running
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert broker.unacked("orders.paid", group="billing") == 1
+    backend.pause = 0.0
+    await drain(broker, "orders.paid", "billing", inbox, backend.handler)
+    assert backend.effects() == [("m1", 1)]
+
+
+async def test_stopping_does_not_wait_out_a_retry_delay(
+    backend: Backend, inbox: Inbox[Any]
+) -> None:
+    """stop= set while a failed message waits to be retried: it is nacked and consume returns."""
+    broker = MemoryBroker()
+    await broker.declare("orders.paid", group="billing")
+    await broker.publish(message(1))
+    backend.fail["m1"] = 1
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        consume(
+            broker,
+            "orders.paid",
+            group="billing",
+            inbox=inbox,
+            handler=backend.handler,
+            retry_delay=5.0,
+            stop=stop,
+        )
+    )
+    await eventually(lambda: backend.calls == 1)
+    stop.set()
+    async with asyncio.timeout(2.0):
+        await task
+    assert broker.unacked("orders.paid", group="billing") == 1
+    assert backend.effects() == []
+
+
+async def test_a_message_failing_over_a_thousand_times_is_still_retried(tmp_path: Path) -> None:
+    """The backoff does not overflow however often a message fails: it is retried until applied."""
+    broker = MemoryBroker()
+    await broker.declare("orders.paid", group="billing")
+    await broker.publish(message(1, key="o1"))
+    calls: list[int] = []
+
+    def flaky(message: Message, conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        if len(calls) <= 1100:
+            raise RuntimeError("not yet")
+
+    logging.getLogger("statesaga.messaging").disabled = True  # 1,100 tracebacks
+    try:
+        async with SQLiteInbox(tmp_path / "x.db", consumer="c") as inbox:
+            stop = asyncio.Event()
+            task = asyncio.create_task(
+                consume(
+                    broker,
+                    "orders.paid",
+                    group="billing",
+                    inbox=inbox,
+                    handler=flaky,
+                    retry_delay=1e-300,
+                    max_retry_delay=1e-300,
+                    stop=stop,
+                )
+            )
+            await eventually(lambda: not broker.unacked("orders.paid", group="billing"))
+            stop.set()
+            await task
+            assert await inbox.seen("m1")
+    finally:
+        logging.getLogger("statesaga.messaging").disabled = False
+    assert len(calls) == 1101
+
+
 # -- with a real broker ------------------------------------------------------------------------
 
 
@@ -388,6 +539,35 @@ async def test_a_schema_in_the_url_holds_the_inbox_table() -> None:
         drop_schema(schema)
 
 
+@pytest.mark.parametrize("odd", ['100%"; DROP TABLE x; --', "50%s", "a%%b"])
+async def test_any_schema_name_holds_the_inbox_table_as_written(odd: str) -> None:
+    """Quotes, '%' and SQL in a schema name are data: the table lands in exactly that schema."""
+    require_server()
+    schema = new_schema() + odd
+    try:
+        async with PostgresInbox(URL, consumer="c", schema=schema) as inbox:
+            assert await inbox.process(message(1), _nothing)
+            assert await inbox.seen("m1")
+            assert await inbox.purge(older_than=3600) == 0
+        found = "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s"
+        assert admin(found, (schema,)) == [(1,)]
+        assert admin(found, (schema.replace("%", "%%"),)) == [(0,)]
+    finally:
+        for name in (schema, schema.replace("%", "%%")):
+            with psycopg.connect(URL, autocommit=True) as conn:
+                drop = psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                conn.execute(drop.format(psycopg.sql.Identifier(name)))
+
+
+def test_an_unusable_schema_name_is_refused_up_front() -> None:
+    """An empty, NUL-holding or over-long schema name is an InboxError before connecting."""
+    for bad in ("", "a\x00b", "s" * 64):
+        with pytest.raises(InboxError, match="not a usable PostgreSQL schema name"):
+            PostgresInbox("postgresql://u@h/db", consumer="c", schema=bad)
+    with pytest.raises(InboxError, match="not a usable"):
+        inbox_for("postgresql://u@h/db?schema=", consumer="c")
+
+
 async def _nothing(message: Message, conn: Any) -> None:
     return None
 
@@ -418,6 +598,16 @@ async def test_an_unreachable_database_is_reported_with_what_to_check() -> None:
     assert "s3cret" not in str(caught.value)
 
 
+async def test_a_postgres_url_with_several_hosts_is_accepted_and_hidden() -> None:
+    """libpq's host list (failover) builds an inbox; errors name it with the password hidden."""
+    url = "postgresql://u:s3cret@127.0.0.1:1,127.0.0.1:2/db?connect_timeout=1"
+    inbox = inbox_for(url, consumer="c")
+    assert "s3cret" not in repr(inbox)
+    with pytest.raises(InboxError, match="cannot connect") as caught:
+        await inbox.open()
+    assert "s3cret" not in str(caught.value)
+
+
 async def test_a_sqlite_handler_may_not_commit_the_inbox_transaction(tmp_path: Path) -> None:
     """A SQLite handler that commits is refused, so id and writes stay one commit."""
 
@@ -427,3 +617,15 @@ async def test_a_sqlite_handler_may_not_commit_the_inbox_transaction(tmp_path: P
     async with SQLiteInbox(tmp_path / "x.db", consumer="c") as inbox:
         with pytest.raises(InboxError, match="leave that to the inbox"):
             await inbox.process(message(1), commits)
+
+
+async def test_an_async_handler_is_refused_by_the_sqlite_inbox(tmp_path: Path) -> None:
+    """An async def handler given to a SQLite inbox is refused: the id is not recorded."""
+
+    async def not_plain(message: Message, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE never (n INT)")
+
+    async with SQLiteInbox(tmp_path / "x.db", consumer="c") as inbox:
+        with pytest.raises(InboxError, match="plain functions"):
+            await inbox.process(message(1), not_plain)  # type: ignore[arg-type]
+        assert not await inbox.seen("m1")

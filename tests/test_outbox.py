@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -11,12 +12,14 @@ import pytest
 
 from statesaga import Retry, Saga, SagaStatus, Step, resume
 from statesaga.context import Context
+from statesaga.messaging.broker import BrokerError
 from statesaga.messaging.brokers.memory import MemoryBroker
+from statesaga.messaging.message import Message
 from statesaga.messaging.relay import Relay
 from statesaga.messaging.stats import OUTBOX_STATS
-from statesaga.store import Commit, SagaStore, StoreError
+from statesaga.store import Commit, MemoryStore, SagaStore, StoreError
 from statesaga.store.sqlite import SQLiteStore
-from statesaga.testing import fail_step
+from statesaga.testing import FakeClock, fail_step
 
 
 async def emit_two(ctx: Context) -> None:
@@ -185,6 +188,46 @@ async def test_a_payload_that_is_not_json_fails_the_step() -> None:
     assert "JSON" in str(result.error)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"payload": {"note": "\ud800"}}, "not valid Unicode"),
+        ({"payload": {}, "key": 7}, "key must be a string or None"),
+        ({"payload": {}, "headers": {"trace": 1}}, "header names and values must be strings"),
+        ({"payload": {}, "headers": {"trace": "\udfff"}}, "not valid Unicode"),
+    ],
+)
+async def test_a_message_no_broker_could_send_fails_the_step(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """Keys, headers and text that could be stored but never sent are refused at emit."""
+
+    async def bad(ctx: Context) -> None:
+        ctx.emit("orders", **kwargs)
+
+    class Bad(Saga):
+        steps = (Step("bad", bad),)
+
+    result = await Bad().execute()
+    assert result.status is SagaStatus.COMPENSATED
+    assert isinstance(result.error, TypeError)
+    assert message in str(result.error)
+
+
+async def test_text_outside_the_basic_plane_is_sent_as_is() -> None:
+    """A surrogate pair (an emoji) is valid text: emitted and returned unchanged."""
+
+    async def smile(ctx: Context) -> None:
+        ctx.emit("orders", {"note": "\U0001f600"}, headers={"mood": "\U0001f600"})
+
+    class Smile(Saga):
+        steps = (Step("smile", smile),)
+
+    result = await Smile().execute()
+    assert result.status is SagaStatus.COMPLETED
+    assert result.messages[0].payload == {"note": "\U0001f600"}
+
+
 async def test_optimistic_sending_publishes_and_marks_sent(store: SQLiteStore) -> None:
     """With a broker, messages are published after their commit and marked sent."""
     broker = MemoryBroker()
@@ -266,3 +309,142 @@ def test_the_docs_page_example_prints_what_it_shows() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(code, "docs/optimistic-sending.md", "exec"), {"__name__": "__docs__"})
     assert out.getvalue().rstrip() == shown.rstrip()
+
+
+class ReleaseFailsOnce(MemoryStore):
+    """A memory store whose first ``outbox_release`` raises (its connection dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def outbox_release(
+        self, ids: Sequence[str], owner: str, error: str | None = None
+    ) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("connection lost")
+        await super().outbox_release(ids, owner, error)
+
+
+class RefusesOnce(MemoryBroker):
+    """A memory broker that refuses the first publish of the ids in ``refuse``."""
+
+    def __init__(self, *refuse: str) -> None:
+        super().__init__()
+        self.refuse = set(refuse)
+
+    async def publish(self, message: Message) -> None:
+        if message.id in self.refuse:
+            self.refuse.discard(message.id)
+            raise BrokerError(f"refused {message.id}")
+        await super().publish(message)
+
+
+async def test_a_message_whose_release_failed_still_holds_back_its_key() -> None:
+    """Its publish and its release failed: a later message of its key is not sent before it."""
+
+    async def pay(ctx: Context) -> None:
+        ctx.emit("payments", {"run": ctx.saga_id}, key="acct-1")
+
+    class Pay(Saga):
+        steps = (Step("pay", pay),)
+
+    store, broker = ReleaseFailsOnce(), RefusesOnce("r1:pay:1")
+    await Pay().execute(store=store, broker=broker, saga_id="r1")  # stays claimed by us
+    await Pay().execute(store=store, broker=broker, saga_id="r2")  # claimed behind it
+    assert broker.messages("payments") == []
+    relay = Relay(store, broker, clock=FakeClock(start=time.time() + 3600))  # claims ran out
+    while (await relay.run_once()).claimed:
+        pass
+    assert [m.id for m in broker.messages("payments")] == ["r1:pay:1", "r2:pay:1"]
+
+
+async def test_runs_with_different_brokers_keep_their_key_in_order() -> None:
+    """A message behind one of its key that another broker object is publishing waits for it."""
+    log: list[str] = []
+    publishing, refuse = asyncio.Event(), asyncio.Event()
+
+    class Stuck(MemoryBroker):
+        async def publish(self, message: Message) -> None:
+            publishing.set()
+            await refuse.wait()
+            raise BrokerError("connection reset")
+
+    class Logging(MemoryBroker):
+        async def publish(self, message: Message) -> None:
+            await super().publish(message)
+            log.append(message.id)
+
+    async def pay(ctx: Context) -> None:
+        ctx.emit("payments", {"run": ctx.saga_id}, key="acct-1")
+
+    class Pay(Saga):
+        steps = (Step("pay", pay),)
+
+    class Noting(MemoryStore):
+        async def commit(self, commit: Commit) -> Sequence[str] | None:
+            claimed = await super().commit(commit)
+            if commit.run_id == "r2" and commit.messages:
+                committed.set()
+            return claimed
+
+    committed = asyncio.Event()
+    store, second = Noting(), Logging()
+    first = asyncio.ensure_future(Pay().execute(store=store, broker=Stuck(), saga_id="r1"))
+    await publishing.wait()  # r1's message is committed and being published
+    then = asyncio.ensure_future(Pay().execute(store=store, broker=second, saga_id="r2"))
+    await committed.wait()  # r2's is committed, claimed behind r1's
+    refuse.set()
+    await asyncio.gather(first, then)
+    assert log == []  # r2's waited for r1's, which failed: both are the relay's now
+    relay = Relay(store, second)
+    while (await relay.run_once()).claimed:
+        pass
+    assert log == ["r1:pay:1", "r2:pay:1"]
+
+
+def test_publishes_cut_short_by_a_failed_run_log_no_unretrieved_errors() -> None:
+    """A run that raises is not drained; its cancelled publishes leave no asyncio noise."""
+    import gc
+
+    from helpers import FailingStore
+
+    class Slow(MemoryBroker):
+        async def publish(self, message: Message) -> None:
+            await asyncio.sleep(10)
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError, match="disk full"):  # the commit after emit_two's
+            await Completes().execute(store=FailingStore(fail_at=3), broker=Slow(), saga_id="r1")
+
+    seen: list[str] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _, context: seen.append(context["message"]))
+    try:
+        loop.run_until_complete(scenario())
+        left = asyncio.all_tasks(loop)  # what asyncio.run cancels on the way out
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    finally:
+        loop.close()
+    gc.collect()
+    assert left
+    assert seen == []
+
+
+async def test_messages_committed_before_a_store_failure_are_still_published() -> None:
+    """A run stopped by a failing commit still lets its earlier messages reach the broker."""
+    from helpers import FailingStore
+
+    class SlowBroker(MemoryBroker):
+        async def publish(self, message: Message) -> None:
+            await asyncio.sleep(0.05)  # still confirming when the run fails
+            await super().publish(message)
+
+    broker = SlowBroker()
+    store = FailingStore(fail_at=3)  # 1: start, 2: reserve's success and message, 3: fails
+    with pytest.raises(StoreError, match="disk full"):
+        await Completes().execute(store=store, broker=broker, saga_id="sf")
+    assert [m.id for m in broker.messages("orders")] == ["sf:reserve:1"]

@@ -22,7 +22,7 @@ from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
 from statesaga.messaging.message import Message
 from statesaga.messaging.relay import Relay
 from statesaga.messaging.stats import OutboxStats
-from statesaga.store import Commit, MemoryStore, RunRecord, SagaStore
+from statesaga.store import Commit, MemoryStore, RunRecord, SagaStore, StoreError
 from statesaga.store.sqlite import SQLiteStore
 from statesaga.testing import FakeClock
 
@@ -294,3 +294,105 @@ async def _remove_rabbitmq(exchange: str, probe: RabbitMQBroker, topic: str, gro
         for shard in range(probe.shards):
             await channel.queue_delete(probe.queue_name(topic, group, shard))
         await channel.exchange_delete(exchange)
+
+
+class FailsToMarkFailed:
+    """A store whose first ``outbox_mark_failed`` raises (its connection dropped)."""
+
+    def __init__(self, inner: SagaStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def outbox_mark_failed(self, *args: object, **kwargs: object) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("connection lost")
+        await self.inner.outbox_mark_failed(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_failing_store_write_does_not_unmark_what_other_keys_sent(
+    store: SagaStore,
+) -> None:
+    """A chain whose store write fails: what the round published is still marked sent."""
+    await seed(store, messages(4, keys=4))
+    broker = Watched(delay=0.01, refuse=lambda m: m.payload["n"] == 0)
+    relay = Relay(FailsToMarkFailed(store), broker)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="connection lost"):
+        await relay.run_once()
+    assert sorted(m.payload["n"] for m in broker.published) == [1, 2, 3]
+    by_n = {r.message.payload["n"]: r.status for r in await store.outbox_list()}
+    assert by_n == {0: "pending", 1: "sent", 2: "sent", 3: "sent"}
+
+
+async def test_the_empty_key_is_a_key(store: SagaStore) -> None:
+    """Messages with key "" go out one at a time, in order, like any other key's."""
+    await seed(store, [attrs.evolve(m, key="") for m in messages(6, keys=1)])
+    concurrent: list[int] = []
+    inflight = 0
+
+    class Counting(Watched):
+        async def publish(self, message: Message) -> None:
+            nonlocal inflight
+            inflight += 1
+            concurrent.append(inflight)
+            try:
+                await asyncio.sleep(0.005 * (6 - message.payload["n"]))  # later ones are quicker
+                await super().publish(message)
+            finally:
+                inflight -= 1
+
+    broker = Counting()
+    assert (await Relay(store, broker).run_once()).sent == 6
+    assert max(concurrent) == 1
+    assert [m.payload["n"] for m in broker.published] == list(range(6))
+
+
+async def test_no_publish_starts_so_late_that_clock_skew_could_end_the_claim(
+    store: SagaStore,
+) -> None:
+    """Within CLOCK_SKEW of the last moment a publish could finish in its claim, none starts."""
+    await seed(store, messages(2, keys=1))
+    clock = FakeClock(start=time.time())
+    claimed_at = clock.now
+
+    class Slow(Watched):
+        async def publish(self, message: Message) -> None:
+            await super().publish(message)
+            # Confirmed 1 s before the last start allowed without any allowance for skew.
+            clock.now = claimed_at + 60.0 - 5.0 - 1.0
+
+    broker = Slow()
+    done = await Relay(store, broker, lease=60.0, publish_timeout=5.0, clock=clock).run_once()
+    assert (done.claimed, done.sent) == (2, 1)
+    assert [m.payload["n"] for m in broker.published] == [0]
+    [second] = await store.outbox_list(status="pending")
+    assert (second.message.payload["n"], second.claim_owner) == (1, None)
+
+
+async def test_a_damaged_row_is_dead_and_holds_only_its_key(tmp_path: Path) -> None:
+    """A row whose payload is not JSON any more is dead-lettered; other keys still flow."""
+    import sqlite3
+
+    async with SQLiteStore(tmp_path / "damaged.db") as store:
+        await seed(store, messages(6, keys=2))
+        with sqlite3.connect(tmp_path / "damaged.db") as conn:
+            conn.execute("UPDATE statesaga_outbox SET payload = '{oops' WHERE id = 'r1:s:0'")
+        broker = Watched()
+        relay = Relay(store, broker)
+        done = await relay.run_once()
+        assert (done.claimed, done.sent) == (3, 3)
+        assert [m.payload["n"] for m in broker.published] == [1, 3, 5]
+        assert (await relay.run_once()).claimed == 0  # k0 waits behind its dead head
+        with sqlite3.connect(tmp_path / "damaged.db") as conn:
+            status, error = conn.execute(
+                "SELECT status, last_error FROM statesaga_outbox WHERE id = 'r1:s:0'"
+            ).fetchone()
+        assert status == "dead"
+        assert "not valid JSON" in error
+        await store.outbox_purge("dead", before=time.time() + 1)
+        await relay.run_once()
+        assert [m.payload["n"] for m in broker.published] == [1, 3, 5, 2, 4]

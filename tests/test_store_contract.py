@@ -572,3 +572,31 @@ async def test_concurrent_commits_write_and_claim_their_own_messages(store: Saga
     listed = await store.outbox_list(limit=100)
     assert len(listed) == 24
     assert sum(r.claim_owner == "w1" for r in listed) == 12
+
+
+async def test_a_backlog_of_one_key_is_committed_and_claimed_quickly(store: SagaStore) -> None:
+    """20,000 messages of one key: one commit claims them all, a claim the first 100, quickly."""
+    import time
+
+    backlog = [
+        attrs.evolve(message(n), payload={"n": n}, headers={}, created_at=1.0)
+        for n in range(1, 20_001)
+    ]
+    began = time.perf_counter()
+    claimed = await with_messages(store, *backlog, claim_until=FAR)
+    assert len(claimed) == 20_000
+    await store.outbox_release(claimed, "w1")  # its publish failed: the relay's now
+    first = await store.outbox_claim("relay", NOW + 60, NOW + 90, limit=100)
+    assert ids(first) == [f"r1:reserve:{n}" for n in range(1, 101)]
+    assert await store.outbox_claim("other", NOW + 61, NOW + 91) == []  # the key is busy
+    assert time.perf_counter() - began < 5.0  # per-message scans of the key took minutes
+
+
+async def test_a_new_message_is_due_at_once_whatever_its_created_at(store: SagaStore) -> None:
+    """A message emitted on a machine whose clock runs ahead is not held back (nor its key)."""
+    ahead = attrs.evolve(message(1), created_at=NOW + 3600)
+    await with_messages(store, ahead, message(2))
+    assert ids(await store.outbox_claim("relay", NOW, NOW + 30)) == [
+        "r1:reserve:1",
+        "r1:reserve:2",
+    ]

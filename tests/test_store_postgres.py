@@ -545,3 +545,32 @@ async def test_close_finishes_queued_writes_and_is_idempotent(schema: str) -> No
     with pytest.raises(StoreError, match="not open"):
         await store.create(make_run("late"))
     assert admin(f'SELECT count(*) FROM "{schema}".statesaga_runs') == [(25,)]
+
+
+def test_a_url_with_several_hosts_has_every_password_hidden() -> None:
+    """libpq's several-hosts form is shown without its password, and never breaks the message."""
+    url = "postgresql://app:s3cret@h1:5432,h2:5432/db?target_session_attrs=read-write"
+    shown = hide_password(url)
+    assert "s3cret" not in shown
+    assert shown == "postgresql://app:***@h1:5432,h2:5432/db?target_session_attrs=read-write"
+
+
+async def test_a_schema_name_with_a_percent_sign_holds_the_tables(
+    request: pytest.FixtureRequest,
+) -> None:
+    """A ``%`` in the schema name reaches PostgreSQL as written, in every statement."""
+    from statesaga import Saga, SagaStatus, Step
+
+    async def act(ctx: object) -> None:
+        return None
+
+    class Pair(Saga):
+        steps = (Step("a", act, compensate=act), Step("b", act))
+
+    require_server()
+    name = new_schema() + "%x"
+    request.addfinalizer(lambda: drop_schema(name))
+    async with PostgresStore(URL, schema=name) as store:
+        result = await Pair().execute(store=store, saga_id="pct")
+        assert result.status is SagaStatus.COMPLETED
+        assert (await store.load("pct")).run.status == "completed"

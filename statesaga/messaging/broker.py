@@ -7,8 +7,11 @@ from typing import Protocol
 
 import attrs
 
+from .._urls import hide_credentials
 from ..errors import StatesagaError
 from .message import Message
+
+__all__ = ["Broker", "BrokerError", "Delivery", "hide_credentials"]
 
 
 class BrokerError(StatesagaError):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import StatesagaError
-from .broker import Broker, BrokerError, Delivery
+from .broker import Broker, BrokerError, Delivery, hide_credentials
 from .message import Message
 
 if TYPE_CHECKING:
@@ -98,6 +98,11 @@ class Inbox(abc.ABC, Generic[H]):
         later messages of its key wait) the delivery is nacked for redelivery. An ack or nack
         the broker cannot take is logged: the message comes again and is recognised.
         """
+        return await self._handle(delivery, handler, retry_delay=retry_delay, stop=None)
+
+    async def _handle(
+        self, delivery: Delivery, handler: H, *, retry_delay: float, stop: asyncio.Event | None
+    ) -> Outcome:
         message = delivery.message
         try:
             applied = await self.process(message, handler)
@@ -109,7 +114,7 @@ class Inbox(abc.ABC, Generic[H]):
                 message.topic,
             )
             if retry_delay > 0:
-                await asyncio.sleep(retry_delay)
+                await _pause(retry_delay, stop)
             await _settle(delivery, ack=False)
             return Outcome.FAILED
         await _settle(delivery, ack=True)
@@ -123,11 +128,25 @@ class Inbox(abc.ABC, Generic[H]):
         await self.close()
 
 
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile (shutting down: nack at once)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
 async def _settle(delivery: Delivery, *, ack: bool) -> None:
     try:
         await (delivery.ack() if ack else delivery.nack())
     except BrokerError as error:
         logger.warning("%s", error)
+    except Exception:  # a broker of someone else's making: the message comes again all the same
+        logger.exception(
+            "settling message %r failed; it will be delivered again", delivery.message.id
+        )
 
 
 async def consume(
@@ -158,7 +177,9 @@ async def consume(
         concurrency: Deliveries handled at the same time.
         retry_delay: Seconds before the first redelivery of a failed message.
         max_retry_delay: Longest wait before a redelivery.
-        stop: When set, the loop finishes the deliveries in hand and returns.
+        stop: When set, the loop takes no new delivery, finishes the ones in hand (one waiting
+            to be retried is nacked at once) and returns. Cancelling instead abandons them: the
+            broker delivers them again.
     """
     if concurrency < 1:
         raise InboxError(f"concurrency must be at least 1, not {concurrency!r}")
@@ -169,8 +190,11 @@ async def consume(
     async def one(delivery: Delivery) -> None:
         try:
             failed = failures.get(delivery.message.id, 0)
-            delay = min(max_retry_delay, retry_delay * 2**failed) if retry_delay > 0 else 0.0
-            outcome = await inbox.handle(delivery, handler, retry_delay=delay)
+            # The exponent is capped: 2**1024 is too large for a float (a message failing for
+            # hours would otherwise crash its task and be left unsettled, holding its key).
+            backoff = retry_delay * 2.0 ** min(failed, 64)
+            delay = min(max_retry_delay, backoff) if retry_delay > 0 else 0.0
+            outcome = await inbox._handle(delivery, handler, retry_delay=delay, stop=stop)
             if outcome is Outcome.FAILED:
                 if len(failures) > 10_000:  # ids that failed here, then went to other consumers
                     failures.clear()
@@ -180,34 +204,37 @@ async def consume(
         finally:
             slots.release()
 
-    stopping = asyncio.ensure_future((stop or asyncio.Event()).wait())
+    stop = stop or asyncio.Event()
     getting: asyncio.Future[Delivery] | None = None
-    try:
-        async with contextlib.aclosing(broker.consume(topic, group=group)) as deliveries:
+    async with contextlib.aclosing(broker.consume(topic, group=group)) as deliveries:
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
             while True:
                 await slots.acquire()
                 getting = asyncio.ensure_future(anext(deliveries))
                 await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    break
-                task = asyncio.create_task(one(getting.result()))
+                if stopping.done():
+                    break  # a delivery that arrived at the same moment is given back below
+                delivery = getting.result()  # raises if the broker failed
                 getting = None
+                task = asyncio.create_task(one(delivery))
                 running.add(task)
                 task.add_done_callback(running.discard)
             # Stopping: finish and settle the deliveries in hand before the subscription
-            # closes (closing first would send them back to be delivered again).
+            # closes (closing first would send them back to be delivered again). A handler
+            # waiting to retry stops waiting: its delivery is nacked at once.
             if running:
                 await asyncio.gather(*running)
+        finally:
+            stopping.cancel()
+            # Cancelled, or the broker failed: what is still in hand is abandoned, and goes back
+            # to the group when the subscription closes. The pending next() must end first: an
+            # async generator cannot be closed while it runs.
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(list(running))
             await _give_back(getting)
-            getting = None
-    finally:
-        stopping.cancel()
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-        if getting is not None:
-            getting.cancel()
 
 
 async def _give_back(getting: asyncio.Future[Delivery] | None) -> None:
@@ -215,8 +242,9 @@ async def _give_back(getting: asyncio.Future[Delivery] | None) -> None:
     if getting is None:
         return
     getting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-        await _settle(await getting, ack=False)
+    await asyncio.wait({getting})
+    if not getting.cancelled() and getting.exception() is None:
+        await _settle(getting.result(), ack=False)
 
 
 def inbox_for(target: Any, *, consumer: str) -> PostgresInbox | SQLiteInbox:
@@ -260,9 +288,7 @@ def inbox_for(target: Any, *, consumer: str) -> PostgresInbox | SQLiteInbox:
         if not path:
             raise InboxError(f"{url!r} names no file: use sqlite:///path/to/file.db")
         return SQLiteInbox(os.fspath(path), consumer=consumer)
-    from ..store import hide_password
-
     raise InboxError(
-        f"{hide_password(url)!r} is not an inbox database: use postgresql://user@host/db"
+        f"{hide_credentials(url, tokens=True)!r} is not an inbox database: use postgresql://user@host/db"
         "[?schema=NAME] or sqlite:///path.db"
     )

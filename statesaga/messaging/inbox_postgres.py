@@ -3,7 +3,9 @@
 The id goes in first (``INSERT ... ON CONFLICT DO NOTHING``). If another consumer is handling
 the same message at that moment, the insert waits for that transaction: when it commits, this
 one sees a duplicate; when it rolls back, this one goes on and runs the handler. So concurrent
-deliveries of one message are applied once, at READ COMMITTED or stricter.
+deliveries of one message are applied once, at READ COMMITTED or stricter (at REPEATABLE READ
+and SERIALIZABLE the waiting one fails with a serialization error instead of seeing the
+duplicate; it is nacked, and recognised when it comes again).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from ..store import hide_password
+from .broker import hide_credentials
 from .inbox import Inbox, InboxError
 from .message import Message
 
@@ -40,7 +42,8 @@ class PostgresInbox(Inbox[PostgresHandler]):
         pool_size: Most connections (hence messages handled) at once.
 
     Raises:
-        InboxError: ``consumer`` is empty or ``pool_size`` is below 1.
+        InboxError: ``consumer`` is empty, ``pool_size`` is below 1, or ``schema`` is not a
+            usable schema name.
     """
 
     def __init__(
@@ -50,17 +53,27 @@ class PostgresInbox(Inbox[PostgresHandler]):
             raise InboxError("an inbox needs a consumer name, e.g. consumer='billing'")
         if pool_size < 1:
             raise InboxError(f"pool_size must be at least 1, not {pool_size!r}")
+        if not schema or "\x00" in schema or len(schema.encode()) > 63:
+            # PostgreSQL would refuse it, or cut it to 63 bytes (two names, one schema).
+            raise InboxError(f"schema {schema!r} is not a usable PostgreSQL schema name")
         self.url = url
         self.consumer = consumer
         self.schema = schema
         self.pool_size = pool_size
-        self._safe_url = hide_password(url)
-        # Quoted, so any name works; ``%`` doubled because psycopg reads it as a placeholder.
-        self._schema_sql = '"' + schema.replace('"', '""').replace("%", "%%") + '"'
+        self._safe_url = hide_credentials(url)
+        # Quoted, so any name works. In a statement with parameters psycopg reads ``%`` as a
+        # placeholder, so there it is doubled; statements without parameters are sent as is.
+        self._schema_sql = '"' + schema.replace('"', '""') + '"'
         self.table = f"{self._schema_sql}.statesaga_inbox"
+        table = self.table.replace("%", "%%")
         self._insert = (
-            f"INSERT INTO {self.table} (consumer, message_id) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING"
+            f"INSERT INTO {table} (consumer, message_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        )
+        self._select_sql = f"SELECT 1 FROM {table} WHERE consumer = %s AND message_id = %s"
+        self._purge_sql = (
+            f"WITH gone AS (DELETE FROM {table} WHERE consumer = %s"
+            " AND received_at < now() - make_interval(secs => %s) RETURNING 1)"
+            " SELECT count(*) FROM gone"
         )
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
@@ -84,7 +97,7 @@ class PostgresInbox(Inbox[PostgresHandler]):
         try:
             conn = await self._connect()
             async with conn:
-                cur = await conn.execute("SELECT to_regclass(%s)", (self.table.replace("%%", "%"),))
+                cur = await conn.execute("SELECT to_regclass(%s)", (self.table,))
                 row = await cur.fetchone()
                 if row is None or row[0] is None:
                     async with conn.transaction():
@@ -128,26 +141,19 @@ class PostgresInbox(Inbox[PostgresHandler]):
                     if cur.rowcount == 0:
                         return False
                     await handler(message, conn)
+                    self._check_still_open(conn, message)
                 return True
             finally:
                 await self._release(conn)
 
     async def seen(self, message_id: str) -> bool:
         """Whether ``message_id`` is recorded for this consumer."""
-        rows = await self._run(
-            f"SELECT 1 FROM {self.table} WHERE consumer = %s AND message_id = %s",
-            (self.consumer, message_id),
-        )
+        rows = await self._run(self._select_sql, (self.consumer, message_id))
         return bool(rows)
 
     async def purge(self, *, older_than: float) -> int:
         """Forget this consumer's ids recorded more than ``older_than`` seconds ago."""
-        rows = await self._run(
-            f"WITH gone AS (DELETE FROM {self.table} WHERE consumer = %s"
-            " AND received_at < now() - make_interval(secs => %s) RETURNING 1)"
-            " SELECT count(*) FROM gone",
-            (self.consumer, float(older_than)),
-        )
+        rows = await self._run(self._purge_sql, (self.consumer, float(older_than)))
         return int(rows[0][0])
 
     async def _run(self, query: str, params: Any) -> list[tuple[Any, ...]]:
@@ -174,6 +180,24 @@ class PostgresInbox(Inbox[PostgresHandler]):
             await conn.close()
         else:
             self._idle.append(conn)
+
+    def _check_still_open(self, conn: psycopg.AsyncConnection[Any], message: Message) -> None:
+        # Committing a failed transaction silently rolls it back, and a handler's own COMMIT or
+        # ROLLBACK ends the inbox's: either way the id and the writes would not be one commit,
+        # and the message would be acked as applied (lost, if nothing was kept).
+        status = conn.info.transaction_status
+        if status == pq.TransactionStatus.INERROR:
+            raise InboxError(
+                f"the handler for message {message.id!r} caught a database error and returned, "
+                "leaving the inbox's transaction failed: let the error propagate, or run the "
+                "statement that may fail in a savepoint ('async with conn.transaction():')"
+            )
+        if status != pq.TransactionStatus.INTRANS:
+            raise InboxError(
+                f"the handler for message {message.id!r} committed or rolled back the inbox's "
+                "transaction: leave that to the inbox, or its id and your writes are no longer "
+                "one commit"
+            )
 
     def _check_open(self) -> None:
         if not self._opened:

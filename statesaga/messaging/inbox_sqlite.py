@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import os
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .inbox import Inbox, InboxError
 from .message import Message
@@ -139,7 +140,19 @@ class SQLiteInbox(Inbox[SQLiteHandler]):
             if cur.rowcount == 0:
                 conn.execute("ROLLBACK")
                 return False
-            handler(message, conn)
+            # Typed to return None, but an ``async def`` passed anyway returns a coroutine.
+            result = cast(Callable[..., object], handler)(message, conn)
+            if inspect.isawaitable(result):
+                # An ``async def`` handler did nothing yet: committing would record the id
+                # without its writes, and the message would be lost.
+                close = getattr(result, "close", None)
+                if callable(close):
+                    close()
+                raise InboxError(
+                    f"the SQLite handler {handler!r} returned an awaitable for message "
+                    f"{message.id!r}: a SQLite inbox runs plain functions (def, not async def) "
+                    "in its own thread"
+                )
             if not conn.in_transaction:
                 raise InboxError(
                     f"the handler for message {message.id!r} committed or rolled back the "

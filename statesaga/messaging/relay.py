@@ -29,6 +29,10 @@ log = logging.getLogger("statesaga.messaging")
 #: How a relay waits between attempts at one message: 1 s, doubling, at most 5 minutes.
 BACKOFF = Retry(attempts=40, delay=1.0, backoff=2.0, max_delay=300.0, jitter=0.1)
 
+#: Seconds of clock difference between machines a relay's claims allow for (at most half of
+#: what a claim leaves after one publish): it starts no publish that late in its claim.
+CLOCK_SKEW = 2.0
+
 
 @attrs.frozen
 class RelayRound:
@@ -106,6 +110,7 @@ class Relay:
         self.clock = clock or SYSTEM_CLOCK
         self.stats = stats or OUTBOX_STATS
         self._link = Link(self.broker, publish_timeout)
+        self._skew = min(CLOCK_SKEW, (lease - publish_timeout) / 2)
         self._opened: SagaStore | None = None
 
     async def run_once(self) -> RelayRound:
@@ -120,7 +125,10 @@ class Relay:
             return RelayRound()
         chains: dict[object, list[OutboxRecord]] = {}
         for record in claimed:  # in seq order: each chain is in its key's order
-            chains.setdefault(record.message.key or ("", record.id), []).append(record)
+            key = record.message.key  # "" is a key like any other; only None means none
+            chains.setdefault(("key", key) if key is not None else ("id", record.id), []).append(
+                record
+            )
         sent: list[str] = []
         failures = [0, 0]  # failed attempts, dead messages
         limit = asyncio.Semaphore(self.concurrency)
@@ -129,12 +137,23 @@ class Relay:
             async with limit:
                 await self._chain(store, chain, until, sent, failures)
 
-        async with asyncio.TaskGroup() as group:
-            for chain in chains.values():
-                group.create_task(publish(chain))
-        if sent:
-            await store.outbox_mark_sent(sent, self.clock.time())
-            self.stats.relay_sent += len(sent)
+        try:
+            # Not a TaskGroup: a chain whose store write fails must not cancel the others
+            # mid-publish, and what they published must still be marked sent below.
+            outcomes = await asyncio.gather(
+                *(publish(chain) for chain in chains.values()), return_exceptions=True
+            )
+        finally:
+            # Even when a chain failed or the round was cancelled: a published message left
+            # unmarked would be published again once its claim runs out.
+            if sent:
+                await store.outbox_mark_sent(sent, self.clock.time())
+                self.stats.relay_sent += len(sent)
+        errors = [error for error in outcomes if isinstance(error, BaseException)]
+        if errors:
+            if len(errors) == 1:
+                raise errors[0]
+            raise BaseExceptionGroup("relay chains failed", errors)
         return RelayRound(len(claimed), len(sent), *failures)
 
     async def _chain(
@@ -146,10 +165,13 @@ class Relay:
         failures: list[int],
     ) -> None:
         """Publish one key's claimed messages in order, stopping at the first failure."""
+        # Stop starting publishes a little before the claim could run out: another relay
+        # whose clock runs slightly ahead sees it run out that much earlier.
+        last_start = until - self.publish_timeout - self._skew
         for index, record in enumerate(chain):
-            rest = [r.id for r in chain[index:]]
-            if self.clock.time() + self.publish_timeout >= until:
-                await store.outbox_release(rest, self.owner)  # the claim could run out
+            if self.clock.time() >= last_start:
+                # The claim could run out mid-publish: the rest go back for the next round.
+                await store.outbox_release([r.id for r in chain[index:]], self.owner)
                 return
             failure = await self._link.publish(record.message)
             if failure is None:
@@ -179,8 +201,8 @@ class Relay:
                 )
             else:
                 log.info("message %s: attempt %d failed: %s", record.id, attempts, failure)
-            if len(rest) > 1:
-                await store.outbox_release(rest[1:], self.owner)  # they must not overtake it
+            if index + 1 < len(chain):  # they must not overtake it
+                await store.outbox_release([r.id for r in chain[index + 1 :]], self.owner)
             return
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

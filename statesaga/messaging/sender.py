@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Collection, Sequence
 
 from ..store.base import SagaStore
@@ -23,6 +24,10 @@ log = logging.getLogger("statesaga.messaging")
 
 #: Seconds the broker has to confirm one message before it is left to the relay.
 PUBLISH_TIMEOUT = 5.0
+
+#: Seconds past its claim that a message this process failed to release still holds back the
+#: later messages of its key here (a commit that saw the claim live may still be on its way).
+HOLD_MARGIN = 300.0
 
 
 class Link:
@@ -58,6 +63,24 @@ class Link:
         return None
 
 
+class KeyOrder:
+    """What the senders of one store in one event loop know about each key's messages.
+
+    Every sender of a store claims with the same owner (this process), so a commit may claim a
+    message behind one that another sender of the store (another broker) is publishing: they
+    must chain on the same per-key state.
+
+    Attributes:
+        tails: The last message queued per key: done with whether it was sent.
+        held: Keys with a message still claimed by this process that it neither sent nor
+            released, and until when that claim holds (see ``Sender._hold``).
+    """
+
+    def __init__(self) -> None:
+        self.tails: dict[str, asyncio.Future[bool]] = {}
+        self.held: dict[str, float] = {}
+
+
 class Sender:
     """Publishes the messages this process claimed at commit, for one store and one broker.
 
@@ -66,6 +89,8 @@ class Sender:
         broker: Where they are published.
         timeout: Seconds the broker has to confirm a message.
         stats: Counters to update (by default the process-wide ``OUTBOX_STATS``).
+        keys: The per-key order it keeps, shared with the other senders of ``store`` in this
+            event loop (their claims have the same owner); by default its own.
     """
 
     def __init__(
@@ -75,6 +100,7 @@ class Sender:
         *,
         timeout: float = PUBLISH_TIMEOUT,
         stats: OutboxStats | None = None,
+        keys: KeyOrder | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -82,7 +108,9 @@ class Sender:
         self.stats = stats or OUTBOX_STATS
         self.link = Link(broker, timeout)
         self.loop = asyncio.get_running_loop()
-        self._tails: dict[str, asyncio.Future[bool]] = {}  # the last message queued per key
+        keys = keys or KeyOrder()
+        self._tails = keys.tails
+        self._held = keys.held
         self._marks: list[str] = []
         self._round: asyncio.Future[None] | None = None
         self._marker: asyncio.Task[None] | None = None
@@ -105,7 +133,11 @@ class Sender:
                 previous = self._tails.get(message.key)
                 done = self._tails[message.key] = self.loop.create_future()
             tasks.append(self.loop.create_task(self._one(message, owner, until, previous, done)))
-        return asyncio.gather(*tasks)
+        sending = asyncio.gather(*tasks)
+        # Retrieved here too: a run that raised is not drained, and its publishes cancelled
+        # at shutdown must not log "exception was never retrieved" (their claims run out).
+        sending.add_done_callback(_retrieve)
+        return sending
 
     async def _one(
         self,
@@ -115,26 +147,31 @@ class Sender:
         previous: asyncio.Future[bool] | None,
         done: asyncio.Future[bool] | None,
     ) -> None:
-        sent = False
+        sent = released = False
         try:
             if previous is not None and not await asyncio.shield(previous):
-                await self._release(message, owner, None)  # behind a failed one of its key
+                released = await self._release(message, owner, None)  # behind a failed one
+                return
+            if self._behind_held(message):
+                released = await self._release(message, owner, None)
                 return
             # Half of what is left of the claim at most: it must not run out mid-publish, or
             # a relay could publish the message too.
             within = (until - time.time()) / 2
             if within < 0.01:
-                await self._release(message, owner, "claim ran out before publishing")
+                released = await self._release(message, owner, "claim ran out before publishing")
                 return
             failure = await self.link.publish(message, within)
             if failure is not None:
-                await self._release(message, owner, failure)
+                released = await self._release(message, owner, failure)
                 return
             sent = True
             self.stats.optimistic_sent += 1
             self._settle(message, done, sent)
             await self._mark(message.id)
         finally:
+            if not sent and not released:
+                self._hold(message, until)
             self._settle(message, done, sent)
 
     def _settle(self, message: Message, done: asyncio.Future[bool] | None, sent: bool) -> None:
@@ -144,7 +181,37 @@ class Sender:
         if message.key is not None and self._tails.get(message.key) is done:
             del self._tails[message.key]
 
-    async def _release(self, message: Message, owner: str, error: str | None) -> None:
+    def _hold(self, message: Message, until: float) -> None:
+        """Remember that ``message`` stays claimed by this process, unsent, until ``until``.
+
+        Its release failed (or never ran): the store still shows it as being sent by this
+        process, so a commit made meanwhile claims the later messages of its key for this
+        process too. Publishing those would overtake it; ``_behind_held`` leaves them to the
+        relay, which sends them after it once its claim runs out.
+        """
+        if message.key is None:
+            return
+        now = time.time()
+        for key in [k for k, end in self._held.items() if end + HOLD_MARGIN < now]:
+            del self._held[key]
+        self._held[message.key] = max(until, self._held.get(message.key, until))
+
+    def _behind_held(self, message: Message) -> bool:
+        """Whether ``message`` may have been claimed behind a message of its key still held."""
+        if message.key is None:
+            return False
+        end = self._held.get(message.key)
+        if end is None:
+            return False
+        if end + HOLD_MARGIN < time.time():
+            del self._held[message.key]
+            return False
+        # Emitted after the held claim ran out, its commit saw that claim expired: it was
+        # claimed only if the held message had been sent by then.
+        return message.created_at <= end
+
+    async def _release(self, message: Message, owner: str, error: str | None) -> bool:
+        """Leave ``message`` to the relay; whether its claim was given up."""
         self.stats.fallback += 1
         if error is not None:
             log.info("message %s left to the relay: %s", message.id, error)
@@ -152,6 +219,8 @@ class Sender:
             await self.store.outbox_release([message.id], owner, error)
         except Exception:  # its claim runs out instead; the relay sends it then
             log.warning("could not release message %s", message.id, exc_info=True)
+            return False
+        return True
 
     def _mark(self, message_id: str) -> asyncio.Future[None]:
         """Mark a message sent; marks made meanwhile share one write."""
@@ -177,7 +246,15 @@ class Sender:
                 waiter.set_result(None)
 
 
+def _retrieve(future: asyncio.Future[list[None]]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 _SENDERS: dict[tuple[int, int], Sender] = {}
+_KEYS: weakref.WeakKeyDictionary[object, tuple[asyncio.AbstractEventLoop, KeyOrder]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def sender_for(store: SagaStore, broker: Broker) -> Sender:
@@ -186,7 +263,10 @@ def sender_for(store: SagaStore, broker: Broker) -> Sender:
     key = (id(store), id(broker))
     sender = _SENDERS.get(key)
     if sender is None or sender.loop is not loop or sender.store is not store:
-        sender = _SENDERS[key] = Sender(store, broker)
+        shared = _KEYS.get(store)
+        if shared is None or shared[0] is not loop:
+            shared = _KEYS[store] = (loop, KeyOrder())
+        sender = _SENDERS[key] = Sender(store, broker, keys=shared[1])
     return sender
 
 
@@ -208,4 +288,4 @@ def resolve_broker(broker: Broker | str) -> Broker:
 
 _BROKERS: dict[str, Broker] = {}
 
-__all__ = ["PUBLISH_TIMEOUT", "Link", "Sender", "resolve_broker", "sender_for"]
+__all__ = ["PUBLISH_TIMEOUT", "KeyOrder", "Link", "Sender", "resolve_broker", "sender_for"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from .._urls import hide_credentials
 from .base import (
     OUTBOX_STATUSES,
     SCHEMA_VERSION,
@@ -51,15 +52,9 @@ DEFAULT_URL = "sqlite:///statesaga.db"
 
 
 def hide_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` with any password replaced by ``***`` (for messages and logs; never raises,
+    also for libpq's several hosts)."""
+    return hide_credentials(url)
 
 
 def store_from_url(url: str | None = None) -> SagaStore:

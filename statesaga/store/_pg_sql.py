@@ -128,12 +128,14 @@ class Queries:
         # The same with outbox rows, written only with their commit. A message is claimed for
         # its commit's owner unless another unsent message of its key is not being sent by
         # that owner right now (it would overtake that one); the claimed ids are returned.
+        # A new message is due at once (retry_at 0): not at its created_at, which comes from
+        # the emitting worker's clock and would hold its key back if that clock ran ahead.
         self.commit_outbox = (
             commit
             + f", ob AS (INSERT INTO {outbox} (id, run_id, step, topic, key, payload, headers,"
             " created_at, status, attempts, retry_at, claim_owner, claim_until)"
             " SELECT m.id, m.run_id, m.step, m.topic, m.key, m.payload::json, m.headers::json,"
-            " m.created_at, 'pending', 0, m.created_at, c.owner, c.until"
+            " m.created_at, 'pending', 0, 0, c.owner, c.until"
             " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
             " %b::text[], %b::text[], %b::float8[], %b::text[], %b::float8[], %b::float8[])"
             " WITH ORDINALITY AS m(id, run_id, step, topic, key, payload, headers, created_at,"
@@ -182,13 +184,18 @@ class Queries:
         self.list_runs = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM {runs}", "%s")
         # Claims are serialised by an advisory lock (see PostgresStore.outbox_claim); the row
         # conditions are those of the SQLite store.
+        # Each key's state is found in one pass over the unsent messages, not once per
+        # candidate: with a backlog of one key (a long broker outage) a per-candidate look
+        # at the key makes every claim quadratic in the backlog.
         self.outbox_claim = (
-            f"WITH c AS (SELECT r.seq FROM {outbox} r WHERE r.status = 'pending'"
-            " AND r.retry_at <= %(now)s::float8 AND COALESCE(r.claim_until, 0) < %(now)s::float8"
-            f" AND (r.key IS NULL OR NOT EXISTS (SELECT 1 FROM {outbox} o WHERE o.key = r.key"
-            " AND o.status <> 'sent' AND o.seq <> r.seq"
-            " AND (COALESCE(o.claim_until, 0) >= %(now)s::float8 OR (o.seq < r.seq"
-            " AND (o.status = 'dead' OR o.retry_at > %(now)s::float8)))))"
+            "WITH k AS (SELECT key,"
+            " bool_or(COALESCE(claim_until, 0) >= %(now)s::float8) AS busy,"
+            " min(seq) FILTER (WHERE status = 'dead' OR retry_at > %(now)s::float8) AS stop"
+            f" FROM {outbox} WHERE status <> 'sent' AND key IS NOT NULL GROUP BY key),"
+            f" c AS (SELECT r.seq FROM {outbox} r LEFT JOIN k ON k.key = r.key"
+            " WHERE r.status = 'pending' AND r.retry_at <= %(now)s::float8"
+            " AND COALESCE(r.claim_until, 0) < %(now)s::float8 AND (r.key IS NULL"
+            " OR (NOT k.busy AND (k.stop IS NULL OR k.stop > r.seq)))"
             " ORDER BY r.seq LIMIT %(limit)s)"
             f" UPDATE {outbox} AS u SET claim_owner = %(owner)s, claim_until = %(until)s::float8"
             " FROM c WHERE u.seq = c.seq RETURNING "
@@ -252,10 +259,10 @@ async def prepare_schema(conn: Conn, q: Queries, *, schema: str, lock_key: int, 
         version, present, has_schema = await _inspect(conn, q, schema, store)
         _check_version(version, schema, store)
         if not has_schema:  # not always: CREATE SCHEMA needs a privilege we may lack
-            await conn.execute(q.create_schema)
+            await conn.execute(q.create_schema, ())  # (): so that %% reads as %
         *tables, insert_version = q.schema
         for statement in tables:
-            await conn.execute(statement)
+            await conn.execute(statement, ())
         await conn.execute(insert_version, (str(SCHEMA_VERSION),))
 
 
@@ -273,7 +280,7 @@ async def _inspect(
     has_schema = await cur.fetchone() is not None
     if "statesaga_meta" not in present:
         return None, present, has_schema
-    row = await (await conn.execute(q.version)).fetchone()
+    row = await (await conn.execute(q.version, ())).fetchone()
     if row is None:
         return None, present, has_schema
     try:

@@ -351,9 +351,11 @@ class SagaStore(Protocol):
         ...
 
     async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
-        """Make dead messages pending again, due at ``now``; all of them when ``ids`` is None.
+        """Make messages pending again, due at ``now``, attempts from zero.
 
-        Returns how many were requeued (sent and pending messages are left alone).
+        ``ids`` names them (dead ones, or pending ones to try now rather than after their
+        backoff); ``None`` means every dead message. Returns how many were requeued: sent
+        messages and unknown ids are left alone.
         """
         ...
 

@@ -99,19 +99,21 @@ class MemoryStore(AsyncContext):
 
     def _insert(self, messages: list[Message], owner: str, until: float | None) -> list[str]:
         now = time.time()
+        # Each key is looked at once, before the inserts (as the SQL stores do): what this
+        # commit claims is live and ``owner``'s, so it never blocks the commit's later ones.
+        keys = {m.key for m in messages if m.key is not None}
+        blocked = self._blocked(keys, owner, now) if until is not None and keys else set()
         claimed = []
         for message in messages:
             if message.id in self._outbox:
                 continue
-            take = until is not None and (
-                message.key is None or not self._blocked(message.key, owner, now)
-            )
+            take = until is not None and (message.key is None or message.key not in blocked)
             self._seq += 1
             self._outbox[message.id] = OutboxRecord(
                 message,
                 self._seq,
                 "pending",
-                retry_at=message.created_at,
+                retry_at=0.0,  # due at once, whatever the emitting worker's clock says
                 claim_owner=owner if take else None,
                 claim_until=until if take else None,
             )
@@ -119,14 +121,15 @@ class MemoryStore(AsyncContext):
                 claimed.append(message.id)
         return claimed
 
-    def _blocked(self, key: str, owner: str, now: float) -> bool:
-        """Whether an unsent message of ``key`` is not being sent by ``owner`` right now."""
-        return any(
-            r.message.key == key
+    def _blocked(self, keys: set[str], owner: str, now: float) -> set[str | None]:
+        """Those ``keys`` with an unsent message that ``owner`` is not sending right now."""
+        return {
+            r.message.key
+            for r in self._outbox.values()
+            if r.message.key in keys
             and r.status != "sent"
             and (r.claim_owner != owner or (r.claim_until or 0) < now)
-            for r in self._outbox.values()
-        )
+        }
 
     async def load(self, run_id: str) -> RunSnapshot:
         run = self._runs.get(run_id)

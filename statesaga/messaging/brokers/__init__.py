@@ -6,9 +6,9 @@ needing ``pip install 'statesaga[messaging]'`` (imported only when first connect
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from ..broker import Broker, BrokerError
+from ..broker import Broker, BrokerError, hide_credentials
 from .memory import MemoryBroker
 
 __all__ = ["SCHEMES", "MemoryBroker", "broker_from_url"]
@@ -29,37 +29,33 @@ def broker_from_url(url: str) -> Broker:
         BrokerError: The scheme is unknown (the message lists the known ones), or ``shards`` is
             not a positive integer.
     """
-    from ...store import hide_password
-
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise BrokerError(f"unknown broker URL scheme {scheme!r} in {_hide(url)!r}: use {known}")
     if scheme == "memory":
         return MemoryBroker()
     query = parse_qs(parts.query, keep_blank_values=True)
     shards = _shards(query.pop("shards", ["4"])[-1], url)
-    rest = "&".join(f"{name}={values[-1]}" for name, values in query.items())
+    # Re-encoded, so a value holding '&', '=' or '%' reaches the client as it was written.
+    rest = urlencode({name: values[-1] for name, values in query.items()})
     plain = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
     if scheme in ("amqp", "amqps"):
         from .rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(plain, shards=shards)
-    if scheme in ("nats", "tls"):
-        from .nats import NatsBroker
+    from .nats import NatsBroker
 
-        return NatsBroker(plain, shards=shards)
-    known = ", ".join(f"{s}://" for s in SCHEMES)
-    raise BrokerError(
-        f"unknown broker URL scheme {scheme!r} in {hide_password(url)!r}: use {known}"
-    )
+    return NatsBroker(plain, shards=shards)
 
 
 def _shards(text: str, url: str) -> int:
-    try:
-        shards = int(text)
-    except ValueError:
-        shards = 0
+    shards = int(text) if text.isascii() and text.isdigit() else 0
     if shards < 1:
-        from ...store import hide_password
-
-        raise BrokerError(f"shards={text!r} in {hide_password(url)!r} is not a positive integer")
+        raise BrokerError(f"shards={text!r} in {_hide(url)!r} is not a positive integer")
     return shards
+
+
+def _hide(url: str) -> str:
+    return hide_credentials(url, tokens=True)  # a user part alone is a NATS token

@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncGenerator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..broker import BrokerError, Delivery
+from ..broker import BrokerError, Delivery, hide_credentials
 from ..message import Message
 from . import _wire
 
@@ -99,7 +99,7 @@ class NatsBroker:
             nats = _nats()
 
             async def quiet(error: Exception) -> None:
-                logger.debug("NATS at %s: %s", self.url, error)
+                logger.debug("NATS at %s: %s", _hide(self.url), error)
 
             try:
                 async with asyncio.timeout(self.timeout):
@@ -136,14 +136,25 @@ class NatsBroker:
         """
         _wire.check_topic(message.topic)
         body = _wire.body(message)
-        js = await self._jetstream()
-        stream = await self._stream(message.topic)
-        headers = _wire.headers(message)
+        # Headers named Nats-* steer JetStream (expected sequence, TTL, rollup...): a message's
+        # own are not sent, as they would not be delivered either.
+        headers = {
+            name: value
+            for name, value in _wire.headers(message).items()
+            if not name.lower().startswith("nats-")
+        }
         headers["Nats-Msg-Id"] = message.id
         subject = f"{message.topic}.{_wire.shard(message, self.shards)}"
         try:
+            # One deadline for the whole call, waiting for another task's connect included:
+            # concurrent publishes to an unresponsive server each fail after ``timeout``, not
+            # one ``timeout`` after another.
             async with asyncio.timeout(self.timeout):
+                js = await self._jetstream()
+                stream = await self._stream(message.topic)
                 await _guard(js.publish(subject, body, stream=stream, headers=headers))
+        except BrokerError:
+            raise
         except Exception as error:
             raise self._error(f"message {message.id!r} was not stored by", error) from None
 
@@ -235,7 +246,7 @@ class NatsBroker:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # disconnected: the client reconnects by itself
-                logger.debug("NATS pull on %s failed: %s", self.url, error)
+                logger.debug("NATS pull on %s failed: %s", _hide(self.url), error)
                 await asyncio.sleep(0.2)
                 continue
             for msg in msgs:
@@ -350,6 +361,5 @@ def _prefix(topic: str) -> str:
 
 
 def _hide(url: str) -> str:
-    from ...store import hide_password
-
-    return hide_password(url)
+    # A user part alone is a NATS token: a secret too.
+    return hide_credentials(url, tokens=True)

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from ..broker import BrokerError, Delivery
+from ..broker import BrokerError, Delivery, hide_credentials
 from ..message import Message
 from . import _wire
 
@@ -86,12 +86,22 @@ class RabbitMQBroker:
             if self._connection is not None and not self._connection.is_closed:
                 return
             pika = _aio_pika()
+            # Every connection object made here, held so a failed connect can close it: one
+            # left behind (even by a connect cut short, its handshake unanswered) reconnects
+            # in the background for ever, and keeps the event loop from shutting down.
+            made: list[AbstractRobustConnection] = []
+
+            def tracked(*args: Any, **kwargs: Any) -> AbstractRobustConnection:
+                made.append(pika.RobustConnection(*args, **kwargs))
+                return made[-1]
+
             try:
                 async with asyncio.timeout(self.timeout):
                     connection = await pika.connect_robust(
                         self.url,
                         timeout=self.timeout,
                         reconnect_interval=self.reconnect_interval,
+                        connection_class=tracked,
                     )
                     channel = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
@@ -99,8 +109,14 @@ class RabbitMQBroker:
                     self._exchange = await channel.declare_exchange(
                         self.exchange_name, pika.ExchangeType.TOPIC, durable=True
                     )
-            except Exception as error:
-                raise self._error("cannot connect to", error) from None
+            except BaseException as error:
+                for leftover in made:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(self.timeout):
+                            await leftover.close()
+                if isinstance(error, Exception):
+                    raise self._error("cannot connect to", error) from None
+                raise
             self._connection = connection
 
     async def close(self) -> None:
@@ -120,7 +136,6 @@ class RabbitMQBroker:
         """
         _wire.check_topic(message.topic)
         body = _wire.body(message)
-        await self.connect()
         pika = _aio_pika()
         created = message.created_at or None
         amqp = pika.Message(
@@ -133,9 +148,13 @@ class RabbitMQBroker:
             app_id="statesaga",
         )
         key = f"{message.topic}.{_wire.shard(message, self.shards)}"
-        assert self._exchange is not None
         try:
+            # One deadline for the whole call, waiting for another task's connect included:
+            # concurrent publishes to an unresponsive RabbitMQ each fail after ``timeout``,
+            # not one ``timeout`` after another.
             async with asyncio.timeout(self.timeout):
+                await self.connect()
+                assert self._exchange is not None
                 await self._exchange.publish(amqp, routing_key=key, mandatory=True)
         except pika.exceptions.PublishError:
             raise BrokerError(
@@ -143,6 +162,8 @@ class RabbitMQBroker:
                 f"{message.topic!r} on exchange {self.exchange_name!r}; declare the consumer "
                 "groups first (broker.declare(topic, group=...))"
             ) from None
+        except BrokerError:
+            raise
         except Exception as error:
             raise self._error(f"message {message.id!r} was not confirmed by", error) from None
 
@@ -271,6 +292,4 @@ def _text(value: object) -> str:
 
 
 def _hide(url: str) -> str:
-    from ...store import hide_password
-
-    return hide_password(url)
+    return hide_credentials(url)
