@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 
-from statesaga import HistoryEntry, Saga, SagaResult
+from statesaga import HistoryEntry, Saga, SagaResult, StatesagaError
+from statesaga.store import SagaStore, store_from_url
 
 
 class World(Protocol):
@@ -40,19 +42,44 @@ class Story:
 def main(
     description: str, world: World, stories: Sequence[Story], argv: Sequence[str] | None = None
 ) -> None:
-    """Parse ``--store``, then tell every story."""
-    parser = argparse.ArgumentParser(description=description)
+    """Parse ``--store``, then tell every story; a store that cannot be used is one line."""
+    parser = argparse.ArgumentParser(prog=_prog(), description=description)
     parser.add_argument(
         "--store", metavar="URL", help="record the runs durably, such as sqlite:///sagas.db"
     )
     args = parser.parse_args(argv)
-    asyncio.run(tell(world, stories, args.store))
+    try:
+        asyncio.run(tell(world, stories, args.store))
+    except StatesagaError as error:  # a bad --store, say: the user's to fix, not a traceback
+        parser.exit(1, f"error: {error}\n")
     if args.store:
         print(f"\nThe runs are recorded in {args.store}: statesaga runs list --store {args.store}")
 
 
+def _prog() -> str | None:
+    """``python -m examples.<name>`` for the usage line, which would say ``__main__.py``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return f"python -m {spec.parent}" if spec is not None and spec.parent else None
+
+
 async def tell(world: World, stories: Sequence[Story], store: str | None = None) -> None:
-    """Run each story on a freshly reset world and print its account."""
+    """Run each story on a freshly reset world and print its account.
+
+    The store is opened once, before the first story, so a URL that cannot be used stops
+    the command before it tells anything.
+    """
+    if store is None:
+        await _tell(world, stories, None)
+        return
+    opened = store_from_url(store)
+    await opened.open()
+    try:
+        await _tell(world, stories, opened)
+    finally:
+        await opened.close()
+
+
+async def _tell(world: World, stories: Sequence[Story], store: SagaStore | None) -> None:
     for number, story in enumerate(stories, 1):
         world.reset()
         if story.setup is not None:

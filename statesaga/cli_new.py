@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -50,4 +51,5 @@ def new(name: str, steps: str | None, directory: Path, template: Path | None, fo
     if made.diagram_problem:
         click.echo(f"note: no diagram.svg ({made.diagram_problem}); the README has it as Mermaid")
     if "main.py" in made.files:
-        click.echo(f"next: cd {made.path} && python main.py && python -m pytest")
+        folder = shlex.quote(str(made.path))  # a path with a space still pastes as one word
+        click.echo(f"next: cd {folder} && python main.py && python -m pytest")

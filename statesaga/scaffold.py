@@ -13,13 +13,15 @@ import importlib.metadata
 import importlib.resources
 import importlib.util
 import keyword
+import os
 import re
 import shutil
 import sys
 import tempfile
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -201,7 +203,9 @@ def _step_names(steps: str | Sequence[str] | None) -> list[str]:
 
 def _suggest(name: str) -> str:
     """A snake_case spelling of ``name``, or an empty string when there is none."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    # Accents and full-width letters fold to ASCII first: 'ordér' suggests 'order', not 'ord_r'.
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", folded)
     words = re.findall(r"[a-z0-9]+", spaced.lower())
     suggestion = "_".join(words).lstrip("0123456789_")
     return suggestion if _SNAKE.fullmatch(suggestion) else ""
@@ -282,8 +286,10 @@ def _check_step_name(name: str) -> None:
 
 
 def _check_target(directory: Path, target: Path, force: bool) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise ScaffoldError(f"{str(directory)!r} is not a folder: choose another --dir")
+    # The nearest part of --dir that exists must be a folder, or the folder cannot be made.
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ScaffoldError(f"{str(existing)!r} is not a folder: choose another --dir")
     if not target.exists():
         return
     if not target.is_dir():
@@ -381,6 +387,10 @@ def _output_paths(
         if rendered.endswith(_TEMPLATE_SUFFIX):
             rendered = rendered[: -len(_TEMPLATE_SUFFIX)]
         parts = PurePosixPath(rendered).parts
+        if not rendered.strip():
+            raise ScaffoldError(
+                f"template {relative!r} renders to an empty file name: fix the template's name"
+            )
         if not parts or rendered.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise ScaffoldError(
                 f"template {relative!r} would write to {rendered!r}, outside the saga's folder: "
@@ -474,8 +484,11 @@ def _load_saga(stage: Path, class_name: str) -> type[Saga]:
     try:
         with _imported(stage) as package:
             saga = getattr(package, class_name, None)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() at import must not end the command
         text = " ".join(str(error).split())  # one line, even for a multi-line error
+        text = re.sub(r"_statesaga_new_[0-9a-f]{32}", stage.name, text)  # the private alias
+        if isinstance(error, SystemExit):
+            text = f"sys.exit({text}) is called when the package is imported"
         raise ScaffoldError(
             f"the generated package does not import: {type(error).__name__}: {text}: "
             "fix the templates"
@@ -513,22 +526,73 @@ def _existing(target: Path, generated: set[str]) -> tuple[str, ...]:
 
 
 def _install(stage: Path, target: Path, files: Sequence[str]) -> None:
+    """Move the rendered folder into place, all of it or (on any error) nothing."""
+    made: list[Path] = []  # folders created here, removed again if the install fails
     try:
+        _make_folder(target.parent, made)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                stage.rename(target)  # at once, when both are on one file system
-            except OSError as error:
-                if error.errno != errno.EXDEV:
-                    raise
-                # Unlike shutil.move, this fails if the folder has appeared in the meantime.
-                shutil.copytree(stage, target)
-            return
-        for relative in files:  # into an existing folder: replace only the generated files
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(stage / relative, destination)
-    except OSError as error:
+            _install_folder(stage, target)
+        else:
+            _install_files(stage, target, files, made)
+    except BaseException as error:  # an interruption too: leave nothing behind
+        for folder in reversed(made):
+            with suppress(OSError):
+                folder.rmdir()
+        if not isinstance(error, OSError):
+            raise
+        hint = (
+            "check its permissions"
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            else "nothing was written"
+        )
         raise ScaffoldError(
-            f"cannot write {str(target)!r}: {error.strerror or error}: check its permissions"
+            f"cannot write {str(target)!r}: {error.strerror or error}: {hint}"
         ) from None
+
+
+def _make_folder(folder: Path, made: list[Path]) -> None:
+    """Create ``folder`` and its missing parents, adding each to ``made`` as it is created."""
+    for path in [p for p in (folder, *folder.parents) if not p.exists()][::-1]:
+        path.mkdir()
+        made.append(path)
+
+
+def _install_folder(stage: Path, target: Path) -> None:
+    try:
+        stage.rename(target)  # at once, when both are on one file system
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    # Copied next to the target first, then renamed: an interrupted copy leaves no half folder.
+    copy = target.with_name(f".{target.name}.statesaga-new-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copytree(stage, copy)
+        if target.exists():  # appeared in the meantime: never merge into it
+            raise FileExistsError(errno.EEXIST, "it appeared while the folder was generated")
+        os.rename(copy, target)
+    finally:
+        if copy.exists():
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def _install_files(stage: Path, target: Path, files: Sequence[str], made: list[Path]) -> None:
+    """Into an existing folder: copy every generated file beside its destination, then rename.
+
+    Only once every copy has worked are the destinations replaced, each by a rename, so an
+    error or an interruption while copying leaves the folder's files as they were.
+    """
+    copies: list[tuple[Path, Path]] = []
+    try:
+        for relative in files:
+            destination = target / relative
+            _make_folder(destination.parent, made)
+            copy = destination.with_name(f".{destination.name}.statesaga-new")
+            copies.append((copy, destination))
+            shutil.copyfile(stage / relative, copy)
+        for copy, destination in copies:
+            os.replace(copy, destination)
+    finally:
+        for copy, _ in copies:
+            with suppress(FileNotFoundError):
+                copy.unlink()

@@ -49,6 +49,33 @@ def test_module_run_records_the_runs_in_a_store(name: str, tmp_path: Path) -> No
     assert listed.count("compensated") == out.count("-> COMPENSATED") >= 1
 
 
+@pytest.mark.parametrize(
+    ("args", "cwd"),
+    [(["main.py"], "examples/order_processing"), (["-m", "examples.travel_booking"], ".")],
+    ids=["script", "module"],
+)
+def test_a_store_that_cannot_be_used_is_one_line_before_any_run(args: list[str], cwd: str) -> None:
+    """A bad --store is refused on one line, exit code 1, before any story is told."""
+    done = subprocess.run(
+        [sys.executable, *args, "--store", "sqlite:////nonexistent/dir/runs.db"],
+        cwd=ROOT / cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("error: cannot use SQLite store '/nonexistent/dir/runs.db'")
+    assert done.stderr.count("\n") == 1
+
+
+def test_usage_names_the_command_that_runs_the_example() -> None:
+    """`--help` names `python -m examples.NAME`, not `__main__.py`."""
+    out = run(["main.py", "--help"], ROOT / "examples" / "trade_execution")
+    assert out.startswith("usage: python -m examples.trade_execution [-h] [--store URL]")
+
+
 def test_a_copied_example_runs_under_its_new_name(tmp_path: Path) -> None:
     """`cp -r examples/order_processing examples/my_saga` gives a saga that runs as is."""
     examples = tmp_path / "examples"

@@ -450,6 +450,37 @@ async def test_constant_labels_are_on_every_metric() -> None:
         PrometheusObserver(CollectorRegistry(), labels={"step": "x"})
 
 
+async def test_metric_reference_matches_what_is_exported(clock: FakeClock) -> None:
+    """Every metric of the page's reference exists with its type, labels and outcome values."""
+    page = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    documented = {}
+    for row in re.findall(r"^\| `(statesaga_\w+)` \| (\w+) \| ([^|]*) \| ([^|]*) \|$", page, re.M):
+        name, kind, labels, meaning = row
+        # "`outcome` is `a`, `b` or `c`", or the values listed in the meaning
+        listed = re.search(r"`outcome` is ([^;]*)", meaning)
+        outcomes = set(re.findall(r"`(\w+)`", listed.group(1) if listed else meaning))
+        documented[name] = (kind, set(re.findall(r"`(\w+)`", labels)), outcomes)
+    watch = Observed()
+    with observing(*watch.observers):
+        for saga in (Flaky, BadUndo, Slow, Undone):
+            await saga().execute(clock=clock)
+
+    exported = {}
+    for family in watch.registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        labels = {k for s in samples for k in s.labels if k != "le"}
+        outcomes = {s.labels["outcome"] for s in samples if "outcome" in s.labels}
+        exported[name] = (family.type, labels, outcomes)
+    assert set(exported) == set(documented)
+    for name, (kind, labels, outcomes) in exported.items():
+        doc_kind, doc_labels, doc_outcomes = documented[name]
+        assert kind == doc_kind, name
+        assert not labels or labels == doc_labels, name
+        if outcomes:
+            assert outcomes <= doc_outcomes, f"{name}: {outcomes - doc_outcomes} undocumented"
+
+
 def test_metrics_can_be_registered_again_after_unregister() -> None:
     """A registry holds one observer's metrics; ``unregister`` frees the names."""
     registry = CollectorRegistry()

@@ -101,6 +101,14 @@ class TestOrderProcessingSaga:
         assert (result.status, result.failed_step) == (COMPENSATED, "reserve_inventory")
         self.assert_untouched()
 
+    async def test_stock_is_checked_for_a_sku_as_a_whole(self, clock: FakeClock) -> None:
+        """Lines that each fit but together exceed the stock take nothing (stock never < 0)."""
+        from examples.order_processing.services import OutOfStock
+
+        with pytest.raises(OutOfStock, match="ITEM-2: 6 wanted, 5 in stock"):
+            await shop.inventory.reserve("k", [("ITEM-2", 3), ("ITEM-2", 3)])
+        self.assert_untouched()
+
     async def test_a_declined_card_releases_the_stock_without_retrying(
         self, clock: FakeClock
     ) -> None:
@@ -148,6 +156,10 @@ class TestOrderProcessingSaga:
             ({"items": [{"sku": "item 1", "quantity": 1}]}, "items[0].sku"),
             ({"items": [{"sku": "ITEM-1", "quantity": -2}]}, "items[0].quantity"),
             ({"items": [{"sku": "ITEM-1", "quantity": 1.5}]}, "items[0].quantity"),
+            (
+                {"items": [{"sku": "ITEM-1", "quantity": 1}, {"sku": "ITEM-1", "quantity": 2}]},
+                "items[1].sku",
+            ),
             ({"total_amount": 0}, "total_amount"),
             ({"total_amount": 9.999}, "total_amount"),
             ({"total_amount": "99.99"}, "total_amount"),

@@ -148,6 +148,48 @@ def test_folder_is_copied_when_the_temporary_folder_is_elsewhere(
     assert set(files_under(made.path)) == set(made.files)
 
 
+def test_an_interrupted_copy_leaves_no_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while copying across file systems leaves no half folder and no created --dir."""
+    real_copytree = shutil.copytree
+
+    def cross_device(self: Path, target: Path) -> Path:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def interrupted(source: Path, destination: Path) -> None:
+        real_copytree(source, destination)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "rename", cross_device)
+    monkeypatch.setattr("statesaga.scaffold.shutil.copytree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        new_saga("order_saga", directory=tmp_path / "sagas" / "orders")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_with_force_changes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --force, a disk that fills up midway leaves every existing file as it was."""
+    target = new_saga("order_saga", directory=tmp_path).path
+    (target / "main.py").write_text("edited\n")
+    before = {name: (target / name).read_bytes() for name in files_under(target)}
+    real_copyfile = shutil.copyfile
+    copies: list[str] = []
+
+    def disk_full(source: Path, destination: Path) -> None:
+        copies.append(str(destination))
+        if len(copies) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_copyfile(source, destination)
+
+    monkeypatch.setattr("statesaga.scaffold.shutil.copyfile", disk_full)
+    with pytest.raises(ScaffoldError, match=r"No space left on device: nothing was written$"):
+        new_saga("order_saga", steps="one,two", directory=tmp_path, force=True)
+    assert {name: (target / name).read_bytes() for name in files_under(target)} == before
+
+
 def test_class_name_does_not_repeat_saga(tmp_path: Path) -> None:
     """order_saga makes OrderSaga; orders makes OrdersSaga."""
     new_saga("order_saga", directory=tmp_path)
@@ -170,6 +212,8 @@ def test_class_name_does_not_repeat_saga(tmp_path: Path) -> None:
         ("sagas\\order_saga", "contains a path separator"),
         ("OrderSaga", "is not snake_case: use lowercase letters, digits and single underscores"),
         ("order-saga", "(such as 'order_saga')"),
+        ("ordér", "(such as 'order')"),
+        ("ＯＲＤＥＲ", "(such as 'order')"),
         ("2fast", "is not snake_case"),
         ("order__saga", "is not snake_case"),
         ("class", "is a Python keyword"),
@@ -261,6 +305,15 @@ def test_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "sagas").write_text("mine\n")
     with pytest.raises(ScaffoldError, match="is not a folder: choose another --dir"):
         new_saga("order_saga", directory=tmp_path / "sagas")
+    assert (tmp_path / "sagas").read_text() == "mine\n"
+
+
+def test_dir_inside_a_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A --dir below a file names that file, before anything is rendered or written."""
+    (tmp_path / "sagas").write_text("mine\n")
+    with pytest.raises(ScaffoldError) as caught:
+        new_saga("order_saga", directory=tmp_path / "sagas" / "orders")
+    assert str(caught.value) == f"{str(tmp_path / 'sagas')!r} is not a folder: choose another --dir"
     assert (tmp_path / "sagas").read_text() == "mine\n"
 
 
@@ -372,6 +425,42 @@ def test_generated_code_that_does_not_import_is_reported(tmp_path: Path) -> None
     assert not any("_statesaga_new_" in m for m in sys.modules)
 
 
+def test_a_missing_module_is_named_under_the_package_name(tmp_path: Path) -> None:
+    """A template folder without services.py names `order_saga.services`, not a private name."""
+    templates = copy_templates(tmp_path)
+    (templates / "services.py.jinja").unlink()
+    with pytest.raises(ScaffoldError) as caught:
+        new_saga("order_saga", directory=tmp_path / "out", template=templates)
+    assert str(caught.value) == (
+        "the generated package does not import: ModuleNotFoundError: No module named "
+        "'order_saga.services': fix the templates"
+    )
+
+
+def test_generated_code_that_exits_when_imported_is_reported(tmp_path: Path) -> None:
+    """A template whose code calls sys.exit() at import is an error, not a silent exit."""
+    templates = copy_templates(tmp_path)
+    with (templates / "actions.py.jinja").open("a") as file:
+        file.write("\nimport sys\n\nsys.exit(0)\n")
+    out = tmp_path / "out"
+    with pytest.raises(ScaffoldError) as caught:
+        new_saga("order_saga", directory=out, template=templates)
+    assert str(caught.value) == (
+        "the generated package does not import: SystemExit: sys.exit(0) is called when the "
+        "package is imported: fix the templates"
+    )
+    assert not out.exists()
+
+
+def test_template_name_that_renders_empty_is_refused(tmp_path: Path) -> None:
+    """A file name that renders to nothing is named as such, before anything is written."""
+    templates = copy_templates(tmp_path)
+    (templates / "{{ '' }}.jinja").write_text("x\n")
+    with pytest.raises(ScaffoldError, match=r"renders to an empty file name: fix the template"):
+        new_saga("order_saga", directory=tmp_path / "out", template=templates)
+    assert not (tmp_path / "out").exists()
+
+
 def test_template_must_export_the_saga_class(tmp_path: Path) -> None:
     """A template whose __init__.py does not export the saga class is refused."""
     templates = copy_templates(tmp_path)
@@ -402,6 +491,15 @@ def test_cli_new_lists_the_files_and_what_to_do_next(
     assert f"created {tmp_path / 'order_saga'}/" in out
     assert "  test_order_saga.py\n" in out
     assert f"next: cd {tmp_path / 'order_saga'} && python main.py && python -m pytest" in out
+
+
+def test_cli_next_step_quotes_a_folder_with_a_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The printed `cd` command works when pasted, even for a folder with a space."""
+    main(["new", "order_saga", "--dir", str(tmp_path / "my sagas")])
+    out = capsys.readouterr().out
+    assert f"next: cd '{tmp_path / 'my sagas' / 'order_saga'}' && python main.py" in out
 
 
 @pytest.mark.parametrize(
@@ -459,10 +557,39 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_generated_tests_pass(generated: Path) -> None:
-    """The saga's own pytest file passes: the success path and one test per failing step."""
+    """The saga's own pytest file passes: the success path, then each step failing or unheard."""
     done = run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=generated)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{1 + len(DEFAULT_STEPS)} passed" in done.stdout
+    assert f"{1 + 2 * len(DEFAULT_STEPS)} passed" in done.stdout
+
+
+UNDO = "    await SERVICES[ctx.step].undo(ctx.action_key)\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("broken", "failing"),
+    [
+        ("    return None  # forgot to undo\n", "failing_step_undoes"),
+        (
+            '    reply = ctx.results[ctx.step]["reference"]\n'
+            '    await SERVICES[ctx.step].undo(reply.split("/", 1)[1])\n',
+            "reply_is_lost",
+        ),
+    ],
+    ids=["undoes-nothing", "trusts-the-reply"],
+)
+def test_generated_tests_fail_when_a_compensation_is_broken(
+    tmp_path: Path, broken: str, failing: str
+) -> None:
+    """A compensation that undoes nothing, or finds the effect by the reply, fails the tests."""
+    folder = new_saga("order_saga", directory=tmp_path).path
+    code = (folder / "compensations.py").read_text()
+    assert code.count(UNDO) == len(DEFAULT_STEPS)
+    (folder / "compensations.py").write_text(code.replace(UNDO, broken, 1))
+    done = run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=folder)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert failing in done.stdout
 
 
 @pytest.mark.slow
@@ -503,6 +630,14 @@ def test_generated_main_records_the_run_in_a_store(generated: Path, tmp_path: Pa
     assert "completed" in listed.stdout
 
 
+def test_generated_main_refuses_a_bad_store_on_one_line(generated: Path) -> None:
+    """`python main.py --store` with a URL it cannot use prints one error line and exits 1."""
+    done = run("main.py", "--store", "nosuch://x", cwd=generated)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: unknown store URL scheme 'nosuch'")
+    assert done.stderr.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_generated_code_is_lint_and_format_clean(generated: Path) -> None:
     """ruff check (its defaults and this project's rules) and ruff format find nothing."""
@@ -524,13 +659,19 @@ def test_generated_code_passes_mypy_strict(generated: Path, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_longest_names_and_one_step_stay_clean(tmp_path: Path) -> None:
-    """With 40-character names, or a single step, the code is still formatted, typed and tested."""
+    """With 40-character names, many steps, or one, the code is formatted, typed and tested."""
     longest = new_saga(LONGEST, steps=f"{LONGEST},b{LONGEST[1:]},c", directory=tmp_path).path
+    many = new_saga(
+        "trip_booking",
+        steps="book_flight,book_hotel,rent_car,charge_card,send_itinerary,notify_partner",
+        directory=tmp_path,
+    ).path
     single = new_saga("ping", steps="ping", directory=tmp_path).path
-    for folder in (longest, single):
+    for folder in (longest, many, single):
         for args in (
             ["-m", "ruff", "format", "--check", "--no-cache", "."],
             ["-m", "ruff", "check", "--no-cache", "."],
+            ["-m", "ruff", "check", "--no-cache", "--select", HOUSE_RULES, "."],
             ["-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "mypy"), "."],
             ["-m", "pytest", "-q", "-p", "no:cacheprovider"],
         ):

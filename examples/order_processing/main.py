@@ -71,17 +71,21 @@ class OrderProcessingSaga(Saga):
 def _items(check: Fields, items: object) -> list[dict[str, Any]]:
     if not isinstance(items, Sequence) or isinstance(items, str) or not items:
         raise check.refuse("items", f"must be a non-empty list of items, not {items!r}")
-    lines = []
+    lines: list[dict[str, Any]] = []
     for n, item in enumerate(items):
         if not isinstance(item, Mapping) or set(item) != {"sku", "quantity"}:
             raise check.refuse(
                 f"items[{n}]", f"must be {{'sku': ..., 'quantity': ...}}, not {item!r}"
             )
+        sku = check.code(f"items[{n}].sku", item["sku"], "'ITEM-1'")
+        first = next((i for i, line in enumerate(lines) if line["sku"] == sku), None)
+        if first is not None:
+            raise check.refuse(
+                f"items[{n}].sku",
+                f"repeats {sku!r} of items[{first}]: list each SKU once, with its total quantity",
+            )
         lines.append(
-            {
-                "sku": check.code(f"items[{n}].sku", item["sku"], "'ITEM-1'"),
-                "quantity": check.count(f"items[{n}].quantity", item["quantity"]),
-            }
+            {"sku": sku, "quantity": check.count(f"items[{n}].quantity", item["quantity"])}
         )
     return lines
 

@@ -47,7 +47,10 @@ class Inventory:
         """Take every line from stock, or none of them."""
         if key in self.reservations:
             return
-        for sku, quantity in lines:
+        wanted: dict[str, int] = {}
+        for sku, quantity in lines:  # a SKU on several lines needs their sum in stock
+            wanted[sku] = wanted.get(sku, 0) + quantity
+        for sku, quantity in wanted.items():
             if self.stock.get(sku, 0) < quantity:
                 raise OutOfStock(f"{sku}: {quantity} wanted, {self.stock.get(sku, 0)} in stock")
         for sku, quantity in lines:

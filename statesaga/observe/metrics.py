@@ -151,7 +151,8 @@ class PrometheusObserver(Observer):
         self._runs_suspended = family(
             prom.Counter,
             "runs_suspended_total",
-            "Runs that stopped unfinished (cancelled past the pivot, or abandoned).",
+            "Runs that stopped unfinished (cancelled past the pivot, abandoned, or stopped by "
+            "an error).",
             ("saga",),
         )
         self._in_flight = family(
