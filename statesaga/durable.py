@@ -17,7 +17,6 @@ from .leases import LEASE_SECONDS, keeper_for, owner_id
 from .loader import TargetError, load_saga
 from .result import SagaResult, SagaStatus
 from .store import SagaStore, StoreError, store_from_url
-from .store._codec import dumps
 from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
 
 if TYPE_CHECKING:
@@ -72,8 +71,7 @@ async def start(
         created_at=now,
         updated_at=now,
     )
-    # Checked now so bad input fails before anything runs; stored by the first commit.
-    dumps(record.input, run_id=saga_id)
+    # Input JSON cannot hold fails the first commit, which comes before any step is called.
     run = _Run(compiled, data, saga_id, clock)
     run.journal = Journal(opened, record, owner_id(), create=True, sender=_sender(opened, broker))
     return await _drive_leased(run, opened)

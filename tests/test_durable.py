@@ -263,10 +263,17 @@ async def test_result_that_cannot_be_stored_fails_the_step_in_doubt() -> None:
     assert "JSON" in str(result.error)
 
 
-async def test_input_that_cannot_be_stored_is_refused_before_any_step() -> None:
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_input_that_cannot_be_stored_is_refused_before_any_step(
+    backend: str, tmp_path: Path
+) -> None:
     """Non-JSON input to a durable run raises StoreError and runs nothing."""
-    with pytest.raises(StoreError, match="JSON"):
-        await Three(when=object()).execute(store=MemoryStore())
+    from statesaga.store.sqlite import SQLiteStore
+
+    store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "runs.db")
+    async with store:
+        with pytest.raises(StoreError, match="JSON"):
+            await Three(when=object()).execute(store=store)
     assert calls == []
 
 
