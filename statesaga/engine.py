@@ -457,14 +457,18 @@ class _Run:
             if self.journal is not None:
                 await self.journal.flush(self)  # write-ahead: recorded as running first
             try:
-                value = await self._call(plan.action, ctx, plan, False)
+                if plan.timeout is None and self.deadline_at is None and not FAULTS.get():
+                    value = await plan.action(ctx)  # nothing to wrap it in: no extra coroutine
+                else:
+                    value = await self._call(plan.action, ctx, plan, False)
             except (Exception, asyncio.CancelledError) as error:
                 _raise_if_cancelled(error)
                 doubt = doubt or _interrupted(error)
                 if isinstance(error, SagaDeadlineError) or not retry.should_retry(
                     error, attempt - spent
                 ):
-                    return await self._settled(self._give_up(plan, error, attempt, doubt))
+                    outcome = self._give_up(plan, error, attempt, doubt)
+                    break
                 previous = error
                 if self.observation is not None:
                     self.observation.retrying(plan.name, attempt, error, compensating=False)
@@ -473,17 +477,16 @@ class _Run:
                     late = SagaDeadlineError(
                         self.saga_id, plan.name, self.c.deadline or 0.0, interrupted=False
                     )
-                    return await self._settled(self._give_up(plan, late, attempt, doubt))
+                    outcome = self._give_up(plan, late, attempt, doubt)
+                    break
             else:
                 outcome = self._accept(plan, value, attempt)
                 if ctx.emitted and outcome is _SUCCESS:
                     self.outbox += ctx.emitted  # committed with the step's success
-                return await self._settled(outcome)
-
-    async def _settled(self, outcome: _Outcome) -> _Outcome:
-        # In a DAG a step's outcome is committed at once: siblings may run on for long. (In a
-        # chain the next flush follows immediately.)
+                break
         if self.journal is not None and not self.c.sequential:
+            # In a DAG a step's outcome is committed at once: siblings may run on for long.
+            # (In a chain the next flush follows at once.)
             await self.journal.flush(self)
         return outcome
 

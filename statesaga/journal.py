@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from . import _faults
@@ -68,12 +69,14 @@ class Journal:
         """Raise ``StoreError`` now if a step's result cannot be stored."""
         dumps(value, run_id=self.run_id)
 
-    async def flush(self, run: _Run) -> None:
-        """Commit what the run did since the last flush (waits for earlier flushes)."""
+    def flush(self, run: _Run) -> Awaitable[None]:
+        """Commit what the run did since the last flush (waits for earlier flushes): await it."""
         if run.c.sequential:
-            await self._commit(run)  # a chain flushes from one task, one flush at a time
-            return
-        async with self._lock:  # a DAG's steps flush from tasks of their own
+            return self._commit(run)  # a chain flushes from one task, one flush at a time
+        return self._locked_commit(run)  # a DAG's steps flush from tasks of their own
+
+    async def _locked_commit(self, run: _Run) -> None:
+        async with self._lock:
             await self._commit(run)
 
     async def _commit(self, run: _Run) -> None:

@@ -316,16 +316,21 @@ class SQLiteStore(AsyncContext):
         """Diagnostics: the writer connection's journal_mode, synchronous and busy_timeout."""
         return await self._write(sql.pragmas, None, None)
 
-    async def _write(
+    def _write(
         self, operation: Callable[[sqlite3.Connection, _A], _R], arg: _A, run_id: str | None
-    ) -> _R:
+    ) -> asyncio.Future[_R]:
+        """Queue a write for the writer thread; await the future for its outcome.
+
+        A plain function rather than a coroutine: every step of every durable run comes
+        through here, and the future is all there is to wait for.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
         with self._submit_lock:
             if self._writer is None:
                 raise self._not_open()
             self._jobs.put((operation, arg, run_id, future, loop))
-        return await future
+        return future
 
     # -- reads ---------------------------------------------------------------------------------
 
