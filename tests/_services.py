@@ -11,6 +11,7 @@ import contextlib
 import functools
 import os
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -87,3 +88,16 @@ class Proxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.difference_update((writer, up_writer))
+
+
+async def remove_rabbitmq(probe: Any, exchange: str, topic: str, group: str) -> None:
+    """Delete the queues ``probe`` (a RabbitMQBroker) made for ``topic`` and ``group``, and
+    ``exchange``: what a test declared on the shared server."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for shard in range(probe.shards):
+            await channel.queue_delete(probe.queue_name(topic, group, shard))
+        await channel.exchange_delete(exchange)

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from _services import AMQP_URL, require
+from _services import AMQP_URL, remove_rabbitmq, require
 
 from statesaga import SagaStatus, resume
 from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
@@ -105,18 +105,7 @@ async def test_killed_after_commit_relay_delivers_and_inbox_applies_once(tmp_pat
         await publisher.close()
         await consumer.close()
         with contextlib.suppress(Exception):
-            await _cleanup(consumer, exchange, topic, group)
-
-
-async def _cleanup(probe: RabbitMQBroker, exchange: str, topic: str, group: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for shard in range(probe.shards):
-            await channel.queue_delete(probe.queue_name(topic, group, shard))
-        await channel.exchange_delete(exchange)
+            await remove_rabbitmq(consumer, exchange, topic, group)
 
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import attrs
 import pytest
-from _services import AMQP_URL, Proxy, require
+from _services import AMQP_URL, Proxy, remove_rabbitmq, require
 
 from statesaga import Retry
 from statesaga.messaging.broker import BrokerError
@@ -280,20 +280,9 @@ async def test_rabbitmq_down_then_back_relay_delivers_everything_in_key_order(
         await proxy.stop()
         await publisher.close()
         await consumer.close()
-        await _remove_rabbitmq(exchange, consumer, topic, group)
+        await remove_rabbitmq(consumer, exchange, topic, group)
     assert sorted({m.payload["n"] for m in received}) == list(range(30))
     assert in_key_order(received)
-
-
-async def _remove_rabbitmq(exchange: str, probe: RabbitMQBroker, topic: str, group: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for shard in range(probe.shards):
-            await channel.queue_delete(probe.queue_name(topic, group, shard))
-        await channel.exchange_delete(exchange)
 
 
 class FailsToMarkFailed:
