@@ -208,8 +208,21 @@ class CompiledSaga:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """A short hash of the machine's shape: it changes when the definition does."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A short hash of what a stored run relies on to be resumed.
+
+        It covers the steps in order, their dependencies, which ones are compensable, the
+        pivot, and ``MACHINE_VERSION``. Retries, timeouts and the deadline are left out:
+        tuning them keeps stored runs resumable. So are the edges this library derives, so a
+        new version that adds one does not strand the runs an older one stored.
+        """
+        shape = {
+            "machine": MACHINE_VERSION,
+            "sequential": self.sequential,
+            "steps": [
+                [p.name, list(p.deps), p.compensate is not None, p.pivot] for p in self.steps
+            ],
+        }
+        text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @functools.cached_property
@@ -266,6 +279,10 @@ class CompiledSaga:
 
 
 _CACHE_ATTR = "_statesaga_compiled_"
+
+#: Raised when this library changes the states it derives from a definition (their names, the
+#: regions) so that a stored run could not be resumed across the change.
+MACHINE_VERSION = 1
 
 
 def saga_status(state: str) -> str:

@@ -132,6 +132,27 @@ def test_fingerprint_changes_with_the_definition() -> None:
     assert compile_saga(other).fingerprint != compile_saga(Chain).fingerprint
 
 
+def _fingerprint(*steps: Step) -> str:
+    return compile_saga(type("Shape", (Saga,), {"steps": steps})).fingerprint
+
+
+def test_fingerprint_follows_what_a_stored_run_relies_on() -> None:
+    """Steps, order, dependencies, compensability and the pivot count; tuning does not."""
+    from statesaga import Retry
+
+    base = _fingerprint(Step("a", act, compensate=act), Step("b", act))
+    tuned = _fingerprint(
+        Step("a", act, compensate=act, retry=Retry(attempts=5), timeout=3),
+        Step("b", act, compensate_retry=Retry(attempts=9)),
+    )
+    assert tuned == base
+    assert _fingerprint(Step("a", act), Step("b", act)) != base  # a no longer compensable
+    assert _fingerprint(Step("a", act, compensate=act), Step("b", act, pivot=True)) != base
+    assert _fingerprint(Step("b", act), Step("a", act, compensate=act)) != base  # order
+    dag = _fingerprint(Step("a", act, compensate=act), Step("b", act, depends_on="a"))
+    assert dag != base  # the same order as a DAG has other regions
+
+
 def test_to_dict_is_json_serialisable() -> None:
     """to_dict gives plain JSON data that round-trips."""
     data = compile_saga(Dag).to_dict()
