@@ -526,8 +526,14 @@ class _Run:
         await self.clock.sleep(delay)
 
     def _deadline_binds(self, plan: StepPlan) -> bool:
-        """Whether the saga's deadline still limits ``plan``: only before the pivot succeeds."""
-        return self.deadline_at is not None and not self.pivoted and not plan.after_pivot
+        """Whether the saga's deadline still limits ``plan``: only before the pivot succeeds,
+        and never a step a person pushed forward (asking for it is a decision to go on)."""
+        return (
+            self.deadline_at is not None
+            and not self.pivoted
+            and not plan.after_pivot
+            and plan.name not in self.pushing
+        )
 
     def _past_deadline(self, plan: StepPlan, *, starting: bool = True) -> bool:
         """Whether the deadline keeps ``plan`` from another attempt.

@@ -601,3 +601,25 @@ async def test_reusing_a_run_id_is_refused_before_any_step_runs() -> None:
     with pytest.raises(StoreError, match="dup already exists"):
         await Three().execute(store=store, saga_id="dup")
     assert calls == []
+
+
+async def test_a_pivot_pushed_after_the_deadline_is_run_again() -> None:
+    """The saga's deadline stops nothing a person pushes forward: the pivot runs again."""
+    tries = 0
+
+    async def slow_pivot(ctx: Context) -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            await asyncio.sleep(1)  # times out: in doubt, the run halts
+
+    class Late(Saga):
+        deadline = 0.05
+        steps = (Step("a", act, compensate=undo), Step("p", slow_pivot, pivot=True, timeout=0.01))
+
+    store = MemoryStore()
+    assert (await Late().execute(store=store, saga_id="late")).status is SagaStatus.FAILED
+    await asyncio.sleep(0.06)  # the deadline has passed
+    again = await resume(store, "late", saga=Late)
+    assert again.status is SagaStatus.COMPLETED
+    assert tries == 2
