@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -595,3 +598,35 @@ async def test_bad_topics_and_payloads_are_refused_before_sending() -> None:
         await broker.publish(Message(id="1", topic="orders.*", payload=None))
     with pytest.raises(BrokerError, match="not JSON"):
         await broker.publish(Message(id="1", topic="orders", payload={1, 2}))
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+async def test_rabbitmq_queues_are_classic_whatever_the_vhost_default() -> None:
+    """A vhost defaulting to quorum queues still gets classic ones: no delivery limit drops a
+    message whose handler keeps failing."""
+    require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    if shutil.which("rabbitmqctl") is None or os.geteuid() != 0:
+        message = "needs the server's rabbitmqctl, as root, to make a vhost for this test"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    vhost = f"statesaga_test_{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost, "--default-queue-type", "quorum")
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        base = AMQP_URL.rstrip("/")
+        broker = RabbitMQBroker(f"{base}/{vhost}", shards=1)
+        try:
+            await broker.declare("orders", group="billing")
+        finally:
+            await broker.close()
+        listing = _rabbitmqctl("list_queues", "-p", vhost, "name", "type")
+        assert "statesaga.billing.orders.0\tclassic" in listing
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)

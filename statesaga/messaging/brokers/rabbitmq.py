@@ -245,7 +245,9 @@ class RabbitMQBroker:
         return await channel.declare_queue(
             self.queue_name(topic, group, shard),
             durable=True,
-            arguments={"x-single-active-consumer": True},
+            # Classic, whatever the vhost's default: a quorum queue's delivery limit would drop
+            # a message whose handler keeps failing, where the inbox retries it until it works.
+            arguments={"x-single-active-consumer": True, "x-queue-type": "classic"},
         )
 
     def _delivery(self, incoming: AbstractIncomingMessage, topic: str) -> Delivery:
