@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 # Every ``scheme://userinfo@`` in a URL, or in a comma-separated list of them (a NATS cluster,
 # libpq's several hosts), even when a password holds a comma or an "@".
@@ -23,3 +24,16 @@ def hide_credentials(url: str, *, tokens: bool = False) -> str:
         return f"{match['scheme']}{info}@"
 
     return _USERINFO.sub(hide, url)
+
+
+def split_schema(url: str, default: str) -> tuple[str, str]:
+    """A PostgreSQL URL without its ``?schema=NAME``, and that schema (``default`` if none).
+
+    libpq does not know ``schema``; statesaga reads it to keep its tables in their own
+    schema. The other query parameters stay as they were.
+    """
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    schema = query.pop("schema", [default])[-1]
+    rest = urlencode(query, doseq=True)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema

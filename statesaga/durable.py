@@ -238,11 +238,6 @@ def _import(snapshot: RunSnapshot) -> type[Saga]:
         ) from error
 
 
-def reopenable(snapshot: RunSnapshot) -> bool:
-    """Whether a stored run failed because compensations failed (they can be retried)."""
-    return retriable(snapshot) == "reopen"
-
-
 def retriable(snapshot: RunSnapshot) -> str | None:
     """How a run that ended ``failed`` can be tried again, if it did.
 

@@ -7,7 +7,7 @@ import os
 import sys
 from asyncio import Task
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -320,7 +320,7 @@ class _Run:
                 return
             if name in self.outcomes:
                 continue  # a resumed run: this step already succeeded
-            if self._past_deadline(plan):
+            if self.deadline_at is not None and self._past_deadline(plan):
                 return
             if (
                 not bare
@@ -457,10 +457,7 @@ class _Run:
             if self.journal is not None:
                 await self.journal.flush(self)  # write-ahead: recorded as running first
             try:
-                if plan.timeout is None and self.deadline_at is None and not FAULTS.get():
-                    value = await plan.action(ctx)  # nothing to wrap it in: no extra coroutine
-                else:
-                    value = await self._call(plan.action, ctx, plan, False)
+                value = await self._call(plan.action, ctx, plan, False)
             except (Exception, asyncio.CancelledError) as error:
                 _raise_if_cancelled(error)
                 doubt = doubt or _interrupted(error)
@@ -474,9 +471,7 @@ class _Run:
                     self.observation.retrying(plan.name, attempt, error, compensating=False)
                 await self._pause(retry, attempt - spent + 1, plan)
                 if self._past_deadline(plan, starting=False):
-                    late = SagaDeadlineError(
-                        self.saga_id, plan.name, self.c.deadline or 0.0, interrupted=False
-                    )
+                    late = self._deadline_error(plan.name, interrupted=False)
                     outcome = self._give_up(plan, late, attempt, doubt)
                     break
             else:
@@ -549,20 +544,26 @@ class _Run:
         if starting and plan.name in self.resumed:
             # Its process died while it ran: it is not called again, so its effect is unknown.
             self.resumed.pop(plan.name)
-            cut = SagaDeadlineError(
-                self.saga_id, plan.name, self.c.deadline or 0.0, interrupted=True
-            )
+            cut = self._deadline_error(plan.name, interrupted=True)
             self.fire(plan.t_time_out, 0, cut)
             self._record(plan, (IN_DOUBT, cut))
         elif starting and not self.failing:
             self.failing = True
             if self.error is None:
-                self.error = SagaDeadlineError(
-                    self.saga_id, None, self.c.deadline or 0.0, interrupted=False
-                )
+                self.error = self._deadline_error(None, interrupted=False)
         return True
 
-    async def _call(self, fn: Action, ctx: Context, plan: StepPlan, compensation: bool) -> Any:
+    def _deadline_error(self, step: str | None, *, interrupted: bool) -> SagaDeadlineError:
+        return SagaDeadlineError(
+            self.saga_id, step, self.c.deadline or 0.0, interrupted=interrupted
+        )
+
+    def _call(self, fn: Action, ctx: Context, plan: StepPlan, compensation: bool) -> Awaitable[Any]:
+        """``fn(ctx)``, to await, limited by the step's timeout or the saga's deadline.
+
+        A plain function: a call with no limit is the action's own coroutine, nothing around
+        it (every attempt of every step comes through here).
+        """
         if FAULTS.get():
             fault = injected(plan.name, compensation)
             if fault is not None:
@@ -576,8 +577,13 @@ class _Run:
             if timeout is None or left < timeout:
                 timeout, cut = left, True
         if timeout is None:
-            return await fn(ctx)
-        scope = asyncio.timeout(timeout)
+            return fn(ctx)  # type: ignore[no-any-return]
+        return self._limited(fn, ctx, plan, timeout, cut)
+
+    async def _limited(
+        self, fn: Action, ctx: Context, plan: StepPlan, seconds: float, cut: bool
+    ) -> Any:
+        scope = asyncio.timeout(seconds)
         try:
             async with scope:
                 return await fn(ctx)
@@ -585,11 +591,8 @@ class _Run:
             if not scope.expired():
                 raise
             if cut:
-                deadline = self.c.deadline or 0.0
-                raise SagaDeadlineError(
-                    self.saga_id, plan.name, deadline, interrupted=True
-                ) from None
-            raise StepTimeoutError(self.saga_id, plan.name, timeout) from None
+                raise self._deadline_error(plan.name, interrupted=True) from None
+            raise StepTimeoutError(self.saga_id, plan.name, seconds) from None
 
     # -- compensation -----------------------------------------------------------------------
 

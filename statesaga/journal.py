@@ -89,7 +89,7 @@ class Journal:
         results = run.results
         for seq in range(self.flushed, end):
             trigger, source, dest, at, attempt, error = history[seq]
-            text = error if error is None or type(error) is str else describe(error)
+            text = describe(error)
             transitions.append(_new_record((seq + 1, trigger, source, dest, at, attempt, text)))
             step, dot, _ = trigger.partition(".")
             if dot:

@@ -17,8 +17,8 @@ import enum
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from .._urls import split_schema
 from ..errors import StatesagaError
 from .broker import Broker, BrokerError, Delivery, hide_credentials
 from .message import Message
@@ -274,12 +274,7 @@ def inbox_for(target: Any, *, consumer: str) -> PostgresInbox | SQLiteInbox:
                 f"a PostgreSQL inbox needs the PostgreSQL driver ({error}): "
                 "pip install 'statesaga[postgres]'"
             ) from None
-        parts = urlsplit(url)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        schema = query.pop("schema", [schema or "public"])[-1]
-        plain = urlunsplit(
-            (parts.scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
-        )
+        plain, schema = split_schema(url, schema or "public")
         return PostgresInbox(plain, consumer=consumer, schema=schema)
     if scheme == "sqlite" and sep:
         from .inbox_sqlite import SQLiteInbox

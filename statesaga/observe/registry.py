@@ -122,8 +122,7 @@ class RunObservation:
         self, step: str, attempt: int, error: BaseException, *, compensating: bool
     ) -> None:
         """An attempt failed and another follows after a pause (reported before the pause)."""
-        began = self._attempt_started.pop((step, compensating), None)
-        duration = None if began is None else self._clock.monotonic() - began
+        duration = self._attempt_duration(step, compensating)
         hook = "compensation_retried" if compensating else "step_retried"
         self._emit(hook, self._step_event(step, attempt, compensating, error, duration))
 
@@ -146,13 +145,16 @@ class RunObservation:
         if hook is None:
             return  # interrupt, cancellation bookkeeping: no hook
         duration = None
-        now = self._clock.monotonic()
         if kind in ("start", "compensate"):
-            self._attempt_started[step, compensating] = now
+            self._attempt_started[step, compensating] = self._clock.monotonic()
         elif kind in _ENDS_ATTEMPT:
-            began = self._attempt_started.pop((step, compensating), None)
-            duration = None if began is None else now - began
+            duration = self._attempt_duration(step, compensating)
         self._emit(hook, self._step_event(step, attempt, compensating, error, duration))
+
+    def _attempt_duration(self, step: str, compensating: bool) -> float | None:
+        """Seconds since the current attempt of ``step`` (or its compensation) began."""
+        began = self._attempt_started.pop((step, compensating), None)
+        return None if began is None else self._clock.monotonic() - began
 
     def _run_event(
         self, *, resumed: bool = False, ended: bool = False, status: SagaStatus | None = None

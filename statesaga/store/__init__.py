@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from .._urls import hide_credentials
+from .._urls import hide_credentials, split_schema
 from .base import (
     OUTBOX_STATUSES,
     SCHEMA_VERSION,
@@ -89,12 +88,7 @@ def store_from_url(url: str | None = None) -> SagaStore:
                 f"{hide_password(url)!r} needs the PostgreSQL driver ({error}): "
                 "pip install 'statesaga[postgres]'"
             ) from None
-        # ?schema=NAME keeps statesaga's tables in their own schema (default: public).
-        parts = urlsplit(url)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        schema = query.pop("schema", ["public"])[-1]
-        rest_query = urlencode(query, doseq=True)
-        plain = urlunsplit((parts.scheme, parts.netloc, parts.path, rest_query, parts.fragment))
+        plain, schema = split_schema(url, "public")
         return PostgresStore(plain, schema=schema)
     if scheme == "memory":
         return MemoryStore()
