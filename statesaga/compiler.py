@@ -226,22 +226,55 @@ class CompiledSaga:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @functools.cached_property
-    def happy_path(self) -> tuple[tuple[str, str, str, str], ...]:
-        """A chain's edges when every step succeeds first time, looked up once in ``table``.
-
-        Per step: the state its start leaves, the state it runs in, the state its success
-        enters, and its name. Empty for a DAG.
-        """
+    def happy_path(self) -> tuple[tuple[StepPlan, str, bool], ...]:
+        """A chain's steps as the engine's fast path takes them: plan, name, and whether the
+        call needs nothing around it (no timeout). Empty for a DAG."""
         if not self.sequential:
             return ()
-        path = []
+        return tuple((plan, plan.name, plan.timeout is None) for plan in self.steps)
+
+    @functools.cached_property
+    def happy_edges(self) -> tuple[tuple[str, str, str, int], ...]:
+        """The edges a chain takes when every step succeeds first time, looked up once in
+        ``table``: start, each step's start and success, complete, as (trigger, source,
+        dest, attempt). Empty for a DAG."""
+        if not self.sequential:
+            return ()
         state = self.table[(self.initial, "start")]
+        edges = [("start", self.initial, state, 0)]
         for plan in self.steps:
             running = self.table[(state, plan.t_start)]
             succeeded = self.table[(running, plan.t_succeed)]
-            path.append((state, running, succeeded, plan.name))
+            edges += [(plan.t_start, state, running, 1), (plan.t_succeed, running, succeeded, 1)]
             state = succeeded
-        return tuple(path)
+        edges.append(("complete", state, self.table[(state, "complete")], 0))
+        return tuple(edges)
+
+    @functools.cached_property
+    def trigger_effects(self) -> Mapping[str, tuple[str, str]]:
+        """For each step trigger, the step and the phase its edge enters (what a durable
+        run's journal writes to the step's row)."""
+        effects = {}
+        for t in self.transitions:
+            step, dot, _ = t.trigger.partition(".")
+            if dot:
+                effects[t.trigger] = (step, t.dest.partition(".")[2])
+        return effects
+
+    @functools.cached_property
+    def task_name(self) -> str:
+        """The name of the asyncio tasks that run this saga (as ``asyncio.all_tasks()`` shows)."""
+        return f"statesaga:{self.name}"
+
+    @functools.cached_property
+    def happy_end(self) -> str:
+        """The state a chain completes in (where ``happy_edges`` end); empty for a DAG."""
+        return self.happy_edges[-1][2] if self.sequential else ""
+
+    @functools.cached_property
+    def step_names(self) -> tuple[str, ...]:
+        """The steps' names, in ``steps`` order."""
+        return tuple(plan.name for plan in self.steps)
 
     def to_dot(self) -> str:
         """The machine as Graphviz DOT text (deterministic)."""
@@ -302,8 +335,8 @@ def compile_saga(saga: type[Saga]) -> CompiledSaga:
     Raises:
         InvalidSagaError: ``saga`` is not a usable saga class.
     """
-    cached = saga.__dict__.get(_CACHE_ATTR) if isinstance(saga, type) else None
-    if cached is not None:
+    cached = getattr(saga, _CACHE_ATTR, None)
+    if cached is not None and cached.saga is saga:  # not a parent class's
         return cached  # type: ignore[no-any-return]
     if not (isinstance(saga, type) and issubclass(saga, Saga)) or saga is Saga:
         name = getattr(saga, "__name__", repr(saga))

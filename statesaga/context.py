@@ -34,7 +34,6 @@ class Context:
         "compensating",
         "data",
         "emitted",
-        "idempotency_key",
         "results",
         "saga_id",
         "step",
@@ -47,7 +46,6 @@ class Context:
         saga_id: str,
         step: str,
         attempt: int,
-        idempotency_key: str,
         compensating: bool = False,
     ) -> None:
         self.data = data
@@ -55,7 +53,6 @@ class Context:
         self.saga_id = saga_id
         self.step = step
         self.attempt = attempt
-        self.idempotency_key = idempotency_key
         self.compensating = compensating
         self.emitted: Sequence[Message] = ()  # a list from the first emit: most calls emit none
 
@@ -128,6 +125,15 @@ class Context:
         )
         emitted.append(message)
         return message
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable for this step (and, separately, for its compensation) across attempts and
+        resumes: pass it to the services you call so a retry never acts twice."""
+        # Built when asked for: most calls never read it, and every call makes a Context.
+        if self.compensating:
+            return f"{self.saga_id}:{self.step}:compensate"
+        return f"{self.saga_id}:{self.step}"
 
     @property
     def action_key(self) -> str:

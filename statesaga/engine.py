@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from asyncio import Task
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
+from ._eager import start_task
 from ._faults import FAULTS, injected
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga, saga_status
@@ -23,11 +21,12 @@ from .errors import (
     SagaDeadlineError,
     StepTimeoutError,
 )
+from .ids import new_run_id
 from .journal import Journal
 from .messaging.broker import Broker
 from .messaging.message import Message
 from .observe.registry import RunObservation, begin
-from .result import RawEntry, SagaResult, SagaStatus
+from .result import RawEntry, SagaResult, SagaStatus, unfold
 from .store.base import SagaStore, StoreError
 
 SUCCEEDED: Final = "succeeded"
@@ -41,6 +40,7 @@ _Outcome = tuple[str, BaseException | None]
 _T = TypeVar("_T")
 _SUCCESS: _Outcome = (SUCCEEDED, None)
 _NOT_STARTED: _Outcome = ("pending", None)
+_NO_ERRORS: Mapping[str, BaseException] = MappingProxyType({})
 
 
 def run_saga(
@@ -61,8 +61,20 @@ def run_saga(
     A plain function handing back the coroutine to await, not a coroutine itself: one frame
     less on the path of every run. A bad saga or argument raises when it is called.
     """
+    return start_run(saga, data, saga_id, clock, store, broker)
+
+
+def start_run(
+    saga: type[Saga],
+    data: Mapping[str, Any],
+    saga_id: str | None,
+    clock: Clock | None,
+    store: SagaStore | str | None,
+    broker: Broker | str | None,
+) -> Coroutine[Any, Any, SagaResult]:
+    """``run_saga`` with positional arguments (``Saga.execute`` calls it on every run)."""
     compiled = compile_saga(saga)
-    saga_id = saga_id or os.urandom(16).hex()
+    saga_id = saga_id or new_run_id()
     if store is not None:
         from .durable import start
 
@@ -73,7 +85,7 @@ def run_saga(
             "keeps them until the broker confirms; pass store= too (memory:// for one in "
             "this process)"
         )
-    return drive_to_result(_Run(compiled, data, saga_id, clock or SYSTEM_CLOCK))
+    return _drive_new(compiled, data, saga_id, clock or SYSTEM_CLOCK)
 
 
 async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> SagaResult:
@@ -82,24 +94,51 @@ async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> Saga
     With ``abandon_on_cancel`` a cancellation abandons the run at once instead of winding it
     down: for durable runs driven by a worker, which another worker can take over later.
     """
+    loop = asyncio.get_running_loop()
+    task = start_task(run.drive(), loop, run.c.task_name)
+    if task.done():  # it ran to its end without waiting (an eager start)
+        return _outcome(task)
+    return await _wait_for(run, task, loop, abandon_on_cancel)
+
+
+async def _drive_new(
+    compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, clock: Clock
+) -> SagaResult:
+    """``drive_to_result`` of a new in-memory run, made only once it is awaited.
+
+    (Made when run_saga is called, many runs gathered at once would all hold their state
+    before the first one starts.)
+    """
+    run = _Run(compiled, data, saga_id, clock, lean=True)
+    loop = asyncio.get_running_loop()
+    task = start_task(run.drive(), loop, run.c.task_name)
+    if task.done():
+        return _outcome(task)
+    return await _wait_for(run, task, loop, False)
+
+
+def _outcome(task: asyncio.Task[SagaResult | None]) -> SagaResult:
+    result = task.result()
+    assert result is not None  # with no waiter, drive() raises instead of returning None
+    return result
+
+
+async def _wait_for(
+    run: _Run, task: asyncio.Task[SagaResult | None], loop: asyncio.AbstractEventLoop, abandon: bool
+) -> SagaResult:
+    """Wait for a run that is waiting on something; see ``run_saga`` for cancellation."""
     # The run lives in its own task so that a cancellation of the caller reaches it as a
     # request instead of cancelling a step whose effect would then be unknown. The caller
     # waits on a plain future that the task fills in: cancelling that future leaves the task
     # alone. (A Task subclass intercepting cancel() would be cheaper, but would also swallow
     # the cancellations asyncio.timeout() makes inside users' actions.)
-    loop = asyncio.get_running_loop()
-    task = _start_task(run.drive(), loop)
-    if task.done():  # it ran to its end without waiting (an eager start)
-        result = task.result()
-        assert result is not None  # with no waiter, drive() raises instead of returning None
-        return result
     run.waiter = loop.create_future()
     try:
         return await run.waiter
     except asyncio.CancelledError:
         if task.done():
             raise
-        if abandon_on_cancel:
+        if abandon:
             task.cancel()
             raise
         run.cancel_requested = True
@@ -109,19 +148,6 @@ async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> Saga
         except asyncio.CancelledError:
             task.cancel()  # a second cancellation: abandon the run at once
         raise  # the caller's cancellation, now that the run has wound down
-
-
-if sys.version_info >= (3, 12):
-
-    def _start_task(coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop) -> Task[_T]:
-        # Run the task at once, up to its first real wait: a run whose steps never wait then
-        # ends before this returns, and costs no trip through the event loop.
-        return asyncio.Task(coro, loop=loop, eager_start=True)
-
-else:
-
-    def _start_task(coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop) -> Task[_T]:
-        return loop.create_task(coro)
 
 
 class _Run:
@@ -143,26 +169,32 @@ class _Run:
         "halting",
         "history",
         "journal",
+        "lean",
         "now",
         "observation",
         "outbox",
         "outcomes",
         "pivoted",
         "pushing",
-        "region_of_trigger",
         "reopening",
         "results",
         "results_view",
         "resumed",
         "saga_id",
-        "table",
+        "stamps",
         "waiter",
     )
 
-    def __init__(self, compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, clock: Clock):
+    def __init__(
+        self,
+        compiled: CompiledSaga,
+        data: Mapping[str, Any],
+        saga_id: str,
+        clock: Clock,
+        *,
+        lean: bool = False,
+    ):
         self.c = compiled
-        self.table = compiled.table
-        self.region_of_trigger = compiled.region_of_trigger
         self.data = data
         self.saga_id = saga_id
         self.clock = clock
@@ -170,9 +202,29 @@ class _Run:
         self.config: dict[str, str] = {SAGA_REGION: compiled.initial}
         if not compiled.sequential:
             self.config.update((p.name, p.state("pending")) for p in compiled.steps)
-        self.history: list[RawEntry] = []
         self.results: dict[str, Mapping[str, Any]] = {}
         self.results_view = MappingProxyType(self.results)
+        self.cancel_requested = False
+        self.waiter: asyncio.Future[SagaResult] | None = None
+        self.journal: Journal | None = None
+        self.observation: RunObservation | None = None
+        self.outbox: list[Message] = []  # what succeeded calls emitted, in commit order
+        # When the saga's deadline passes (run clock time); set when the run starts, or from
+        # the stored start time when a run is resumed.
+        self.deadline_at: float | None = None
+        # The times of the transitions the fast path took without recording them (see
+        # drive); None once they are recorded, or when the run never took it.
+        self.stamps: list[float] | None = None
+        # A lean run (a new in-memory one) holds only what the fast path uses until it
+        # leaves it (prepare); a run that fails or compensates needs the rest.
+        self.lean = lean
+        if not lean:
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Make the state a run off the fast path keeps (once)."""
+        self.lean = False
+        self.history: list[RawEntry] = []
         self.outcomes: dict[str, str] = {}
         self.completed: list[str] = []
         self.compensated: list[str] = []
@@ -182,28 +234,25 @@ class _Run:
         self.failing = False
         self.halting = False
         self.pivoted = False
-        self.cancel_requested = False
-        self.waiter: asyncio.Future[SagaResult] | None = None
-        self.journal: Journal | None = None
         # Steps a resumed run must call again, with the attempt number to continue from.
         self.resumed: dict[str, int] = {}
         self.reopening = False  # a failed run whose failed compensations are retried
         # Steps that halted a failed run, to run again (a person asked): whether each was in
         # doubt.
         self.pushing: dict[str, bool] = {}
-        self.observation: RunObservation | None = None
-        self.outbox: list[Message] = []  # what succeeded calls emitted, in commit order
-        # When the saga's deadline passes (run clock time); set when the run starts, or from
-        # the stored start time when a run is resumed.
-        self.deadline_at: float | None = None
 
     # -- the machine ------------------------------------------------------------------------
 
     def fire(self, trigger: str, attempt: int = 0, error: BaseException | None = None) -> None:
         """Take ``trigger``'s edge from the current state of its region, or fail loudly."""
-        region = self.region_of_trigger.get(trigger, "")
+        if self.stamps is not None:
+            raise MachineError(
+                f"saga {self.c.name} run {self.saga_id}: {trigger!r} fired before the fast "
+                "path's transitions were recorded; this is a bug in statesaga, please report it"
+            )
+        region = self.c.region_of_trigger.get(trigger, "")
         source = self.config.get(region, "")
-        dest = self.table.get((source, trigger))
+        dest = self.c.table.get((source, trigger))
         if dest is None:
             raise MachineError(
                 f"saga {self.c.name} run {self.saga_id}: no transition {trigger!r} from "
@@ -214,58 +263,152 @@ class _Run:
         if self.observation is not None:
             self.observation.transition(trigger, attempt, error)
 
+    def unfold(self, *, running: bool) -> None:
+        """Record the transitions the fast path only stamped (see ``drive``): the run's state
+        becomes what taking them one by one would have made it. ``running``: the step after
+        the last stamped success had started."""
+        stamps, self.stamps = self.stamps, None
+        assert stamps is not None
+        self.prepare()
+        succeeded = len(stamps) - 1
+        self.history += unfold(self.c.happy_edges, stamps, 1 + 2 * succeeded + running)
+        self.config[SAGA_REGION] = self.c.happy_edges[2 * succeeded + running][2]
+        names = self.c.step_names[:succeeded]
+        self.completed += names
+        self.outcomes.update(dict.fromkeys(names, SUCCEEDED))
+        self.pivoted = any(plan.pivot for plan in self.c.steps[:succeeded])
+
     # -- the run ----------------------------------------------------------------------------
 
     async def drive(self) -> SagaResult | None:
         """Drive the run to its end; hand the outcome to ``self.waiter`` if one is waiting."""
+        c = self.c
         try:
             started = self.clock.monotonic()
-            status = saga_status(self.config[SAGA_REGION])
-            self.observation = begin(self.c.name, self.saga_id, self.clock, self)
+            state = self.config[SAGA_REGION]
+            status = state if state == c.initial else saga_status(state)
+            self.observation = begin(c.name, self.saga_id, self.clock, self)
+            if self.lean and (
+                self.observation is not None
+                or not c.sequential
+                or c.deadline is not None
+                or FAULTS.get()
+            ):
+                self.prepare()  # it cannot take the fast path
             if self.observation is not None:
-                self.observation.started(resumed=status != self.c.initial)
-            if self.c.deadline is not None and self.deadline_at is None:
-                self.deadline_at = self.now() + self.c.deadline
-            if status == self.c.initial:
-                self.fire("start")
+                self.observation.started(resumed=status != c.initial)
+            if c.deadline is not None and self.deadline_at is None:
+                self.deadline_at = self.now() + c.deadline
+            done = 0  # steps of a chain the fast path finished with
+            if status == c.initial:
+                if self.lean:
+                    # The fast path: a new in-memory chain with nothing to observe,
+                    # time-limit or inject. Its first attempts take the edges the compiler
+                    # looked up once (CompiledSaga.happy_edges), so only their times are
+                    # kept: the start's, then one per step, as a step's success and the next
+                    # one's start happen together. They are recorded (unfold) as soon as
+                    # anything else happens: the first step that needs more (a timeout, a
+                    # failure) leaves the fast path for _chain. No frame, table lookup or
+                    # history entry per step.
+                    now = self.now
+                    stamps = self.stamps = [now()]
+                    stamp, stored = stamps.append, self.results
+                    data, results, saga_id = self.data, self.results_view, self.saga_id
+                    for plan, name, plain in c.happy_path:
+                        if self.cancel_requested or not plain:
+                            done = len(stamps) - 1
+                            self.unfold(running=False)
+                            break
+                        ctx = Context(data, results, saga_id, name, 1)
+                        try:
+                            value = await plan.action(ctx)
+                        except (Exception, asyncio.CancelledError) as error:
+                            _raise_if_cancelled(error)
+                            done = len(stamps)
+                            self.unfold(running=True)
+                            if plan.retry.should_retry(error, 1):
+                                await self._pause(plan.retry, 2)
+                                self._record(plan, await self._attempts(plan, 2, error))
+                            else:
+                                self._record(plan, self._give_up(plan, error, 1, False))
+                            break
+                        if value is None:
+                            value = {}
+                        elif type(value) is not dict and not isinstance(value, Mapping):
+                            done = len(stamps)
+                            self.unfold(running=True)
+                            self._record(plan, self._accept(plan, value, 1))
+                            break
+                        stored[name] = value
+                        if ctx.emitted:
+                            self.outbox += ctx.emitted
+                        stamp(now())
+                    else:
+                        # Every step succeeded: the run completes without having recorded a
+                        # transition; its history is unfolded if someone reads it.
+                        self.stamps = None
+                        self.config[SAGA_REGION] = c.happy_end
+                        result = SagaResult(
+                            SagaStatus.COMPLETED,
+                            saga_id,
+                            c.step_names,
+                            (),
+                            None,
+                            None,
+                            _NO_ERRORS,
+                            stored,
+                            self.clock.monotonic() - started,
+                            stamps,
+                            tuple(self.outbox) if self.outbox else (),
+                            path=c.happy_edges,
+                        )
+                        if self.waiter is not None and not self.waiter.done():
+                            self.waiter.set_result(result)
+                        return result
+                else:
+                    self.fire("start")
                 status = "running"
             elif status == "failed" and self.reopening:
                 self.fire("reopen")  # retry the compensations that failed
                 status = "compensating"
             elif status == "failed" and self.pushing:
                 # A person asked for another try of the steps that halted it past the pivot.
-                if not self.c.sequential:
+                if not c.sequential:
                     self.fire("push_forward")
                 for name in self.pushing:
-                    self.fire(self.c.by_name[name].t_push_forward)
+                    self.fire(c.by_name[name].t_push_forward)
                 status = "running"
             if status == "running" and not self.failing:
-                if self.c.sequential:
-                    await self._chain()
+                if c.sequential:
+                    await self._chain(done)
                 else:
                     await self._forward()
-            if status == "running" and self.halting:
+            if status != "running":
+                ending = None
+            elif self.halting:
+                ending = SagaStatus.FAILED
                 self.fire("halt")
-                result = self._result(SagaStatus.FAILED, started)
-            elif status == "running" and len(self.completed) == len(self.c.steps):
+            elif len(self.completed) == len(c.steps):
+                ending = SagaStatus.COMPLETED
                 self.fire("complete")
-                result = self._result(SagaStatus.COMPLETED, started)
-            elif status == "running" and self.pivoted:
+            elif self.pivoted:
                 # Cancelled past the point of no return: nothing may be compensated, so the
                 # run stays unfinished (a durable one can be resumed forward).
                 if self.journal is not None:
                     await self.journal.flush(self)
                 raise asyncio.CancelledError
             else:
-                if status == "running":
-                    self.fire("abort")
+                ending = None
+                self.fire("abort")
+            if ending is None:
                 await self._compensate_all()
                 if self.compensation_errors:
+                    ending = SagaStatus.FAILED
                     self.fire("give_up")
-                    result = self._result(SagaStatus.FAILED, started)
                 else:
+                    ending = SagaStatus.COMPENSATED
                     self.fire("finish")
-                    result = self._result(SagaStatus.COMPENSATED, started)
+            result = self.result_of(ending, self.clock.monotonic() - started)
             if self.journal is not None:
                 await self.journal.flush(self)
         except BaseException as error:
@@ -286,9 +429,6 @@ class _Run:
             self.waiter.set_result(result)
         return result
 
-    def _result(self, status: SagaStatus, started: float) -> SagaResult:
-        return self.result_of(status, self.clock.monotonic() - started)
-
     def result_of(self, status: SagaStatus, duration: float) -> SagaResult:
         """The run's result, ended in ``status`` after ``duration`` seconds."""
         # Positional, in SagaResult's field order: this runs once per run, on the hot path.
@@ -308,57 +448,16 @@ class _Run:
 
     # -- forward ----------------------------------------------------------------------------
 
-    async def _chain(self) -> None:
-        """Run a chain's steps one after another (the hot path: no task per step)."""
-        data, results, saga_id = self.data, self.results_view, self.saga_id
-        config, history, now = self.config, self.history, self.now
-        bare = self.journal is None and self.observation is None and self.deadline_at is None
-        for plan, (before, running, succeeded, name) in zip(
-            self.c.steps, self.c.happy_path, strict=True
-        ):
+    async def _chain(self, first: int = 0) -> None:
+        """Run a chain's steps one after another from ``first`` (those before it are done)."""
+        for plan in self.c.steps[first:]:
             if self.failing or self.halting or self.cancel_requested:
                 return
-            if name in self.outcomes:
+            if plan.name in self.outcomes:
                 continue  # a resumed run: this step already succeeded
             if self.deadline_at is not None and self._past_deadline(plan):
                 return
-            if (
-                not bare
-                or plan.timeout is not None
-                or config[SAGA_REGION] != before
-                or FAULTS.get()
-            ):
-                self._record(plan, await self._attempts(plan))
-                continue
-            # A first attempt with nothing to record or observe: the edges were looked up in
-            # the table once, at compile time, so this costs no lookup and no extra coroutine.
-            config[SAGA_REGION] = running
-            history.append((plan.t_start, before, running, now(), 1, None))
-            ctx = Context(data, results, saga_id, name, 1, f"{saga_id}:{name}")
-            try:
-                value = await plan.action(ctx)
-            except (Exception, asyncio.CancelledError) as error:
-                _raise_if_cancelled(error)
-                if plan.retry.should_retry(error, 1):
-                    await self._pause(plan.retry, 2)
-                    self._record(plan, await self._attempts(plan, 2, error))
-                else:
-                    self._record(plan, self._give_up(plan, error, 1, False))
-                continue
-            if value is None:
-                value = {}
-            elif type(value) is not dict and not isinstance(value, Mapping):
-                self._record(plan, self._accept(plan, value, 1))
-                continue
-            self.results[name] = value
-            if ctx.emitted:
-                self.outbox += ctx.emitted
-            config[SAGA_REGION] = succeeded
-            history.append((plan.t_succeed, running, succeeded, now(), 1, None))
-            self.completed.append(name)
-            self.outcomes[name] = SUCCEEDED
-            if plan.pivot:
-                self.pivoted = True
+            self._record(plan, await self._attempts(plan))
 
     async def _forward(self) -> None:
         """Run a DAG: each step as soon as its own dependencies have succeeded."""
@@ -440,7 +539,6 @@ class _Run:
                 first = self.resumed.pop(plan.name)  # it was running when its process died
             elif self.failing or self.halting or self.cancel_requested:
                 return _NOT_STARTED  # a sibling launched in the same batch has already failed
-        key = f"{self.saga_id}:{plan.name}"
         retry = plan.retry
         # Once an attempt timed out, its effect may exist even if later attempts raise.
         doubt = previous is not None and _interrupted(previous)
@@ -453,7 +551,7 @@ class _Run:
         while True:
             attempt += 1
             self.fire(plan.t_start if attempt == 1 else plan.t_retry, attempt, previous)
-            ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, key)
+            ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt)
             if self.journal is not None:
                 await self.journal.flush(self)  # write-ahead: recorded as running first
             try:
@@ -610,6 +708,14 @@ class _Run:
             for p in self.c.steps
             if p.compensate is not None and self.outcomes.get(p.name) in owed
         ]
+        if self.c.sequential:
+            # In a chain every step depends on the one before: compensations run one after
+            # another, last step first.
+            for plan in reversed(targets):
+                error = await self._compensate(plan)
+                if error is not None:
+                    self.compensation_errors[plan.name] = error
+            return
         names = {p.name for p in targets}
         waiting = dict.fromkeys(names, 0)
         for p in targets:
@@ -651,7 +757,6 @@ class _Run:
     async def _compensate(self, plan: StepPlan) -> BaseException | None:
         compensate = plan.compensate
         assert compensate is not None
-        key = f"{self.saga_id}:{plan.name}:compensate"
         retry = plan.compensate_retry
         previous: BaseException | None = None
         # A resumed run continues a compensation its process started.
@@ -660,7 +765,7 @@ class _Run:
             attempt += 1
             trigger = plan.t_compensate if attempt == 1 else plan.t_retry_compensation
             self.fire(trigger, attempt, previous)
-            ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, key, True)
+            ctx = Context(self.data, self.results_view, self.saga_id, plan.name, attempt, True)
             if self.journal is not None:
                 await self.journal.flush(self)
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _faults
@@ -15,11 +15,22 @@ from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionReco
 
 if TYPE_CHECKING:
     from .engine import _Run
+    from .messaging.message import Message
     from .messaging.sender import Sender
 
 
-def _new_record(fields: tuple[Any, ...]) -> TransitionRecord:
-    return tuple.__new__(TransitionRecord, fields)
+new_tuple = tuple.__new__  # builds a named tuple without calling its __new__
+
+
+class _Nothing:
+    """What a flush with nothing new to commit hands back: done at once when awaited."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE = _Nothing()
 
 
 def describe(error: object) -> str | None:
@@ -59,7 +70,7 @@ class Journal:
         self.owner = owner
         self.version = record.version
         self.flushed = flushed  # history entries already stored
-        self.steps: dict[str, StepRecord] = {}
+        self.errors: dict[str, str] = {}  # each step's last error, kept by later commits
         self.sender = sender
         self.emitted = 0  # messages of run.outbox already committed
         self.sending: list[asyncio.Future[Any]] = []
@@ -69,7 +80,7 @@ class Journal:
         """Raise ``StoreError`` now if a step's result cannot be stored."""
         dumps(value, run_id=self.run_id)
 
-    def flush(self, run: _Run) -> Awaitable[None]:
+    def flush(self, run: _Run) -> Awaitable[Any]:
         """Commit what the run did since the last flush (waits for earlier flushes): await it."""
         if run.c.sequential:
             return self._commit(run)  # a chain flushes from one task, one flush at a time
@@ -79,24 +90,37 @@ class Journal:
         async with self._lock:
             await self._commit(run)
 
-    async def _commit(self, run: _Run) -> None:
+    def _commit(self, run: _Run) -> Awaitable[Any]:
+        """The commit of the run's new transitions, to await (nothing new: a done future).
+
+        A plain function: without messages to send afterwards, the store's own awaitable is
+        all there is to wait for, one frame less between every step and its write. The
+        journal counts the commit as made as soon as it is handed over; if the store then
+        refuses it, the error stops the run, which another driver resumes from the store.
+        """
         history = run.history
         end = len(history)
-        if end == self.flushed:
-            return
+        start = self.flushed
+        if end == start:
+            return _DONE
+        effects = run.c.trigger_effects
+        errors = self.errors
+        results = run.results
         transitions = []
         touched: dict[str, StepRecord] = {}
-        results = run.results
-        for seq in range(self.flushed, end):
+        for seq in range(start, end):
             trigger, source, dest, at, attempt, error = history[seq]
-            text = describe(error)
-            transitions.append(_new_record((seq + 1, trigger, source, dest, at, attempt, text)))
-            step, dot, _ = trigger.partition(".")
-            if dot:
+            text = error if error is None or type(error) is str else describe(error)
+            transitions.append(
+                new_tuple(TransitionRecord, (seq + 1, trigger, source, dest, at, attempt, text))
+            )
+            effect = effects.get(trigger)
+            if effect is not None:
+                step, phase = effect
                 if text is None:  # a success or a start keeps the step's last error
-                    previous = touched.get(step) or self.steps.get(step)
-                    text = previous.error if previous is not None else None
-                phase = dest.partition(".")[2]
+                    text = errors.get(step)
+                else:
+                    errors[step] = text
                 touched[step] = StepRecord(step, phase, attempt, results.get(step), text)
         outbox = run.outbox
         emitted = len(outbox)
@@ -104,33 +128,42 @@ class Journal:
         claim_until = None
         if messages and self.sender is not None:
             claim_until = time.time() + LEASE_SECONDS
+        config = run.config
         commit = Commit(
-            run_id=self.run_id,
-            version=self.version,
-            lease_owner=self.owner,
-            status=saga_status(run.config["saga"]),
-            config=dict(run.config),
-            steps=list(touched.values()),
-            transitions=transitions,
-            updated_at=run.now(),
-            failed_step=run.failed_step,
-            error=describe(run.error),
-            create=self.create,
-            messages=messages,
-            claim_until=claim_until,
+            self.run_id,
+            self.version,
+            self.owner,
+            saga_status(config["saga"]),
+            dict(config),
+            list(touched.values()),
+            transitions,
+            run.now(),
+            run.failed_step,
+            describe(run.error),
+            self.create,
+            messages,
+            claim_until,
         )
-        claimed = await self.store.commit(commit)
+        written = self.store.commit(commit)
         self.create = None
         self.version += 1
         self.flushed = end
         self.emitted = emitted
-        self.steps.update(touched)
         if messages:
-            _faults.crash_point("after-outbox-commit")
-            if self.sender is not None and claim_until is not None:
-                self.sending.append(
-                    self.sender.send(messages, claimed or (), self.owner, claim_until)
-                )
+            return self._sent(written, messages, claim_until)
+        return written
+
+    async def _sent(
+        self,
+        written: Awaitable[Sequence[str] | None],
+        messages: Sequence[Message],
+        claim_until: float | None,
+    ) -> None:
+        """Wait for a commit that carries messages, then start publishing them."""
+        claimed = await written
+        _faults.crash_point("after-outbox-commit")
+        if self.sender is not None and claim_until is not None:
+            self.sending.append(self.sender.send(messages, claimed or (), self.owner, claim_until))
 
     async def drain(self) -> None:
         """Wait until the messages sent so far are marked sent or left to the relay."""

@@ -178,11 +178,11 @@ def build_saga(plan: SagaPlan, ledger: list[tuple[str, str]]) -> type[Saga]:
     return type(f"RandomSaga{next(_names)}", (Saga,), {"steps": tuple(steps)})
 
 
-def execute(plan: SagaPlan) -> Run:
+def execute(plan: SagaPlan, saga_id: str | None = None) -> Run:
     """Run ``plan``'s saga to the end on a fresh event loop with a fake clock."""
     ledger: list[tuple[str, str]] = []
     saga = build_saga(plan, ledger)
-    result = asyncio.run(saga().execute(clock=FakeClock()))
+    result = asyncio.run(saga().execute(clock=FakeClock(), saga_id=saga_id))
     return Run(plan, compile_saga(saga), result, ledger)
 
 
@@ -551,3 +551,26 @@ def test_pivot_with_unknown_outcome_fails_without_compensating(
     assert run.steps_with("undo-start") == set()
     assert run.result.failed_step == plan.pivot
     assert Counter(e.trigger for e in run.result.history)["halt"] == 1
+
+
+# -- e) the fast path ---------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(saga_plans(shape="chain"))
+def test_fast_path_records_what_the_general_path_records(plan: SagaPlan) -> None:
+    """An unobserved in-memory chain (the engine's fast path, which keeps only times until it
+    leaves it) ends with the same result and history as the same run observed (which records
+    every transition as it goes)."""
+    from statesaga.observe import Observer, observing
+
+    fast = execute(plan, "run-1")
+    with observing(Observer()):
+        general = execute(plan, "run-1")
+    assert fast.ledger == general.ledger
+    assert fast.result.status == general.result.status
+    assert fast.result.completed_steps == general.result.completed_steps
+    assert fast.result.compensated_steps == general.result.compensated_steps
+    assert fast.result.failed_step == general.result.failed_step
+    assert dict(fast.result.results) == dict(general.result.results)
+    assert fast.result.history == general.result.history

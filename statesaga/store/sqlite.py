@@ -232,7 +232,8 @@ class SQLiteStore(AsyncContext):
     async def create(self, run: RunRecord) -> None:
         await self._write(sql.create, run_row(run), run.run_id)
 
-    async def commit(self, commit: Commit) -> Sequence[str] | None:
+    def commit(self, commit: Commit) -> asyncio.Future[Sequence[str] | None]:
+        # A plain function handing back the write's future: one frame less per step.
         run_id = commit.run_id
         # Serialised here, on the caller's side: a bad value fails before it is queued.
         steps = [
@@ -264,10 +265,7 @@ class SQLiteStore(AsyncContext):
             messages = message_rows(commit.messages, run_id)
             if commit.claim_until is not None:
                 claim = (commit.lease_owner, commit.claim_until, time.time())
-        claimed: list[str] | None = await self._write(
-            sql.commit, (create, update, steps, history, messages, claim), run_id
-        )
-        return claimed
+        return self._write(sql.commit, (create, update, steps, history, messages, claim), run_id)
 
     async def acquire(self, run_id: str, owner: str, expires: float, now: float) -> RunSnapshot:
         return await self._write(sql.acquire, (run_id, owner, expires, now), run_id)

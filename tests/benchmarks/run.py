@@ -179,21 +179,19 @@ async def hand_chain_guarded(data: dict[str, Any]) -> str:
     """The unrolled chain with the engine's cancellation guarantee, written by hand.
 
     To keep a caller's cancellation from interrupting a running step, the saga runs in a task
-    of its own and the caller waits on a future that the task fills in: the cheapest way to
-    give that guarantee in asyncio, and the structure the engine uses.
+    of its own, which the caller's cancellation does not reach (``shield``): the cheapest way
+    to give that guarantee with asyncio's public API. On 3.12 the task starts eagerly, so a
+    saga that never waits ends before the caller waits; 3.11 has no public way to do that.
     """
     loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[str] = loop.create_future()
-
-    async def body() -> None:
-        try:
-            waiter.set_result(await hand_chain_unrolled(data))
-        except Exception as error:
-            waiter.set_exception(error)
-
-    task = loop.create_task(body())
+    if sys.version_info >= (3, 12):
+        task = asyncio.Task(hand_chain_unrolled(data), loop=loop, eager_start=True)
+        if task.done():
+            return task.result()
+    else:
+        task = loop.create_task(hand_chain_unrolled(data))
     try:
-        return await waiter
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])  # let the running step finish, then re-raise
         raise
