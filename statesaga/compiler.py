@@ -138,6 +138,11 @@ class CompiledSaga:
         terminal_states: The saga's final states.
         regions: Region names: one for a chain; the saga's plus one per step for a DAG.
         deadline: The saga's deadline in seconds, or ``None`` (not part of the machine).
+        fingerprint: A short hash of what a stored run relies on to be resumed.
+        task_name: The name of the asyncio tasks that run this saga.
+
+    The other derived attributes (``happy_path``, ``happy_edges``, ``happy_end``,
+    ``trigger_effects``, ``step_names``) serve the engine and the journal.
     """
 
     saga: type[Saga]
@@ -154,6 +159,27 @@ class CompiledSaga:
     region_of_state: Mapping[str, str]
     region_of_trigger: Mapping[str, str]
     deadline: float | None = None
+    # Derived once, when compiled (see the functions of the same names below). Not cached
+    # properties: on a slotted attrs class those add a __getattr__, which makes every
+    # attribute read of the compiled saga (the engine reads several per run) take the slow
+    # path.
+    fingerprint: str = attrs.field(init=False)
+    happy_path: tuple[tuple[StepPlan, str, bool], ...] = attrs.field(init=False)
+    happy_edges: tuple[tuple[str, str, str, int], ...] = attrs.field(init=False)
+    happy_end: str = attrs.field(init=False)
+    trigger_effects: Mapping[str, tuple[str, str]] = attrs.field(init=False)
+    task_name: str = attrs.field(init=False)
+    step_names: tuple[str, ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        derive = functools.partial(object.__setattr__, self)
+        derive("fingerprint", _fingerprint(self))
+        derive("happy_path", _happy_path(self))
+        derive("happy_edges", _happy_edges(self))
+        derive("happy_end", _happy_end(self))
+        derive("trigger_effects", _trigger_effects(self))
+        derive("task_name", _task_name(self))
+        derive("step_names", _step_names(self))
 
     def __repr__(self) -> str:
         shape = "chain" if self.sequential else "DAG"
@@ -206,76 +232,6 @@ class CompiledSaga:
             ],
         }
 
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """A short hash of what a stored run relies on to be resumed.
-
-        It covers the steps in order, their dependencies, which ones are compensable, the
-        pivot, and ``MACHINE_VERSION``. Retries, timeouts and the deadline are left out:
-        tuning them keeps stored runs resumable. So are the edges this library derives, so a
-        new version that adds one does not strand the runs an older one stored.
-        """
-        shape = {
-            "machine": MACHINE_VERSION,
-            "sequential": self.sequential,
-            "steps": [
-                [p.name, list(p.deps), p.compensate is not None, p.pivot] for p in self.steps
-            ],
-        }
-        text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    @functools.cached_property
-    def happy_path(self) -> tuple[tuple[StepPlan, str, bool], ...]:
-        """A chain's steps as the engine's fast path takes them: plan, name, and whether the
-        call needs nothing around it (no timeout). Empty for a DAG."""
-        if not self.sequential:
-            return ()
-        return tuple((plan, plan.name, plan.timeout is None) for plan in self.steps)
-
-    @functools.cached_property
-    def happy_edges(self) -> tuple[tuple[str, str, str, int], ...]:
-        """The edges a chain takes when every step succeeds first time, looked up once in
-        ``table``: start, each step's start and success, complete, as (trigger, source,
-        dest, attempt). Empty for a DAG."""
-        if not self.sequential:
-            return ()
-        state = self.table[(self.initial, "start")]
-        edges = [("start", self.initial, state, 0)]
-        for plan in self.steps:
-            running = self.table[(state, plan.t_start)]
-            succeeded = self.table[(running, plan.t_succeed)]
-            edges += [(plan.t_start, state, running, 1), (plan.t_succeed, running, succeeded, 1)]
-            state = succeeded
-        edges.append(("complete", state, self.table[(state, "complete")], 0))
-        return tuple(edges)
-
-    @functools.cached_property
-    def trigger_effects(self) -> Mapping[str, tuple[str, str]]:
-        """For each step trigger, the step and the phase its edge enters (what a durable
-        run's journal writes to the step's row)."""
-        effects = {}
-        for t in self.transitions:
-            step, dot, _ = t.trigger.partition(".")
-            if dot:
-                effects[t.trigger] = (step, t.dest.partition(".")[2])
-        return effects
-
-    @functools.cached_property
-    def task_name(self) -> str:
-        """The name of the asyncio tasks that run this saga (as ``asyncio.all_tasks()`` shows)."""
-        return f"statesaga:{self.name}"
-
-    @functools.cached_property
-    def happy_end(self) -> str:
-        """The state a chain completes in (where ``happy_edges`` end); empty for a DAG."""
-        return self.happy_edges[-1][2] if self.sequential else ""
-
-    @functools.cached_property
-    def step_names(self) -> tuple[str, ...]:
-        """The steps' names, in ``steps`` order."""
-        return tuple(plan.name for plan in self.steps)
-
     def to_dot(self) -> str:
         """The machine as Graphviz DOT text (deterministic)."""
         from .render import graph_of
@@ -316,6 +272,74 @@ _CACHE_ATTR = "_statesaga_compiled_"
 #: Raised when this library changes the states it derives from a definition (their names, the
 #: regions) so that a stored run could not be resumed across the change.
 MACHINE_VERSION = 1
+
+
+def _fingerprint(self: CompiledSaga) -> str:
+    """A short hash of what a stored run relies on to be resumed.
+
+    It covers the steps in order, their dependencies, which ones are compensable, the
+    pivot, and ``MACHINE_VERSION``. Retries, timeouts and the deadline are left out:
+    tuning them keeps stored runs resumable. So are the edges this library derives, so a
+    new version that adds one does not strand the runs an older one stored.
+    """
+    shape = {
+        "machine": MACHINE_VERSION,
+        "sequential": self.sequential,
+        "steps": [[p.name, list(p.deps), p.compensate is not None, p.pivot] for p in self.steps],
+    }
+    text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _happy_path(self: CompiledSaga) -> tuple[tuple[StepPlan, str, bool], ...]:
+    """A chain's steps as the engine's fast path takes them: plan, name, and whether the
+    call needs nothing around it (no timeout). Empty for a DAG."""
+    if not self.sequential:
+        return ()
+    return tuple((plan, plan.name, plan.timeout is None) for plan in self.steps)
+
+
+def _happy_edges(self: CompiledSaga) -> tuple[tuple[str, str, str, int], ...]:
+    """The edges a chain takes when every step succeeds first time, looked up once in
+    ``table``: start, each step's start and success, complete, as (trigger, source,
+    dest, attempt). Empty for a DAG."""
+    if not self.sequential:
+        return ()
+    state = self.table[(self.initial, "start")]
+    edges = [("start", self.initial, state, 0)]
+    for plan in self.steps:
+        running = self.table[(state, plan.t_start)]
+        succeeded = self.table[(running, plan.t_succeed)]
+        edges += [(plan.t_start, state, running, 1), (plan.t_succeed, running, succeeded, 1)]
+        state = succeeded
+    edges.append(("complete", state, self.table[(state, "complete")], 0))
+    return tuple(edges)
+
+
+def _trigger_effects(self: CompiledSaga) -> Mapping[str, tuple[str, str]]:
+    """For each step trigger, the step and the phase its edge enters (what a durable
+    run's journal writes to the step's row)."""
+    effects = {}
+    for t in self.transitions:
+        step, dot, _ = t.trigger.partition(".")
+        if dot:
+            effects[t.trigger] = (step, t.dest.partition(".")[2])
+    return effects
+
+
+def _task_name(self: CompiledSaga) -> str:
+    """The name of the asyncio tasks that run this saga (as ``asyncio.all_tasks()`` shows)."""
+    return f"statesaga:{self.name}"
+
+
+def _happy_end(self: CompiledSaga) -> str:
+    """The state a chain completes in (where ``happy_edges`` end); empty for a DAG."""
+    return _happy_edges(self)[-1][2] if self.sequential else ""
+
+
+def _step_names(self: CompiledSaga) -> tuple[str, ...]:
+    """The steps' names, in ``steps`` order."""
+    return tuple(plan.name for plan in self.steps)
 
 
 def saga_status(state: str) -> str:

@@ -14,6 +14,7 @@ from statesaga.durable import resume
 from statesaga.errors import DefinitionChangedError
 from statesaga.store import MemoryStore, StoreError, WriteConflict
 from statesaga.store.base import StepRecord
+from statesaga.store.sqlite import SQLiteStore
 from statesaga.testing import FakeClock
 
 calls: list[tuple[str, str]] = []
@@ -90,6 +91,34 @@ async def abandon(saga: Saga, store: MemoryStore, saga_id: str, *, at: str) -> N
     await until(lambda: any(step == at and key.startswith(saga_id) for step, key in calls))
     await cancel_twice(task)
     del gate[at]
+
+
+@pytest.mark.parametrize("url", ["memory", "sqlite"])
+async def test_a_step_row_keeps_its_last_error_through_retries_and_compensation(
+    url: str, tmp_path: Path
+) -> None:
+    """A retried step that then succeeds keeps the error of its failed attempt, as does its
+    compensation's start; the failing step's row holds its own error."""
+    attempts: dict[str, int] = {}
+
+    async def flaky(ctx: Context) -> None:
+        attempts[ctx.step] = ctx.attempt
+        if ctx.attempt == 1:
+            raise ValueError("not yet")
+
+    class Flaky(Saga):
+        steps = (
+            Step("a", flaky, compensate=undo, retry=Retry(attempts=2, delay=0)),
+            Step("b", boom),
+        )
+
+    store = MemoryStore() if url == "memory" else SQLiteStore(tmp_path / "runs.db")
+    async with store:
+        result = await Flaky().execute(store=store, saga_id="e1", clock=FakeClock())
+        snap = await store.load("e1")
+    assert result.status is SagaStatus.COMPENSATED
+    assert snap.steps["a"] == StepRecord("a", "compensated", 1, {}, "ValueError: not yet")
+    assert snap.steps["b"] == StepRecord("b", "failed", 1, None, "RuntimeError: boom")
 
 
 async def test_durable_run_records_everything() -> None:
