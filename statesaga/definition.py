@@ -416,7 +416,7 @@ class Saga:
         argument raises when it is called.
 
         Args:
-            saga_id: This run's id; 32 random hex characters when omitted.
+            saga_id: This run's id; when omitted, 32 hex characters unique across processes.
             store: Run durably in this store (or store URL, such as ``sqlite:///sagas.db``):
                 every step is recorded before it is called and the run can be resumed
                 after a crash. ``None`` runs in memory.

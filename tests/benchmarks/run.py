@@ -539,7 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     durable = asyncio.run(bench_durable(DURABLE_SAGAS, 3 if args.quick else 9, DURABLE_GOAL))
     print(
         f"3. durable: {durable.sagas} concurrent 4-step sagas on SQLite (WAL, synchronous=FULL), "
-        f"median of {durable.rounds} alternating rounds, sagas per second"
+        f"{durable.rounds} alternating rounds: medians in sagas per second, and the median of "
+        "the rounds' own ratios"
     )
     print(
         table(
