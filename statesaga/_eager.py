@@ -27,7 +27,7 @@ if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=loop, name=name, eager_start=True)
 
 else:
-    from asyncio import events, tasks
+    from asyncio import tasks
 
     _BASE = asyncio.BaseEventLoop
     _capable: dict[type[Any], bool] = {}
@@ -53,22 +53,41 @@ else:
         capable = _capable.get(type(loop))
         if capable is None:
             capable = _eager_capable(loop)
-        if not capable or loop._task_factory is not None:  # type: ignore[attr-defined]
+        if (
+            not capable
+            or loop._task_factory is not None  # type: ignore[attr-defined]
+            or "call_soon" in vars(loop)  # someone else stands in for it already
+        ):
             return loop.create_task(coro, name=name)
-        ready: deque[events.Handle] = loop._ready  # type: ignore[attr-defined]
-        queued = len(ready)
-        task = Task(coro, loop=loop, name=name)  # loop.create_task without a task factory
-        if len(ready) != queued + 1:  # not the one step the task scheduled: leave it be
+        # A new task schedules its first step with loop.call_soon. For the length of its
+        # construction a stand-in takes that one call (recognised by the task's coroutine)
+        # instead of queueing it, so the step can run here; any other call goes to the loop
+        # as usual. Other threads queue through call_soon_threadsafe, which the stand-in
+        # does not touch.
+        first: list[Any] = []
+
+        def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+            owner = getattr(callback, "__self__", None)
+            if not first and not args and isinstance(owner, Task) and owner.get_coro() is coro:
+                first.extend((callback, context))
+                return None
+            return _BASE.call_soon(loop, callback, *args, context=context)  # type: ignore[arg-type]
+
+        setattr(loop, "call_soon", call_soon)  # noqa: B010 (an instance attribute, briefly)
+        try:
+            task: Task[_T] = Task(coro, loop=loop, name=name)  # loop.create_task, no factory
+        finally:
+            delattr(loop, "call_soon")
+        if not first:  # scheduled the ordinary way
             return task
-        # Take the task's first step off the queue and run it now, with the task as the
-        # current one, as Task(eager_start=True) does on 3.12. (A task's step takes no
-        # arguments and handles its coroutine's errors itself.)
-        first = ready.pop()
+        step, context = first
+        # Run it now, with the task as the current one, as Task(eager_start=True) does on
+        # 3.12. (A task's step takes no arguments and handles its coroutine's errors itself.)
         caller = tasks.current_task(loop)
         if caller is not None:
             tasks._leave_task(loop, caller)
         try:
-            first._context.run(first._callback)  # type: ignore[attr-defined]
+            context.run(step)
         finally:
             if caller is not None:
                 tasks._enter_task(loop, caller)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _faults
@@ -62,6 +62,7 @@ class Journal:
         *,
         create: bool = False,
         sender: Sender | None = None,
+        errors: Mapping[str, str | None] | None = None,
     ):
         self.store = store
         # A new run is created by its first commit, in the same transaction.
@@ -70,7 +71,9 @@ class Journal:
         self.owner = owner
         self.version = record.version
         self.flushed = flushed  # history entries already stored
-        self.errors: dict[str, str] = {}  # each step's last error, kept by later commits
+        # Each step's last error, kept by later commits (a resumed run starts from the stored
+        # ones, so its first commit of a step does not wipe the error out).
+        self.errors: dict[str, str] = {k: v for k, v in (errors or {}).items() if v is not None}
         self.sender = sender
         self.emitted = 0  # messages of run.outbox already committed
         self.sending: list[asyncio.Future[Any]] = []

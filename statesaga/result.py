@@ -189,6 +189,29 @@ class SagaResult:
         """Whether the run completed."""
         return self._status is SagaStatus.COMPLETED
 
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self._status,
+            self._saga_id,
+            self._completed_steps,
+            self._compensated_steps,
+            self._failed_step,
+            self._error,
+            self._compensation_errors,
+            self._results,
+            self._duration,
+            self.history,
+            self._messages,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, SagaResult)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and holds mutable mappings
+
     def __repr__(self) -> str:
         return (
             f"SagaResult(status={self._status!r}, saga_id={self._saga_id!r}, "

@@ -121,6 +121,34 @@ async def test_a_step_row_keeps_its_last_error_through_retries_and_compensation(
     assert snap.steps["b"] == StepRecord("b", "failed", 1, None, "RuntimeError: boom")
 
 
+async def test_a_resumed_run_keeps_a_steps_last_error_like_an_uninterrupted_one() -> None:
+    """A compensation that failed once and then worked keeps its error, whether the retry came
+    in the same process or from a resume (reopen)."""
+    fails: dict[str, int] = {"one": 1, "two": 2}
+
+    async def undo_failing(ctx: Context) -> None:
+        if fails[ctx.saga_id] > 0:
+            fails[ctx.saga_id] -= 1
+            raise ValueError("undo failed")
+
+    class Undo(Saga):
+        steps = (
+            Step("a", act, compensate=undo_failing, compensate_retry=Retry(attempts=2, delay=0)),
+            Step("b", boom),
+        )
+
+    store = MemoryStore()
+    await Undo().execute(store=store, saga_id="one", clock=FakeClock())
+    first = await Undo().execute(store=store, saga_id="two", clock=FakeClock())
+    assert first.status is SagaStatus.FAILED
+    second = await resume(store, "two", saga=Undo, clock=FakeClock())
+    assert second.status is SagaStatus.COMPENSATED
+    one = (await store.load("one")).steps["a"]
+    two = (await store.load("two")).steps["a"]
+    assert one.phase == two.phase == "compensated"
+    assert one.error == two.error == "ValueError: undo failed"
+
+
 async def test_durable_run_records_everything() -> None:
     """A durable run stores its status, steps with results, and its whole history."""
     store = MemoryStore()

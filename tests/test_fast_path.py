@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import cProfile
+import inspect
 import os
 import re
 import sys
+import threading
+import time
 from typing import Any
 
 import pytest
 
-from statesaga import Saga, SagaResult, SagaStatus, Step
+from statesaga import Saga, SagaResult, SagaStatus, Step, _eager
 from statesaga.context import Context
 from statesaga.ids import new_run_id
 from statesaga.observe import Observer, observing
@@ -47,6 +51,7 @@ async def test_a_run_that_never_waits_ends_without_a_trip_through_the_loop() -> 
     order.append("run")
     assert result.status is SagaStatus.COMPLETED
     assert order == ["run"]
+    assert "call_soon" not in vars(asyncio.get_running_loop())  # the loop is left as it was
     await asyncio.sleep(0)
     assert order == ["run", "callback"]
 
@@ -167,6 +172,104 @@ def test_a_loop_that_schedules_its_own_way_starts_runs_the_ordinary_way() -> Non
         loop.close()
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
+async def test_a_loop_whose_call_soon_is_already_replaced_starts_runs_the_ordinary_way() -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[object] = []
+
+    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        calls.append(callback)
+        return asyncio.BaseEventLoop.call_soon(loop, callback, *args, context=context)  # type: ignore[arg-type]
+
+    loop.call_soon = call_soon  # type: ignore[method-assign]
+    try:
+        order: list[str] = []
+        loop.call_soon(order.append, "callback")
+        result = await Chain().execute()
+    finally:
+        del loop.call_soon
+    assert result.status is SagaStatus.COMPLETED
+    assert order == ["callback"]  # the run's first step waited its turn
+    assert len(calls) >= 2  # the callback and the run's first step, both through the stand-in
+    assert "call_soon" not in vars(loop)
+
+
+def _with_a_thread_queueing_at(marker: str, loop: asyncio.AbstractEventLoop, got: list[str]) -> Any:
+    """A tracer that, when start_task reaches the line holding ``marker``, has another thread
+    queue a callback on ``loop`` (as a thread or a signal handler may at any moment)."""
+    source, first_line = inspect.getsourcelines(_eager.start_task)
+    line = first_line + next(i for i, text in enumerate(source) if marker in text)
+    code = _eager.start_task.__code__
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == line and not got:
+            got.append("fired")
+            queue = threading.Thread(target=loop.call_soon_threadsafe, args=(got.append, "cb"))
+            queue.start()
+            queue.join()
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
+@pytest.mark.parametrize("marker", ["task: Task[_T] = Task(", "step, context = first"])
+async def test_a_callback_another_thread_queues_meanwhile_is_never_taken_for_the_runs(
+    marker: str,
+) -> None:
+    """Whether it lands before or after the run's first step is found, the other thread's
+    callback stays queued and runs once, with its arguments; the run completes."""
+    loop = asyncio.get_running_loop()
+    got: list[str] = []
+    sys.settrace(_with_a_thread_queueing_at(marker, loop, got))
+    try:
+        result = await Chain().execute()
+    finally:
+        sys.settrace(None)
+    await asyncio.sleep(0)
+    assert result.status is SagaStatus.COMPLETED
+    assert got == ["fired", "cb"]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
+async def test_runs_started_while_a_thread_keeps_queueing_callbacks_lose_none_of_them() -> None:
+    """The same with a real thread queueing all the time, under a profiler (which turns off
+    the bytecode specialisation that otherwise narrows the window) and a tiny switch interval."""
+    loop = asyncio.get_running_loop()
+    got: list[int] = []
+    stop = threading.Event()
+    sent = 0
+
+    def pound() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            loop.call_soon_threadsafe(got.append, 1)
+            sent += 1
+            time.sleep(0)
+
+    interval = sys.getswitchinterval()
+    profiler = cProfile.Profile()
+    thread = threading.Thread(target=pound)
+    sys.setswitchinterval(1e-6)
+    profiler.enable()
+    thread.start()
+    statuses = set()
+    try:
+        until = time.monotonic() + 2
+        while time.monotonic() < until:
+            for _ in range(50):
+                statuses.add((await Chain().execute()).status)
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        thread.join()
+        profiler.disable()
+        sys.setswitchinterval(interval)
+    await asyncio.sleep(0.05)
+    assert statuses == {SagaStatus.COMPLETED}
+    assert len(got) == sent
+
+
 # -- the fast path ------------------------------------------------------------------------------
 
 
@@ -269,6 +372,20 @@ async def test_a_result_is_read_only() -> None:
     assert "status=<SagaStatus.COMPLETED: 'completed'>" in repr(result)
     assert result.history is result.history  # built once
     assert result.compensation_errors == {}
+    again = SagaResult(
+        result.status,
+        result.saga_id,
+        result.completed_steps,
+        (),
+        None,
+        None,
+        {},
+        dict(result.results),
+        result.duration,
+        [tuple(entry) for entry in result.history],
+    )
+    assert again == result  # by value: a fast-path result equals one built from its parts
+    assert again != await Chain().execute()
 
 
 # -- run ids ------------------------------------------------------------------------------------
