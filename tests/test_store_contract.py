@@ -544,6 +544,21 @@ async def test_list_retry_and_purge(store: SagaStore) -> None:
     assert len(await store.outbox_list()) == 2
 
 
+async def test_purging_a_dead_head_frees_its_key(store: SagaStore) -> None:
+    """Once a key's dead head is purged, its later messages are claimed again, and once they
+    are sent a new commit of the key claims its own for optimistic sending."""
+    await with_messages(store, message(1), message(2))
+    [head] = await store.outbox_claim("a", NOW, NOW + 30, limit=1)
+    await store.outbox_mark_failed(head.id, "a", "refused", NOW, dead=True)
+    assert await store.outbox_claim("a", NOW, NOW + 30) == []  # behind the dead head
+    assert await store.outbox_purge("dead", before=FAR) == 1
+    [second] = await store.outbox_claim("a", NOW, NOW + 30)
+    assert second.id == "r1:reserve:2"
+    await store.outbox_mark_sent([second.id], NOW)
+    third = make_commit(version=1, seq=2, messages=[message(3)])
+    assert list(await store.commit(attrs.evolve(third, claim_until=FAR)) or ()) == ["r1:reserve:3"]
+
+
 async def test_a_message_id_is_written_once(store: SagaStore) -> None:
     """A message id already in the outbox is left as it was."""
     await with_messages(store, message(1))

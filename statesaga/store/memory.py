@@ -41,6 +41,10 @@ class MemoryStore(AsyncContext):
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._history: dict[str, list[TransitionRecord]] = {}
         self._outbox: dict[str, OutboxRecord] = {}  # by id, in seq order
+        # The ids of messages not sent yet, in seq order: what claims and key checks look at,
+        # however many sent messages pile up.
+        self._unsent: dict[str, None] = {}
+        self._unsent_by_key: dict[str, dict[str, None]] = {}  # the same, keyed messages by key
         self._seq = 0
         self._lock = asyncio.Lock()
 
@@ -109,6 +113,9 @@ class MemoryStore(AsyncContext):
                 continue
             take = until is not None and (message.key is None or message.key not in blocked)
             self._seq += 1
+            self._unsent[message.id] = None
+            if message.key is not None:
+                self._unsent_by_key.setdefault(message.key, {})[message.id] = None
             self._outbox[message.id] = OutboxRecord(
                 message,
                 self._seq,
@@ -123,13 +130,24 @@ class MemoryStore(AsyncContext):
 
     def _blocked(self, keys: set[str], owner: str, now: float) -> set[str | None]:
         """Those ``keys`` with an unsent message that ``owner`` is not sending right now."""
-        return {
-            r.message.key
-            for r in self._outbox.values()
-            if r.message.key in keys
-            and r.status != "sent"
-            and (r.claim_owner != owner or (r.claim_until or 0) < now)
-        }
+        blocked: set[str | None] = set()
+        for key in keys:
+            for message_id in self._unsent_by_key.get(key, ()):
+                r = self._outbox[message_id]
+                if r.claim_owner != owner or (r.claim_until or 0) < now:
+                    blocked.add(key)
+                    break
+        return blocked
+
+    def _forget_unsent(self, record: OutboxRecord) -> None:
+        """Take a message that was sent (or is purged) out of the unsent indexes."""
+        self._unsent.pop(record.id, None)
+        key = record.message.key
+        if key is not None and key in self._unsent_by_key:
+            ids = self._unsent_by_key[key]
+            ids.pop(record.id, None)
+            if not ids:
+                del self._unsent_by_key[key]
 
     async def load(self, run_id: str) -> RunSnapshot:
         run = self._runs.get(run_id)
@@ -192,7 +210,7 @@ class MemoryStore(AsyncContext):
     async def outbox_claim(
         self, owner: str, now: float, until: float, limit: int = 100
     ) -> list[OutboxRecord]:
-        unsent = [r for r in self._outbox.values() if r.status != "sent"]
+        unsent = [self._outbox[i] for i in self._unsent]
         busy = {r.message.key for r in unsent if _live(r, now)}  # a key being sent waits
         blocked: set[str | None] = set()
         claimed: list[OutboxRecord] = []
@@ -218,6 +236,7 @@ class MemoryStore(AsyncContext):
                 self._outbox[message_id] = attrs.evolve(
                     record, status="sent", sent_at=now, claim_owner=None, claim_until=None
                 )
+                self._forget_unsent(record)
 
     async def outbox_mark_failed(
         self, message_id: str, owner: str, error: str, retry_at: float, *, dead: bool
@@ -258,7 +277,7 @@ class MemoryStore(AsyncContext):
     async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
         wanted = None if ids is None else set(ids)
         count = 0
-        for record in list(self._outbox.values()):
+        for record in [self._outbox[i] for i in self._unsent]:  # a sent one stays sent
             if wanted is None and record.status != "dead":
                 continue
             if wanted is not None and (record.id not in wanted or record.status == "sent"):
@@ -277,7 +296,7 @@ class MemoryStore(AsyncContext):
             if r.status == status and r.message.created_at < before
         ]
         for message_id in gone:
-            del self._outbox[message_id]
+            self._forget_unsent(self._outbox.pop(message_id))
         return len(gone)
 
 
