@@ -10,11 +10,12 @@ task's first step straight away, as 3.12 does, where the loop is asyncio's own.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 from asyncio import Task
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 _T = TypeVar("_T")
 
@@ -65,30 +66,42 @@ else:
         # as usual. Other threads queue through call_soon_threadsafe, which the stand-in
         # does not touch.
         first: list[Any] = []
+        base = cast(asyncio.BaseEventLoop, loop)
 
         def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
             owner = getattr(callback, "__self__", None)
             if not first and not args and isinstance(owner, Task) and owner.get_coro() is coro:
                 first.extend((callback, context))
                 return None
-            return _BASE.call_soon(loop, callback, *args, context=context)  # type: ignore[arg-type]
+            return _BASE.call_soon(base, callback, *args, context=context)
 
-        setattr(loop, "call_soon", call_soon)  # noqa: B010 (an instance attribute, briefly)
-        try:
-            task: Task[_T] = Task(coro, loop=loop, name=name)  # loop.create_task, no factory
-        finally:
-            delattr(loop, "call_soon")
-        if not first:  # scheduled the ordinary way
-            return task
-        step, context = first
-        # Run it now, with the task as the current one, as Task(eager_start=True) does on
-        # 3.12. (A task's step takes no arguments and handles its coroutine's errors itself.)
+        # An exception can arrive between any two statements (a signal handler raising
+        # KeyboardInterrupt or SystemExit): whatever happened, the finally clause leaves the
+        # loop as it was, the caller current again, and the step with the loop if it has not
+        # run, so the task can still run or be cancelled.
+        instance = vars(loop)
         caller = tasks.current_task(loop)
-        if caller is not None:
-            tasks._leave_task(loop, caller)
         try:
+            instance["call_soon"] = call_soon
+            task: Task[_T] = Task(coro, loop=loop, name=name)  # loop.create_task, no factory
+            del instance["call_soon"]
+            if not first:  # scheduled the ordinary way
+                return task
+            step, context = first
+            # Run it now, with the task as the current one, as Task(eager_start=True) does
+            # on 3.12. (A task's step takes no arguments and handles its coroutine's errors.)
+            if caller is not None:
+                tasks._leave_task(loop, caller)
             context.run(step)
-        finally:
+            first.clear()  # it ran: nothing to hand back
             if caller is not None:
                 tasks._enter_task(loop, caller)
-        return task
+                caller = None  # restored
+            return task
+        finally:
+            if instance.get("call_soon") is call_soon:
+                del instance["call_soon"]
+            if caller is not None and tasks.current_task(loop) is not caller:
+                tasks._enter_task(loop, caller)
+            if first and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                _BASE.call_soon(base, first[0], context=first[1])
