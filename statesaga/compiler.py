@@ -159,7 +159,8 @@ class CompiledSaga:
     region_of_state: Mapping[str, str]
     region_of_trigger: Mapping[str, str]
     deadline: float | None = None
-    # Derived once, when compiled (see the functions of the same names below). Not cached
+    # Derived once, when compiled (see the functions of the same names below; happy_end is
+    # where happy_edges end, empty for a DAG). Not cached
     # properties: on a slotted attrs class those add a __getattr__, which makes every
     # attribute read of the compiled saga (the engine reads several per run) take the slow
     # path.
@@ -175,8 +176,9 @@ class CompiledSaga:
         derive = functools.partial(object.__setattr__, self)
         derive("fingerprint", _fingerprint(self))
         derive("happy_path", _happy_path(self))
-        derive("happy_edges", _happy_edges(self))
-        derive("happy_end", _happy_end(self))
+        edges = _happy_edges(self)
+        derive("happy_edges", edges)
+        derive("happy_end", edges[-1][2] if edges else "")
         derive("trigger_effects", _trigger_effects(self))
         derive("task_name", _task_name(self))
         derive("step_names", _step_names(self))
@@ -274,7 +276,7 @@ _CACHE_ATTR = "_statesaga_compiled_"
 MACHINE_VERSION = 1
 
 
-def _fingerprint(self: CompiledSaga) -> str:
+def _fingerprint(compiled: CompiledSaga) -> str:
     """A short hash of what a stored run relies on to be resumed.
 
     It covers the steps in order, their dependencies, which ones are compensable, the
@@ -284,62 +286,59 @@ def _fingerprint(self: CompiledSaga) -> str:
     """
     shape = {
         "machine": MACHINE_VERSION,
-        "sequential": self.sequential,
-        "steps": [[p.name, list(p.deps), p.compensate is not None, p.pivot] for p in self.steps],
+        "sequential": compiled.sequential,
+        "steps": [
+            [p.name, list(p.deps), p.compensate is not None, p.pivot] for p in compiled.steps
+        ],
     }
     text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _happy_path(self: CompiledSaga) -> tuple[tuple[StepPlan, str, bool], ...]:
+def _happy_path(compiled: CompiledSaga) -> tuple[tuple[StepPlan, str, bool], ...]:
     """A chain's steps as the engine's fast path takes them: plan, name, and whether the
     call needs nothing around it (no timeout). Empty for a DAG."""
-    if not self.sequential:
+    if not compiled.sequential:
         return ()
-    return tuple((plan, plan.name, plan.timeout is None) for plan in self.steps)
+    return tuple((plan, plan.name, plan.timeout is None) for plan in compiled.steps)
 
 
-def _happy_edges(self: CompiledSaga) -> tuple[tuple[str, str, str, int], ...]:
+def _happy_edges(compiled: CompiledSaga) -> tuple[tuple[str, str, str, int], ...]:
     """The edges a chain takes when every step succeeds first time, looked up once in
     ``table``: start, each step's start and success, complete, as (trigger, source,
     dest, attempt). Empty for a DAG."""
-    if not self.sequential:
+    if not compiled.sequential:
         return ()
-    state = self.table[(self.initial, "start")]
-    edges = [("start", self.initial, state, 0)]
-    for plan in self.steps:
-        running = self.table[(state, plan.t_start)]
-        succeeded = self.table[(running, plan.t_succeed)]
+    state = compiled.table[(compiled.initial, "start")]
+    edges = [("start", compiled.initial, state, 0)]
+    for plan in compiled.steps:
+        running = compiled.table[(state, plan.t_start)]
+        succeeded = compiled.table[(running, plan.t_succeed)]
         edges += [(plan.t_start, state, running, 1), (plan.t_succeed, running, succeeded, 1)]
         state = succeeded
-    edges.append(("complete", state, self.table[(state, "complete")], 0))
+    edges.append(("complete", state, compiled.table[(state, "complete")], 0))
     return tuple(edges)
 
 
-def _trigger_effects(self: CompiledSaga) -> Mapping[str, tuple[str, str]]:
+def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:
     """For each step trigger, the step and the phase its edge enters (what a durable
     run's journal writes to the step's row)."""
     effects = {}
-    for t in self.transitions:
+    for t in compiled.transitions:
         step, dot, _ = t.trigger.partition(".")
         if dot:
             effects[t.trigger] = (step, t.dest.partition(".")[2])
     return effects
 
 
-def _task_name(self: CompiledSaga) -> str:
+def _task_name(compiled: CompiledSaga) -> str:
     """The name of the asyncio tasks that run this saga (as ``asyncio.all_tasks()`` shows)."""
-    return f"statesaga:{self.name}"
+    return f"statesaga:{compiled.name}"
 
 
-def _happy_end(self: CompiledSaga) -> str:
-    """The state a chain completes in (where ``happy_edges`` end); empty for a DAG."""
-    return _happy_edges(self)[-1][2] if self.sequential else ""
-
-
-def _step_names(self: CompiledSaga) -> tuple[str, ...]:
+def _step_names(compiled: CompiledSaga) -> tuple[str, ...]:
     """The steps' names, in ``steps`` order."""
-    return tuple(plan.name for plan in self.steps)
+    return tuple(plan.name for plan in compiled.steps)
 
 
 def saga_status(state: str) -> str:

@@ -223,7 +223,7 @@ async def drive_stored(
         owner_id(),
         flushed=len(snapshot.history),
         sender=_sender(opened, broker),
-        errors={name: step.error for name, step in snapshot.steps.items()},
+        errors={name: step.error for name, step in snapshot.steps.items() if step.error},
     )
     return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
 

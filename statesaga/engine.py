@@ -245,11 +245,6 @@ class _Run:
 
     def fire(self, trigger: str, attempt: int = 0, error: BaseException | None = None) -> None:
         """Take ``trigger``'s edge from the current state of its region, or fail loudly."""
-        if self.stamps is not None:
-            raise MachineError(
-                f"saga {self.c.name} run {self.saga_id}: {trigger!r} fired before the fast "
-                "path's transitions were recorded; this is a bug in statesaga, please report it"
-            )
         region = self.c.region_of_trigger.get(trigger, "")
         source = self.config.get(region, "")
         dest = self.c.table.get((source, trigger))

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .messaging.sender import Sender
 
 
-new_tuple = tuple.__new__  # builds a named tuple without calling its __new__
+_new_tuple = tuple.__new__  # builds a named tuple without calling its __new__
 
 
 class _Nothing:
@@ -62,7 +62,7 @@ class Journal:
         *,
         create: bool = False,
         sender: Sender | None = None,
-        errors: Mapping[str, str | None] | None = None,
+        errors: Mapping[str, str] | None = None,
     ):
         self.store = store
         # A new run is created by its first commit, in the same transaction.
@@ -73,7 +73,7 @@ class Journal:
         self.flushed = flushed  # history entries already stored
         # Each step's last error, kept by later commits (a resumed run starts from the stored
         # ones, so its first commit of a step does not wipe the error out).
-        self.errors: dict[str, str] = {k: v for k, v in (errors or {}).items() if v is not None}
+        self.errors: dict[str, str] = dict(errors or {})
         self.sender = sender
         self.emitted = 0  # messages of run.outbox already committed
         self.sending: list[asyncio.Future[Any]] = []
@@ -113,9 +113,9 @@ class Journal:
         touched: dict[str, StepRecord] = {}
         for seq in range(start, end):
             trigger, source, dest, at, attempt, error = history[seq]
-            text = error if error is None or type(error) is str else describe(error)
+            text = describe(error)
             transitions.append(
-                new_tuple(TransitionRecord, (seq + 1, trigger, source, dest, at, attempt, text))
+                _new_tuple(TransitionRecord, (seq + 1, trigger, source, dest, at, attempt, text))
             )
             effect = effects.get(trigger)
             if effect is not None:
