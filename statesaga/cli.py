@@ -73,8 +73,18 @@ def diagram(
             f"run {run_id} belongs to saga {run.run.saga!r}, not {compiled.name!r}: "
             "name that saga as TARGET"
         )
-    suffix = "mmd" if fmt == "mermaid" else (fmt or "svg")
-    path = output or f"{compiled.name}.{suffix}"
+    path = output
+    if path is None:  # the default is a plain file in the current folder, never elsewhere
+        from pathlib import PurePath
+
+        name = str(compiled.name)
+        if name in ("", ".", "..") or PurePath(name).name != name:
+            raise RenderError(
+                f"saga name {name!r} cannot name a file in the current folder: "
+                "name the file to write with -o"
+            )
+        suffix = "mmd" if fmt == "mermaid" else (fmt or "svg")
+        path = f"{name}.{suffix}"
     click.echo(render(compiled, path, format=fmt, run=run))
 
 
@@ -82,7 +92,7 @@ async def _load_run(url: str | None, run_id: str) -> RunSnapshot:
     from .store import store_from_url
 
     store = store_from_url(url)
-    await store.open()
+    await store.open(create=False)  # a missing store is an error, not a new empty one
     try:
         return await store.load(run_id)
     finally:

@@ -30,6 +30,10 @@ Action = Callable[["Context"], Any]
 RESERVED_NAMES = frozenset({"saga"})
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+_NAME_RULE = (
+    "a Python identifier that starts with a letter (letters, digits, underscores; "
+    "at most 100 characters)"
+)
 
 
 def _seconds(value: float | timedelta | None) -> float | None:
@@ -41,7 +45,11 @@ def _seconds(value: float | timedelta | None) -> float | None:
 def _exception_types(
     value: type[BaseException] | Iterable[type[BaseException]],
 ) -> tuple[type[BaseException], ...]:
-    return (value,) if isinstance(value, type) else tuple(value)
+    if isinstance(value, type):
+        return (value,)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return value  # kept for Retry.problems() to report
+    return tuple(value)
 
 
 @attrs.frozen
@@ -89,6 +97,11 @@ class Retry:
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty when they are usable)."""
         found = []
+        if not isinstance(self.retry_on, tuple):
+            found.append(
+                f"Retry(retry_on={self.retry_on!r}): retry_on must be an exception type or a "
+                "tuple of exception types, such as (ConnectionError, TimeoutError)"
+            )
         if not _is_int(self.attempts) or self.attempts < 1:
             found.append(f"Retry(attempts={self.attempts!r}): attempts must be an integer >= 1")
         for label, value, low in (
@@ -102,7 +115,9 @@ class Retry:
         if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
             found.append(f"Retry(jitter={self.jitter!r}): jitter must be between 0 and 1")
         bad = [
-            t for t in self.retry_on if not (isinstance(t, type) and issubclass(t, BaseException))
+            t
+            for t in (self.retry_on if isinstance(self.retry_on, tuple) else ())
+            if not (isinstance(t, type) and issubclass(t, BaseException))
         ]
         if bad:
             found.append(f"Retry(retry_on=...): {bad!r} are not exception types")
@@ -124,8 +139,11 @@ NO_RETRY = Retry(attempts=1)
 
 
 def _names(value: str | Step | Iterable[str | Step]) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str | Step) else list(value)
-    return tuple(item.name if isinstance(item, Step) else item for item in items)
+    if isinstance(value, str | Step):
+        value = [value]
+    elif isinstance(value, bytes) or not isinstance(value, Iterable):
+        return value  # kept for Step.problems() to report
+    return tuple(item.name if isinstance(item, Step) else item for item in value)
 
 
 @attrs.frozen
@@ -157,11 +175,13 @@ class Step:
     def problems(self) -> list[str]:
         """What is wrong with this step taken alone (empty when it is usable)."""
         found = []
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+        if not isinstance(self.name, str):
             found.append(
-                f"name {self.name!r} cannot name a state: use a Python identifier that starts "
-                "with a letter (letters, digits, underscores; at most 100 characters)"
+                f"name {self.name!r} is {type(self.name).__name__}, not a string: name the "
+                f"step with {_NAME_RULE}"
             )
+        elif not _NAME.fullmatch(self.name):
+            found.append(f"name {self.name!r} cannot name a state: use {_NAME_RULE}")
         elif keyword.iskeyword(self.name):
             found.append(f"name {self.name!r} is a Python keyword: choose another name")
         elif self.name in RESERVED_NAMES:
@@ -169,7 +189,9 @@ class Step:
         found += _callable_problems("action", self.action)
         if self.compensate is not None:
             found += _callable_problems("compensate", self.compensate)
-        if self.pivot and self.compensate is not None:
+        if not isinstance(self.pivot, bool):
+            found.append(f"pivot must be True or False, not {self.pivot!r}")
+        elif self.pivot and self.compensate is not None:
             found.append(
                 "a pivot step is the point of no return and cannot have a compensation: "
                 "remove compensate= or pivot=True"
@@ -183,29 +205,68 @@ class Step:
             found.append(
                 f"timeout={self.timeout!r}: a timeout must be a positive number of seconds"
             )
-        if any(not isinstance(d, str) for d in self.depends_on):
-            found.append("depends_on must list step names (or Step objects)")
-        elif self.name in self.depends_on:
-            found.append("depends_on names the step itself")
+        found += self._depends_on_problems()
         return found
 
+    def _depends_on_problems(self) -> list[str]:
+        if not isinstance(self.depends_on, tuple):
+            todo = (
+                "leave depends_on out when the step waits for no other step"
+                if self.depends_on is None
+                else "name the steps it waits for (or pass their Step objects)"
+            )
+            return [
+                "depends_on must be a step name or a sequence of step names, not "
+                f"{self.depends_on!r}: {todo}"
+            ]
+        for dep in self.depends_on:
+            if not isinstance(dep, str):
+                return [
+                    f"depends_on lists {dep!r} ({type(dep).__name__}), which is not a step "
+                    "name: list step names (or Step objects)"
+                ]
+        if self.name in self.depends_on:
+            return ["depends_on names the step itself"]
+        return []
 
-def _is_async(fn: object) -> bool:
+
+def _unwrap(fn: object) -> object:
     while isinstance(fn, functools.partial):
         fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 - an instance with async __call__
-    return not inspect.isfunction(fn) and call is not None and inspect.iscoroutinefunction(call)
+    return fn
+
+
+def _async_kind(fn: object) -> str | None:
+    """``"coroutine"`` or ``"generator"`` for an ``async def`` callable, else ``None``."""
+    fn = _unwrap(fn)
+    candidates = [fn]
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn):  # an instance's __call__
+        call = getattr(type(fn), "__call__", None)  # noqa: B004
+        if call is not None:
+            candidates.append(call)
+    for candidate in candidates:
+        if inspect.iscoroutinefunction(candidate):
+            return "coroutine"
+        if inspect.isasyncgenfunction(candidate):
+            return "generator"
+    return None
 
 
 def _callable_problems(label: str, fn: object) -> list[str]:
     if not callable(fn):
         return [f"{label} must be an async function, not {type(fn).__name__}"]
-    if not _is_async(fn):
-        name = getattr(fn, "__qualname__", type(fn).__name__)
-        return [f"{label} {name} is not async: define it with 'async def'"]
-    return []
+    kind = _async_kind(fn)
+    if kind == "coroutine":
+        return []
+    inner = _unwrap(fn)
+    name = getattr(inner, "__qualname__", type(inner).__name__)
+    if kind == "generator":
+        return [
+            f"{label} {name} is an async generator (its body uses 'yield'): an action or "
+            "compensation is called once and awaited for its result; use 'return' instead "
+            "of 'yield'"
+        ]
+    return [f"{label} {name} is not async: define it with 'async def'"]
 
 
 def validate_steps(
@@ -215,7 +276,7 @@ def validate_steps(
 
     ``problems_so_far`` (found in the rest of the saga) are listed with them.
     """
-    problems: list[Problem] = list(problems_so_far)
+    problems: list[Problem] = [*_saga_name_problems(saga), *problems_so_far]
     if isinstance(steps, str | bytes) or not isinstance(steps, Sequence | tuple | list):
         raise InvalidSagaError(
             saga, [*problems, Problem(None, "steps must be a tuple or list of Step objects")]
@@ -225,26 +286,42 @@ def validate_steps(
         raise InvalidSagaError(
             saga, [*problems, Problem(None, "the saga has no steps: list at least one")]
         )
+    found_before = len(problems)
+    seen: set[str] = set()
     for index, step in enumerate(items):
         if not isinstance(step, Step):
             problems.append(Problem(None, f"steps[{index}] is {type(step).__name__}, not a Step"))
+        elif not isinstance(step.name, str):  # no name to file the problems under
+            problems += [Problem(None, f"steps[{index}]: {p}") for p in step.problems()]
+        else:
+            if step.name in seen:
+                problems.append(Problem(step.name, "the name is used by more than one step"))
+            seen.add(step.name)
+            problems += [Problem(step.name, p) for p in step.problems()]
     good = [s for s in items if isinstance(s, Step)]
-    seen: set[str] = set()
     for step in good:
-        if step.name in seen:
-            problems.append(Problem(step.name, "the name is used by more than one step"))
-        seen.add(step.name)
-        problems += [Problem(step.name, p) for p in step.problems()]
-    names = {s.name for s in good}
-    for step in good:
+        if not isinstance(step.name, str) or not isinstance(step.depends_on, tuple):
+            continue
         for dep in step.depends_on:
-            if isinstance(dep, str) and dep not in names and dep != step.name:
+            if isinstance(dep, str) and dep not in seen and dep != step.name:
                 problems.append(Problem(step.name, f"depends_on names unknown step {dep!r}"))
-    if len(problems) == len(problems_so_far):
+    if len(problems) == found_before:
         problems += _graph_problems(good)
     if problems:
         raise InvalidSagaError(saga, problems)
     return items
+
+
+def _saga_name_problems(name: object) -> list[Problem]:
+    # The name is written into stores, diagrams and their default file names.
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return []
+    return [
+        Problem(
+            None,
+            f"name {name!r} cannot name the saga: set the class attribute name to {_NAME_RULE}",
+        )
+    ]
 
 
 def dependencies(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
@@ -358,7 +435,8 @@ class Saga:
 
     Class attributes:
         steps: The saga's steps, in order.
-        name: The saga's name in results, stores and diagrams (default: the class name).
+        name: The saga's name in results, stores and diagrams (default: the class name). Like
+            a step name, a Python identifier that starts with a letter.
         deadline: Seconds (or a ``timedelta``) the run has to get past its pivot (or to
             complete, without one), counted from its start. When it passes, no step before
             the pivot starts and a running one is cut short; the run is compensated. Steps

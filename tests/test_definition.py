@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -295,3 +297,114 @@ def test_boolean_timeout_is_rejected() -> None:
 def test_retry_delay_never_overflows() -> None:
     """A very late retry waits max_delay, not an OverflowError."""
     assert Retry(attempts=5000, jitter=0, max_delay=2.0).delay_before(1100, 0.0) == 2.0
+
+
+async def agen(ctx: object) -> Any:
+    """An async generator: it yields instead of returning."""
+    yield {}
+
+
+class AsyncGenCall:
+    """An object whose __call__ is an async generator."""
+
+    async def __call__(self, ctx: object) -> Any:
+        yield {}
+
+
+@pytest.mark.parametrize("value", [None, 1])
+def test_depends_on_of_the_wrong_type_is_listed_not_raised(value: object) -> None:
+    """depends_on=None or 1 is a problem in the one error, naming the step, beside the others."""
+    bad = Step("b", act, depends_on=value)  # type: ignore[arg-type]
+    found = problems_of((bad, Step("b", act)))
+    assert any(
+        p.startswith("step 'b': depends_on must be a step name or a sequence of step names, not ")
+        and repr(value) in p
+        for p in found
+    )
+    assert any("more than one" in p for p in found)
+
+
+def test_depends_on_holding_a_non_name_says_which_value() -> None:
+    """depends_on=['a', 1] names the value that is not a step name."""
+    bad = Step("b", act, depends_on=["a", 1])  # type: ignore[list-item]
+    found = problems_of((Step("a", act), bad))
+    assert any(p.startswith("step 'b': depends_on") and "1 (int)" in p for p in found)
+
+
+@pytest.mark.parametrize("name", [None, 7, ["a"]])
+def test_step_name_of_the_wrong_type_is_listed_not_raised(name: object) -> None:
+    """A step name that is not a string is a problem in the one error, beside the others."""
+    found = problems_of((Step(name, act), Step("a", act), Step("a", act)))  # type: ignore[arg-type]
+    assert any("steps[0]" in p and repr(name) in p and "not a string" in p for p in found)
+    assert any("more than one" in p for p in found)
+
+
+@pytest.mark.parametrize("value", [None, 1, "ValueError"])
+def test_retry_on_of_the_wrong_type_is_listed_not_raised(value: object) -> None:
+    """Retry(retry_on=None, 1 or a string) is a problem in the one error, not a TypeError."""
+    retry = Retry(retry_on=value)  # type: ignore[arg-type]
+    found = problems_of((Step("a", act, retry=retry), Step("a", act)))
+    assert any(
+        "step 'a': retry: Retry(retry_on=" in p and "exception type or a tuple" in p for p in found
+    )
+    assert any("more than one" in p for p in found)
+
+
+def test_pivot_that_is_not_a_bool_is_rejected() -> None:
+    """pivot='no' is not silently taken as True."""
+    found = problems_of((Step("a", act, pivot="no"),))  # type: ignore[arg-type]
+    assert found == ["step 'a': pivot must be True or False, not 'no'"]
+
+
+@pytest.mark.parametrize(
+    ("fn", "label"),
+    [
+        (agen, "agen"),
+        (functools.partial(agen), "agen"),
+        (AsyncGenCall(), "AsyncGenCall"),
+    ],
+    ids=["function", "partial", "callable-object"],
+)
+@pytest.mark.parametrize("role", ["action", "compensate"])
+def test_async_generator_is_refused_for_what_it_is(fn: Any, label: str, role: str) -> None:
+    """An async generator is refused as one (use return, not yield), not as 'not async'."""
+    step = Step("a", fn) if role == "action" else Step("a", act, compensate=fn)
+    (problem,) = problems_of((step,))
+    assert problem.startswith(f"step 'a': {role} {label}")
+    assert "async generator" in problem
+    assert "'return'" in problem
+    assert "not async" not in problem
+
+
+@pytest.mark.parametrize("name", [123, "", "../x", "a.b", "_x", "x" * 101])
+def test_unusable_saga_name_is_rejected(name: object) -> None:
+    """A saga's name follows the rule for step names (also when compiled after a change)."""
+    with pytest.raises(InvalidSagaError) as info:
+        validate_steps(name, (Step("a", act),))  # type: ignore[arg-type]
+    assert [str(p) for p in info.value.problems] == [
+        f"name {name!r} cannot name the saga: set the class attribute name to a Python "
+        "identifier that starts with a letter (letters, digits, underscores; at most 100 "
+        "characters)"
+    ]
+
+
+def test_saga_name_is_checked_when_the_class_is_defined_with_the_other_problems() -> None:
+    """A bad saga name is listed in the one error raised at class definition, with step problems."""
+    with pytest.raises(InvalidSagaError) as info:
+
+        class Named(Saga):
+            name = "../x"
+            steps = (Step("a", act), Step("a", act))
+
+    found = [str(p) for p in info.value.problems]
+    assert len(found) == 2
+    assert found[0].startswith("name '../x' cannot name the saga")
+    assert "more than one" in found[1]
+
+
+def test_default_saga_name_from_an_unusable_class_name_is_rejected() -> None:
+    """A class name that cannot name the saga (a leading underscore) asks for name = ..."""
+    with pytest.raises(InvalidSagaError, match="set the class attribute name"):
+
+        class _Private(Saga):
+            steps = (Step("a", act),)
