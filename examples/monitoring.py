@@ -1,9 +1,14 @@
 """Full observability for any example: Prometheus metrics, OpenTelemetry spans, logs.
 
 Call ``setup_monitoring()`` once before running sagas: every run after it is counted, timed,
-traced and logged. Run this file (``python examples/monitoring.py`` or
-``python -m examples.monitoring``) to see it on the order example: the log events go to
-stderr, then the metrics and the spans the runs produced are printed.
+traced and logged. The metrics go to ``prometheus_client``'s default registry, the one that
+``start_http_server`` and most frameworks' ``/metrics`` serve. The spans go to an OTLP
+collector when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) variable is set, and are kept in memory otherwise.
+
+Run this file (``python examples/monitoring.py`` or ``python -m examples.monitoring``) to see
+it on the order example: the log events go to stderr, then the metrics and the spans the runs
+produced are printed.
 """
 
 from __future__ import annotations
@@ -16,16 +21,18 @@ if __name__ == "__main__" and not __package__:
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import prometheus_client
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from statesaga.observe import add_observer, remove_observer
 from statesaga.observe.logs import LoggingObserver
@@ -43,6 +50,7 @@ class Monitoring:
     metrics: PrometheusObserver
     tracing: TracingObserver
     logs: LoggingObserver
+    settings: Mapping[str, Any]  # what setup_monitoring() was called with
 
     def metrics_text(self, prefix: str = "statesaga_", *, buckets: bool = True) -> str:
         """The registry in Prometheus' text format, only the lines about ``prefix*`` metrics.
@@ -51,7 +59,7 @@ class Monitoring:
             prefix: Keep the metrics whose names start with it.
             buckets: Keep histograms' ``_bucket`` series too.
         """
-        lines = generate_latest(self.registry).decode().splitlines()
+        lines = prometheus_client.generate_latest(self.registry).decode().splitlines()
         # "# HELP name ...", "# TYPE name ..." or "name{labels} value"; skip _created series
         names = [(line.split(" ", 3)[2] if line.startswith("# ") else line) for line in lines]
         return "\n".join(
@@ -68,10 +76,18 @@ class Monitoring:
         return exporter.get_finished_spans() if isinstance(exporter, InMemorySpanExporter) else ()
 
     def close(self) -> None:
-        """Stop observing runs and flush the spans."""
+        """Stop observing runs, take the metrics out of the registry, send the last spans."""
+        global _active
         for observer in (self.metrics, self.tracing, self.logs):
             remove_observer(observer)
+        self.metrics.unregister()
         self.tracer_provider.shutdown()
+        if _active is self:
+            _active = None
+
+
+#: The monitoring set up and not closed yet: one per process (a registry takes metrics once).
+_active: Monitoring | None = None
 
 
 def setup_monitoring(
@@ -79,24 +95,52 @@ def setup_monitoring(
     service_name: str = "statesaga-examples",
     labels: Mapping[str, str] | None = None,
     log_format: Literal["json", "kv"] = "kv",
+    registry: CollectorRegistry | None = None,
     span_exporter: SpanExporter | None = None,
 ) -> Monitoring:
     """Observe every run from now on: metrics, spans and logs.
+
+    Set it up once per process. Called again with the same settings before ``close()``, it
+    returns the monitoring already set up (a registry takes the metrics only once); with other
+    settings it raises ``ValueError``: ``close()`` the first one before setting up another.
 
     Args:
         service_name: The ``service.name`` of the spans, and a ``service`` metric label.
         labels: More constant metric labels.
         log_format: ``"json"`` or ``"kv"`` log lines.
-        span_exporter: Where spans go; by default kept in memory (``finished_spans()``).
-            Spans are exported as each ends: with a network exporter, a service would use a
-            ``BatchSpanProcessor`` instead.
+        registry: Where the metrics go; by default ``prometheus_client``'s default registry,
+            the one ``start_http_server`` serves. Tests pass a ``CollectorRegistry()`` of
+            their own.
+        span_exporter: Where spans go. By default an OTLP exporter when
+            ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set
+            (configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables), else memory
+            (``finished_spans()``). Spans kept in memory are there as each ends; the others
+            are sent in batches, off the sagas' path, and the last ones by ``close()``.
     """
-    registry = CollectorRegistry()
+    global _active
+    registry = prometheus_client.REGISTRY if registry is None else registry
+    settings = {
+        "service_name": service_name,
+        "labels": dict(labels or {}),
+        "log_format": log_format,
+        "registry": registry,
+        "span_exporter": span_exporter,
+    }
+    if _active is not None:
+        if _active.settings == settings:
+            return _active
+        raise ValueError(
+            "monitoring is already set up, with other settings: call close() on the "
+            "Monitoring that setup_monitoring() returned first"
+        )
+    exporter = span_exporter if span_exporter is not None else _span_exporter()
     metrics = PrometheusObserver(registry, labels={"service": service_name, **(labels or {})})
 
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    exporter = span_exporter if span_exporter is not None else InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if isinstance(exporter, InMemorySpanExporter):
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         # Nobody set one: make it global, so spans actions start nest under their step.
         trace.set_tracer_provider(provider)
@@ -113,7 +157,41 @@ def setup_monitoring(
 
     for observer in (metrics, tracing, logs):
         add_observer(observer)
-    return Monitoring(registry, provider, exporter, metrics, tracing, logs)
+    _active = Monitoring(registry, provider, exporter, metrics, tracing, logs, settings)
+    return _active
+
+
+def _otlp_endpoint() -> str | None:
+    """The collector the standard variables name, if they name one."""
+    env = os.environ
+    return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _span_exporter() -> SpanExporter:
+    """OTLP when the standard variables name a collector, else memory."""
+    if _otlp_endpoint() is None:
+        return InMemorySpanExporter()
+    env = os.environ
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"  # the specification's default
+    )
+    # Both exporters read the endpoint, headers, timeout... from the same variables.
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as OTLPGrpcSpanExporter,
+        )
+
+        return OTLPGrpcSpanExporter()
+    raise ValueError(
+        f"OTLP protocol {protocol!r} (OTEL_EXPORTER_OTLP_PROTOCOL) is not supported here: "
+        "use 'http/protobuf' or 'grpc'"
+    )
 
 
 def span_tree(spans: Sequence[ReadableSpan]) -> list[str]:
@@ -174,7 +252,10 @@ def main() -> None:
         print("\nMetrics (statesaga_*, histogram buckets left out):")
         print(monitoring.metrics_text(buckets=False))
         print("\nSpans:")
-        print("\n".join(span_tree(monitoring.finished_spans())))
+        if isinstance(monitoring.span_exporter, InMemorySpanExporter):
+            print("\n".join(span_tree(monitoring.finished_spans())))
+        else:
+            print(f"sent with OTLP to {_otlp_endpoint()}")
     finally:
         monitoring.close()
 

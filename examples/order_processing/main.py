@@ -16,15 +16,47 @@ if __name__ == "__main__" and not __package__:
     run_as_package(__file__)
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+import attrs
 
 from statesaga import Retry, Saga, Step
 
-from .. import _runner
-from .._validate import Fields
+from .. import _input, _runner
 from . import actions, compensations
 from .services import world
+
+
+@attrs.frozen
+class Item:
+    """One line of an order: a SKU and how many of it."""
+
+    sku: str = attrs.field(validator=_input.non_empty)
+    quantity: int = attrs.field(validator=_input.positive)
+
+
+def _each_sku_once(_order: object, _field: attrs.Attribute[Any], items: list[Item]) -> None:
+    """Refuses a SKU on two lines: list it once, with its total quantity."""
+    first: dict[str, int] = {}  # SKU -> the line it is on
+    for n, item in enumerate(items):
+        if item.sku in first:
+            raise _input.Refused(
+                f"items[{n}].sku",
+                f"repeats {item.sku!r} of items[{first[item.sku]}]: "
+                "list each SKU once, with its total quantity",
+            )
+        first[item.sku] = n
+
+
+@attrs.frozen
+class Order:
+    """The saga's input: ``OrderProcessingSaga(order_id=..., user_id=..., ...)``."""
+
+    order_id: str = attrs.field(validator=_input.non_empty)
+    user_id: str = attrs.field(validator=_input.non_empty)
+    items: list[Item] = attrs.field(validator=[_input.non_empty, _each_sku_once])
+    total_amount: float = attrs.field(validator=_input.money)
 
 
 class OrderProcessingSaga(Saga):
@@ -51,43 +83,9 @@ class OrderProcessingSaga(Saga):
         ),
     )
 
-    def __init__(
-        self,
-        *,
-        order_id: str,
-        user_id: str,
-        items: Sequence[Mapping[str, Any]],
-        total_amount: float,
-    ) -> None:
-        check = Fields(self.name)
-        super().__init__(
-            order_id=check.ident("order_id", order_id, "ORD"),
-            user_id=check.ident("user_id", user_id, "USER"),
-            items=_items(check, items),
-            total_amount=check.amount("total_amount", total_amount),
-        )
-
-
-def _items(check: Fields, items: object) -> list[dict[str, Any]]:
-    if not isinstance(items, Sequence) or isinstance(items, str) or not items:
-        raise check.refuse("items", f"must be a non-empty list of items, not {items!r}")
-    lines: list[dict[str, Any]] = []
-    for n, item in enumerate(items):
-        if not isinstance(item, Mapping) or set(item) != {"sku", "quantity"}:
-            raise check.refuse(
-                f"items[{n}]", f"must be {{'sku': ..., 'quantity': ...}}, not {item!r}"
-            )
-        sku = check.code(f"items[{n}].sku", item["sku"], "'ITEM-1'")
-        first = next((i for i, line in enumerate(lines) if line["sku"] == sku), None)
-        if first is not None:
-            raise check.refuse(
-                f"items[{n}].sku",
-                f"repeats {sku!r} of items[{first}]: list each SKU once, with its total quantity",
-            )
-        lines.append(
-            {"sku": sku, "quantity": check.count(f"items[{n}].quantity", item["quantity"])}
-        )
-    return lines
+    def __init__(self, **order: Any) -> None:
+        """Check the input as an ``Order``; ``InvalidInputError`` names the field at fault."""
+        super().__init__(**_input.structure(self.name, Order, order))
 
 
 #: The stories' input, each story changing what it needs.

@@ -17,16 +17,28 @@ if __name__ == "__main__" and not __package__:
 
 import functools
 from collections.abc import Sequence
+from typing import Any
+
+import attrs
 
 from statesaga import Retry, Saga, Step
 
-from .. import _runner
-from .._validate import Fields
+from .. import _input, _runner
 from . import actions, compensations
 from .services import CURRENCIES, world
 
 #: Seconds to wait for the gateway's answer before asking again (with the same key).
 AUTHORIZE_TIMEOUT = 0.25
+
+
+@attrs.frozen
+class Payment:
+    """The saga's input: ``PaymentSaga(payment_id=..., user_id=..., ...)``."""
+
+    payment_id: str = attrs.field(validator=_input.non_empty)
+    user_id: str = attrs.field(validator=_input.non_empty)
+    amount: float = attrs.field(validator=_input.money)
+    currency: str = attrs.field(validator=_input.one_of(*CURRENCIES))
 
 
 class PaymentSaga(Saga):
@@ -50,14 +62,9 @@ class PaymentSaga(Saga):
         ),
     )
 
-    def __init__(self, *, payment_id: str, user_id: str, amount: float, currency: str) -> None:
-        check = Fields(self.name)
-        super().__init__(
-            payment_id=check.ident("payment_id", payment_id, "PAY"),
-            user_id=check.ident("user_id", user_id, "USER"),
-            amount=check.amount("amount", amount),
-            currency=check.choice("currency", currency, CURRENCIES),
-        )
+    def __init__(self, **payment: Any) -> None:
+        """Check the input as a ``Payment``; ``InvalidInputError`` names the field at fault."""
+        super().__init__(**_input.structure(self.name, Payment, payment))
 
 
 #: The stories' input, each story changing what it needs.

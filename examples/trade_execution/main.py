@@ -17,13 +17,26 @@ if __name__ == "__main__" and not __package__:
 
 import functools
 from collections.abc import Sequence
+from typing import Any
+
+import attrs
 
 from statesaga import Retry, Saga, Step
 
-from .. import _runner
-from .._validate import Fields
+from .. import _input, _runner
 from . import actions, compensations
 from .services import world
+
+
+@attrs.frozen
+class Trade:
+    """The saga's input: ``TradeExecutionSaga(trade_id=..., account_id=..., ...)``."""
+
+    trade_id: str = attrs.field(validator=_input.non_empty)
+    account_id: str = attrs.field(validator=_input.non_empty)
+    symbol: str = attrs.field(validator=_input.non_empty)
+    quantity: int = attrs.field(validator=_input.positive)
+    price: float = attrs.field(validator=_input.money)
 
 
 class TradeExecutionSaga(Saga):
@@ -46,17 +59,9 @@ class TradeExecutionSaga(Saga):
         ),
     )
 
-    def __init__(
-        self, *, trade_id: str, account_id: str, symbol: str, quantity: int, price: float
-    ) -> None:
-        check = Fields(self.name)
-        super().__init__(
-            trade_id=check.ident("trade_id", trade_id, "TRD"),
-            account_id=check.ident("account_id", account_id, "ACC"),
-            symbol=check.pattern("symbol", symbol, r"[A-Z]{1,5}", "'AAPL'"),
-            quantity=check.count("quantity", quantity),
-            price=check.amount("price", price),
-        )
+    def __init__(self, **trade: Any) -> None:
+        """Check the input as a ``Trade``; ``InvalidInputError`` names the field at fault."""
+        super().__init__(**_input.structure(self.name, Trade, trade))
 
 
 #: The stories' input, each story changing what it needs.

@@ -17,16 +17,29 @@ if __name__ == "__main__" and not __package__:
 
 import functools
 from collections.abc import Sequence
+from typing import Any
+
+import attrs
 
 from statesaga import Retry, Saga, Step
 
-from .. import _runner
-from .._validate import Fields
+from .. import _input, _runner
 from . import actions, compensations
 from .services import world
 
 #: Seconds the airline has to confirm a seat; after that the booking's outcome is unknown.
 FLIGHT_TIMEOUT = 0.5
+
+
+@attrs.frozen
+class Trip:
+    """The saga's input: ``TravelBookingSaga(trip_id=..., user_id=..., ...)``."""
+
+    trip_id: str = attrs.field(validator=_input.non_empty)
+    user_id: str = attrs.field(validator=_input.non_empty)
+    flight: str = attrs.field(validator=_input.non_empty)
+    hotel: str = attrs.field(validator=_input.non_empty)
+    car_rental: bool
 
 
 class TravelBookingSaga(Saga):
@@ -49,17 +62,9 @@ class TravelBookingSaga(Saga):
         ),
     )
 
-    def __init__(
-        self, *, trip_id: str, user_id: str, flight: str, hotel: str, car_rental: bool
-    ) -> None:
-        check = Fields(self.name)
-        super().__init__(
-            trip_id=check.ident("trip_id", trip_id, "TRIP"),
-            user_id=check.ident("user_id", user_id, "USER"),
-            flight=check.pattern("flight", flight, r"[A-Z0-9]{2}[0-9]{1,4}", "'AA123'"),
-            hotel=check.ident("hotel", hotel, "HTL"),
-            car_rental=check.flag("car_rental", car_rental),
-        )
+    def __init__(self, **trip: Any) -> None:
+        """Check the input as a ``Trip``; ``InvalidInputError`` names the field at fault."""
+        super().__init__(**_input.structure(self.name, Trip, trip))
 
 
 #: The stories' input, each story changing what it needs.
