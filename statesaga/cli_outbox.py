@@ -11,7 +11,7 @@ import time
 
 import click
 
-from .cli_runs import _table, _when, open_store, store_option
+from .cli_runs import _table, _when, command_store, store_option
 from .store import OUTBOX_STATUSES, OutboxRecord, hide_password
 
 #: Environment variable naming the broker of the CLI's ``relay`` and ``worker`` commands.
@@ -66,7 +66,7 @@ def _row(record: OutboxRecord, show_payload: bool) -> list[str]:
 
 
 async def _list(url: str, status: str | None, limit: int) -> list[OutboxRecord]:
-    store = await open_store(url)
+    store = await command_store(url, create=False)
     try:
         return await store.outbox_list(status=status, limit=limit)
     finally:
@@ -98,7 +98,7 @@ def retry_messages(store_url: str, message_ids: tuple[str, ...], all_dead: bool)
 
 async def _retry(url: str, ids: list[str] | None) -> tuple[int, list[str]]:
     """How many messages were requeued, and which of ``ids`` were not."""
-    store = await open_store(url)
+    store = await command_store(url, create=False)
     try:
         now = time.time()
         if ids is None:
@@ -133,7 +133,7 @@ def purge_messages(store_url: str, sent: bool, dead: bool, days: float) -> None:
 
 
 async def _purge(url: str, status: str, before: float) -> int:
-    store = await open_store(url)
+    store = await command_store(url, create=False)
     try:
         return await store.outbox_purge(status, before)
     finally:
@@ -171,7 +171,7 @@ async def _relay(
 
     from .messaging.relay import BACKOFF, Relay
 
-    store = await open_store(store_url)
+    store = await command_store(store_url)
     relay = Relay(
         store,
         broker_url,
@@ -203,5 +203,5 @@ async def _relay(
             await task
         return sent
     finally:
-        await relay.broker.close()
+        await relay.close()
         await store.close()

@@ -29,6 +29,24 @@ def run_cli(
     )
 
 
+ORDERS_SAGA = """
+from statesaga import Saga, Step
+
+async def act(ctx):
+    return None
+
+class Orders(Saga):
+    steps = (Step("reserve", act, compensate=act), Step("charge", act))
+"""
+
+
+def write_orders_saga(folder: Path) -> Path:
+    """A saga file ``orders.py`` (class ``Orders``: reserve, charge) in ``folder``."""
+    path = folder / "orders.py"
+    path.write_text(ORDERS_SAGA)
+    return path
+
+
 class FailingStore(MemoryStore):
     """A memory store whose ``fail_at``-th commit raises ``StoreError`` (a disk gone full)."""
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from statesaga.cli import cli
+from statesaga.cli import cli, main
 from statesaga.messaging.message import Message
-from statesaga.store import Commit, RunRecord
+from statesaga.store import Commit, RunRecord, hide_password
 from statesaga.store.sqlite import SQLiteStore
 
 
@@ -106,3 +106,69 @@ def test_purge_refuses_sent_and_dead_together(db: str) -> None:
     assert purged.exit_code == 2
     assert "not both" in purged.output
     assert "r1:s:1" in outbox_cli("outbox", "list", "--store", db).output  # nothing deleted
+
+
+# -- a store that does not exist ---------------------------------------------------------------
+
+
+def failing(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``statesaga ARGS`` as the console script does; assert exit code 1; its stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    assert exited.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err
+
+
+def assert_no_store_error(stderr: str, url: str) -> None:
+    """``stderr`` is one line: the error that there is no store at ``url``."""
+    [line] = stderr.splitlines()
+    assert line.startswith(f"error: no statesaga store at {url} (")
+    assert "Traceback" not in stderr
+
+
+def test_list_of_a_missing_store_is_an_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """outbox list on a missing SQLite file: one-line error, exit 1, no file made."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert_no_store_error(failing(capsys, "outbox", "list", "--store", url), url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_retry_on_a_missing_store_is_an_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """outbox retry on a missing SQLite file: one-line error, exit 1, no file made."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert_no_store_error(failing(capsys, "outbox", "retry", "--dead", "--store", url), url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_purge_on_a_missing_store_is_an_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """outbox purge on a missing SQLite file: one-line error, exit 1, no file made."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = ("outbox", "purge", "--sent", "--older-than", "1", "--store", url)
+    assert_no_store_error(failing(capsys, *args), url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_of_a_missing_postgres_schema_is_an_error_and_creates_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """outbox list on a PostgreSQL schema that does not exist: one-line error, no schema made."""
+    from test_store_postgres import URL, drop_schema, new_schema, require_server, schema_exists
+
+    require_server()
+    name = new_schema()
+    try:
+        url = f"{URL}{'&' if '?' in URL else '?'}schema={name}"
+        stderr = failing(capsys, "outbox", "list", "--store", url)
+        assert_no_store_error(stderr, hide_password(URL))
+        assert f"schema '{name}' does not exist" in stderr
+        assert not schema_exists(name)
+    finally:
+        drop_schema(name)

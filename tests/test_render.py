@@ -3,12 +3,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, write_orders_saga
 
 from statesaga import Retry, Saga, Step, compile_saga
 from statesaga.errors import StatesagaError
@@ -200,21 +199,7 @@ def test_missing_output_folder(tmp_path: Path) -> None:
 
 @pytest.fixture
 def saga_file(tmp_path: Path) -> Path:
-    path = tmp_path / "orders.py"
-    path.write_text(
-        textwrap.dedent(
-            """
-            from statesaga import Saga, Step
-
-            async def act(ctx):
-                return None
-
-            class Orders(Saga):
-                steps = (Step("reserve", act, compensate=act), Step("charge", act))
-            """
-        )
-    )
-    return path
+    return write_orders_saga(tmp_path)
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], text: str) -> None:
@@ -258,9 +243,10 @@ def test_cli_diagram_unimportable_target(tmp_path: Path) -> None:
     assert_one_line_error(done, "cannot import 'no_such_module_xyz'")
 
 
-def test_cli_diagram_unknown_run(saga_file: Path) -> None:
-    """An unknown run id is a one-line error."""
+async def test_cli_diagram_unknown_run(saga_file: Path) -> None:
+    """An unknown run id in an existing store is a one-line error."""
     store = f"sqlite:///{saga_file.parent / 'runs.db'}"
+    await load_saga(f"{saga_file}:Orders")().execute(store=store, saga_id="run-1")
     args = ("diagram", f"{saga_file}:Orders", "-o", "x.dot", "--run", "nope", "--store", store)
     done = run_cli(*args, cwd=saga_file.parent)
     assert_one_line_error(done, "no run 'nope'")

@@ -21,8 +21,10 @@ from statesaga.store import (
     SagaStore,
     StepRecord,
     StoreError,
+    StoreNotFound,
     TransitionRecord,
     WriteConflict,
+    hide_password,
 )
 from statesaga.store.sqlite import SQLiteStore
 
@@ -49,6 +51,33 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await backend.open()
     yield backend
     await backend.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def missing(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SagaStore]:
+    """An unopened store of each durable backend where no store exists (a memory store always
+    exists: it keeps nothing outside its process)."""
+    backend: SagaStore
+    if request.param == "sqlite":
+        backend = SQLiteStore(tmp_path / "missing.db")
+    else:
+        from test_store_postgres import postgres_store  # a schema that does not exist
+
+        backend = postgres_store(request)
+    yield backend
+    await backend.close()
+
+
+def twin(store: SagaStore) -> SagaStore:
+    """A new, unopened store on the data of ``store`` (a memory store is its own)."""
+    if isinstance(store, MemoryStore):
+        return store
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    from statesaga.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    return PostgresStore(store.url, schema=store.schema)
 
 
 def make_run(run_id: str = "r1", **changes: Any) -> RunRecord:
@@ -87,6 +116,64 @@ def make_commit(run_id: str = "r1", version: int = 0, *, seq: int = 1, **changes
     }
     fields.update(changes)
     return Commit(**fields)
+
+
+# -- opening without creating ------------------------------------------------------------------
+
+
+async def test_open_without_create_refuses_a_store_that_does_not_exist(missing: SagaStore) -> None:
+    """open(create=False) where there is no store raises StoreNotFound naming the URL."""
+    with pytest.raises(StoreNotFound) as caught:
+        await missing.open(create=False)
+    assert isinstance(caught.value, StoreError)
+    assert caught.value.url == hide_password(missing.url)
+    assert str(caught.value).startswith(f"no statesaga store at {caught.value.url} (")
+
+
+async def test_a_store_refused_without_create_is_created_by_open(missing: SagaStore) -> None:
+    """After open(create=False) refused it, open() creates the store and it works."""
+    with pytest.raises(StoreNotFound):
+        await missing.open(create=False)
+    await missing.open()
+    await missing.create(make_run())
+    assert (await missing.load("r1")).run == make_run()
+
+
+async def test_open_without_create_opens_an_existing_store_with_its_runs(store: SagaStore) -> None:
+    """A store that exists opens with create=False and lists the runs stored in it."""
+    await store.create(make_run("r1"))
+    await store.create(make_run("r2", created_at=200.0))
+    reader = twin(store)
+    await reader.open(create=False)
+    try:
+        assert [r.run_id for r in await reader.list_runs()] == ["r2", "r1"]
+        assert (await reader.load("r1")).run == make_run("r1")
+    finally:
+        if reader is not store:
+            await reader.close()
+
+
+async def test_a_store_opened_without_create_takes_writes(store: SagaStore) -> None:
+    """A store opened with create=False commits like any other; open() on it is a no-op."""
+    await store.create(make_run())
+    other = twin(store)
+    await other.open(create=False)
+    try:
+        await other.open()
+        await other.commit(make_commit())
+        await other.create(make_run("r2"))
+        assert (await store.load("r1")).run.version == 1
+        assert (await store.load("r2")).run == make_run("r2")
+    finally:
+        if other is not store:
+            await other.close()
+
+
+async def test_open_without_create_of_an_open_store_returns_at_once(store: SagaStore) -> None:
+    """open(create=False) on a store that is open already changes nothing and keeps it open."""
+    await store.create(make_run())
+    await store.open(create=False)
+    assert (await store.load("r1")).run == make_run()
 
 
 async def test_create_then_load_round_trips_every_field(store: SagaStore) -> None:
@@ -280,6 +367,24 @@ async def test_unfinished_honours_limit(store: SagaStore) -> None:
         await store.create(make_run(f"r{i}", created_at=10.0 - i, lease_owner=None))
     assert await store.unfinished(NOW, limit=2) == ["r4", "r3"]
     assert await store.unfinished(NOW, limit=0) == []
+
+
+async def test_leased_lists_unfinished_runs_with_live_leases_soonest_first(
+    store: SagaStore,
+) -> None:
+    """leased lists the unfinished runs whose lease is live, the soonest to run out first."""
+    await store.create(make_run("later", lease_expires=NOW + 20))
+    await store.create(make_run("sooner", lease_expires=NOW + 10, lease_owner="w2"))
+    await store.create(make_run("expired", lease_expires=NOW - 1))
+    await store.create(make_run("free", lease_owner=None, lease_expires=None))
+    await store.create(make_run("done", status="completed", lease_expires=NOW + 5))
+    leased = await store.leased(NOW)
+    assert [(r.run_id, r.lease_owner, r.lease_expires) for r in leased] == [
+        ("sooner", "w2", NOW + 10),
+        ("later", "w1", NOW + 20),
+    ]
+    assert [r.run_id for r in await store.leased(NOW, limit=1)] == ["sooner"]
+    assert await store.leased(NOW + 30) == []
 
 
 async def test_list_runs_newest_first_with_filters_and_limit(store: SagaStore) -> None:

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from statesaga.store import (
     RunSnapshot,
     StepRecord,
     StoreError,
+    StoreNotFound,
     TransitionRecord,
     WriteConflict,
     hide_password,
@@ -240,6 +242,62 @@ async def test_newer_version_in_an_otherwise_empty_schema_creates_nothing(schema
     with pytest.raises(StoreError, match="99"):
         await PostgresStore(URL, schema=schema).open()
     assert [name for name, _ in catalog(schema)] == ["statesaga_meta", "statesaga_meta_pkey"]
+
+
+def with_schema(name: str, url: str = URL) -> str:
+    """``url`` naming schema ``name``, as users write it for store_from_url."""
+    return f"{url}{'&' if '?' in url else '?'}schema={name}"
+
+
+def schema_exists(name: str) -> bool:
+    """Whether the server has a schema called ``name``."""
+    return bool(admin("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)))
+
+
+async def test_open_without_create_leaves_a_missing_schema_missing(schema_name: str) -> None:
+    """open(create=False) on a schema that does not exist: StoreNotFound, no schema made."""
+    with pytest.raises(StoreNotFound, match=f"schema '{schema_name}' does not exist") as caught:
+        await store_from_url(with_schema(schema_name)).open(create=False)
+    assert str(caught.value).startswith(f"no statesaga store at {hide_password(URL)} (")
+    assert not schema_exists(schema_name)
+
+
+async def test_open_without_create_creates_nothing_in_an_empty_schema(schema: str) -> None:
+    """open(create=False) on a schema without statesaga's tables: StoreNotFound, none made."""
+    with pytest.raises(StoreNotFound, match="holds no statesaga tables"):
+        await PostgresStore(URL, schema=schema).open(create=False)
+    assert catalog(schema) == []
+
+
+async def test_open_without_create_names_the_store_with_its_password_hidden(
+    schema_name: str,
+) -> None:
+    """The StoreNotFound message shows the URL with its password replaced by ***."""
+    parts = urlsplit(URL)
+    password = parts.password
+    url = URL
+    if password is None:  # the test server trusts us: a password it ignores will do
+        password = "pw-never-shown"
+        netloc = f"{parts.username or 'postgres'}:{password}@{parts.netloc.rpartition('@')[2]}"
+        url = urlunsplit(parts._replace(netloc=netloc))
+    with pytest.raises(StoreNotFound) as caught:
+        await store_from_url(with_schema(schema_name, url)).open(create=False)
+    assert password not in str(caught.value)
+    assert ":***@" in caught.value.url
+    assert caught.value.url in str(caught.value)
+
+
+async def test_open_without_create_of_a_newer_schema_says_so_and_creates_nothing(
+    schema: str,
+) -> None:
+    """A schema of a newer statesaga is a store: refused as newer (not 'no store'), unchanged."""
+    admin(f'CREATE TABLE "{schema}".statesaga_meta (key text PRIMARY KEY, value text NOT NULL)')
+    admin(f"INSERT INTO \"{schema}\".statesaga_meta VALUES ('schema_version', '99')")
+    before = catalog(schema)
+    with pytest.raises(StoreError, match="newer") as caught:
+        await PostgresStore(URL, schema=schema).open(create=False)
+    assert not isinstance(caught.value, StoreNotFound)
+    assert catalog(schema) == before
 
 
 async def test_unreachable_server_is_a_store_error_with_the_password_hidden() -> None:

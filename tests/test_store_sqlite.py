@@ -18,6 +18,7 @@ from statesaga.store import (
     RunRecord,
     StepRecord,
     StoreError,
+    StoreNotFound,
     TransitionRecord,
     store_from_url,
 )
@@ -238,6 +239,102 @@ async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) ->
     path.write_bytes(b"this is not a database, just text " * 100)
     with pytest.raises(StoreError, match=r"notes\.txt"):
         await SQLiteStore(path).open()
+
+
+# -- opening without creating ------------------------------------------------------------------
+
+
+def foreign_database(path: Path, *, wal: bool = False) -> None:
+    """Another application's SQLite database at ``path`` (closed, so no -wal or -shm file)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+    conn.execute("INSERT INTO orders VALUES (1, 9.5)")
+    conn.close()
+
+
+async def test_open_without_create_leaves_a_missing_file_missing(tmp_path: Path) -> None:
+    """open(create=False) of a missing file: StoreNotFound, and no file, -wal or -shm appears."""
+    path = tmp_path / "runs.db"
+    with pytest.raises(StoreNotFound, match=r"\(no such file\)") as caught:
+        await store_from_url(f"sqlite:///{path}").open(create=False)
+    assert str(caught.value).startswith(f"no statesaga store at sqlite:///{path} ")
+    assert os.listdir(tmp_path) == []
+
+
+async def test_open_without_create_makes_no_missing_folder(tmp_path: Path) -> None:
+    """open(create=False) of a file in a missing folder: StoreNotFound, the folder not made."""
+    with pytest.raises(StoreNotFound, match="no such file"):
+        await SQLiteStore(tmp_path / "no" / "runs.db").open(create=False)
+    assert os.listdir(tmp_path) == []
+
+
+async def test_open_without_create_refuses_an_empty_file_as_it_is(tmp_path: Path) -> None:
+    """An empty file is no store: StoreNotFound says it is empty; it stays empty and alone."""
+    path = tmp_path / "runs.db"
+    path.touch()
+    with pytest.raises(StoreNotFound, match="the file is empty"):
+        await SQLiteStore(path).open(create=False)
+    assert path.stat().st_size == 0
+    assert os.listdir(tmp_path) == [path.name]
+
+
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback-journal", "wal"])
+async def test_open_without_create_refuses_another_apps_database_unchanged(
+    tmp_path: Path, wal: bool
+) -> None:
+    """A SQLite database without statesaga's tables is refused, left byte for byte as it was."""
+    path = tmp_path / "app.db"
+    foreign_database(path, wal=wal)
+    before = digest(path)
+    with pytest.raises(StoreNotFound, match="no statesaga tables") as caught:
+        await SQLiteStore(path).open(create=False)
+    assert "not a statesaga store" in str(caught.value)
+    assert digest(path) == before
+    assert os.listdir(tmp_path) == [path.name]  # no -wal or -shm beside it either
+
+
+async def test_open_without_create_refuses_a_file_that_is_not_sqlite_unchanged(
+    tmp_path: Path,
+) -> None:
+    """A file that is not a SQLite database is refused as no store, and left as it was."""
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database, just text " * 100)
+    with pytest.raises(StoreNotFound, match="not a SQLite database"):
+        await SQLiteStore(path).open(create=False)
+    assert path.read_bytes() == b"this is not a database, just text " * 100
+    assert os.listdir(tmp_path) == [path.name]
+
+
+async def test_open_without_create_refuses_a_newer_schema_as_such(tmp_path: Path) -> None:
+    """A store of a newer schema version is a store: the error says to upgrade, not 'no store'."""
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE statesaga_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO statesaga_meta VALUES ('schema_version', '999')")
+    conn.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match="upgrade statesaga") as caught:
+        await SQLiteStore(path).open(create=False)
+    assert not isinstance(caught.value, StoreNotFound)
+    assert digest(path) == before
+
+
+async def test_open_without_create_sees_the_latest_writes_of_a_store_in_use(
+    tmp_path: Path,
+) -> None:
+    """A store another connection is writing (its -wal file present) opens with its last runs."""
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as writer:
+        await writer.create(make_run("r1"))
+        assert (tmp_path / "runs.db-wal").exists()  # the run is there, not yet in the main file
+        reader = SQLiteStore(path)
+        await reader.open(create=False)
+        try:
+            assert [run.run_id for run in await reader.list_runs()] == ["r1"]
+        finally:
+            await reader.close()
 
 
 async def test_memory_path_is_refused(tmp_path: Path) -> None:

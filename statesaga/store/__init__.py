@@ -17,6 +17,7 @@ from .base import (
     SagaStore,
     StepRecord,
     StoreError,
+    StoreNotFound,
     TransitionRecord,
     WriteConflict,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "SagaStore",
     "StepRecord",
     "StoreError",
+    "StoreNotFound",
     "TransitionRecord",
     "WriteConflict",
     "hide_password",

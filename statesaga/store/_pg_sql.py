@@ -12,7 +12,15 @@ from psycopg.rows import TupleRow
 
 from ._codec import dumps
 from ._rows import OUTBOX_COLUMNS, list_runs_queries, message_rows, run_from_row, steps_from_rows
-from .base import SCHEMA_VERSION, TERMINAL, Commit, RunSnapshot, StoreError, TransitionRecord
+from .base import (
+    SCHEMA_VERSION,
+    TERMINAL,
+    Commit,
+    RunSnapshot,
+    StoreError,
+    StoreNotFound,
+    TransitionRecord,
+)
 
 Conn = psycopg.AsyncConnection[TupleRow]
 Row = tuple[Any, ...]
@@ -181,6 +189,11 @@ class Queries:
             " AND (lease_owner IS NULL OR COALESCE(lease_expires, 0) < %s::float8)"
             " ORDER BY created_at, run_id LIMIT %s"
         )
+        self.leased = (
+            f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE status NOT IN {_TERMINAL_SQL}"
+            " AND lease_owner IS NOT NULL AND lease_expires >= %s::float8"
+            " ORDER BY lease_expires, run_id LIMIT %s"
+        )
         self.list_runs = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM {runs}", "%s")
         # Claims are serialised by an advisory lock (see PostgresStore.outbox_claim); the row
         # conditions are those of the SQLite store.
@@ -233,7 +246,9 @@ class Queries:
         }
 
 
-async def prepare_schema(conn: Conn, q: Queries, *, schema: str, lock_key: int, store: str) -> None:
+async def prepare_schema(
+    conn: Conn, q: Queries, *, schema: str, lock_key: int, store: str, create: bool = True
+) -> None:
     """Check the version of the tables in ``schema``, and create any that are missing.
 
     Args:
@@ -242,13 +257,23 @@ async def prepare_schema(conn: Conn, q: Queries, *, schema: str, lock_key: int, 
         schema: The schema's name.
         lock_key: The advisory lock that serialises creating the tables.
         store: The store's URL, password hidden, for messages.
+        create: With ``False``, a schema without statesaga's version record (or no schema at
+            all) is left as it is and ``StoreNotFound`` raised.
 
     Raises:
+        StoreNotFound: ``create`` is false and ``schema`` holds no statesaga store.
         StoreError: The schema holds another version than this statesaga's (it is left as it was).
         psycopg.Error: The server refused a statement.
     """
     # Read-only first, so a schema we refuse is left exactly as it was.
     version, present, has_schema = await _inspect(conn, q, schema, store)
+    if version is None and not create:
+        if not has_schema:
+            raise StoreNotFound(store, f"schema {schema!r} does not exist")
+        if not present:
+            raise StoreNotFound(store, f"schema {schema!r} holds no statesaga tables")
+        reason = f"schema {schema!r} holds statesaga tables but no schema version"
+        raise StoreNotFound(store, reason, foreign=True)
     _check_version(version, schema, store)
     if version is not None and present >= OBJECTS:
         return

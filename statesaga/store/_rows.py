@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from ._codec import dumps, loads
 from .base import OutboxRecord, RunRecord, StepRecord, StoreError
+
+logger = logging.getLogger("statesaga.store")
 
 #: The columns outbox rows are read with, in ``outbox_from_row`` order.
 OUTBOX_COLUMNS = (
@@ -44,6 +47,18 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
             f"run {run_id}: stored input or config is not a JSON object", run_id=run_id
         )
     return RunRecord(run_id, row[1], row[2], row[3], data, row[5], config, *row[7:])
+
+
+def decoded_runs(rows: Iterable[tuple[Any, ...]], backend: str) -> list[RunRecord]:
+    """The runs of ``rows`` that decode; a corrupt one is logged and skipped (it is reported
+    where it is loaded)."""
+    runs = []
+    for row in rows:
+        try:
+            runs.append(run_from_row(row))
+        except StoreError as error:
+            logger.warning("%s store: skipping run %s: %s", backend, row[0], error)
+    return runs
 
 
 def steps_from_rows(run_id: str, rows: Iterable[tuple[Any, ...]]) -> dict[str, StepRecord]:

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 
-from ._rows import OUTBOX_COLUMNS, list_runs_queries, outbox_from_row, run_from_row, steps_from_rows
+from ._rows import (
+    OUTBOX_COLUMNS,
+    decoded_runs,
+    list_runs_queries,
+    outbox_from_row,
+    run_from_row,
+    steps_from_rows,
+)
 from .base import (
     TERMINAL,
     LeaseHeld,
     OutboxRecord,
     RunNotFound,
+    RunRecord,
     RunSnapshot,
     StoreError,
+    StoreNotFound,
     TransitionRecord,
     WriteConflict,
 )
@@ -107,6 +117,10 @@ _UNFINISHED = (
     f"SELECT run_id FROM statesaga_runs WHERE status NOT IN ({_TERMINAL_SQL})"
     " AND (lease_owner IS NULL OR COALESCE(lease_expires, 0) < ?)"
     " ORDER BY created_at, run_id LIMIT ?"
+)
+_LEASED = (
+    f"SELECT {_RUN_COLUMNS} FROM statesaga_runs WHERE status NOT IN ({_TERMINAL_SQL})"
+    " AND lease_owner IS NOT NULL AND lease_expires >= ? ORDER BY lease_expires, run_id LIMIT ?"
 )
 LIST_RUNS = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM statesaga_runs", "?")
 
@@ -335,6 +349,11 @@ def unfinished(conn: sqlite3.Connection, arg: tuple[float, int]) -> list[str]:
     return [row[0] for row in conn.execute(_UNFINISHED, (now, max(limit, 0)))]
 
 
+def leased(conn: sqlite3.Connection, arg: tuple[float, int]) -> list[RunRecord]:
+    now, limit = arg
+    return decoded_runs(conn.execute(_LEASED, (now, max(limit, 0))), "SQLite")
+
+
 def _snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
     row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
     if row is None:
@@ -395,3 +414,48 @@ def check_path(path: str) -> None:
         reason = f"{target} is not readable and writable"
     if reason:
         raise StoreError(f"cannot use SQLite store {path!r}: {reason}")
+
+
+def require_store(path: str, url: str) -> None:
+    """Raise ``StoreNotFound`` unless the file at ``path`` holds a statesaga store.
+
+    Writes nothing: neither the file nor the -wal and -shm files beside it are created or
+    changed. A store of another schema version passes (opening it says what is wrong).
+
+    Raises:
+        StoreNotFound: The file is missing, empty, not SQLite, or has no statesaga tables.
+        StoreError: ``path`` cannot hold a database, or the file cannot be read.
+    """
+    if path not in ("", ":memory:") and not os.path.exists(path):
+        raise StoreNotFound(url, "no such file")
+    check_path(path)
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except OSError as error:
+        raise StoreError(f"cannot read SQLite store {path!r}: {error}") from None
+    if not header:
+        raise StoreNotFound(url, "the file is empty")
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise StoreNotFound(url, "the file is not a SQLite database", foreign=True)
+    # Read-only. A WAL-mode database (header bytes 18-19) would still get -wal and -shm files
+    # beside it, unless it is read as immutable: safe when it has no -wal file, as then all
+    # of its content is in the main file.
+    immutable = header[18:20] == b"\x02\x02" and not os.path.exists(path + "-wal")
+    uri = Path(os.path.abspath(path)).as_uri() + (
+        "?mode=ro&immutable=1" if immutable else "?mode=ro"
+    )
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            version, present = inspect(conn)
+            empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open SQLite store {path!r}: {error}") from None
+    if version is None:
+        if empty:
+            raise StoreNotFound(url, "the file is an empty SQLite database")
+        what = "statesaga tables but no schema version" if present else "no statesaga tables"
+        raise StoreNotFound(url, f"the file is a SQLite database with {what}", foreign=True)

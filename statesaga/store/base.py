@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 import attrs
 
+from .._urls import hide_credentials
 from ..errors import StatesagaError
 from ..messaging.message import Message
 
@@ -41,6 +42,33 @@ class StoreError(StatesagaError):
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         self.run_id = run_id
         super().__init__(message)
+
+
+class StoreNotFound(StoreError):
+    """There is no statesaga store at a URL, and ``open(create=False)`` was asked not to make one.
+
+    Raised for a missing SQLite file, a file that is not a statesaga database (empty, not SQLite,
+    or a SQLite database without statesaga's tables), and a PostgreSQL schema that is missing or
+    holds no statesaga tables.
+
+    Attributes:
+        url: The store's URL, password hidden.
+        reason: What is there instead (``no such file``, ``schema 'x' does not exist``...).
+    """
+
+    def __init__(self, url: str, reason: str, *, foreign: bool = False) -> None:
+        self.url = hide_credentials(url)
+        self.reason = reason
+        # Runs create a missing store; one that holds something else is most likely a wrong URL.
+        hint = (
+            "it names something that is not a statesaga store"
+            if foreign
+            else "runs create the store when they start"
+        )
+        super().__init__(
+            f"no statesaga store at {self.url} ({reason}): check the store URL (--store or "
+            f"$STATESAGA_STORE); {hint}"
+        )
 
 
 class RunNotFound(StoreError):
@@ -246,7 +274,7 @@ class OutboxRecord:
 class AsyncContext:
     """``async with store:`` opens the store and closes it at the end (for store classes)."""
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -266,12 +294,33 @@ class SagaStore(Protocol):
 
     url: str
 
-    async def open(self) -> None:
-        """Connect and create or check the schema (idempotent)."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect, check the schema and create it where it is missing (idempotent).
+
+        Args:
+            create: With ``False``, a store that does not exist yet is not created and nothing
+                is written: ``StoreNotFound`` is raised instead (for tools that only read). A
+                store exists once its schema version is recorded; one that exists opens as
+                usual, for reads and writes alike. Only the call that opens the store looks at
+                ``create``: once open, ``open()`` returns at once whatever it is given, and a
+                store refused with ``create=False`` can still be created by a later ``open()``.
+
+        Raises:
+            StoreNotFound: ``create`` is false and there is no statesaga store at ``url``.
+            StoreError: The store cannot be reached, or holds data this statesaga cannot use.
+        """
         ...
 
     async def close(self) -> None:
         """Release connections; pending commits finish first."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """``async with store:`` opens it (creating it where missing) ..."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """... and closes it at the end."""
         ...
 
     async def create(self, run: RunRecord) -> None:
@@ -315,6 +364,11 @@ class SagaStore(Protocol):
 
     async def unfinished(self, now: float, limit: int = 100) -> list[str]:
         """Ids of unfinished runs that nobody holds a live lease on, oldest first."""
+        ...
+
+    async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
+        """Unfinished runs with a live lease at ``now``, the soonest to run out first: runs
+        being driven, or left by a driver that stopped until their lease runs out."""
         ...
 
     # -- the outbox ----------------------------------------------------------------------------

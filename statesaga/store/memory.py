@@ -48,7 +48,9 @@ class MemoryStore(AsyncContext):
         self._seq = 0
         self._lock = asyncio.Lock()
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
+        """Nothing to connect to. ``create`` changes nothing: a memory store keeps nothing
+        outside its process, so there is never an existing store to find or miss."""
         return None
 
     async def close(self) -> None:
@@ -204,6 +206,15 @@ class MemoryStore(AsyncContext):
         ]
         runs.sort(key=lambda r: (r.created_at, r.run_id))
         return [r.run_id for r in runs[:limit]]
+
+    async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
+        runs = [
+            r
+            for r in self._runs.values()
+            if not r.finished and r.lease_owner is not None and (r.lease_expires or 0) >= now
+        ]
+        runs.sort(key=lambda r: (r.lease_expires or 0, r.run_id))
+        return runs[: max(limit, 0)]
 
     # -- the outbox ----------------------------------------------------------------------------
 

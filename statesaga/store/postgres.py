@@ -55,7 +55,7 @@ from ._pg_sql import (
     snapshot,
 )
 from ._pg_writer import Job, Stale, Writer, nothing, pipeline, rollback
-from ._rows import outbox_from_row, run_from_row, run_row
+from ._rows import decoded_runs, outbox_from_row, run_from_row, run_row
 from .base import (
     AsyncContext,
     Commit,
@@ -118,7 +118,8 @@ class PostgresStore(AsyncContext):
 
     Args:
         url: A libpq URL, e.g. ``postgresql://user:password@host:5432/db``.
-        schema: The schema holding the tables; created with them on ``open()`` if missing.
+        schema: The schema holding the tables; created with them on ``open()`` if missing
+            (unless ``open(create=False)``).
         pool_size: Most connections used for reads at once (the writer has its own).
 
     Attributes:
@@ -168,10 +169,17 @@ class PostgresStore(AsyncContext):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         """Connect, check or create the schema and start the writer (idempotent).
 
+        Args:
+            create: With ``False``, a missing schema, or one without statesaga's tables, is
+                left as it is (no schema, table or version row is created): ``StoreNotFound``
+                is raised. A store that exists opens as usual, for reads and writes. Once the
+                store is open in this event loop, ``create`` is not looked at.
+
         Raises:
+            StoreNotFound: ``create`` is false and the schema holds no statesaga store.
             StoreError: The server is unreachable or refuses us (the message gives the URL,
                 password hidden, and the reason), or the schema holds a newer version than
                 this statesaga knows (nothing is written then).
@@ -188,7 +196,7 @@ class PostgresStore(AsyncContext):
             self._state = None
             conn = await self._connect()
             try:
-                await self._prepare(conn)
+                await self._prepare(conn, create)
             except BaseException:
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()
@@ -255,10 +263,15 @@ class PostgresStore(AsyncContext):
                 f"cannot connect to PostgreSQL store {self._safe_url}: {self._reason(error)}"
             ) from None
 
-    async def _prepare(self, conn: Conn) -> None:
+    async def _prepare(self, conn: Conn, create: bool) -> None:
         try:
             await prepare_schema(
-                conn, self._q, schema=self.schema, lock_key=self._lock_key, store=self._safe_url
+                conn,
+                self._q,
+                schema=self.schema,
+                lock_key=self._lock_key,
+                store=self._safe_url,
+                create=create,
             )
         except psycopg.Error as error:
             raise StoreError(
@@ -498,6 +511,13 @@ class PostgresStore(AsyncContext):
         async def read(conn: Conn) -> list[str]:
             cur = await conn.execute(self._q.unfinished, (now, max(limit, 0)))
             return [row[0] for row in await cur.fetchall()]
+
+        return await self._read(read)
+
+    async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
+        async def read(conn: Conn) -> list[RunRecord]:
+            cur = await conn.execute(self._q.leased, (now, max(limit, 0)))
+            return decoded_runs(await cur.fetchall(), "PostgreSQL")
 
         return await self._read(read)
 

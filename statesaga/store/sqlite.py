@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
@@ -45,6 +46,7 @@ from .base import (
     RunRecord,
     RunSnapshot,
     StoreError,
+    StoreNotFound,
     check_purgeable,
 )
 
@@ -76,7 +78,8 @@ class SQLiteStore(AsyncContext):
     """Runs in one SQLite file, written through a group-committing writer thread.
 
     Args:
-        path: The database file; created with its schema on ``open()`` if missing.
+        path: The database file; created with its schema on ``open()`` if missing (unless
+            ``open(create=False)``).
         synchronous: ``FULL``, ``NORMAL`` or ``OFF`` (any case); see the module docstring.
         busy_timeout: Seconds to wait for another process's write lock before failing.
 
@@ -124,31 +127,41 @@ class SQLiteStore(AsyncContext):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         """Open the file, check or create the schema and start the writer (idempotent).
 
+        Args:
+            create: With ``False``, a missing file, or one that holds no statesaga store, is
+                not created or changed (nor are -wal and -shm files made beside it):
+                ``StoreNotFound`` is raised. A store that exists opens as usual, for reads and
+                writes. Once the store is open, ``create`` is not looked at.
+
         Raises:
+            StoreNotFound: ``create`` is false and the file holds no statesaga store.
             StoreError: The path is unusable (saying which and why), the file is not a
                 database, or it holds a newer schema than this version of statesaga knows.
         """
         if self._writer is not None:
             return  # open already: every durable run calls this, so no trip to a thread
-        await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._open, create)
 
     async def close(self) -> None:
         """Finish the queued writes, stop the writer and close both connections (idempotent)."""
         await asyncio.to_thread(self._close)
 
-    def _open(self) -> None:
+    def _open(self, create: bool) -> None:
         with self._state_lock:
             if self._writer is not None:
                 return
-            sql.check_path(self.path)
+            if create:
+                sql.check_path(self.path)
+            else:
+                sql.require_store(self.path, self.url)
             writer = reader = None
             try:
-                writer = self._connect()
-                self._prepare(writer)
-                reader = self._connect()
+                writer = self._connect(create)
+                self._prepare(writer, create)
+                reader = self._connect(create)
             except BaseException as error:
                 for conn in (writer, reader):
                     if conn is not None:
@@ -181,15 +194,23 @@ class SQLiteStore(AsyncContext):
                     self._reader.close()
                     self._reader = None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        # mode=rw: a file removed since it was found is not created again.
+        target = self.path if create else Path(os.path.abspath(self.path)).as_uri() + "?mode=rw"
         return sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            target,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=not create,
         )
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
+    def _prepare(self, conn: sqlite3.Connection, create: bool) -> None:
         # Check the version before anything that writes (even the switch to WAL changes the
         # file header), so a database we refuse is left byte for byte as it was.
         version, present = sql.inspect(conn)
+        if version is None and not create:  # its tables went away since it was found
+            raise StoreNotFound(self.url, "the file is a SQLite database with no statesaga tables")
         self._check_version(version)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -342,6 +363,9 @@ class SQLiteStore(AsyncContext):
 
     async def unfinished(self, now: float, limit: int = 100) -> list[str]:
         return await asyncio.to_thread(self._read, sql.unfinished, (now, limit))
+
+    async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
+        return await asyncio.to_thread(self._read, sql.leased, (now, limit))
 
     def _read(self, operation: Callable[[sqlite3.Connection, _A], _R], arg: _A) -> _R:
         with self._read_lock:
