@@ -22,6 +22,7 @@ from .errors import (
     StepTimeoutError,
 )
 from .render import RenderError, render
+from .resources import shutdown
 from .result import HistoryEntry, SagaResult, SagaStatus
 
 __version__ = "0.1.0"
@@ -55,4 +56,5 @@ __all__ = [
     "compile_saga",
     "render",
     "resume",
+    "shutdown",
 ]

@@ -7,21 +7,26 @@ import contextlib
 import json
 import logging
 import signal
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
 
 from .durable import resume
+from .loader import unimportable
+from .resources import shutdown
 from .store import DEFAULT_URL, ENV_VAR, SagaStore, hide_password, store_from_url
 from .store.base import TERMINAL, RunRecord, RunSnapshot
 from .worker import Worker
 
 
-async def open_store(url: str) -> SagaStore:
-    """A fresh store for one command (closed by the command)."""
+async def command_store(url: str, *, create: bool = True) -> SagaStore:
+    """A store of its own for one command, which closes it; with ``create=False``, one that
+    must exist already (``StoreNotFound``): a command that only reads or changes what is
+    stored finds a wrong URL, rather than an empty store it made."""
     store = store_from_url(url)
-    await store.open()
+    await store.open(create=create)
     return store
 
 
@@ -61,20 +66,57 @@ def runs() -> None:
 @click.option("--saga", "saga_name", metavar="NAME", help="Only runs of this saga.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 def list_runs(store_url: str, status: str | None, saga_name: str | None, limit: int) -> None:
-    """List runs, newest first."""
+    """List runs, newest first.
+
+    An unfinished run whose saga cannot be imported here (started from an interactive
+    session, or its module or file missing) is marked: no worker can resume it as it is.
+    """
     records = asyncio.run(_list(store_url, status, saga_name, limit))
     if not records:
         click.echo(f"no runs in {hide_password(store_url)}")
         return
+    problems = _import_problems(records)
     rows = [
-        [r.run_id, r.saga, r.status, r.failed_step or "-", _when(r.created_at), _when(r.updated_at)]
+        [
+            r.run_id,
+            r.saga,
+            r.status,
+            r.failed_step or "-",
+            _when(r.created_at),
+            _when(r.updated_at),
+            "cannot be resumed here (see below)" if r.saga_path in problems else "",
+        ]
         for r in records
     ]
-    click.echo(_table(["RUN", "SAGA", "STATUS", "FAILED STEP", "STARTED", "UPDATED"], rows))
+    headers = ["RUN", "SAGA", "STATUS", "FAILED STEP", "STARTED", "UPDATED", "NOTE"]
+    if not problems:
+        headers.pop()
+        rows = [row[:-1] for row in rows]
+    click.echo(_table(headers, rows))
+    for reference, why in problems.items():
+        click.echo(
+            f"\n{reference}: cannot be imported here ({why}). Run workers and `statesaga runs "
+            "resume` where it can be imported (module names are found from the current "
+            "folder), or resume in code with resume(store, run_id, saga=TheSagaClass)."
+        )
+
+
+def _import_problems(records: Sequence[RunRecord]) -> dict[str, str]:
+    """Why the sagas of unfinished (or failed) runs cannot be imported here, by reference."""
+    problems: dict[str, str] = {}
+    checked: set[str] = set()
+    for record in records:
+        if record.status in ("completed", "compensated") or record.saga_path in checked:
+            continue
+        checked.add(record.saga_path)
+        why = unimportable(record.saga_path)
+        if why is not None:
+            problems[record.saga_path] = why
+    return problems
 
 
 async def _list(url: str, status: str | None, saga: str | None, limit: int) -> list[RunRecord]:
-    store = await open_store(url)
+    store = await command_store(url, create=False)
     try:
         return await store.list_runs(status=status, saga=saga, limit=limit)
     finally:
@@ -96,7 +138,13 @@ def show_run(store_url: str, run_id: str) -> None:
     click.echo(f"input     {json.dumps(run.input, sort_keys=True)}")
     click.echo(f"started   {_when(run.created_at)}   updated {_when(run.updated_at)}")
     if run.lease_owner and not run.finished:
-        click.echo(f"lease     {run.lease_owner} until {_when(run.lease_expires)}")
+        click.echo(f"lease     {run.lease_owner} until {_when(run.lease_expires)} UTC")
+    why = None if run.status in ("completed", "compensated") else unimportable(run.saga_path)
+    if why is not None:
+        click.echo(
+            f"note      its saga cannot be imported here ({why}): resume it where it can, or "
+            "in code with resume(store, run_id, saga=TheSagaClass)"
+        )
     click.echo("")
     steps = [[s.step, s.phase, str(s.attempt), s.error or ""] for s in snap.steps.values()]
     if steps:
@@ -117,7 +165,7 @@ def show_run(store_url: str, run_id: str) -> None:
 
 
 async def _load(url: str, run_id: str) -> RunSnapshot:
-    store = await open_store(url)
+    store = await command_store(url, create=False)
     try:
         return await store.load(run_id)
     finally:
@@ -133,11 +181,21 @@ broker_option = click.option(
 )
 
 
+wait_option = click.option(
+    "--wait",
+    is_flag=True,
+    help="Also wait for the leases other workers hold on unfinished runs, and take each run "
+    "over when its lease runs out (a run whose lease is renewed meanwhile is left to its live "
+    "worker).",
+)
+
+
 @runs.command("resume")
 @store_option
 @broker_option
 @click.argument("run_id", required=False)
 @click.option("--all", "resume_all", is_flag=True, help="Resume every unfinished run.")
+@wait_option
 @click.option(
     "--allow-changed",
     is_flag=True,
@@ -148,18 +206,28 @@ def resume_runs(
     broker_url: str | None,
     run_id: str | None,
     resume_all: bool,
+    wait: bool,
     allow_changed: bool,
 ) -> None:
-    """Drive RUN_ID (or, with --all, every unfinished run) to a terminal state."""
+    """Drive RUN_ID (or, with --all, every unfinished run) to a terminal state.
+
+    Runs whose lease another worker holds are not touched: they are being driven, or their
+    worker died and they can be taken over once the lease runs out (30 s by default). The
+    command says how many there are and until when; --wait waits for them.
+    """
     if bool(run_id) == resume_all:
         raise click.UsageError("give a RUN_ID or --all, not both and not neither")
-    failed = asyncio.run(_resume(store_url, run_id, allow_changed, broker_url))
+    if wait and not resume_all:
+        raise click.UsageError("--wait goes with --all")
+    failed = asyncio.run(_resume(store_url, run_id, allow_changed, broker_url, wait))
     if failed:
         raise SystemExit(1)
 
 
-async def _resume(url: str, run_id: str | None, allow_changed: bool, broker: str | None) -> bool:
-    store = await open_store(url)
+async def _resume(
+    url: str, run_id: str | None, allow_changed: bool, broker: str | None, wait: bool
+) -> bool:
+    store = await command_store(url, create=False)
     try:
         if run_id is not None:
             result = await resume(
@@ -172,20 +240,60 @@ async def _resume(url: str, run_id: str | None, allow_changed: bool, broker: str
             click.echo(f"{run_id}: {result.status.value}")
             return False
         worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
-        recovered = await worker.run_once()
-        for item in recovered:
-            if item.result is not None:
-                text = item.result.status.value
-            elif item.finished_elsewhere:
-                text = "finished meanwhile by another worker"
-            else:
-                text = f"not resumed: {item.error}"
-            click.echo(f"{item.run_id}: {text}")
-        if not recovered:
-            click.echo("no unfinished runs to resume")
-        return any(item.error is not None for item in recovered)
+        return await _drive_all(worker, wait, nothing="no unfinished runs to resume")
     finally:
         await store.close()
+        await shutdown()
+
+
+async def _drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
+    """Drive what is free now (with ``wait``, also what other leases hold), printing each
+    outcome and what is left; whether a run could not be driven."""
+    if wait:
+        recovered, left = await worker.run_waiting(_say_waiting)
+    else:
+        recovered, left = await worker.run_once(), await worker.leased_elsewhere()
+    for item in recovered:
+        if item.result is not None:
+            text = item.result.status.value
+        elif item.finished_elsewhere:
+            text = "finished meanwhile by another worker"
+        else:
+            text = f"not resumed: {item.error}"
+        click.echo(f"{item.run_id}: {text}")
+    if not recovered and not left:
+        click.echo(nothing)
+    if left:
+        click.echo(_leased_text(left, waited=wait))
+    return any(item.error is not None for item in recovered)
+
+
+def _say_waiting(records: Sequence[RunRecord]) -> None:
+    last = max(r.lease_expires or 0.0 for r in records)
+    click.echo(
+        f"waiting for {_count(len(records), 'lease')} to run out (the last at {_when(last)} "
+        "UTC); Ctrl-C stops"
+    )
+
+
+def _leased_text(records: Sequence[RunRecord], *, waited: bool) -> str:
+    owners = Counter(r.lease_owner or "?" for r in records)
+    last = max(r.lease_expires or 0.0 for r in records)
+    by = ", ".join(f"{owner} ({n})" for owner, n in owners.most_common())
+    if waited:
+        return (
+            f"{_count(len(records), 'unfinished run')} left to live workers, which renewed "
+            f"their leases: {by}"
+        )
+    return (
+        f"{_count(len(records), 'unfinished run')} leased by other workers until {_when(last)} "
+        f"UTC at the latest ({by}): they are being driven, or their worker stopped and they can "
+        "be taken over when the leases run out; run this again then, or add --wait"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @click.command()
@@ -193,6 +301,7 @@ async def _resume(url: str, run_id: str | None, allow_changed: bool, broker: str
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))
 @click.option("--once", is_flag=True, help="Recover what is unfinished now, then exit.")
+@wait_option
 @broker_option
 @click.option(
     "--metrics-port",
@@ -206,10 +315,18 @@ def worker(
     concurrency: int,
     poll: float,
     once: bool,
+    wait: bool,
     metrics_port: int,
     broker_url: str | None = None,
 ) -> None:
-    """Drive unfinished runs to the end, taking over those whose worker died."""
+    """Drive unfinished runs to the end, taking over those whose worker died.
+
+    A run is taken over once its lease runs out (30 s by default). The first Ctrl-C (or
+    SIGTERM) takes no new run and lets the runs in hand finish, saying which; a second one
+    stops at once, leaving those runs resumable by any worker.
+    """
+    if wait and not once:
+        raise click.UsageError("--wait goes with --once (without it the worker waits anyway)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"worker on {hide_password(store_url)} (concurrency {concurrency})")
     server = None
@@ -223,26 +340,46 @@ def worker(
             raise click.ClickException(message) from None
         click.echo(f"metrics on http://0.0.0.0:{server.port}/metrics")
     try:
-        asyncio.run(_work(store_url, concurrency, poll, once, broker_url))
+        asyncio.run(_work(store_url, concurrency, poll, once, broker_url, wait))
     finally:
         if server is not None:
             server.close()
 
 
 async def _work(
-    url: str, concurrency: int, poll: float, once: bool, broker: str | None = None
+    url: str,
+    concurrency: int,
+    poll: float,
+    once: bool,
+    broker: str | None = None,
+    wait: bool = False,
 ) -> None:
-    store = await open_store(url)
+    store = await command_store(url)
     stop = asyncio.Event()
     w = Worker(store, concurrency=concurrency, poll=poll, broker=broker)
-    task = asyncio.ensure_future(w.run_once() if once else w.run(stop))
+    nothing = "nothing to recover"
+    task = asyncio.ensure_future(_drive_all(w, wait, nothing=nothing) if once else w.run(stop))
 
     def on_signal() -> None:
-        # First signal: take no new runs, finish the ones in hand. Second (or --once): stop
-        # now; the runs in hand stay resumable and their leases are released.
-        if stop.is_set() or once:
+        # First signal: take no new runs, let the ones in hand finish. Second: stop now; the
+        # runs in hand stay resumable and their leases are released.
+        if stop.is_set():
+            click.echo(
+                f"stopping now: {_count(len(w.in_hand), 'run')} left for any worker to resume",
+                err=True,
+            )
             task.cancel()
+            return
         stop.set()
+        w.stop_taking()
+        hand = sorted(w.in_hand)
+        shown = ", ".join(hand[:5]) + (", ..." if len(hand) > 5 else "")
+        click.echo(
+            f"stopping: taking no new runs; waiting for {_count(len(hand), 'run')} in hand to "
+            f"finish{f' ({shown})' if hand else ''}. Press Ctrl-C again to stop at once: "
+            "they stay resumable.",
+            err=True,
+        )
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -252,3 +389,4 @@ async def _work(
             await task
     finally:
         await store.close()
+        await shutdown()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +15,12 @@ from .definition import Saga
 from .engine import COMPENSATING, FAILED, IN_DOUBT, RUNNING, SUCCEEDED, _Run, drive_to_result
 from .errors import DefinitionChangedError, RecordedError
 from .journal import Journal
+from .json_data import as_stored
 from .leases import LEASE_SECONDS, keeper_for, owner_id
-from .loader import TargetError, load_saga
+from .loader import TargetError, load_saga, saga_reference, unimportable
+from .resources import store_for_url
 from .result import SagaResult, SagaStatus
-from .store import SagaStore, StoreError, store_from_url
+from .store import SagaStore, StoreError
 from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
 
 if TYPE_CHECKING:
@@ -25,25 +29,19 @@ if TYPE_CHECKING:
 
 StoreLike = SagaStore | str
 
-_OPENED: dict[str, SagaStore] = {}
+log = logging.getLogger("statesaga")
+
+# Saga classes whose stored reference was checked (once each: the check may look at files).
+_WARNED: weakref.WeakSet[type[Saga]] = weakref.WeakSet()
 
 
 async def open_store(store: StoreLike) -> SagaStore:
-    """``store`` itself (opened), or the store its URL names, opened once per process."""
-    if not isinstance(store, str):
-        await store.open()
-        return store
-    opened = _OPENED.get(store)
-    if opened is None:
-        opened = store_from_url(store)
-        await opened.open()
-        _OPENED[store] = opened
-    return opened
-
-
-def saga_path(saga: type[Saga]) -> str:
-    """Where ``saga`` can be imported from: ``module:QualifiedName``."""
-    return f"{saga.__module__}:{saga.__qualname__}"
+    """``store`` itself (opened), or the store its URL names in this event loop (shared by
+    every run of the loop that names it, closed when the loop ends: ``statesaga.resources``)."""
+    if isinstance(store, str):
+        return await store_for_url(store)
+    await store.open()
+    return store
 
 
 async def start(
@@ -55,14 +53,30 @@ async def start(
     broker: Broker | str | None = None,
 ) -> SagaResult:
     """Run a new saga durably: record it, then drive it, committing every step ahead."""
+    # Refused before anything is stored; the run reads the stored form, as a resumed one will.
+    data = as_stored(dict(data), what="input", run_id=saga_id)
     opened = await open_store(store)
+    reference = saga_reference(compiled.saga)
+    if compiled.saga not in _WARNED:
+        _WARNED.add(compiled.saga)
+        why = unimportable(reference)
+        if why is not None:
+            log.warning(
+                "runs of saga %s are stored as %r, which another process cannot import (%s): "
+                "workers and `statesaga runs resume` will not resume them; define the saga in "
+                "a module, or resume them with resume(store, run_id, saga=%s)",
+                compiled.name,
+                reference,
+                why,
+                compiled.saga.__name__,
+            )
     now = time.time()  # leases are wall-clock times, whatever clock the run uses
     record = RunRecord(
         run_id=saga_id,
         saga=compiled.name,
-        saga_path=saga_path(compiled.saga),
+        saga_path=reference,
         fingerprint=compiled.fingerprint,
-        input=dict(data),
+        input=data,
         status=compiled.initial,
         config=_initial_config(compiled),
         version=0,
@@ -71,7 +85,6 @@ async def start(
         created_at=now,
         updated_at=now,
     )
-    # Input JSON cannot hold fails the first commit, which comes before any step is called.
     run = _Run(compiled, data, saga_id, clock)
     run.journal = Journal(opened, record, owner_id(), create=True, sender=_sender(opened, broker))
     return await _drive_leased(run, opened)
@@ -228,15 +241,32 @@ async def drive_stored(
     return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
 
 
+class SagaNotImportable(StoreError):
+    """A stored run's saga class cannot be imported in this process.
+
+    Attributes:
+        run_id: The run.
+        reference: The saga reference stored with it (``module:Class`` or ``file.py:Class``).
+    """
+
+    def __init__(self, run_id: str, reference: str, why: str) -> None:
+        self.reference = reference
+        super().__init__(
+            f"run {run_id}: cannot import its saga {reference!r} ({why}); run the worker or "
+            "command where that module or file can be imported (the folder it is run from "
+            "counts for module names), or pass the class: resume(store, run_id, saga=...) or "
+            f"Worker(store, sagas={{{reference!r}: ...}})",
+            run_id=run_id,
+        )
+
+
 def _import(snapshot: RunSnapshot) -> type[Saga]:
+    reference = snapshot.run.saga_path
     try:
-        return load_saga(snapshot.run.saga_path)
+        return load_saga(reference)
     except TargetError as error:
-        raise StoreError(
-            f"run {snapshot.run.run_id}: cannot import its saga {snapshot.run.saga_path!r} "
-            f"({error}); pass saga= to resume it",
-            run_id=snapshot.run.run_id,
-        ) from error
+        why = unimportable(reference) or str(error)
+        raise SagaNotImportable(snapshot.run.run_id, reference, why) from error
 
 
 def retriable(snapshot: RunSnapshot) -> str | None:

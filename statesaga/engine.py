@@ -587,13 +587,14 @@ class _Run:
             bad = InvalidResultError(self.saga_id, plan.name, value)
             self.fire(plan.t_invalid_result, attempt, bad)
             return IN_DOUBT, bad
+        result: Mapping[str, Any] = value
         if self.journal is not None:
             try:
-                self.journal.check_result(value)
+                result = self.journal.stored_result(result)
             except StoreError as error:
                 self.fire(plan.t_invalid_result, attempt, error)
                 return IN_DOUBT, error
-        self.results[plan.name] = value  # stored before dependants start
+        self.results[plan.name] = result  # stored before dependants start
         self.fire(plan.t_succeed, attempt)
         self.completed.append(plan.name)
         return _SUCCESS

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _faults
 from .compiler import saga_status
+from .json_data import as_stored
 from .leases import LEASE_SECONDS
-from .store._codec import dumps
 from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
 
 if TYPE_CHECKING:
@@ -79,9 +79,13 @@ class Journal:
         self.sending: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
 
-    def check_result(self, value: Any) -> None:
-        """Raise ``StoreError`` now if a step's result cannot be stored."""
-        dumps(value, run_id=self.run_id)
+    def stored_result(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        """A step's result as the store will give it back (``StoreError`` if it cannot be
+        stored): the run reads this form from now on, as a resumed run would."""
+        stored: dict[str, Any] = as_stored(
+            value if type(value) is dict else dict(value), what="result", run_id=self.run_id
+        )
+        return stored
 
     def flush(self, run: _Run) -> Awaitable[Any]:
         """Commit what the run did since the last flush (waits for earlier flushes): await it."""

@@ -1,11 +1,15 @@
-"""Find a saga class from a ``module:Class`` or ``path/to/file.py:Class`` reference."""
+"""Saga classes and the references that find them again: ``module:Class`` or
+``path/to/file.py:Class``."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+import weakref
 from pathlib import Path
+from types import ModuleType
 
 from .definition import Saga
 from .errors import StatesagaError
@@ -31,20 +35,9 @@ def load_saga(target: str) -> type[Saga]:
         path = Path(module_ref)
         if not path.is_file():
             raise TargetError(f"cannot import {module_ref!r}: no such file")
-        name = f"_statesaga_target_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise TargetError(f"cannot import {module_ref!r}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:
-            del sys.modules[name]
-            raise TargetError(f"cannot import {module_ref!r}: {error}") from error
+        module = _import_file(path, module_ref)
     else:
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, "")  # like `python -m`, resolve modules from the current folder
+        _search_current_folder()
         try:
             module = importlib.import_module(module_ref)
         except StatesagaError:
@@ -58,3 +51,75 @@ def load_saga(target: str) -> type[Saga]:
     if not (isinstance(obj, type) and issubclass(obj, Saga)):
         raise TargetError(f"{target!r} is {type(obj).__name__}, not a subclass of statesaga.Saga")
     return obj
+
+
+def _import_file(path: Path, module_ref: str) -> ModuleType:
+    """The module of a Python file, executed once per process (a worker that resumes many
+    runs of one script must get one saga class, not a new one per run)."""
+    resolved = path.resolve()
+    name = f"_statesaga_target_{resolved.stem}_{abs(hash(str(resolved))):x}"
+    known = sys.modules.get(name)
+    if known is not None:
+        return known
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"cannot import {module_ref!r}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise TargetError(f"cannot import {module_ref!r}: {error}") from error
+    return module
+
+
+_REFERENCES: weakref.WeakKeyDictionary[type[Saga], str] = weakref.WeakKeyDictionary()
+
+
+def saga_reference(saga: type[Saga]) -> str:
+    """Where another process finds ``saga``: ``module:QualifiedName``, or
+    ``/path/to/script.py:QualifiedName`` for a class defined in a script run as a program.
+
+    A class in ``__main__`` is found by the module name ``python -m`` ran, or else by the
+    script's file; one defined in a function or typed into an interactive session has no
+    reference another process can use (``unimportable`` says so).
+    """
+    reference = _REFERENCES.get(saga)
+    if reference is None:
+        module = saga.__module__
+        if module == "__main__":
+            main = sys.modules.get("__main__")
+            spec = getattr(main, "__spec__", None)
+            file = getattr(main, "__file__", None)
+            if spec is not None and spec.name:
+                module = spec.name  # python -m package.module (or package.__main__)
+            elif isinstance(file, str):
+                module = os.path.abspath(file)  # python path/to/script.py
+        reference = _REFERENCES[saga] = f"{module}:{saga.__qualname__}"
+    return reference
+
+
+def unimportable(reference: str) -> str | None:
+    """Why another process could not import the saga ``reference`` names, when that is
+    known without running its code; ``None`` when it may well import."""
+    module_ref, _, attr = reference.rpartition(":")
+    if "<locals>" in attr:
+        return "the class is defined inside a function"
+    if module_ref == "__main__":
+        return "the class was defined in an interactive session or a program with no file"
+    if module_ref.endswith(".py") or "/" in module_ref or os.sep in module_ref:
+        if not Path(module_ref).is_file():
+            return f"{module_ref} does not exist here"
+        return None
+    _search_current_folder()
+    try:
+        found = importlib.util.find_spec(module_ref) is not None
+    except Exception:  # its parent package fails to import, or the name is malformed
+        found = False
+    return None if found else f"no module named {module_ref!r} here"
+
+
+def _search_current_folder() -> None:
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`, resolve modules from the current folder

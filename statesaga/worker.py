@@ -6,22 +6,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
 from .clock import Clock
 from .definition import Saga
-from .durable import StoreLike, drive_stored, open_store
+from .durable import SagaNotImportable, StoreLike, drive_stored, open_store
 from .errors import StatesagaError
+from .leases import owner_id
 from .result import SagaResult
-from .store.base import LeaseHeld, SagaStore
+from .store.base import LeaseHeld, RunRecord, SagaStore
 
 if TYPE_CHECKING:
     from .messaging.broker import Broker
 
 log = logging.getLogger("statesaga.worker")
+
+#: Seconds a worker waits before it tries again a run whose saga it could not import.
+IMPORT_RETRY = 60.0
 
 
 @attrs.frozen
@@ -79,6 +83,20 @@ class Worker:
         self.clock = clock
         self.broker = broker
         self._busy: set[str] = set()
+        # Runs whose saga could not be imported, and when to try each again: the error is
+        # logged once per run, not once per poll.
+        self._unimportable: dict[str, float] = {}
+        self._stopping = False
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def in_hand(self) -> frozenset[str]:
+        """The runs this worker is driving right now."""
+        return frozenset(self._busy)
+
+    def stop_taking(self) -> None:
+        """Take no new run from now on; the runs in hand go on to their end."""
+        self._stopping = True
 
     async def run_once(self) -> list[Recovered]:
         """Drive every run that is unfinished and unleased right now; report each."""
@@ -88,10 +106,16 @@ class Worker:
 
         async def one(run_id: str) -> None:
             async with limit:
-                outcomes.append(await self._recover(store, run_id))
+                if self._taking:
+                    outcomes.append(await self._recover(store, run_id))
 
-        while True:
-            ids = [i for i in await store.unfinished(time.time(), limit=500) if i not in self._busy]
+        while self._taking:
+            now = time.time()
+            ids = [
+                i
+                for i in await store.unfinished(now, limit=500)
+                if i not in self._busy and self._unimportable.get(i, 0.0) <= now
+            ]
             if not ids:
                 return outcomes
             async with asyncio.TaskGroup() as group:
@@ -99,15 +123,64 @@ class Worker:
                     group.create_task(one(run_id))
             if all(o.error is not None for o in outcomes[-len(ids) :]):
                 return outcomes  # nothing could be driven: do not spin
+        return outcomes
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Recover runs until ``stop`` is set (or forever)."""
-        stop = stop or asyncio.Event()
+        """Recover runs until ``stop`` is set (or forever); once it is set, take no new run
+        and return when the runs in hand have ended."""
+        stop = self._stop = stop or asyncio.Event()
+        self._stopping = False
         while not stop.is_set():
             done = await self.run_once()
             if not any(item.result is not None for item in done):  # nothing to do, or stuck
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll)
+
+    @property
+    def _taking(self) -> bool:
+        return not self._stopping and not (self._stop is not None and self._stop.is_set())
+
+    async def leased_elsewhere(self) -> list[RunRecord]:
+        """Unfinished runs that other drivers hold live leases on, soonest to run out first:
+        runs being driven, or left by a process that died, to be taken over once their lease
+        runs out."""
+        store = await open_store(self.store)
+        return [r for r in await store.leased(time.time()) if r.lease_owner != owner_id()]
+
+    async def run_waiting(
+        self, waiting: Callable[[Sequence[RunRecord]], None] | None = None
+    ) -> tuple[list[Recovered], list[RunRecord]]:
+        """``run_once``, then wait for the leases other drivers hold and take those runs over
+        as their leases run out.
+
+        A run whose lease is renewed meanwhile has a live driver: it is left to it.
+
+        Args:
+            waiting: Called with the runs it is about to wait for, before each wait.
+
+        Returns:
+            What it did to each run it picked up, and the runs left to live drivers.
+        """
+        outcomes = await self.run_once()
+        first_seen: dict[str, float] = {}
+        live: list[RunRecord] = []
+        while self._taking:
+            pending, live = [], []
+            for record in await self.leased_elsewhere():
+                expires = record.lease_expires or 0.0
+                if expires > first_seen.setdefault(record.run_id, expires):
+                    live.append(record)  # renewed since it was first seen: its driver is alive
+                else:
+                    pending.append(record)
+            if not pending:
+                break
+            if waiting is not None:
+                waiting(pending)
+            # Until the soonest lease runs out, then take what is free.
+            soonest = min(r.lease_expires or 0.0 for r in pending)
+            await asyncio.sleep(max(0.0, soonest - time.time()) + min(self.poll, 1.0))
+            outcomes += await self.run_once()
+        return outcomes, live
 
     async def _recover(self, store: SagaStore, run_id: str) -> Recovered:
         self._busy.add(run_id)
@@ -126,9 +199,15 @@ class Worker:
             )
             if result is None:
                 return Recovered(run_id, finished_elsewhere=True)
+            self._unimportable.pop(run_id, None)
             log.info("run %s recovered: %s", run_id, result.status.value)
             return Recovered(run_id, result=result)
         except LeaseHeld as error:
+            return Recovered(run_id, error=error)
+        except SagaNotImportable as error:
+            if run_id not in self._unimportable:
+                log.error("run %s cannot be recovered: %s", run_id, error)
+            self._unimportable[run_id] = time.time() + IMPORT_RETRY
             return Recovered(run_id, error=error)
         except StatesagaError as error:
             log.error("run %s cannot be recovered: %s", run_id, error)

@@ -21,7 +21,8 @@ from ..durable import StoreLike, open_store
 from ..leases import owner_id
 from ..store.base import OutboxRecord, SagaStore
 from .broker import Broker
-from .sender import PUBLISH_TIMEOUT, Link, resolve_broker
+from .brokers import broker_from_url
+from .sender import PUBLISH_TIMEOUT, Link
 from .stats import OUTBOX_STATS, OutboxStats
 
 log = logging.getLogger("statesaga.messaging")
@@ -99,7 +100,9 @@ class Relay:
                 ", or a claim could run out while its message is being published"
             )
         self.store = store
-        self.broker = resolve_broker(broker)
+        # A broker named by URL is this relay's own: ``close()`` closes it.
+        self._own_broker = isinstance(broker, str)
+        self.broker = broker_from_url(broker) if isinstance(broker, str) else broker
         self.batch = batch
         self.lease = lease
         self.backoff = backoff
@@ -204,6 +207,12 @@ class Relay:
             if index + 1 < len(chain):  # they must not overtake it
                 await store.outbox_release([r.id for r in chain[index + 1 :]], self.owner)
             return
+
+    async def close(self) -> None:
+        """Close the broker if this relay opened it from a URL (a store named by URL closes
+        with its event loop; see ``statesaga.shutdown``)."""
+        if self._own_broker:
+            await self.broker.close()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Relay until ``stop`` is set (or forever); a failing store is retried after ``poll``."""

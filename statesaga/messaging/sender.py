@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Collection, Sequence
 
+from ..resources import loop_resources
 from ..store.base import SagaStore
 from .broker import Broker
+from .brokers import broker_from_url
 from .message import Message
 from .stats import OUTBOX_STATS, OutboxStats
 
@@ -251,41 +252,34 @@ def _retrieve(future: asyncio.Future[list[None]]) -> None:
         future.exception()
 
 
-_SENDERS: dict[tuple[int, int], Sender] = {}
-_KEYS: weakref.WeakKeyDictionary[object, tuple[asyncio.AbstractEventLoop, KeyOrder]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def sender_for(store: SagaStore, broker: Broker) -> Sender:
-    """The sender of ``store`` and ``broker`` in this process and event loop."""
-    loop = asyncio.get_running_loop()
+    """The sender of ``store`` and ``broker`` in the running event loop."""
+    senders = loop_resources().senders
     key = (id(store), id(broker))
-    sender = _SENDERS.get(key)
-    if sender is None or sender.loop is not loop or sender.store is not store:
-        shared = _KEYS.get(store)
-        if shared is None or shared[0] is not loop:
-            shared = _KEYS[store] = (loop, KeyOrder())
-        sender = _SENDERS[key] = Sender(store, broker, keys=shared[1])
+    sender = senders.get(key)
+    if sender is None or sender.store is not store or sender.broker is not broker:
+        # Every sender of a store in this loop shares its key order (see ``KeyOrder``).
+        keys = senders.get(id(store))
+        if keys is None or keys[0] is not store:
+            keys = senders[id(store)] = (store, KeyOrder())
+        sender = senders[key] = Sender(store, broker, keys=keys[1])
     return sender
 
 
 def resolve_broker(broker: Broker | str) -> Broker:
-    """``broker`` itself, or the broker its URL names (one per URL in this process).
+    """``broker`` itself, or the broker its URL names in the running event loop (closed when
+    the loop ends; see ``statesaga.resources``).
 
     Not connected here: a broker that is down must not stop runs from starting; their
     messages wait for it in the outbox.
     """
     if not isinstance(broker, str):
         return broker
-    opened = _BROKERS.get(broker)
+    brokers = loop_resources().brokers
+    opened = brokers.get(broker)
     if opened is None:
-        from .brokers import broker_from_url
-
-        opened = _BROKERS[broker] = broker_from_url(broker)
+        opened = brokers[broker] = broker_from_url(broker)
     return opened
 
-
-_BROKERS: dict[str, Broker] = {}
 
 __all__ = ["PUBLISH_TIMEOUT", "KeyOrder", "Link", "Sender", "resolve_broker", "sender_for"]

@@ -1,7 +1,11 @@
 """Durable runs on SQLite against a floor: raw sqlite3 writing the same rows in batches.
 
-Engine: N concurrent 4-step chains of no-op steps, ``execute(store=SQLiteStore(...))`` with
-default settings (WAL, synchronous=FULL), every transition committed ahead of each step.
+Engine: N concurrent 4-step chains of no-op steps with default settings (WAL,
+synchronous=FULL), every transition committed ahead of each step, two ways: by URL,
+``execute(store="sqlite:///path.db")`` as the docs show (after one earlier run has opened the
+store, as in a service that has served a request), and with one ``SQLiteStore`` object passed
+to every run. A cold burst (N runs by URL at once, the first to open the store) is reported
+beside them.
 
 Floor: one thread with plain ``sqlite3`` on the same schema writes the same rows the journal
 writes for those N runs: one transaction per write-ahead point (five for a 4-step chain, the
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from statesaga import Saga, SagaStatus, Step
+from statesaga import Saga, SagaStatus, Step, shutdown
 from statesaga.store.sqlite import SQLiteStore
 
 STEPS = ("a", "b", "c", "d")
@@ -41,30 +45,64 @@ class DurableBench(Saga):
 
 @dataclass
 class DurableResult:
-    """Durable throughput: engine and floor, sagas per second (medians)."""
+    """Durable throughput: the engine both ways and the floor, sagas per second (medians)."""
 
     sagas: int
     rounds: int
-    engine_per_s: float
+    url_per_s: float
+    object_per_s: float
     floor_per_s: float
-    ratio: float
-    latency_ms: float
+    url_ratio: float
+    object_ratio: float
+    cold_url_ms: float
+    url_latency_ms: float
+    object_latency_ms: float
     goal: float
     passed: bool
-    engine_rounds: list[float] = field(default_factory=list)
+    url_rounds: list[float] = field(default_factory=list)
+    object_rounds: list[float] = field(default_factory=list)
     floor_rounds: list[float] = field(default_factory=list)
 
 
-async def engine_round(folder: Path, n: int) -> float:
-    store = SQLiteStore(folder / "engine.db")
+def _completed(results: list[Any]) -> None:
+    if {r.status for r in results} != {SagaStatus.COMPLETED}:
+        raise SystemExit("durable benchmark: a run did not complete")
+
+
+async def object_round(folder: Path, n: int) -> float:
+    store = SQLiteStore(folder / "object.db")
     async with store:
         start = time.perf_counter()
         results = await asyncio.gather(
             *(DurableBench(i=i).execute(store=store, saga_id=f"r{i}") for i in range(n))
         )
         elapsed = time.perf_counter() - start
-    if {r.status for r in results} != {SagaStatus.COMPLETED}:
-        raise SystemExit("durable benchmark: a run did not complete")
+    _completed(results)
+    return elapsed
+
+
+async def url_round(folder: Path, n: int) -> float:
+    url = f"sqlite:///{folder / 'url.db'}"
+    _completed([await DurableBench(i=-1).execute(store=url, saga_id="first")])
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(DurableBench(i=i).execute(store=url, saga_id=f"r{i}") for i in range(n))
+    )
+    elapsed = time.perf_counter() - start
+    await shutdown()  # closes the store the URL opened
+    _completed(results)
+    return elapsed
+
+
+async def cold_url_round(folder: Path, n: int) -> float:
+    url = f"sqlite:///{folder / 'cold.db'}"
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(DurableBench(i=i).execute(store=url, saga_id=f"r{i}") for i in range(n))
+    )
+    elapsed = time.perf_counter() - start
+    await shutdown()
+    _completed(results)
     return elapsed
 
 
@@ -144,20 +182,23 @@ def floor_round(path: Path, n: int) -> float:
     return elapsed
 
 
-async def latency(folder: Path, runs: int = 20) -> float:
-    """Milliseconds for one durable run with nothing else going on (median)."""
-    times = []
-    async with SQLiteStore(folder / "latency.db") as store:
+async def latency(folder: Path, runs: int = 20) -> tuple[float, float]:
+    """Milliseconds for one durable run with nothing else going on (median), by URL and with
+    a store object, alternating."""
+    url = f"sqlite:///{folder / 'latency-url.db'}"
+    by_url, by_object = [], []
+    async with SQLiteStore(folder / "latency-object.db") as store:
         for i in range(runs):
-            start = time.perf_counter()
-            await DurableBench(i=i).execute(store=store, saga_id=f"l{i}")
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+            for times, target in ((by_url, url), (by_object, store)):
+                start = time.perf_counter()
+                await DurableBench(i=i).execute(store=target, saga_id=f"l{i}")
+                times.append(time.perf_counter() - start)
+    await shutdown()
+    return statistics.median(by_url) * 1e3, statistics.median(by_object) * 1e3
 
 
 async def bench_durable(n: int, rounds: int, goal: float) -> DurableResult:
-    engine_times: list[float] = []
-    floor_times: list[float] = []
+    times: dict[str, list[float]] = {"url": [], "object": [], "floor": [], "cold": []}
     with tempfile.TemporaryDirectory(prefix="statesaga-bench-") as tmp:
         base = Path(tmp)
         template = base / "schema.db"
@@ -166,31 +207,43 @@ async def bench_durable(n: int, rounds: int, goal: float) -> DurableResult:
             folder = base / f"round{r}"
             folder.mkdir()
             shutil.copy(template, folder / "floor.db")
-            order = (0, 1) if r % 2 else (1, 0)
-            measured: dict[int, float] = {}
+            sides = ["url", "object", "floor", "cold"]
+            order = sides[r % 4 :] + sides[: r % 4]  # each side takes each place in turn
+            measured: dict[str, float] = {}
             for side in order:
-                if side == 0:
-                    measured[0] = await engine_round(folder, n)
+                if side == "url":
+                    measured[side] = await url_round(folder, n)
+                elif side == "object":
+                    measured[side] = await object_round(folder, n)
+                elif side == "cold":
+                    measured[side] = await cold_url_round(folder, n)
                 else:
-                    measured[1] = await asyncio.to_thread(floor_round, folder / "floor.db", n)
+                    measured[side] = await asyncio.to_thread(floor_round, folder / "floor.db", n)
             if r:  # the first round warms up
-                engine_times.append(measured[0])
-                floor_times.append(measured[1])
+                for side, elapsed in measured.items():
+                    times[side].append(elapsed)
             shutil.rmtree(folder)
-        lat = await latency(base)
-    engine_rate = n / statistics.median(engine_times)
-    floor_rate = n / statistics.median(floor_times)
-    # The median of each round's own ratio: a round's two sides ran back to back.
-    ratio = statistics.median(e / f for e, f in zip(engine_times, floor_times, strict=True))
+        url_ms, object_ms = await latency(base)
+
+    def ratio(side: str) -> float:
+        # The median of each round's own ratio: a round's sides ran back to back.
+        return statistics.median(e / f for e, f in zip(times[side], times["floor"], strict=True))
+
+    url_ratio, object_ratio = ratio("url"), ratio("object")
     return DurableResult(
         sagas=n,
         rounds=rounds,
-        engine_per_s=engine_rate,
-        floor_per_s=floor_rate,
-        ratio=ratio,
-        latency_ms=lat,
+        url_per_s=n / statistics.median(times["url"]),
+        object_per_s=n / statistics.median(times["object"]),
+        floor_per_s=n / statistics.median(times["floor"]),
+        url_ratio=url_ratio,
+        object_ratio=object_ratio,
+        cold_url_ms=statistics.median(times["cold"]) * 1e3,
+        url_latency_ms=url_ms,
+        object_latency_ms=object_ms,
         goal=goal,
-        passed=ratio <= goal,
-        engine_rounds=[n / t for t in engine_times],
-        floor_rounds=[n / t for t in floor_times],
+        passed=url_ratio <= goal and object_ratio <= goal,
+        url_rounds=[n / t for t in times["url"]],
+        object_rounds=[n / t for t in times["object"]],
+        floor_rounds=[n / t for t in times["floor"]],
     )

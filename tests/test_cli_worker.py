@@ -1,0 +1,181 @@
+"""`statesaga worker` and `runs resume --all` say what they wait for, and can wait."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs whose process dies in step "slow"; resumed, "slow" waits for the file GO (if named).
+SAGAS = """
+import asyncio, os, sys
+from pathlib import Path
+from statesaga import Saga, Step
+
+async def first(ctx):
+    return {}
+
+async def slow(ctx):
+    if os.environ.get("DIE"):
+        os._exit(3)
+    Path(f"started-{ctx.saga_id}").write_text("")
+    while os.environ.get("GO") and not Path(os.environ["GO"]).exists():
+        await asyncio.sleep(0.02)
+    return {}
+
+class Slow(Saga):
+    steps = (Step("first", first), Step("slow", slow))
+
+async def strand(url, count):
+    for i in range(count):
+        await Slow().execute(store=url, saga_id=f"run-{i}")
+
+if __name__ == "__main__":
+    asyncio.run(strand(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def stranded(folder: Path, count: int, lease: float) -> str:
+    """A store in ``folder`` whose ``count`` runs were left in step "slow" by a process that
+    died, each with ``lease`` seconds of lease left."""
+    (folder / "sagas.py").write_text(textwrap.dedent(SAGAS))
+    url = f"sqlite:///{folder / 'runs.db'}"
+    for i in range(count):
+        # One process per run: each dies at its first run's "slow" step.
+        code = f"import asyncio, sagas; asyncio.run(sagas.Slow().execute(store={url!r}, "
+        code += f"saga_id='run-{i}'))"
+        died = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=folder,
+            env={**env(folder), "DIE": "1", "STATESAGA_LEASE_SECONDS": str(lease)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert died.returncode == 3, died.stderr
+    return url
+
+
+def env(folder: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{folder}", **extra}
+
+
+def statesaga(folder: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", *args],
+        cwd=folder,
+        env=env(folder, **extra),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", [("runs", "resume", "--all"), ("worker", "--once")])
+def test_runs_leased_by_a_dead_worker_are_counted_with_their_expiry(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """With nothing free to resume, the command says how many runs are leased, to whom and
+    until when, and points to --wait, instead of "nothing to resume"."""
+    url = stranded(tmp_path, 2, lease=300)
+    done = statesaga(tmp_path, *command, "--store", url)
+    assert done.returncode == 0, done.stderr
+    assert "2 unfinished runs leased by other workers until" in done.stdout
+    assert "UTC at the latest" in done.stdout
+    assert "--wait" in done.stdout
+    assert "no unfinished runs" not in done.stdout
+    assert "nothing to recover" not in done.stdout
+
+
+@pytest.mark.parametrize("command", [("runs", "resume", "--all"), ("worker", "--once")])
+def test_wait_takes_runs_over_when_their_leases_run_out(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """--wait says what it waits for, then drives each run once its lease has run out."""
+    url = stranded(tmp_path, 2, lease=1.5)
+    done = statesaga(tmp_path, *command, "--wait", "--store", url)
+    assert done.returncode == 0, done.stderr
+    assert "waiting for 2 leases to run out" in done.stdout
+    assert "run-0: completed" in done.stdout
+    assert "run-1: completed" in done.stdout
+
+
+def test_wait_needs_all_or_once(tmp_path: Path) -> None:
+    """--wait is a usage error where it means nothing."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert statesaga(tmp_path, "runs", "resume", "r1", "--wait", "--store", url).returncode == 2
+    assert statesaga(tmp_path, "worker", "--wait", "--store", url).returncode == 2
+
+
+def start_worker(folder: Path, url: str, go: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "statesaga.cli", "worker", "--concurrency", "1", "--store", url],
+        cwd=folder,
+        env=env(folder, GO=str(go)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def test_first_ctrl_c_says_what_the_worker_waits_for_and_takes_no_new_run(
+    tmp_path: Path,
+) -> None:
+    """The first SIGINT names the run in hand and the second Ctrl-C; the worker finishes that
+    run, takes no other, and exits 0."""
+    url = stranded(tmp_path, 2, lease=0.2)
+    time.sleep(0.3)
+    worker = start_worker(tmp_path, url, go=tmp_path / "go")
+    try:
+        wait_for(tmp_path / "started-run-0")
+        worker.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        (tmp_path / "go").write_text("")
+        _out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "waiting for 1 run in hand to finish (run-0)" in err
+    assert "Ctrl-C again to stop at once" in err
+    assert not (tmp_path / "started-run-1").exists()
+    listed = statesaga(tmp_path, "runs", "list", "--store", url).stdout
+    assert [line.split()[2] for line in listed.splitlines()[1:]] in (
+        ["running", "completed"],
+        ["completed", "running"],
+    )
+
+
+def test_second_ctrl_c_stops_at_once_and_leaves_the_run_resumable(tmp_path: Path) -> None:
+    """A second SIGINT stops the worker without waiting; its run is free for another worker."""
+    url = stranded(tmp_path, 1, lease=0.2)
+    time.sleep(0.3)
+    worker = start_worker(tmp_path, url, go=tmp_path / "never")
+    try:
+        wait_for(tmp_path / "started-run-0")
+        worker.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGINT)
+        _out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "stopping now: 1 run left for any worker to resume" in err
+    done = statesaga(tmp_path, "runs", "resume", "--all", "--store", url, GO="")
+    assert "run-0: completed" in done.stdout, done.stdout + done.stderr

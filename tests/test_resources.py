@@ -1,0 +1,234 @@
+"""Stores and brokers opened from URLs: one per URL and event loop, closed as the loop ends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _services import AMQP_URL, require
+from test_store_postgres import URL as PG_URL
+from test_store_postgres import admin, drop_schema, new_schema, require_server
+
+from statesaga import Saga, SagaStatus, Step, shutdown
+from statesaga.context import Context
+from statesaga.resources import loop_resources
+from statesaga.store import StoreError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def noop(ctx: Context) -> None:
+    return None
+
+
+class Four(Saga):
+    steps = tuple(Step(name, noop) for name in "abcd")
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema name, dropped with its contents at teardown."""
+    require_server()
+    name = new_schema()
+    yield name
+    drop_schema(name)
+
+
+def writer_threads() -> int:
+    return sum(t.name.startswith("statesaga-sqlite-writer") for t in threading.enumerate())
+
+
+async def test_concurrent_runs_by_url_share_one_store(tmp_path: Path) -> None:
+    """Many runs started at once by one SQLite URL open one store, with one writer thread."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    before = writer_threads()
+    results = await asyncio.gather(*(Four(i=i).execute(store=url) for i in range(50)))
+    assert {r.status for r in results} == {SagaStatus.COMPLETED}
+    assert writer_threads() - before == 1
+    assert list(loop_resources().stores) == [url]
+
+
+def client_connections(schema_marker: str) -> int:
+    """Connections to the test database whose application name carries ``schema_marker``."""
+    rows = admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (schema_marker,)
+    )
+    return int(rows[0][0])
+
+
+async def test_concurrent_runs_by_postgres_url_hold_no_more_than_the_pool(
+    pg_schema: str,
+) -> None:
+    """150 runs at once by one PostgreSQL URL hold the store's connections only (writer + pool)."""
+    marker = f"t{pg_schema[-12:]}"
+    url = f"{PG_URL}?schema={pg_schema}&application_name={marker}"
+    results = await asyncio.gather(*(Four(i=i).execute(store=url) for i in range(150)))
+    assert {r.status for r in results} == {SagaStatus.COMPLETED}
+    store: Any = loop_resources().stores[url]
+    assert 1 <= client_connections(marker) <= 1 + store.pool_size
+    await shutdown()
+    assert client_connections(marker) == 0
+
+
+async def test_shutdown_closes_url_stores_and_a_later_run_opens_them_again(
+    tmp_path: Path,
+) -> None:
+    """``shutdown()`` closes what URLs opened; the next run by URL opens a fresh store."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    before = writer_threads()
+    await Four().execute(store=url)
+    first = loop_resources().stores[url]
+    await shutdown()
+    assert writer_threads() == before
+    assert (await Four().execute(store=url)).status is SagaStatus.COMPLETED
+    assert loop_resources().stores[url] is not first
+
+
+async def test_a_store_that_failed_to_open_is_opened_again_next_time(tmp_path: Path) -> None:
+    """A URL whose store could not open is not remembered: once the cause is gone, runs work."""
+    folder = tmp_path / "later"
+    url = f"sqlite:///{folder / 'runs.db'}"
+    folder.write_text("a file where the folder should be")
+    with pytest.raises(StoreError):
+        await Four().execute(store=url)
+    folder.unlink()
+    folder.mkdir()
+    assert (await Four().execute(store=url)).status is SagaStatus.COMPLETED
+
+
+async def test_an_empty_store_url_is_refused() -> None:
+    """``execute(store="")`` says it names no store, instead of picking one."""
+    with pytest.raises(StoreError, match="names no store"):
+        await Four().execute(store="")
+
+
+SCRIPT = """
+import asyncio, sys, threading
+from statesaga import Saga, Step
+
+async def noop(ctx):
+    return None
+
+class Four(Saga):
+    steps = tuple(Step(name, noop) for name in "abcd")
+
+def writers():
+    return sum(t.name.startswith("statesaga-sqlite-writer") for t in threading.enumerate())
+
+async def burst():
+    results = await asyncio.gather(*(Four().execute(store=sys.argv[1]) for _ in range(20)))
+    return {r.status.value for r in results}
+
+for round in (1, 2):
+    print(round, asyncio.run(burst()), "writers after:", writers(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_url_works_in_a_second_asyncio_run_and_closes_without_warnings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A store opened by URL is closed as its asyncio.run ends; the next asyncio.run opens its
+    own; nothing warns (warnings are errors, ResourceWarning included)."""
+    if backend == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        url = f"{PG_URL}?schema={schema}"
+    else:
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+    (tmp_path / "bursts.py").write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "bursts.py", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        "1 {'completed'} writers after: 0",
+        "2 {'completed'} writers after: 0",
+    ]
+
+
+EMITTER = """
+import asyncio, os, sys
+from statesaga import Saga, Step
+
+async def first(ctx):
+    return {}
+
+async def second(ctx):
+    ctx.emit("statesaga-test-shutdown", {"n": 1}, key=ctx.saga_id)
+    if os.environ.get("DIE"):
+        os._exit(3)  # a process killed mid-saga: the worker takes the run over
+    return {}
+
+class Emitter(Saga):
+    steps = (Step("first", first), Step("second", second))
+
+if __name__ == "__main__":
+    asyncio.run(Emitter().execute(store=sys.argv[1]))
+"""
+
+
+def test_a_worker_with_a_broker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """`statesaga worker --broker` closes its broker connection on SIGTERM: no reconnect, no
+    pending task destroyed, no traceback."""
+    require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    (tmp_path / "emitter.py").write_text(textwrap.dedent(EMITTER))
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    died = subprocess.run(
+        [sys.executable, "-m", "emitter", url],
+        cwd=tmp_path,
+        env={**env, "DIE": "1", "STATESAGA_LEASE_SECONDS": "0.5"},
+        check=False,
+        timeout=60,
+    )
+    assert died.returncode == 3
+    time.sleep(0.6)  # its lease runs out
+    command = [sys.executable, "-X", "dev", "-m", "statesaga.cli", "worker", "--store", url]
+    worker = subprocess.Popen(
+        [*command, "--broker", AMQP_URL],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = subprocess.run(
+                [sys.executable, "-m", "statesaga.cli", "runs", "list", "--store", url],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if "completed" in listed.stdout:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)  # the message's publish attempt settles
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert "completed" in listed.stdout
+    assert worker.returncode == 0, err
+    for trouble in ("Reconnecting", "Task was destroyed", "Traceback", "unclosed"):
+        assert trouble not in err, err
