@@ -253,6 +253,7 @@ async def _drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
         recovered, left = await worker.run_waiting(_say_waiting)
     else:
         recovered, left = await worker.run_once(), await worker.leased_elsewhere()
+    waited = wait and worker.taking  # not cut short by Ctrl-C
     for item in recovered:
         if item.result is not None:
             text = item.result.status.value
@@ -264,7 +265,7 @@ async def _drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
     if not recovered and not left:
         click.echo(nothing)
     if left:
-        click.echo(_leased_text(left, waited=wait))
+        click.echo(_leased_text(left, waited=waited))
     return any(item.error is not None for item in recovered)
 
 
@@ -280,15 +281,13 @@ def _leased_text(records: Sequence[RunRecord], *, waited: bool) -> str:
     owners = Counter(r.lease_owner or "?" for r in records)
     last = max(r.lease_expires or 0.0 for r in records)
     by = ", ".join(f"{owner} ({n})" for owner, n in owners.most_common())
+    runs = _count(len(records), "unfinished run")
     if waited:
-        return (
-            f"{_count(len(records), 'unfinished run')} left to live workers, which renewed "
-            f"their leases: {by}"
-        )
+        return f"{runs} left to live workers, which renewed their leases: {by}"
     return (
-        f"{_count(len(records), 'unfinished run')} leased by other workers until {_when(last)} "
-        f"UTC at the latest ({by}): they are being driven, or their worker stopped and they can "
-        "be taken over when the leases run out; run this again then, or add --wait"
+        f"{runs} leased by other workers until {_when(last)} UTC at the latest ({by}): they "
+        "are being driven, or their worker stopped and they can be taken over when the leases "
+        "run out; run this again then, or add --wait"
     )
 
 

@@ -47,12 +47,19 @@ def _refused(problem: str, run_id: str) -> StoreError:
     return StoreError(f"cannot store run {run_id}: {problem}", run_id=run_id)
 
 
-def _problem(value: Any, path: str) -> str | None:
-    """The first thing in ``value`` that is not JSON data, or whose key JSON would change."""
+def _problem(value: Any, path: str, within: frozenset[int] = frozenset()) -> str | None:
+    """The first thing in ``value`` that is not JSON data, or whose key JSON would change.
+
+    ``within``: the containers ``value`` lies in (a container inside itself has no JSON form).
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return f"{path} is {value!r}, which JSON cannot hold: use None or a string"
     if isinstance(value, _PLAIN):
         return None
+    if isinstance(value, dict | list | tuple):
+        if id(value) in within:
+            return f"{path} contains itself, which JSON cannot hold"
+        within = within | {id(value)}
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -60,13 +67,13 @@ def _problem(value: Any, path: str) -> str | None:
                     f"{path} has the key {key!r} ({type(key).__name__}), which would come back "
                     f"as the string {_as_key(key)!r}: use string keys"
                 )
-            problem = _problem(item, f"{path}[{key!r}]")
+            problem = _problem(item, f"{path}[{key!r}]", within)
             if problem is not None:
                 return problem
         return None
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            problem = _problem(item, f"{path}[{index}]")
+            problem = _problem(item, f"{path}[{index}]", within)
             if problem is not None:
                 return problem
         return None

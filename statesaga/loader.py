@@ -8,6 +8,7 @@ import importlib.util
 import os
 import sys
 import weakref
+from importlib.machinery import PathFinder
 from pathlib import Path
 from types import ModuleType
 
@@ -57,7 +58,7 @@ def _import_file(path: Path, module_ref: str) -> ModuleType:
     """The module of a Python file, executed once per process (a worker that resumes many
     runs of one script must get one saga class, not a new one per run)."""
     resolved = path.resolve()
-    name = f"_statesaga_target_{resolved.stem}_{abs(hash(str(resolved))):x}"
+    name = f"{_FILE_MODULE}{resolved.stem}_{abs(hash(str(resolved))):x}"
     known = sys.modules.get(name)
     if known is not None:
         return known
@@ -74,6 +75,8 @@ def _import_file(path: Path, module_ref: str) -> ModuleType:
     return module
 
 
+_FILE_MODULE = "_statesaga_target_"
+
 _REFERENCES: weakref.WeakKeyDictionary[type[Saga], str] = weakref.WeakKeyDictionary()
 
 
@@ -88,7 +91,9 @@ def saga_reference(saga: type[Saga]) -> str:
     reference = _REFERENCES.get(saga)
     if reference is None:
         module = saga.__module__
-        if module == "__main__":
+        if module.startswith(_FILE_MODULE):  # loaded from its file by load_saga
+            module = getattr(sys.modules.get(module), "__file__", None) or module
+        elif module == "__main__":
             main = sys.modules.get("__main__")
             spec = getattr(main, "__spec__", None)
             file = getattr(main, "__file__", None)
@@ -112,12 +117,21 @@ def unimportable(reference: str) -> str | None:
         if not Path(module_ref).is_file():
             return f"{module_ref} does not exist here"
         return None
-    _search_current_folder()
+    if module_ref.endswith(".__main__"):
+        return (
+            "the class is in a package's __main__.py, and importing that runs the program "
+            "again: define it in another module of the package"
+        )
+    top = module_ref.partition(".")[0]
+    if top in sys.modules:
+        return None
+    # Looked up as load_saga would import it, from the current folder too, without running
+    # anything or changing sys.path.
     try:
-        found = importlib.util.find_spec(module_ref) is not None
-    except Exception:  # its parent package fails to import, or the name is malformed
+        found = PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is not None
+    except (ImportError, ValueError):
         found = False
-    return None if found else f"no module named {module_ref!r} here"
+    return None if found else f"no module named {top!r} here"
 
 
 def _search_current_folder() -> None:

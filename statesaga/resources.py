@@ -5,8 +5,10 @@ that names the same URL shares one store (one writer, one connection pool), open
 first run while the others wait for it. Connections belong to the loop that made them, so a
 second ``asyncio.run`` gets stores of its own; those of the first are closed when it ends
 (``asyncio.run`` and ``asyncio.Runner`` shut down a loop's asynchronous generators as they
-finish, after its tasks, so runs wound down by that end still have their store).
-``shutdown()`` closes them earlier, for applications with a shutdown hook of their own.
+finish, after its tasks, so runs wound down by that end still have their store). A loop
+closed without that step is noticed when the next loop opens a store, and what it left open
+is closed then. ``shutdown()`` closes them earlier, for applications with a shutdown hook of
+their own.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,6 +37,7 @@ class LoopResources:
 
     Attributes:
         stores: Open stores by URL.
+        opening: The opens under way, by URL (every run naming the URL waits for the same).
         brokers: Brokers by URL (they connect on first publish).
         senders: Per-loop state of the messaging layer (senders and their key order), which
             must not outlive the stores and brokers it points at.
@@ -45,37 +49,54 @@ class LoopResources:
     senders: dict[object, Any] = attrs.Factory(dict)
     closed: bool = False
     closer: AsyncGenerator[None, None] | None = None
+    finalizer: weakref.finalize[Any, Any] | None = None
 
-    async def aclose(self) -> None:
-        """Close every broker, then every store (each error is logged, none stops the rest)."""
-        if self.closed:
-            return
+    def _take(self) -> list[tuple[str, Broker | SagaStore]]:
+        """Everything to close, forgotten here: brokers first, then stores."""
         self.closed = True
-        for task in self.opening.values():
-            task.cancel()
-        closing: list[tuple[str, Broker | SagaStore]] = [
-            *self.brokers.items(),
-            *self.stores.items(),
-        ]
+        taken: list[tuple[str, Broker | SagaStore]] = [*self.brokers.items(), *self.stores.items()]
         self.brokers.clear()
         self.stores.clear()
         self.senders.clear()
-        for url, thing in closing:
-            try:
-                await thing.close()
-            except Exception:
-                log.warning("closing %s failed", hide_password(url), exc_info=True)
+        return taken
 
-    def abandon(self) -> None:
-        """Forget everything without closing (the loop is gone: its connections went with it).
-
-        Finishes the closer generator here, so it is not handed to a loop that is closed.
-        """
+    async def aclose(self) -> None:
+        """Close every broker, then every store (each error is logged, none stops the rest);
+        a store still opening is closed once it has opened."""
+        if self.closed:
+            return
         self.closed = True
+        for task in list(self.opening.values()):
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(task)  # it sees ``closed`` and closes what it opened
+        await _close_all(self._take())
+
+    def abandon(self, *, close: bool) -> None:
+        """Forget everything: the loop is closed or the process is ending.
+
+        Finishes the closer generator here, so it is never handed to a loop that is closed.
+        With ``close``, what was left open is closed in a thread of its own (a SQLite writer
+        thread would otherwise live as long as the process).
+        """
+        taken = self._take()
+        if self.finalizer is not None:
+            self.finalizer.detach()
         closer, self.closer = self.closer, None
         if closer is not None:
             with contextlib.suppress(StopIteration, RuntimeError):
                 closer.aclose().send(None)
+        if close and taken:
+            threading.Thread(
+                target=asyncio.run, args=(_close_all(taken),), name="statesaga-close", daemon=True
+            ).start()
+
+
+async def _close_all(things: Sequence[tuple[str, Broker | SagaStore]]) -> None:
+    for url, thing in things:
+        try:
+            await thing.close()
+        except Exception:
+            log.warning("closing %s failed", hide_password(url), exc_info=True)
 
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopResources] = (
@@ -96,15 +117,25 @@ def loop_resources() -> LoopResources:
     loop = asyncio.get_running_loop()
     resources = _BY_LOOP.get(loop)
     if resources is None or resources.closed:
+        _forget_closed_loops()
         resources = _BY_LOOP[loop] = LoopResources()
         closer = resources.closer = _close_with_loop(resources)
         # Run it to its ``yield`` now: from then on the loop knows it, and its
-        # shutdown_asyncgens() closes it, which closes what it holds. A loop that is closed
-        # or collected without that leaves it to ``abandon``.
+        # shutdown_asyncgens() closes it, which closes what it holds.
         with contextlib.suppress(StopIteration):
             closer.asend(None).send(None)
-        weakref.finalize(loop, resources.abandon)
+        # At exit, a loop still open is left as it is: its process is ending.
+        resources.finalizer = weakref.finalize(loop, resources.abandon, close=False)
     return resources
+
+
+def _forget_closed_loops() -> None:
+    # A loop closed without shutting down its asynchronous generators (new_event_loop(),
+    # run_until_complete(), close()) never closed what it opened.
+    for loop, resources in list(_BY_LOOP.items()):
+        if loop.is_closed():
+            del _BY_LOOP[loop]
+            resources.abandon(close=True)
 
 
 async def store_for_url(url: str) -> SagaStore:
@@ -125,8 +156,9 @@ async def store_for_url(url: str) -> SagaStore:
                 "store='' names no store: pass a URL such as sqlite:///sagas.db, "
                 "or leave store out to run in memory"
             )
-        task = asyncio.get_running_loop().create_task(_open(resources, url, store_from_url(url)))
-        resources.opening[url] = task
+        opening = _open(resources, url, store_from_url(url))
+        task = resources.opening[url] = asyncio.get_running_loop().create_task(opening)
+        task.add_done_callback(_retrieve)
     # Shielded: a caller cancelled while it waits must not cancel the others' open.
     return await asyncio.shield(task)
 
@@ -134,6 +166,12 @@ async def store_for_url(url: str) -> SagaStore:
 async def _open(resources: LoopResources, url: str, store: SagaStore) -> SagaStore:
     try:
         await store.open()
+    except BaseException:
+        # Cancelled (the loop is ending), an open running in a thread may still complete:
+        # close whatever it made once it has.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(store.close())
+        raise
     finally:
         resources.opening.pop(url, None)
     if resources.closed:  # shut down while it opened
@@ -141,6 +179,12 @@ async def _open(resources: LoopResources, url: str, store: SagaStore) -> SagaSto
         raise StoreError(f"{hide_password(url)}: statesaga was shut down in this event loop")
     resources.stores[url] = store
     return store
+
+
+def _retrieve(task: asyncio.Task[SagaStore]) -> None:
+    # Its waiters may all have been cancelled: the error must not be logged as never seen.
+    if not task.cancelled():
+        task.exception()
 
 
 async def shutdown() -> None:
@@ -155,6 +199,8 @@ async def shutdown() -> None:
     if resources is None:
         return
     await resources.aclose()
+    if resources.finalizer is not None:
+        resources.finalizer.detach()
     closer, resources.closer = resources.closer, None
     if closer is not None:
         await closer.aclose()

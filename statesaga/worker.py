@@ -88,6 +88,7 @@ class Worker:
         self._unimportable: dict[str, float] = {}
         self._stopping = False
         self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None  # cuts run_waiting's wait short
 
     @property
     def in_hand(self) -> frozenset[str]:
@@ -95,8 +96,11 @@ class Worker:
         return frozenset(self._busy)
 
     def stop_taking(self) -> None:
-        """Take no new run from now on; the runs in hand go on to their end."""
+        """Take no new run from now on (a wait for leases ends too); the runs in hand go on
+        to their end."""
         self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def run_once(self) -> list[Recovered]:
         """Drive every run that is unfinished and unleased right now; report each."""
@@ -106,10 +110,10 @@ class Worker:
 
         async def one(run_id: str) -> None:
             async with limit:
-                if self._taking:
+                if self.taking:
                     outcomes.append(await self._recover(store, run_id))
 
-        while self._taking:
+        while self.taking:
             now = time.time()
             ids = [
                 i
@@ -137,21 +141,23 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), self.poll)
 
     @property
-    def _taking(self) -> bool:
+    def taking(self) -> bool:
+        """Whether it still takes new runs (``stop_taking`` or ``run``'s ``stop`` ends it)."""
         return not self._stopping and not (self._stop is not None and self._stop.is_set())
 
-    async def leased_elsewhere(self) -> list[RunRecord]:
-        """Unfinished runs that other drivers hold live leases on, soonest to run out first:
-        runs being driven, or left by a process that died, to be taken over once their lease
-        runs out."""
+    async def leased_elsewhere(self, limit: int = 10_000) -> list[RunRecord]:
+        """Unfinished runs that other drivers hold live leases on, soonest to run out first
+        (at most ``limit``): runs being driven, or left by a process that died, to be taken
+        over once their lease runs out."""
         store = await open_store(self.store)
-        return [r for r in await store.leased(time.time()) if r.lease_owner != owner_id()]
+        leased = await store.leased(time.time(), limit)
+        return [r for r in leased if r.lease_owner != owner_id()]
 
     async def run_waiting(
         self, waiting: Callable[[Sequence[RunRecord]], None] | None = None
     ) -> tuple[list[Recovered], list[RunRecord]]:
         """``run_once``, then wait for the leases other drivers hold and take those runs over
-        as their leases run out.
+        as their leases run out, until none is left or ``stop_taking`` is called.
 
         A run whose lease is renewed meanwhile has a live driver: it is left to it.
 
@@ -159,28 +165,33 @@ class Worker:
             waiting: Called with the runs it is about to wait for, before each wait.
 
         Returns:
-            What it did to each run it picked up, and the runs left to live drivers.
+            What it did to each run it picked up, and the runs still leased to others when it
+            returned (those of live drivers, or also those it was waiting for when stopped).
         """
         outcomes = await self.run_once()
         first_seen: dict[str, float] = {}
-        live: list[RunRecord] = []
-        while self._taking:
-            pending, live = [], []
-            for record in await self.leased_elsewhere():
-                expires = record.lease_expires or 0.0
-                if expires > first_seen.setdefault(record.run_id, expires):
-                    live.append(record)  # renewed since it was first seen: its driver is alive
-                else:
-                    pending.append(record)
+        leased: list[RunRecord] = []
+        wake = self._wake = asyncio.Event()
+        while self.taking:
+            leased = await self.leased_elsewhere()
+            # Renewed since first seen: a live driver holds it, and it is not waited for.
+            pending = [
+                r
+                for r in leased
+                if (r.lease_expires or 0.0)
+                <= first_seen.setdefault(r.run_id, r.lease_expires or 0.0)
+            ]
             if not pending:
                 break
             if waiting is not None:
                 waiting(pending)
             # Until the soonest lease runs out, then take what is free.
             soonest = min(r.lease_expires or 0.0 for r in pending)
-            await asyncio.sleep(max(0.0, soonest - time.time()) + min(self.poll, 1.0))
+            with contextlib.suppress(TimeoutError):
+                delay = max(0.0, soonest - time.time()) + min(self.poll, 1.0)
+                await asyncio.wait_for(wake.wait(), delay)
             outcomes += await self.run_once()
-        return outcomes, live
+        return outcomes, leased
 
     async def _recover(self, store: SagaStore, run_id: str) -> Recovered:
         self._busy.add(run_id)

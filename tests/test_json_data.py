@@ -57,6 +57,35 @@ def test_a_value_json_cannot_hold_is_refused_with_its_path() -> None:
         as_stored({"lines": [1, {2}]}, what="result", run_id="r")
 
 
+def test_a_value_that_contains_itself_is_refused_with_its_path() -> None:
+    """A dict inside itself is refused, naming where (not a RecursionError)."""
+    looped: dict[str, Any] = {}
+    looped["me"] = looped
+    with pytest.raises(StoreError, match=r"result\['x'\]\['me'\] contains itself"):
+        as_stored({"x": looped}, what="result", run_id="r")
+
+
+async def test_a_result_that_contains_itself_is_compensated() -> None:
+    """A durable step returning a value inside itself is compensated, like any result that
+    cannot be stored."""
+    undone: list[str] = []
+
+    async def loop(ctx: Context) -> dict[str, Any]:
+        looped: dict[str, Any] = {}
+        looped["me"] = looped
+        return {"x": looped}
+
+    async def undo(ctx: Context) -> None:
+        undone.append(ctx.step)
+
+    class Loop(Saga):
+        steps = (Step("loop", loop, compensate=undo),)
+
+    result = await Loop().execute(store=MemoryStore())
+    assert result.status is SagaStatus.COMPENSATED
+    assert undone == ["loop"]
+
+
 def test_nan_is_refused_with_its_path() -> None:
     """A NaN is refused, naming its path."""
     with pytest.raises(StoreError, match=r"input\['x'\] is nan"):

@@ -232,3 +232,75 @@ def test_a_worker_with_a_broker_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert worker.returncode == 0, err
     for trouble in ("Reconnecting", "Task was destroyed", "Traceback", "unclosed"):
         assert trouble not in err, err
+
+
+def locked(path: Path) -> Any:
+    """A connection holding ``path``'s write lock: opening a store there waits for it."""
+    import sqlite3
+
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
+
+
+def release_later(holder: Any, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, holder.rollback)
+    timer.start()
+    return timer
+
+
+async def test_shutdown_while_a_store_opens_closes_it_once_open(tmp_path: Path) -> None:
+    """A store still opening when shutdown() comes is closed once it has opened (no writer
+    thread left), and the run waiting for it gets a StoreError saying why."""
+    before = writer_threads()
+    holder = locked(tmp_path / "runs.db")
+    run = asyncio.create_task(Four().execute(store=f"sqlite:///{tmp_path / 'runs.db'}"))
+    await asyncio.sleep(0.1)  # its open waits for the lock
+    timer = release_later(holder, 0.3)
+    await shutdown()
+    with pytest.raises(StoreError, match="shut down"):
+        await run
+    timer.join()
+    holder.close()
+    assert writer_threads() == before
+
+
+def test_a_loop_ending_while_a_store_opens_leaves_no_writer_behind(tmp_path: Path) -> None:
+    """asyncio.run ending while a run's store is still opening closes that store once open."""
+    before = writer_threads()
+    holder = locked(tmp_path / "runs.db")
+
+    left: list[asyncio.Task[Any]] = []
+
+    async def leave_a_run_behind() -> None:
+        left.append(asyncio.create_task(Four().execute(store=f"sqlite:///{tmp_path / 'runs.db'}")))
+        await asyncio.sleep(0.1)
+
+    timer = release_later(holder, 0.3)
+    asyncio.run(leave_a_run_behind())
+    assert left[0].cancelled()
+    timer.join()
+    holder.close()
+    assert writer_threads() == before
+
+
+def test_stores_of_loops_closed_without_shutdown_are_closed_later(tmp_path: Path) -> None:
+    """A loop closed without asyncio.run's shutdown steps does not keep its store for good: the
+    next loop to open one closes it."""
+    before = writer_threads()
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for _ in range(5):
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(Four().execute(store=url))
+        finally:
+            loop.close()
+
+    async def last() -> None:
+        await Four().execute(store=url)
+
+    asyncio.run(last())
+    deadline = time.monotonic() + 10
+    while writer_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.02)  # the stores of closed loops are closed in a thread of their own
+    assert writer_threads() == before

@@ -194,3 +194,31 @@ async def test_a_worker_reports_a_run_it_cannot_import_once(
     first = (await Worker(store).run_once())[0]
     assert isinstance(first.error, SagaNotImportable)
     assert first.error.reference == "__main__:Gone"
+
+
+def test_a_class_in_a_package_main_is_flagged() -> None:
+    """A saga in a package's __main__.py is flagged: importing it would run the program."""
+    why = unimportable("shop.__main__:Order")
+    assert why is not None
+    assert "__main__.py" in why
+
+
+def test_a_class_the_loader_read_from_a_file_is_referenced_by_that_file(tmp_path: Path) -> None:
+    """A saga loaded from a file (a worker resuming a script's run) keeps the file as its
+    reference, so runs it starts are resumable too."""
+    script = tmp_path / "order.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    saga = load_saga(f"{script}:Order")
+    assert saga_reference(saga) == f"{script}:Order"
+
+
+def test_checking_a_reference_leaves_sys_path_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for a module from the current folder does not add that folder to sys.path."""
+    (tmp_path / "here_only.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    path = list(sys.path)
+    assert unimportable("here_only:Order") is None
+    assert sys.path == path
