@@ -22,6 +22,7 @@ COLOURS = {
     "compensate": "#1f6fb4",
     "failure": "#c62828",
     "join": "#7b7b7b",
+    "rail": "#9dc3e6",
     "legend": "#e08a00",
 }
 TAKEN = "#e08a00"
@@ -45,6 +46,8 @@ def _node(n: Node) -> str:
         a = {"label": "", "shape": "point", "width": "0.18", "fillcolor": "black"}
     elif n.kind == "legend":
         a = {"label": "", "shape": "point", "width": "0.05", "color": "#999999"}
+    elif n.kind == "note":
+        a = {"label": n.label, "shape": "plaintext", "fontsize": "9", "fontcolor": "#555555"}
     elif n.kind == "final":
         a["shape"] = "doublecircle"
         a["fixedsize"] = "false"
@@ -74,16 +77,19 @@ def _edge(e: Edge) -> str:
         a["arrowsize"] = "0.7"
     if e.kind == "join":
         a["arrowhead"] = "empty"
+    if e.kind == "rail":
+        # Not a transition: one state drawn twice, joined without an arrow.
+        a.update(penwidth="3", fontcolor=COLOURS["compensate"], dir="none")
     if e.main:
         a["weight"] = "8"
     if e.loose:
         a["constraint"] = "false"
     if e.taken:
-        a["color"] = f"{TAKEN}:{colour}:{TAKEN}" if e.kind != "legend" else TAKEN
+        a["color"] = f"{TAKEN}:{colour}:{TAKEN}" if e.kind not in ("legend", "rail") else TAKEN
         a["penwidth"] = "2.5"
         a["fontcolor"] = "black"
     if e.backward:
-        a["dir"] = "back"
+        a.setdefault("dir", "back")
         return f"{_quote(e.target)} -> {_quote(e.source)} [{_attrs(a)}];"
     return f"{_quote(e.source)} -> {_quote(e.target)} [{_attrs(a)}];"
 
@@ -113,15 +119,15 @@ def to_dot(graph: Graph) -> str:
     lines += [f"  {_edge(e)}" for e in graph.edges]
     for column in graph.columns:
         members = " ".join(f"{_quote(n)};" for n in column)
-        lines.append(f"  {{ rank=same; {members} }}")
+        order = " -> ".join(_quote(n) for n in column)
+        lines.append(f'  {{ rank=same; {members} {order} [style="invis"]; }}')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def _graph_attrs(graph: Graph) -> dict[str, str]:
     title = graph.title + (" (run overlay)" if graph.overlay else "")
-    bundle = {"concentrate": "true"} if graph.bundle else {}
-    return bundle | {
+    return {
         "rankdir": "LR",
         "label": title,
         "labelloc": "t",

@@ -2,11 +2,15 @@
 
 Mermaid cannot style single transitions, so the edge kind shows in its label: compensating
 transitions start with ``↩``, failures with ``✗``, fork/join with ``⋔``, taken ones end in ``●``.
+A state the graph draws more than once (a chain's ``compensating`` and ``failed``, beside each
+step) is one Mermaid state: the text shows the machine itself, and leaves layout to Mermaid.
 """
 
 from __future__ import annotations
 
 import re
+
+import attrs
 
 from .graph import LEGEND, START, Edge, Graph, Node
 
@@ -45,7 +49,8 @@ def _edge(e: Edge) -> str:
 def to_mermaid(graph: Graph) -> str:
     """The Mermaid ``stateDiagram-v2`` text of ``graph``: identical for identical input."""
     lines = ["---", f"title: {_text(graph.title)}", "---", "stateDiagram-v2", "    direction LR"]
-    nodes = {n.id: n for n in graph.nodes if n.kind not in ("start", "legend")}
+    graph = _merged(graph)
+    nodes = {n.id: n for n in graph.nodes if n.kind in ("state", "final")}
     clustered: set[str] = set()
     for c in graph.clusters:
         if c.id == LEGEND:
@@ -71,3 +76,29 @@ def to_mermaid(graph: Graph) -> str:
         "    end note",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _merged(graph: Graph) -> Graph:
+    """``graph`` with one node per state: drawings of one state merged, rails left out."""
+    state = {n.id: n.state for n in graph.nodes}
+    nodes: dict[str, Node] = {}
+    for n in graph.nodes:
+        seen = nodes.get(n.state)
+        nodes[n.state] = attrs.evolve(
+            seen or n,
+            id=n.state,
+            visited=n.visited or (seen is not None and seen.visited),
+            current=n.current or (seen is not None and seen.current),
+        )
+    edges: dict[tuple[str, str, str, str], Edge] = {}
+    for e in graph.edges:
+        if e.kind == "rail":
+            continue
+        e = attrs.evolve(e, source=state.get(e.source, e.source), target=state[e.target])
+        key = (e.trigger or e.label, e.kind, e.source, e.target)
+        seen_edge = edges.get(key)
+        if seen_edge is not None:  # one transition a run took from two drawings of a state
+            notes = ", ".join(x for x in (seen_edge.note, e.note) if x)
+            e = attrs.evolve(seen_edge, taken=seen_edge.taken + e.taken, note=notes)
+        edges[key] = e
+    return attrs.evolve(graph, nodes=tuple(nodes.values()), edges=tuple(edges.values()))
