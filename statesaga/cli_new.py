@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from .scaffold import DEFAULT_STEPS, new_saga
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: raised where the command is, so it unwinds and cleans up as Ctrl-C does."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While inside, SIGTERM raises ``_Terminated`` instead of ending the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can handle signals; its caller owns them
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command()
@@ -36,13 +63,31 @@ from .scaffold import DEFAULT_STEPS, new_saga
     is_flag=True,
     help="Write into an existing folder: overwrite the generated files, keep all others.",
 )
-def new(name: str, steps: str | None, directory: Path, template: Path | None, force: bool) -> None:
+def new(
+    name: str,
+    steps: str | None,
+    directory: Path,
+    template: Path | None,
+    force: bool,
+) -> None:
     """Create the saga folder NAME: actions, compensations, tests, README and diagram.
 
     NAME is snake_case, such as order_saga: it names the folder, the package and the saga
     class (OrderSaga). The saga runs and passes its tests as generated.
     """
-    made = new_saga(name, steps=steps, directory=directory, template=template, force=force)
+    try:
+        with _sigterm_unwinds():
+            made = new_saga(
+                name,
+                steps=steps,
+                directory=directory,
+                template=template,
+                force=force,
+                progress=lambda line: click.echo(line, err=True),
+            )
+    except _Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(128 + signal.SIGTERM)
     click.echo(f"created {made.path}/")
     for file in made.files:
         click.echo(f"  {file}")

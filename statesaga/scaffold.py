@@ -18,9 +18,10 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -43,6 +44,9 @@ __all__ = [
 
 #: The steps of a new saga when none are named: an order, reserved, paid for and shipped.
 DEFAULT_STEPS = ("reserve_stock", "charge_payment", "ship_order")
+
+#: Seconds of drawing after which ``new_saga`` reports (through ``progress``) that it is drawing.
+NOTICE_AFTER = 0.5
 
 #: Longest saga or step name: longer ones would no longer fit the generated code's lines.
 MAX_NAME_LENGTH = 40
@@ -93,6 +97,7 @@ def new_saga(
     directory: str | Path = ".",
     template: str | Path | None = None,
     force: bool = False,
+    progress: Callable[[str], object] | None = None,
 ) -> Scaffolded:
     """Generate the saga folder ``directory/name`` from templates.
 
@@ -105,6 +110,8 @@ def new_saga(
         template: A folder of templates to use instead of the built-in ones.
         force: Write into an existing, non-empty folder: generated files are overwritten,
             other files are kept.
+        progress: Called with a one-line message when a phase is slow (drawing the diagram
+            for more than ``NOTICE_AFTER`` seconds), to show the user what is going on.
 
     Returns:
         What was written.
@@ -137,7 +144,7 @@ def new_saga(
         python = {k: v for k, v in outputs.items() if v.endswith(".py")}
         _render(env, sources, python, variables, stage)
         saga = _load_saga(stage, str(variables["class_name"]))
-        diagram_problem = _draw(saga, stage / svg)
+        diagram_problem = _draw(saga, stage / svg, progress)
         variables["mermaid"] = _mermaid(saga)
         variables["svg"] = None if diagram_problem else svg
         others = {k: v for k, v in outputs.items() if k not in python}
@@ -501,16 +508,27 @@ def _load_saga(stage: Path, class_name: str) -> type[Saga]:
     return saga
 
 
-def _draw(saga: type[Saga], path: Path) -> str | None:
-    """Draw ``saga`` as SVG at ``path``; return why not when Graphviz cannot."""
+def _draw(saga: type[Saga], path: Path, progress: Callable[[str], object] | None) -> str | None:
+    """Draw ``saga`` as SVG at ``path``; return why not when Graphviz cannot.
+
+    When drawing lasts past ``NOTICE_AFTER`` seconds, ``progress`` is told what is going on.
+    An interruption (Ctrl-C, or SIGTERM turned into an exception) stops Graphviz with it.
+    """
     from .render import RenderError, render
 
     if shutil.which("dot") is None:
         return "Graphviz's dot is not installed: apt-get install graphviz, or brew install graphviz"
+    notice = threading.Timer(
+        NOTICE_AFTER, lambda: progress and progress(f"drawing {path.name} with Graphviz...")
+    )
+    notice.daemon = True
+    notice.start()
     try:
         render(saga, path, format="svg")
     except RenderError as error:
         return str(error)
+    finally:
+        notice.cancel()
     return None
 
 

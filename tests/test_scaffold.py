@@ -24,6 +24,7 @@ GENERATED = (
     "actions.py",
     "compensations.py",
     "main.py",
+    "pytest.ini",
     "services.py",
 )
 # The project's own lint rules, applied to the generated code at ruff's default line length.
