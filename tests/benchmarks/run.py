@@ -545,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("   create = type(...) with steps (validates); compile = compile_saga (re-validates)")
     print()
 
+    gc.collect()  # what earlier sections left behind must not be collected during this one
     durable = asyncio.run(bench_durable(DURABLE_SAGAS, 3 if args.quick else 9, DURABLE_GOAL))
     print(
         f"3. durable: {durable.sagas} concurrent 4-step sagas on SQLite (WAL, synchronous=FULL), "
