@@ -75,6 +75,14 @@ class FailingFanout(Saga):
     )
 
 
+def recorded(moves: list[tuple[str, str, str]]) -> list[TransitionRecord]:
+    """A run's history of the given (trigger, source, dest) moves, numbered from 1."""
+    return [
+        TransitionRecord(n, trigger, source, dest, 0.0)
+        for n, (trigger, source, dest) in enumerate(moves, start=1)
+    ]
+
+
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get(REGENERATE):
@@ -520,28 +528,24 @@ async def test_overlay_of_a_first_step_failure_colours_the_hub() -> None:
 
 def test_overlay_draws_reopen_and_proceed_at_the_drawings_the_run_used() -> None:
     """Administrative moves a run took are drawn once each, at the drawing it passed."""
-    history = [
-        TransitionRecord(n, trigger, source, dest, 0.0)
-        for n, (trigger, source, dest) in enumerate(
-            [
-                ("start", "pending", "running"),
-                ("s0.start", "running", "s0.running"),
-                ("s0.succeed", "s0.running", "s0.succeeded"),
-                ("s1.start", "s0.succeeded", "s1.running"),
-                ("s1.fail", "s1.running", "s1.failed"),
-                ("abort", "s1.failed", "compensating"),
-                ("s0.compensate", "compensating", "s0.compensating"),
-                ("s0.compensation_fail", "s0.compensating", "s0.compensation_failed"),
-                ("give_up", "s0.compensation_failed", "failed"),
-                ("reopen", "failed", "compensating"),
-                ("s0.compensate", "compensating", "s0.compensating"),
-                ("s0.compensation_done", "s0.compensating", "s0.compensated"),
-                ("proceed", "s0.compensated", "compensating"),
-                ("finish", "compensating", "compensated"),
-            ],
-            start=1,
-        )
-    ]
+    history = recorded(
+        [
+            ("start", "pending", "running"),
+            ("s0.start", "running", "s0.running"),
+            ("s0.succeed", "s0.running", "s0.succeeded"),
+            ("s1.start", "s0.succeeded", "s1.running"),
+            ("s1.fail", "s1.running", "s1.failed"),
+            ("abort", "s1.failed", "compensating"),
+            ("s0.compensate", "compensating", "s0.compensating"),
+            ("s0.compensation_fail", "s0.compensating", "s0.compensation_failed"),
+            ("give_up", "s0.compensation_failed", "failed"),
+            ("reopen", "failed", "compensating"),
+            ("s0.compensate", "compensating", "s0.compensating"),
+            ("s0.compensation_done", "s0.compensating", "s0.compensated"),
+            ("proceed", "s0.compensated", "compensating"),
+            ("finish", "compensating", "compensated"),
+        ]
+    )
     graph = graph_of(compile_saga(chain_of(3)), run=SimpleNamespace(history=history))
     taken = {(e.source, e.label, e.target): e.taken for e in graph.edges if e.taken}
     assert taken[("failed", "reopen", "compensating@s0")] == 1
@@ -560,21 +564,17 @@ def test_overlay_draws_reopen_and_proceed_at_the_drawings_the_run_used() -> None
 
 def test_overlay_of_a_halted_run_pushed_forward() -> None:
     """A halt enters the drawing of failed beside its step; pushing forward leaves from it."""
-    history = [
-        TransitionRecord(n, trigger, source, dest, 0.0)
-        for n, (trigger, source, dest) in enumerate(
-            [
-                ("start", "pending", "running"),
-                ("s0.start", "running", "s0.running"),
-                ("s0.succeed", "s0.running", "s0.succeeded"),
-                ("s1.start", "s0.succeeded", "s1.running"),
-                ("s1.time_out", "s1.running", "s1.in_doubt"),
-                ("halt", "s1.in_doubt", "failed"),
-                ("s1.push_forward", "failed", "s1.running"),
-            ],
-            start=1,
-        )
-    ]
+    history = recorded(
+        [
+            ("start", "pending", "running"),
+            ("s0.start", "running", "s0.running"),
+            ("s0.succeed", "s0.running", "s0.succeeded"),
+            ("s1.start", "s0.succeeded", "s1.running"),
+            ("s1.time_out", "s1.running", "s1.in_doubt"),
+            ("halt", "s1.in_doubt", "failed"),
+            ("s1.push_forward", "failed", "s1.running"),
+        ]
+    )
     graph = graph_of(compile_saga(chain_of(3, pivot=1)), run=SimpleNamespace(history=history))
     taken = {(e.source, e.label, e.target) for e in graph.edges if e.taken}
     assert ("s1.in_doubt", "halt", "failed@s1") in taken
