@@ -45,7 +45,10 @@ def machine(target: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("target")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="File to write [<SagaName>.svg]."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File to write [<SagaName>.svg]; - writes dot or mmd text to standard output.",
 )
 @click.option("--format", "fmt", help="svg, png, pdf, dot or mmd [from the file's suffix].")
 @click.option("--run", "run_id", help="Highlight the path of this stored run.")
@@ -64,8 +67,17 @@ def diagram(
     """
     import asyncio
 
-    from .render import RenderError, render
+    from .render import RenderError, graph_of, render
 
+    if store_url is not None and not store_url.strip():
+        raise click.BadParameter(
+            "names no store: give the store URL holding --run", param_hint="--store"
+        )
+    if output == "-" and fmt not in ("dot", "mmd", "mermaid"):
+        raise click.BadParameter(
+            "only text goes to standard output: add --format dot or --format mmd, or name a file",
+            param_hint="--output",
+        )
     compiled = compile_saga(load_saga(target))
     run = asyncio.run(_load_run(store_url, run_id)) if run_id else None
     if run is not None and run.run.saga != compiled.name:
@@ -73,6 +85,13 @@ def diagram(
             f"run {run_id} belongs to saga {run.run.saga!r}, not {compiled.name!r}: "
             "name that saga as TARGET"
         )
+    if output == "-":
+        from .render.dot import to_dot
+        from .render.mermaid import to_mermaid
+
+        graph = graph_of(compiled, run)
+        click.echo(to_dot(graph) if fmt == "dot" else to_mermaid(graph), nl=False)
+        return
     path = output
     if path is None:  # the default is a plain file in the current folder, never elsewhere
         from pathlib import PurePath

@@ -7,17 +7,20 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
 from .durable import resume
 from .loader import unimportable
 from .resources import shutdown
+from .result import SagaResult
 from .store import DEFAULT_URL, ENV_VAR, SagaStore, hide_password, store_from_url
-from .store.base import TERMINAL, RunRecord, RunSnapshot
+from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
 from .worker import Worker
 
 
@@ -32,14 +35,35 @@ async def command_store(url: str, *, create: bool = True) -> SagaStore:
 
 STATUSES = ("pending", "running", "compensating", *sorted(TERMINAL))
 
+
+def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(
+            f"names no store: give a store URL (sqlite:///file.db, postgresql://...), or leave "
+            f"out --store and unset ${ENV_VAR} for {DEFAULT_URL}"
+        )
+    return value
+
+
 store_option = click.option(
     "--store",
     "store_url",
     envvar=ENV_VAR,
     default=DEFAULT_URL,
     show_default=True,
+    callback=_store_url,
     help=f"Store URL (sqlite:///file.db, postgresql://..., memory://); ${ENV_VAR} sets it.",
 )
+
+
+def _shown(url: str) -> str:
+    """``url`` for messages: no password, and a relative SQLite path also resolved (the file
+    is found from the current folder)."""
+    text = hide_password(url)
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "sqlite" and rest.startswith("/") and not rest.startswith("//"):
+        text += f" ({Path(rest[1:]).resolve()})"
+    return text
 
 
 def _when(epoch: float | None) -> str:
@@ -71,9 +95,19 @@ def list_runs(store_url: str, status: str | None, saga_name: str | None, limit: 
     An unfinished run whose saga cannot be imported here (started from an interactive
     session, or its module or file missing) is marked: no worker can resume it as it is.
     """
-    records = asyncio.run(_list(store_url, status, saga_name, limit))
+    records = asyncio.run(_list(store_url, status, saga_name, limit + 1))
+    more = len(records) > limit
+    records = records[:limit]
     if not records:
-        click.echo(f"no runs in {hide_password(store_url)}")
+        wanted = " ".join(
+            part
+            for part in (
+                f"with status {status!r}" if status else "",
+                f"of saga {saga_name!r} (names match exactly)" if saga_name else "",
+            )
+            if part
+        )
+        click.echo(f"no runs {wanted + ' ' if wanted else ''}in {_shown(store_url)}")
         return
     problems = _import_problems(records)
     rows = [
@@ -93,6 +127,8 @@ def list_runs(store_url: str, status: str | None, saga_name: str | None, limit: 
         headers.pop()
         rows = [row[:-1] for row in rows]
     click.echo(_table(headers, rows))
+    if more:
+        click.echo(f"(the newest {limit} shown; --limit shows more)")
     for reference, why in problems.items():
         click.echo(
             f"\n{reference}: cannot be imported here ({why}). Run workers and `statesaga runs "
@@ -213,12 +249,10 @@ def resume_runs(
 
     Runs whose lease another worker holds are not touched: they are being driven, or their
     worker died and they can be taken over once the lease runs out (30 s by default). The
-    command says how many there are and until when; --wait waits for them.
+    command says how many there are and until when; --wait waits for them (for RUN_ID too).
     """
     if bool(run_id) == resume_all:
         raise click.UsageError("give a RUN_ID or --all, not both and not neither")
-    if wait and not resume_all:
-        raise click.UsageError("--wait goes with --all")
     failed = asyncio.run(_resume(store_url, run_id, allow_changed, broker_url, wait))
     if failed:
         raise SystemExit(1)
@@ -230,13 +264,7 @@ async def _resume(
     store = await command_store(url, create=False)
     try:
         if run_id is not None:
-            result = await resume(
-                store,
-                run_id,
-                allow_changed_definition=allow_changed,
-                abandon_on_cancel=True,
-                broker=broker,
-            )
+            result = await _resume_one(store, run_id, allow_changed, broker, wait)
             click.echo(f"{run_id}: {result.status.value}")
             return False
         worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
@@ -244,6 +272,32 @@ async def _resume(
     finally:
         await store.close()
         await shutdown()
+
+
+async def _resume_one(
+    store: SagaStore, run_id: str, allow_changed: bool, broker: str | None, wait: bool
+) -> SagaResult:
+    """Resume ``run_id``; with ``wait``, first wait (once) for the lease another driver holds
+    on it to run out. A lease renewed meanwhile has a live driver: that is an error."""
+    waited_for: float | None = None
+    while True:
+        try:
+            return await resume(
+                store,
+                run_id,
+                allow_changed_definition=allow_changed,
+                abandon_on_cancel=True,
+                broker=broker,
+            )
+        except LeaseHeld as held:
+            if not wait or (waited_for is not None and held.expires > waited_for):
+                raise
+            waited_for = held.expires
+            click.echo(
+                f"waiting for the lease {held.owner} holds on {run_id} to run out (at "
+                f"{_when(held.expires)} UTC); Ctrl-C stops"
+            )
+            await asyncio.sleep(max(0.0, held.expires - time.time()) + 0.05)
 
 
 async def _drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
@@ -327,7 +381,7 @@ def worker(
     if wait and not once:
         raise click.UsageError("--wait goes with --once (without it the worker waits anyway)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"worker on {hide_password(store_url)} (concurrency {concurrency})")
+    click.echo(f"worker on {_shown(store_url)} (concurrency {concurrency})")
     server = None
     if metrics_port:
         from .observe.metrics import start_metrics_server
@@ -372,10 +426,13 @@ async def _work(
         stop.set()
         w.stop_taking()
         hand = sorted(w.in_hand)
+        if not hand:
+            click.echo("stopping: no run in hand", err=True)
+            return
         shown = ", ".join(hand[:5]) + (", ..." if len(hand) > 5 else "")
         click.echo(
             f"stopping: taking no new runs; waiting for {_count(len(hand), 'run')} in hand to "
-            f"finish{f' ({shown})' if hand else ''}. Press Ctrl-C again to stop at once: "
+            f"finish ({shown}). Press Ctrl-C again to stop at once: "
             "they stay resumable.",
             err=True,
         )

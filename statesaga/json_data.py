@@ -79,7 +79,8 @@ def _problem(value: Any, path: str, within: frozenset[int] = frozenset()) -> str
         return None
     return (
         f"{path} is a {type(value).__name__}, which is not JSON data (dicts, lists, strings, "
-        "numbers, booleans, None): convert it, to a string for instance"
+        "numbers, booleans, None): convert it (a set to a list, anything else to a string, "
+        "say)"
     )
 
 

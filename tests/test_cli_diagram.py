@@ -83,3 +83,35 @@ def test_default_output_is_a_plain_file_in_the_current_folder(
     assert "saga name '../x' cannot name a file in the current folder" in err
     assert "-o" in err
     assert written(workdir.parent) == ["work"]
+
+
+@pytest.mark.parametrize(("fmt", "start"), [("mmd", "---\ntitle: Orders"), ("dot", "digraph")])
+def test_dash_writes_text_to_standard_output(
+    workdir: Path, capsys: pytest.CaptureFixture[str], fmt: str, start: str
+) -> None:
+    """`-o -` prints dot or mmd text and writes no file."""
+    main(["diagram", saga_file(workdir), "--format", fmt, "-o", "-"])
+    assert capsys.readouterr().out.lstrip().startswith(start)
+    assert written(workdir) == []
+
+
+def test_dash_for_a_picture_is_a_usage_error(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An SVG cannot go to standard output: the error says which formats can, and no file
+    named '-' appears."""
+    with pytest.raises(SystemExit) as info:
+        main(["diagram", saga_file(workdir), "-o", "-"])
+    assert info.value.code == 2
+    assert "--format dot or --format mmd" in capsys.readouterr().err
+    assert written(workdir) == []
+
+
+def test_empty_store_for_a_run_is_a_usage_error(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--store ""` names no store: refused rather than read from the default."""
+    with pytest.raises(SystemExit) as info:
+        main(["diagram", saga_file(workdir), "--run", "r1", "--store", ""])
+    assert info.value.code == 2
+    assert "names no store" in capsys.readouterr().err

@@ -129,3 +129,27 @@ def test_worker_once_resumes_nothing_quietly(db: str) -> None:
     done = cli("worker", "--once", "--store", db)
     assert done.returncode == 0, done.stderr
     assert "worker on" in done.stdout
+
+
+def test_runs_list_says_when_it_shows_only_the_newest(db: str) -> None:
+    """A list cut at --limit says so and how to see more; one that is not cut does not."""
+    cut = cli("runs", "list", "--limit", "1", "--store", db)
+    assert cut.returncode == 0, cut.stderr
+    assert len([line for line in cut.stdout.splitlines() if line.startswith("run-")]) == 1
+    assert "(the newest 1 shown; --limit shows more)" in cut.stdout
+    assert "--limit shows more" not in cli("runs", "list", "--limit", "2", "--store", db).stdout
+
+
+def test_runs_list_with_filters_matching_nothing_says_what_was_asked(db: str) -> None:
+    """No match for a filter is not reported as an empty store."""
+    done = cli("runs", "list", "--saga", "cli", "--status", "failed", "--store", db)
+    assert done.returncode == 0, done.stderr
+    assert "no runs with status 'failed' of saga 'cli' (names match exactly) in" in done.stdout
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("worker", "--once"), ("outbox", "list")])
+def test_an_empty_store_url_is_a_usage_error(command: tuple[str, ...]) -> None:
+    """`--store ""` names no store: refused, not taken for the default file."""
+    done = cli(*command, "--store", "")
+    assert done.returncode == 2
+    assert "names no store" in done.stderr

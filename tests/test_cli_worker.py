@@ -112,11 +112,48 @@ def test_wait_takes_runs_over_when_their_leases_run_out(
     assert "run-1: completed" in done.stdout
 
 
-def test_wait_needs_all_or_once(tmp_path: Path) -> None:
+def test_wait_needs_once_on_a_worker(tmp_path: Path) -> None:
     """--wait is a usage error where it means nothing."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    assert statesaga(tmp_path, "runs", "resume", "r1", "--wait", "--store", url).returncode == 2
     assert statesaga(tmp_path, "worker", "--wait", "--store", url).returncode == 2
+
+
+def test_one_leased_run_is_an_error_saying_until_when_and_how_to_wait(tmp_path: Path) -> None:
+    """Resuming one run a dead process still leases names the owner, the expiry as a UTC
+    time, and --wait."""
+    url = stranded(tmp_path, 1, lease=300)
+    done = statesaga(tmp_path, "runs", "resume", "run-0", "--store", url)
+    assert done.returncode == 1
+    assert re.search(r"leased to \S+ until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", done.stderr)
+    assert "epoch" not in done.stderr
+    assert "runs resume RUN_ID --wait" in done.stderr
+
+
+def test_wait_takes_one_run_over_when_its_lease_runs_out(tmp_path: Path) -> None:
+    """`runs resume RUN_ID --wait` says what it waits for, then drives the run."""
+    url = stranded(tmp_path, 1, lease=2)
+    done = statesaga(tmp_path, "runs", "resume", "run-0", "--wait", "--store", url)
+    assert done.returncode == 0, done.stderr
+    assert "waiting for the lease" in done.stdout
+    assert "on run-0 to run out" in done.stdout
+    assert "run-0: completed" in done.stdout
+
+
+def test_first_ctrl_c_with_nothing_in_hand_says_so(tmp_path: Path) -> None:
+    """A worker with no run in hand says so on the first Ctrl-C and exits 0."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    worker = start_worker(tmp_path, url, go=tmp_path / "go")
+    try:
+        assert worker.stdout is not None
+        assert "worker on" in worker.stdout.readline()
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGINT)
+        _out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "stopping: no run in hand" in err
+    assert "0 runs" not in err
 
 
 def start_worker(folder: Path, url: str, go: Path) -> subprocess.Popen[str]:

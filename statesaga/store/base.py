@@ -14,7 +14,9 @@ settle them (see ``docs/optimistic-sending.md``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 import attrs
@@ -92,9 +94,15 @@ class LeaseHeld(StoreError):
     def __init__(self, run_id: str, owner: str, expires: float) -> None:
         self.owner = owner
         self.expires = expires
+        try:
+            until = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
+            until = f"{expires:.0f} (epoch seconds)"
+        left = max(0.0, expires - time.time())
         super().__init__(
-            f"run {run_id} is leased to {owner} until {expires:.0f} (epoch seconds); "
-            "wait for the lease to expire or stop that worker",
+            f"run {run_id} is leased to {owner} until {until} (in {left:.0f} s): it is "
+            "being driven, or its driver stopped and the run can be taken over when the lease "
+            "runs out; `statesaga runs resume RUN_ID --wait` waits for that",
             run_id=run_id,
         )
 
