@@ -190,10 +190,6 @@ class CompiledSaga:
             f"{len(self.states)} states, {len(self.transitions)} transitions>"
         )
 
-    def step(self, name: str) -> StepPlan:
-        """The plan of step ``name``."""
-        return self.by_name[name]
-
     def next_state(self, source: str, trigger: str) -> str | None:
         """Where ``trigger`` leads from ``source``, or ``None`` if it is not allowed there."""
         return self.table.get((source, trigger))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import graphlib
 import inspect
 import keyword
 import math
@@ -348,24 +349,15 @@ def topological(steps: Sequence[Step], deps: Mapping[str, Sequence[str]]) -> lis
 
 
 def _find_cycle(steps: Sequence[Step], deps: Mapping[str, Sequence[str]]) -> list[str]:
-    colour: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        colour[name] = 1
-        path.append(name)
-        for dep in deps[name]:
-            if colour.get(dep) == 1:
-                return [*path[path.index(dep) :], dep]
-            if dep not in colour and (cycle := visit(dep)):
-                return cycle
-        colour[name] = 2
-        path.pop()
-        return None
-
-    for step in steps:
-        if step.name not in colour and (cycle := visit(step.name)):
-            return list(reversed(cycle))
+    """One dependency cycle, in dependency order from its first written step, closed."""
+    try:
+        graphlib.TopologicalSorter(deps).prepare()
+    except graphlib.CycleError as error:
+        cycle = list(error.args[1])[:-1]  # each a dependency of the next; last repeats first
+        written = [s.name for s in steps]
+        first = min(range(len(cycle)), key=lambda i: written.index(cycle[i]))
+        cycle = cycle[first:] + cycle[:first]
+        return [*cycle, cycle[0]]
     return []  # pragma: no cover - only called when a cycle exists
 
 

@@ -14,6 +14,7 @@ from .compiler import SAGA_REGION, CompiledSaga, compile_saga, saga_status
 from .definition import Saga
 from .engine import COMPENSATING, FAILED, IN_DOUBT, RUNNING, SUCCEEDED, _Run, drive_to_result
 from .errors import DefinitionChangedError, RecordedError
+from .errors import SagaNotImportable as SagaNotImportable
 from .journal import Journal
 from .json_data import as_stored
 from .leases import LEASE_SECONDS, keeper_for, owner_id
@@ -239,25 +240,6 @@ async def drive_stored(
         errors={name: step.error for name, step in snapshot.steps.items() if step.error},
     )
     return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
-
-
-class SagaNotImportable(StoreError):
-    """A stored run's saga class cannot be imported in this process.
-
-    Attributes:
-        run_id: The run.
-        reference: The saga reference stored with it (``module:Class`` or ``file.py:Class``).
-    """
-
-    def __init__(self, run_id: str, reference: str, why: str) -> None:
-        self.reference = reference
-        super().__init__(
-            f"run {run_id}: cannot import its saga {reference!r} ({why}); run the worker or "
-            "command where that module or file can be imported (the folder it is run from "
-            "counts for module names), or pass the class: resume(store, run_id, saga=...) or "
-            f"Worker(store, sagas={{{reference!r}: ...}})",
-            run_id=run_id,
-        )
 
 
 def _import(snapshot: RunSnapshot) -> type[Saga]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from ._eager import start_task
 from ._faults import FAULTS, injected
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga, saga_status
@@ -43,25 +43,22 @@ _NOT_STARTED: _Outcome = ("pending", None)
 _NO_ERRORS: Mapping[str, BaseException] = MappingProxyType({})
 
 
-def run_saga(
-    saga: type[Saga],
-    data: Mapping[str, Any],
-    *,
-    saga_id: str | None = None,
-    clock: Clock | None = None,
-    store: SagaStore | str | None = None,
-    broker: Broker | str | None = None,
-) -> Coroutine[Any, Any, SagaResult]:
-    """Run ``saga`` on ``data`` to a final state, durably when a ``store`` is given: await it.
+if sys.version_info >= (3, 12):
 
-    Cancelling the awaiting task stops new steps from starting, awaits the running ones,
-    compensates what took effect and then re-raises the cancellation; cancelling it again
-    abandons the remaining work at once.
+    def start_task(
+        coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop, name: str
+    ) -> asyncio.Task[_T]:
+        """A task named ``name`` running ``coro``, started eagerly: a run whose steps never
+        wait ends inside the call, with no trip through the loop."""
+        return asyncio.Task(coro, loop=loop, name=name, eager_start=True)
 
-    A plain function handing back the coroutine to await, not a coroutine itself: one frame
-    less on the path of every run. A bad saga or argument raises when it is called.
-    """
-    return start_run(saga, data, saga_id, clock, store, broker)
+else:
+
+    def start_task(
+        coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop, name: str
+    ) -> asyncio.Task[_T]:
+        """A task named ``name`` running ``coro`` (3.11 has no eager start)."""
+        return loop.create_task(coro, name=name)
 
 
 def start_run(
@@ -72,7 +69,13 @@ def start_run(
     store: SagaStore | str | None,
     broker: Broker | str | None,
 ) -> Coroutine[Any, Any, SagaResult]:
-    """``run_saga`` with positional arguments (``Saga.execute`` calls it on every run)."""
+    """Run ``saga`` on ``data`` to a final state, durably when a ``store`` is given: await it
+    (``Saga.execute`` calls it on every run).
+
+    Cancelling the awaiting task stops new steps from starting, awaits the running ones,
+    compensates what took effect and then re-raises the cancellation; cancelling it again
+    abandons the remaining work at once. A bad saga or argument raises when it is called.
+    """
     compiled = compile_saga(saga)
     saga_id = saga_id or new_run_id()
     if store is not None:
@@ -89,7 +92,7 @@ def start_run(
 
 
 async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> SagaResult:
-    """Drive ``run`` in a task of its own and return its result (see ``run_saga``).
+    """Drive ``run`` in a task of its own and return its result (see ``start_run``).
 
     With ``abandon_on_cancel`` a cancellation abandons the run at once instead of winding it
     down: for durable runs driven by a worker, which another worker can take over later.
@@ -106,7 +109,7 @@ async def _drive_new(
 ) -> SagaResult:
     """``drive_to_result`` of a new in-memory run, made only once it is awaited.
 
-    (Made when run_saga is called, many runs gathered at once would all hold their state
+    (Made when start_run is called, many runs gathered at once would all hold their state
     before the first one starts.)
     """
     run = _Run(compiled, data, saga_id, clock, lean=True)
@@ -126,7 +129,7 @@ def _outcome(task: asyncio.Task[SagaResult | None]) -> SagaResult:
 async def _wait_for(
     run: _Run, task: asyncio.Task[SagaResult | None], loop: asyncio.AbstractEventLoop, abandon: bool
 ) -> SagaResult:
-    """Wait for a run that is waiting on something; see ``run_saga`` for cancellation."""
+    """Wait for a run that is waiting on something; see ``start_run`` for cancellation."""
     # The run lives in its own task so that a cancellation of the caller reaches it as a
     # request instead of cancelling a step whose effect would then be unknown. The caller
     # waits on a plain future that the task fills in: cancelling that future leaves the task

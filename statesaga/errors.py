@@ -1,10 +1,15 @@
-"""Exception hierarchy: one root, one branch per layer."""
+"""Every error statesaga raises on purpose: one root, ``StatesagaError``, and a branch per
+layer (definitions, execution, loading, drawing, scaffolding, stores, brokers, the inbox)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import attrs
+
+from ._urls import hide_credentials
 
 
 class StatesagaError(Exception):
@@ -158,5 +163,137 @@ class DefinitionChangedError(ExecutionError):
         )
 
 
-class MachineError(ExecutionError):
-    """The engine tried a transition its compiled machine does not have (a bug: report it)."""
+class MachineError(StatesagaError):
+    """A compiled machine is unsound, or the engine tried a transition it does not have (a
+    bug in statesaga: report it)."""
+
+
+class TargetError(StatesagaError):
+    """A saga reference cannot be resolved."""
+
+
+class RenderError(StatesagaError):
+    """A diagram cannot be produced (unknown format, missing Graphviz, bad output path)."""
+
+
+class ScaffoldError(StatesagaError):
+    """A saga folder cannot be generated; nothing was written."""
+
+
+class MissingExtraError(StatesagaError, ImportError):
+    """An adapter's library is not installed.
+
+    Attributes:
+        adapter: The adapter that needs it.
+        module: The module that could not be imported.
+        extra: The statesaga extra that installs it.
+    """
+
+    def __init__(self, adapter: str, module: str, extra: str) -> None:
+        self.adapter = adapter
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{adapter} needs the {module!r} package, which is not installed; "
+            f"install it with: pip install 'statesaga[{extra}]'"
+        )
+
+
+class StoreError(StatesagaError):
+    """A store cannot do what was asked (bad data, unreachable database, bad URL...).
+
+    Attributes:
+        run_id: The run concerned, when there is one.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class StoreNotFound(StoreError):
+    """There is no statesaga store at a URL, and ``open(create=False)`` was asked not to make one.
+
+    Raised for a missing SQLite file, a file that is not a statesaga database (empty, not SQLite,
+    or a SQLite database without statesaga's tables), and a PostgreSQL schema that is missing or
+    holds no statesaga tables.
+
+    Attributes:
+        url: The store's URL, password hidden.
+        reason: What is there instead (``no such file``, ``schema 'x' does not exist``...).
+    """
+
+    def __init__(self, url: str, reason: str, *, foreign: bool = False) -> None:
+        self.url = hide_credentials(url)
+        self.reason = reason
+        # Runs create a missing store; one that holds something else is most likely a wrong URL.
+        hint = (
+            "it names something that is not a statesaga store"
+            if foreign
+            else "runs create the store when they start"
+        )
+        super().__init__(
+            f"no statesaga store at {self.url} ({reason}): check the store URL (--store or "
+            f"$STATESAGA_STORE); {hint}"
+        )
+
+
+class RunNotFound(StoreError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r} in this store", run_id=run_id)
+
+
+class WriteConflict(StoreError):
+    """Another driver took the run over (or wrote it first): stop driving it."""
+
+    def __init__(self, run_id: str, detail: str = "") -> None:
+        text = f"run {run_id} was written by another driver"
+        super().__init__(f"{text}: {detail}" if detail else text, run_id=run_id)
+
+
+class LeaseHeld(StoreError):
+    """The run is being driven by another worker whose lease has not expired."""
+
+    def __init__(self, run_id: str, owner: str, expires: float) -> None:
+        self.owner = owner
+        self.expires = expires
+        try:
+            until = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
+            until = f"{expires:.0f} (epoch seconds)"
+        left = max(0.0, expires - time.time())
+        super().__init__(
+            f"run {run_id} is leased to {owner} until {until} (in {left:.0f} s): it is "
+            "being driven, or its driver stopped and the run can be taken over when the lease "
+            "runs out; `statesaga runs resume RUN_ID --wait` waits for that",
+            run_id=run_id,
+        )
+
+
+class SagaNotImportable(StoreError):
+    """A stored run's saga class cannot be imported in this process.
+
+    Attributes:
+        run_id: The run.
+        reference: The saga reference stored with it (``module:Class`` or ``file.py:Class``).
+    """
+
+    def __init__(self, run_id: str, reference: str, why: str) -> None:
+        self.reference = reference
+        super().__init__(
+            f"run {run_id}: cannot import its saga {reference!r} ({why}); run the worker or "
+            "command where that module or file can be imported (the folder it is run from "
+            "counts for module names), or pass the class: resume(store, run_id, saga=...) or "
+            f"Worker(store, sagas={{{reference!r}: ...}})",
+            run_id=run_id,
+        )
+
+
+class BrokerError(StatesagaError):
+    """A broker could not be reached, or did not confirm a message."""
+
+
+class InboxError(StatesagaError):
+    """The inbox cannot do what was asked (bad URL, unreachable database, misused transaction)."""

@@ -14,10 +14,7 @@ from types import ModuleType
 
 from .definition import Saga
 from .errors import StatesagaError
-
-
-class TargetError(StatesagaError):
-    """A saga reference cannot be resolved."""
+from .errors import TargetError as TargetError
 
 
 def load_saga(target: str) -> type[Saga]:

@@ -31,7 +31,7 @@ import attrs
 import jinja2
 
 from .definition import Saga, Step
-from .errors import StatesagaError
+from .errors import ScaffoldError as ScaffoldError
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -56,10 +56,6 @@ _TEMPLATE_SUFFIX = ".jinja"
 _SKIPPED = frozenset({"__pycache__", ".git", ".DS_Store"})
 # Both are drawn from the generated code, so templates of Python files cannot use them.
 _DIAGRAM_VARIABLES = ("mermaid", "svg")
-
-
-class ScaffoldError(StatesagaError):
-    """A saga folder cannot be generated; nothing was written."""
 
 
 @attrs.frozen

@@ -1,22 +1,18 @@
-"""The engine's cheap paths: a run's task started at once, the unrecorded fast path of an
+"""The engine's cheap paths: a run's task started at once (3.12+), the unrecorded fast path of an
 in-memory chain, the result it builds, run ids."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import cProfile
-import inspect
 import os
 import re
 import sys
-import threading
-import time
 from typing import Any
 
 import pytest
 
-from statesaga import Saga, SagaResult, SagaStatus, Step, _eager
+from statesaga import Saga, SagaResult, SagaStatus, Step
 from statesaga.context import Context
 from statesaga.ids import new_run_id
 from statesaga.observe import Observer, observing
@@ -43,6 +39,7 @@ Chain = chain(noop, noop, noop)
 # -- the run's task starts at once --------------------------------------------------------------
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks came with 3.12")
 async def test_a_run_that_never_waits_ends_without_a_trip_through_the_loop() -> None:
     """Its task runs at once, up to its first wait: a callback queued before it runs after."""
     order: list[str] = []
@@ -128,146 +125,6 @@ async def test_cancelling_the_caller_while_a_step_waits_still_winds_the_run_down
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert undone == ["b", "a"]
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
-async def test_with_a_task_factory_the_run_starts_the_ordinary_way() -> None:
-    loop = asyncio.get_running_loop()
-    made: list[asyncio.Task[Any]] = []
-
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=loop)
-        made.append(task)
-        return task
-
-    loop.set_task_factory(factory)
-    try:
-        order: list[str] = []
-        loop.call_soon(order.append, "callback")
-        result = await Chain().execute()
-    finally:
-        loop.set_task_factory(None)
-    assert result.status is SagaStatus.COMPLETED
-    assert [t.get_name() for t in made] == ["statesaga:Chain"]
-    assert order == ["callback"]  # the run's first step waited its turn
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
-def test_a_loop_that_schedules_its_own_way_starts_runs_the_ordinary_way() -> None:
-    class Custom(asyncio.SelectorEventLoop):
-        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
-            return super().call_soon(callback, *args, context=context)
-
-    async def main() -> list[str]:
-        order: list[str] = []
-        asyncio.get_running_loop().call_soon(order.append, "callback")
-        result = await Chain().execute()
-        assert result.status is SagaStatus.COMPLETED
-        return order
-
-    loop = Custom()
-    try:
-        assert loop.run_until_complete(main()) == ["callback"]
-    finally:
-        loop.close()
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
-async def test_a_loop_whose_call_soon_is_already_replaced_starts_runs_the_ordinary_way() -> None:
-    loop = asyncio.get_running_loop()
-    calls: list[object] = []
-
-    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
-        calls.append(callback)
-        return asyncio.BaseEventLoop.call_soon(loop, callback, *args, context=context)  # type: ignore[arg-type]
-
-    loop.call_soon = call_soon  # type: ignore[method-assign]
-    try:
-        order: list[str] = []
-        loop.call_soon(order.append, "callback")
-        result = await Chain().execute()
-    finally:
-        del loop.call_soon
-    assert result.status is SagaStatus.COMPLETED
-    assert order == ["callback"]  # the run's first step waited its turn
-    assert len(calls) >= 2  # the callback and the run's first step, both through the stand-in
-    assert "call_soon" not in vars(loop)
-
-
-def _with_a_thread_queueing_at(marker: str, loop: asyncio.AbstractEventLoop, got: list[str]) -> Any:
-    """A tracer that, when start_task reaches the line holding ``marker``, has another thread
-    queue a callback on ``loop`` (as a thread or a signal handler may at any moment)."""
-    source, first_line = inspect.getsourcelines(_eager.start_task)
-    line = first_line + next(i for i, text in enumerate(source) if marker in text)
-    code = _eager.start_task.__code__
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == line and not got:
-            got.append("fired")
-            queue = threading.Thread(target=loop.call_soon_threadsafe, args=(got.append, "cb"))
-            queue.start()
-            queue.join()
-        return local
-
-    return lambda frame, event, arg: local if frame.f_code is code else None
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
-@pytest.mark.parametrize("marker", ["task: Task[_T] = Task(", "step, context = first"])
-async def test_a_callback_another_thread_queues_meanwhile_is_never_taken_for_the_runs(
-    marker: str,
-) -> None:
-    """Whether it lands before or after the run's first step is found, the other thread's
-    callback stays queued and runs once, with its arguments; the run completes."""
-    loop = asyncio.get_running_loop()
-    got: list[str] = []
-    sys.settrace(_with_a_thread_queueing_at(marker, loop, got))
-    try:
-        result = await Chain().execute()
-    finally:
-        sys.settrace(None)
-    await asyncio.sleep(0)
-    assert result.status is SagaStatus.COMPLETED
-    assert got == ["fired", "cb"]
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 has Task(eager_start=True)")
-async def test_runs_started_while_a_thread_keeps_queueing_callbacks_lose_none_of_them() -> None:
-    """The same with a real thread queueing all the time, under a profiler (which turns off
-    the bytecode specialisation that otherwise narrows the window) and a tiny switch interval."""
-    loop = asyncio.get_running_loop()
-    got: list[int] = []
-    stop = threading.Event()
-    sent = 0
-
-    def pound() -> None:
-        nonlocal sent
-        while not stop.is_set():
-            loop.call_soon_threadsafe(got.append, 1)
-            sent += 1
-            time.sleep(0)
-
-    interval = sys.getswitchinterval()
-    profiler = cProfile.Profile()
-    thread = threading.Thread(target=pound)
-    sys.setswitchinterval(1e-6)
-    profiler.enable()
-    thread.start()
-    statuses = set()
-    try:
-        until = time.monotonic() + 2
-        while time.monotonic() < until:
-            for _ in range(50):
-                statuses.add((await Chain().execute()).status)
-            await asyncio.sleep(0)
-    finally:
-        stop.set()
-        thread.join()
-        profiler.disable()
-        sys.setswitchinterval(interval)
-    await asyncio.sleep(0.05)
-    assert statuses == {SagaStatus.COMPLETED}
-    assert len(got) == sent
 
 
 # -- the fast path ------------------------------------------------------------------------------

@@ -8,14 +8,10 @@ from typing import Protocol
 import attrs
 
 from .._urls import hide_credentials
-from ..errors import StatesagaError
+from ..errors import BrokerError as BrokerError
 from .message import Message
 
 __all__ = ["Broker", "BrokerError", "Delivery", "hide_credentials"]
-
-
-class BrokerError(StatesagaError):
-    """A broker could not be reached, or did not confirm a message."""
 
 
 @attrs.define

@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from .._urls import split_schema
-from ..errors import StatesagaError
+from ..errors import InboxError as InboxError
 from .broker import Broker, BrokerError, Delivery, hide_credentials
 from .message import Message
 
@@ -33,10 +33,6 @@ H = TypeVar("H")
 
 #: Seconds in a day, for ``purge(older_than=...)``.
 DAY = 86400.0
-
-
-class InboxError(StatesagaError):
-    """The inbox cannot do what was asked (bad URL, unreachable database, misused transaction)."""
 
 
 class Outcome(enum.Enum):

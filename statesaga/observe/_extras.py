@@ -5,26 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import StatesagaError
-
-
-class MissingExtraError(StatesagaError, ImportError):
-    """An adapter's library is not installed.
-
-    Attributes:
-        adapter: The adapter that needs it.
-        module: The module that could not be imported.
-        extra: The statesaga extra that installs it.
-    """
-
-    def __init__(self, adapter: str, module: str, extra: str) -> None:
-        self.adapter = adapter
-        self.module = module
-        self.extra = extra
-        super().__init__(
-            f"{adapter} needs the {module!r} package, which is not installed; "
-            f"install it with: pip install 'statesaga[{extra}]'"
-        )
+from ..errors import MissingExtraError as MissingExtraError
 
 
 @contextmanager

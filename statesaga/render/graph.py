@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
-from ..errors import StatesagaError
+from ..errors import RenderError as RenderError
 
 if TYPE_CHECKING:
     from ..compiler import CompiledSaga, Transition
@@ -37,10 +37,6 @@ _RUNNING = "running"
 # The states a chain draws beside the steps that lead to them.
 _SPLIT = (HUB, FAILED)
 _OUTCOMES = ("succeeded", "failed", "in_doubt", "compensated", "compensation_failed")
-
-
-class RenderError(StatesagaError):
-    """A diagram cannot be produced (unknown format, missing Graphviz, bad output path)."""
 
 
 class Step(Protocol):

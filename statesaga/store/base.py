@@ -14,15 +14,16 @@ settle them (see ``docs/optimistic-sending.md``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 import attrs
 
-from .._urls import hide_credentials
-from ..errors import StatesagaError
+from ..errors import LeaseHeld as LeaseHeld
+from ..errors import RunNotFound as RunNotFound
+from ..errors import StoreError as StoreError
+from ..errors import StoreNotFound as StoreNotFound
+from ..errors import WriteConflict as WriteConflict
 from ..messaging.message import Message
 
 #: Bumped when stored records change shape; a store refuses data from a newer version.
@@ -32,79 +33,6 @@ TERMINAL = frozenset({"completed", "compensated", "failed"})
 
 #: The states of an outbox message: waiting to be published, published, given up on.
 OUTBOX_STATUSES = ("pending", "sent", "dead")
-
-
-class StoreError(StatesagaError):
-    """A store cannot do what was asked (bad data, unreachable database, bad URL...).
-
-    Attributes:
-        run_id: The run concerned, when there is one.
-    """
-
-    def __init__(self, message: str, *, run_id: str | None = None) -> None:
-        self.run_id = run_id
-        super().__init__(message)
-
-
-class StoreNotFound(StoreError):
-    """There is no statesaga store at a URL, and ``open(create=False)`` was asked not to make one.
-
-    Raised for a missing SQLite file, a file that is not a statesaga database (empty, not SQLite,
-    or a SQLite database without statesaga's tables), and a PostgreSQL schema that is missing or
-    holds no statesaga tables.
-
-    Attributes:
-        url: The store's URL, password hidden.
-        reason: What is there instead (``no such file``, ``schema 'x' does not exist``...).
-    """
-
-    def __init__(self, url: str, reason: str, *, foreign: bool = False) -> None:
-        self.url = hide_credentials(url)
-        self.reason = reason
-        # Runs create a missing store; one that holds something else is most likely a wrong URL.
-        hint = (
-            "it names something that is not a statesaga store"
-            if foreign
-            else "runs create the store when they start"
-        )
-        super().__init__(
-            f"no statesaga store at {self.url} ({reason}): check the store URL (--store or "
-            f"$STATESAGA_STORE); {hint}"
-        )
-
-
-class RunNotFound(StoreError):
-    """No run has this id."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run {run_id!r} in this store", run_id=run_id)
-
-
-class WriteConflict(StoreError):
-    """Another driver took the run over (or wrote it first): stop driving it."""
-
-    def __init__(self, run_id: str, detail: str = "") -> None:
-        text = f"run {run_id} was written by another driver"
-        super().__init__(f"{text}: {detail}" if detail else text, run_id=run_id)
-
-
-class LeaseHeld(StoreError):
-    """The run is being driven by another worker whose lease has not expired."""
-
-    def __init__(self, run_id: str, owner: str, expires: float) -> None:
-        self.owner = owner
-        self.expires = expires
-        try:
-            until = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
-            until = f"{expires:.0f} (epoch seconds)"
-        left = max(0.0, expires - time.time())
-        super().__init__(
-            f"run {run_id} is leased to {owner} until {until} (in {left:.0f} s): it is "
-            "being driven, or its driver stopped and the run can be taken over when the lease "
-            "runs out; `statesaga runs resume RUN_ID --wait` waits for that",
-            run_id=run_id,
-        )
 
 
 @attrs.frozen
