@@ -58,13 +58,15 @@ def compiled(name: str) -> CompiledSaga:
 
 def texts(name: str, machine: CompiledSaga) -> dict[Path, str]:
     """Every text file diagram ``name`` owns, and what it must contain."""
+    from statesaga.render import dot_of, mermaid_of
+
     files = {
-        OUT / f"{name}.dot": machine.to_dot(),
-        OUT / f"{name}.mmd": machine.to_mermaid(),
+        OUT / f"{name}.dot": dot_of(machine),
+        OUT / f"{name}.mmd": mermaid_of(machine),
     }
     if name in EXAMPLES:
         readme = EXAMPLES[name] / "README.md"
-        block = f"{BEGIN}\n```mermaid\n{machine.to_mermaid().rstrip()}\n```\n{END}"
+        block = f"{BEGIN}\n```mermaid\n{mermaid_of(machine).rstrip()}\n```\n{END}"
         current = readme.read_text(encoding="utf-8")
         if not _BLOCK.search(current):
             raise ValueError(f"{readme}: add the lines {BEGIN} and {END} where the diagram goes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .clock import Clock, SystemClock
 from .compiler import CompiledSaga, Transition, compile_saga
 from .context import Context
-from .definition import Retry, Saga, Step
+from .definition import Retry, Step
 from .durable import resume
 from .errors import (
     DefinitionError,
@@ -24,6 +24,7 @@ from .errors import (
 from .render import RenderError, render
 from .resources import shutdown
 from .result import HistoryEntry, SagaResult, SagaStatus
+from .saga import Saga
 
 __version__ = "0.1.0"
 

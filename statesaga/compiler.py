@@ -21,7 +21,7 @@ from .definition import (
     NO_RETRY,
     Action,
     Retry,
-    Saga,
+    SagaDefinition,
     Step,
     ancestors,
     dependencies,
@@ -145,7 +145,7 @@ class CompiledSaga:
     ``trigger_effects``, ``step_names``) serve the engine and the journal.
     """
 
-    saga: type[Saga]
+    saga: type[SagaDefinition]
     name: str
     sequential: bool
     steps: tuple[StepPlan, ...]
@@ -229,30 +229,6 @@ class CompiledSaga:
                 for t in self.transitions
             ],
         }
-
-    def to_dot(self) -> str:
-        """The machine as Graphviz DOT text (deterministic)."""
-        from .render import graph_of
-        from .render.dot import to_dot
-
-        return to_dot(graph_of(self))
-
-    def to_mermaid(self) -> str:
-        """The machine as a Mermaid ``stateDiagram-v2`` (deterministic)."""
-        from .render import graph_of
-        from .render.mermaid import to_mermaid
-
-        return to_mermaid(graph_of(self))
-
-    def _repr_svg_(self) -> str | None:
-        """SVG for Jupyter; ``None`` (plain repr) when Graphviz is not installed."""
-        from .render import RenderError, graph_of
-        from .render.dot import to_dot, to_svg
-
-        try:
-            return to_svg(to_dot(graph_of(self)))
-        except RenderError:
-            return None
 
     def machine(self, model: object) -> Machine:
         """A ``transitions`` machine bound to ``model``, so an app can drive the states itself.
@@ -348,7 +324,7 @@ def saga_status(state: str) -> str:
     return COMPENSATING if state.partition(".")[2].startswith("compensat") else RUNNING
 
 
-def compile_saga(saga: type[Saga]) -> CompiledSaga:
+def compile_saga(saga: type[SagaDefinition]) -> CompiledSaga:
     """Compile a saga class to its explicit machine (cached per class).
 
     Raises:
@@ -357,10 +333,18 @@ def compile_saga(saga: type[Saga]) -> CompiledSaga:
     cached = getattr(saga, _CACHE_ATTR, None)
     if cached is not None and cached.saga is saga:  # not a parent class's
         return cached  # type: ignore[no-any-return]
-    if not (isinstance(saga, type) and issubclass(saga, Saga)) or saga is Saga:
+    if not (isinstance(saga, type) and issubclass(saga, SagaDefinition)) or saga.abstract:
         name = getattr(saga, "__name__", repr(saga))
         raise InvalidSagaError(
-            name, [Problem(None, f"{name} is not a saga: subclass statesaga.Saga and list steps")]
+            name,
+            [
+                Problem(
+                    None,
+                    f"{name} is not a saga but a base for sagas: subclass it and list steps"
+                    if isinstance(saga, type) and issubclass(saga, SagaDefinition)
+                    else f"{name} is not a saga: subclass statesaga.Saga and list steps",
+                )
+            ],
         )
     steps = validate_steps(saga.name, getattr(saga, "steps", ()))
     compiled = _compile(saga, steps)
@@ -402,7 +386,7 @@ def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
     return tuple(plans), sequential
 
 
-def _compile(saga: type[Saga], steps: Sequence[Step]) -> CompiledSaga:
+def _compile(saga: type[SagaDefinition], steps: Sequence[Step]) -> CompiledSaga:
     plans, sequential = _plans(steps)
     if sequential:
         states, edges, region_of_state = _chain(plans)

@@ -8,9 +8,8 @@ import inspect
 import keyword
 import math
 import re
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -18,11 +17,7 @@ import attrs
 from .errors import InvalidSagaError, NonRetryableError, Problem
 
 if TYPE_CHECKING:
-    from .clock import Clock
     from .context import Context
-    from .messaging.broker import Broker
-    from .result import SagaResult
-    from .store.base import SagaStore
 
 #: An action or compensation: ``async def f(ctx) -> Mapping | None``.
 Action = Callable[["Context"], Any]
@@ -406,24 +401,12 @@ def _graph_problems(steps: Sequence[Step]) -> list[Problem]:
     return problems
 
 
-def _engine() -> ModuleType:
-    # Imported on first use (the engine imports this module), then kept: execute() is hot.
-    global _ENGINE
-    if _ENGINE is None:
-        from . import engine
+class SagaDefinition:
+    """What a saga is: its steps, name and deadline, and one run's input. Users subclass
+    ``statesaga.Saga``, which adds running it; the compiler and the loader need only this.
 
-        _ENGINE = engine
-    return _ENGINE
-
-
-_ENGINE: ModuleType | None = None
-
-
-class Saga:
-    """Base class of every saga: subclass it and list ``steps``.
-
-    ``SagaClass(**data)`` makes one run's input; ``await instance.execute()`` runs it. The
-    definition is checked when the class is created, so a broken saga fails at import time.
+    ``SagaClass(**data)`` makes one run's input. The definition is checked when the class is
+    created, so a broken saga fails at import time.
 
     Class attributes:
         steps: The saga's steps, in order.
@@ -439,8 +422,12 @@ class Saga:
     name: ClassVar[str]
     deadline: ClassVar[float | timedelta | None] = None
 
+    #: Whether the class is a base for sagas (``abstract=True``) rather than a saga.
+    abstract: ClassVar[bool] = True
+
     def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.abstract = abstract
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
         deadline = _seconds(cls.deadline)
@@ -471,36 +458,3 @@ class Saga:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._data.items())
         return f"{type(self).__name__}({args})"
-
-    def execute(
-        self,
-        *,
-        saga_id: str | None = None,
-        clock: Clock | None = None,
-        store: SagaStore | str | None = None,
-        broker: Broker | str | None = None,
-    ) -> Coroutine[Any, Any, SagaResult]:
-        """Run the saga to a final state and report what happened: await it.
-
-        A plain method handing back the run's coroutine (one frame less on every run); a bad
-        argument raises when it is called.
-
-        Args:
-            saga_id: This run's id; when omitted, 32 hex characters unique across processes.
-            store: Run durably in this store (or store URL, such as ``sqlite:///sagas.db``):
-                every step is recorded before it is called and the run can be resumed
-                after a crash. ``None`` runs in memory.
-            clock: Where time, sleeps and randomness come from (tests pass a ``FakeClock``).
-            broker: Publish the messages steps emit (``ctx.emit``) right after the commit
-                that records them (a broker or its URL, such as ``amqp://host``). Needs a
-                ``store``, whose outbox keeps them until they are confirmed. Without a broker
-                they wait in the outbox for a relay; without a store they are only returned
-                in ``result.messages``.
-
-        Returns:
-            The run's ``SagaResult``. A failed step does not raise: it shows in the result.
-        """
-        run: Coroutine[Any, Any, SagaResult] = (_ENGINE or _engine()).start_run(
-            type(self), self._data, saga_id, clock, store, broker
-        )
-        return run

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import SAGA_REGION, CompiledSaga, compile_saga, saga_status
-from .definition import Saga
+from .definition import SagaDefinition
 from .engine import COMPENSATING, FAILED, IN_DOUBT, RUNNING, SUCCEEDED, _Run, drive_to_result
 from .errors import DefinitionChangedError, RecordedError
 from .errors import SagaNotImportable as SagaNotImportable
@@ -33,7 +33,7 @@ StoreLike = SagaStore | str
 log = logging.getLogger("statesaga")
 
 # Saga classes whose stored reference was checked (once each: the check may look at files).
-_WARNED: weakref.WeakSet[type[Saga]] = weakref.WeakSet()
+_WARNED: weakref.WeakSet[type[SagaDefinition]] = weakref.WeakSet()
 
 
 async def open_store(store: StoreLike) -> SagaStore:
@@ -140,7 +140,7 @@ async def resume(
     store: StoreLike,
     run_id: str,
     *,
-    saga: type[Saga] | None = None,
+    saga: type[SagaDefinition] | None = None,
     allow_changed_definition: bool = False,
     clock: Clock | None = None,
     abandon_on_cancel: bool = False,
@@ -193,7 +193,7 @@ async def drive_stored(
     opened: SagaStore,
     run_id: str,
     *,
-    saga: type[Saga] | None,
+    saga: type[SagaDefinition] | None,
     allow_changed_definition: bool,
     clock: Clock | None,
     abandon_on_cancel: bool,
@@ -242,7 +242,7 @@ async def drive_stored(
     return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
 
 
-def _import(snapshot: RunSnapshot) -> type[Saga]:
+def _import(snapshot: RunSnapshot) -> type[SagaDefinition]:
     reference = snapshot.run.saga_path
     try:
         return load_saga(reference)

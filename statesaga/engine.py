@@ -10,10 +10,10 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from ._faults import FAULTS, injected
-from .clock import SYSTEM_CLOCK, Clock
-from .compiler import SAGA_REGION, CompiledSaga, StepPlan, compile_saga, saga_status
+from .clock import Clock
+from .compiler import SAGA_REGION, CompiledSaga, StepPlan, saga_status
 from .context import Context
-from .definition import Action, Retry, Saga
+from .definition import Action, Retry
 from .errors import (
     InvalidResultError,
     MachineError,
@@ -21,13 +21,11 @@ from .errors import (
     SagaDeadlineError,
     StepTimeoutError,
 )
-from .ids import new_run_id
 from .journal import Journal
-from .messaging.broker import Broker
 from .messaging.message import Message
 from .observe.registry import RunObservation, begin
 from .result import RawEntry, SagaResult, SagaStatus, unfold
-from .store.base import SagaStore, StoreError
+from .store.base import StoreError
 
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
@@ -61,38 +59,8 @@ else:
         return loop.create_task(coro, name=name)
 
 
-def start_run(
-    saga: type[Saga],
-    data: Mapping[str, Any],
-    saga_id: str | None,
-    clock: Clock | None,
-    store: SagaStore | str | None,
-    broker: Broker | str | None,
-) -> Coroutine[Any, Any, SagaResult]:
-    """Run ``saga`` on ``data`` to a final state, durably when a ``store`` is given: await it
-    (``Saga.execute`` calls it on every run).
-
-    Cancelling the awaiting task stops new steps from starting, awaits the running ones,
-    compensates what took effect and then re-raises the cancellation; cancelling it again
-    abandons the remaining work at once. A bad saga or argument raises when it is called.
-    """
-    compiled = compile_saga(saga)
-    saga_id = saga_id or new_run_id()
-    if store is not None:
-        from .durable import start
-
-        return start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
-    if broker is not None:
-        raise ValueError(
-            "a broker needs a store: messages are published from the store's outbox, which "
-            "keeps them until the broker confirms; pass store= too (memory:// for one in "
-            "this process)"
-        )
-    return _drive_new(compiled, data, saga_id, clock or SYSTEM_CLOCK)
-
-
 async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> SagaResult:
-    """Drive ``run`` in a task of its own and return its result (see ``start_run``).
+    """Drive ``run`` in a task of its own and return its result (see ``statesaga.saga.start_run``).
 
     With ``abandon_on_cancel`` a cancellation abandons the run at once instead of winding it
     down: for durable runs driven by a worker, which another worker can take over later.
@@ -104,12 +72,12 @@ async def drive_to_result(run: _Run, *, abandon_on_cancel: bool = False) -> Saga
     return await _wait_for(run, task, loop, abandon_on_cancel)
 
 
-async def _drive_new(
+async def run_in_memory(
     compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, clock: Clock
 ) -> SagaResult:
     """``drive_to_result`` of a new in-memory run, made only once it is awaited.
 
-    (Made when start_run is called, many runs gathered at once would all hold their state
+    (Made when the run is asked for, many runs gathered at once would all hold their state
     before the first one starts.)
     """
     run = _Run(compiled, data, saga_id, clock, lean=True)
@@ -129,7 +97,7 @@ def _outcome(task: asyncio.Task[SagaResult | None]) -> SagaResult:
 async def _wait_for(
     run: _Run, task: asyncio.Task[SagaResult | None], loop: asyncio.AbstractEventLoop, abandon: bool
 ) -> SagaResult:
-    """Wait for a run that is waiting on something; see ``start_run`` for cancellation."""
+    """Wait for a run that is waiting on something (cancellation: ``saga.start_run``)."""
     # The run lives in its own task so that a cancellation of the caller reaches it as a
     # request instead of cancelling a step whose effect would then be unknown. The caller
     # waits on a plain future that the task fills in: cancelling that future leaves the task

@@ -12,12 +12,12 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from types import ModuleType
 
-from .definition import Saga
+from .definition import SagaDefinition
 from .errors import StatesagaError
 from .errors import TargetError as TargetError
 
 
-def load_saga(target: str) -> type[Saga]:
+def load_saga(target: str) -> type[SagaDefinition]:
     """The saga class ``target`` names (``package.module:SagaClass`` or ``file.py:SagaClass``).
 
     Raises:
@@ -46,7 +46,7 @@ def load_saga(target: str) -> type[Saga]:
         obj = getattr(module, attr)
     except AttributeError:
         raise TargetError(f"module {module_ref!r} has no attribute {attr!r}") from None
-    if not (isinstance(obj, type) and issubclass(obj, Saga)):
+    if not (isinstance(obj, type) and issubclass(obj, SagaDefinition)):
         raise TargetError(f"{target!r} is {type(obj).__name__}, not a subclass of statesaga.Saga")
     return obj
 
@@ -74,10 +74,10 @@ def _import_file(path: Path, module_ref: str) -> ModuleType:
 
 _FILE_MODULE = "_statesaga_target_"
 
-_REFERENCES: weakref.WeakKeyDictionary[type[Saga], str] = weakref.WeakKeyDictionary()
+_REFERENCES: weakref.WeakKeyDictionary[type[SagaDefinition], str] = weakref.WeakKeyDictionary()
 
 
-def saga_reference(saga: type[Saga]) -> str:
+def saga_reference(saga: type[SagaDefinition]) -> str:
     """Where another process finds ``saga``: ``module:QualifiedName``, or
     ``/path/to/script.py:QualifiedName`` for a class defined in a script run as a program.
 

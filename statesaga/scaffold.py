@@ -30,8 +30,9 @@ from typing import Any
 import attrs
 import jinja2
 
-from .definition import Saga, Step
+from .definition import SagaDefinition, Step
 from .errors import ScaffoldError as ScaffoldError
+from .render import RenderError, mermaid_of, render
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -179,11 +180,9 @@ def template_variables(name: str, steps: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _mermaid(saga: type[Saga]) -> str:
+def _mermaid(saga: type[SagaDefinition]) -> str:
     """The Mermaid text of ``saga``'s machine, without a trailing newline."""
-    from .compiler import compile_saga
-
-    return compile_saga(saga).to_mermaid().rstrip("\n")
+    return mermaid_of(saga).rstrip("\n")
 
 
 # -- checking names ---------------------------------------------------------------------------
@@ -478,7 +477,7 @@ def _imported(folder: Path) -> Iterator[Any]:
             del sys.modules[key]
 
 
-def _load_saga(stage: Path, class_name: str) -> type[Saga]:
+def _load_saga(stage: Path, class_name: str) -> type[SagaDefinition]:
     if not (stage / "__init__.py").is_file():
         raise ScaffoldError(
             f"the templates make no __init__.py: a saga template must make a package whose "
@@ -496,7 +495,7 @@ def _load_saga(stage: Path, class_name: str) -> type[Saga]:
             f"the generated package does not import: {type(error).__name__}: {text}: "
             "fix the templates"
         ) from None
-    if not (isinstance(saga, type) and issubclass(saga, Saga)):
+    if not (isinstance(saga, type) and issubclass(saga, SagaDefinition)):
         raise ScaffoldError(
             f"the generated __init__.py does not export the saga class {class_name}: "
             "fix the templates"
@@ -504,14 +503,14 @@ def _load_saga(stage: Path, class_name: str) -> type[Saga]:
     return saga
 
 
-def _draw(saga: type[Saga], path: Path, progress: Callable[[str], object] | None) -> str | None:
+def _draw(
+    saga: type[SagaDefinition], path: Path, progress: Callable[[str], object] | None
+) -> str | None:
     """Draw ``saga`` as SVG at ``path``; return why not when Graphviz cannot.
 
     When drawing lasts past ``NOTICE_AFTER`` seconds, ``progress`` is told what is going on.
     An interruption (Ctrl-C, or SIGTERM turned into an exception) stops Graphviz with it.
     """
-    from .render import RenderError, render
-
     if shutil.which("dot") is None:
         return "Graphviz's dot is not installed: apt-get install graphviz, or brew install graphviz"
     notice = threading.Timer(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .clock import Clock
-from .definition import Saga
+from .definition import SagaDefinition
 from .durable import SagaNotImportable, StoreLike, drive_stored, open_store
 from .errors import StatesagaError
 from .leases import owner_id
@@ -68,7 +68,7 @@ class Worker:
         *,
         concurrency: int = 32,
         poll: float = 1.0,
-        sagas: Mapping[str, type[Saga]] | None = None,
+        sagas: Mapping[str, type[SagaDefinition]] | None = None,
         allow_changed_definition: bool = False,
         clock: Clock | None = None,
         broker: Broker | str | None = None,

@@ -190,3 +190,15 @@ def test_compiling_something_that_is_not_a_saga_is_an_error(bad: object) -> None
 def test_repr_summarises_the_machine() -> None:
     """The repr says chain or DAG and how big the machine is."""
     assert repr(compile_saga(Dag)).startswith("<CompiledSaga Dag: DAG of 4 steps")
+
+
+def test_compiling_an_abstract_base_says_it_is_a_base() -> None:
+    """A class declared abstract=True (statesaga.Saga itself too) is a base, not a saga."""
+
+    class Base(Saga, abstract=True):
+        pass
+
+    for base in (Base, Saga):
+        with pytest.raises(InvalidSagaError, match="is not a saga but a base for sagas"):
+            compile_saga(base)
+    assert not type("Concrete", (Base,), {"steps": (Step("a", act),)}).abstract

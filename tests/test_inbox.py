@@ -22,10 +22,10 @@ import pytest
 from _services import AMQP_URL, require
 from test_store_postgres import URL, admin, drop_schema, new_schema, require_server
 
-from statesaga.messaging import Broker, Delivery, Message
+from statesaga.messaging import Broker, Delivery, Message, inbox_for
 from statesaga.messaging.brokers import MemoryBroker
 from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
-from statesaga.messaging.inbox import Inbox, InboxError, Outcome, consume, inbox_for
+from statesaga.messaging.inbox import Inbox, InboxError, Outcome, consume
 from statesaga.messaging.inbox_postgres import PostgresInbox
 from statesaga.messaging.inbox_sqlite import SQLiteInbox
 from statesaga.store.postgres import PostgresStore

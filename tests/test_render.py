@@ -19,7 +19,7 @@ from statesaga import Retry, Saga, Step, compile_saga
 from statesaga.compiler import Transition
 from statesaga.errors import OutcomeUnknownError, StatesagaError
 from statesaga.loader import load_saga
-from statesaga.render import RenderError, graph_of, render
+from statesaga.render import RenderError, dot_of, graph_of, mermaid_of, render, svg_of
 from statesaga.render.dot import to_dot
 from statesaga.render.graph import Graph
 from statesaga.render.mermaid import to_mermaid
@@ -97,7 +97,7 @@ def check_golden(name: str, text: str) -> None:
 )
 def test_dot_matches_golden(saga: type[Saga], name: str) -> None:
     """The DOT text of a chain and of a DAG matches the committed golden file."""
-    check_golden(f"{name}.dot", compile_saga(saga).to_dot())
+    check_golden(f"{name}.dot", dot_of(saga))
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_dot_matches_golden(saga: type[Saga], name: str) -> None:
 )
 def test_mermaid_matches_golden(saga: type[Saga], name: str) -> None:
     """The Mermaid text of a chain and of a DAG matches the committed golden file."""
-    check_golden(f"{name}.mmd", compile_saga(saga).to_mermaid())
+    check_golden(f"{name}.mmd", mermaid_of(saga))
 
 
 def test_text_output_is_deterministic() -> None:
@@ -117,7 +117,7 @@ def test_text_output_is_deterministic() -> None:
 
 def test_visual_language() -> None:
     """Compensations are dashed, failures red, finals doublecircle, the pivot marked."""
-    dot = compile_saga(Checkout).to_dot()
+    dot = dot_of(Checkout)
     assert '"completed" [label="completed", shape="doublecircle"' in dot
     assert '"charge.running" [label="charge\\nrunning\\n(pivot)", peripheries="2"' in dot
     assert '"reserve.running" -> "reserve.failed" [color="#c62828"' in dot
@@ -130,7 +130,7 @@ def test_visual_language() -> None:
 
 def test_dag_has_regions_fork_and_join() -> None:
     """A DAG is drawn with one cluster per region and fork/join edges."""
-    dot = compile_saga(Fanout).to_dot()
+    dot = dot_of(Fanout)
     for region in ("saga", "a", "b", "c", "d"):
         assert f'subgraph "cluster_{region}"' in dot
     assert '"running" -> "a.running" [color="#7b7b7b"' in dot
@@ -181,11 +181,10 @@ def test_real_render(tmp_path: Path, fmt: str) -> None:
 
 
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
-def test_repr_svg_for_jupyter() -> None:
-    """A compiled saga shows itself as SVG in Jupyter."""
-    svg = compile_saga(Checkout)._repr_svg_()
-    assert svg is not None
-    assert "<svg" in svg
+def test_svg_of_gives_svg_text() -> None:
+    """svg_of draws a saga (or its compiled machine) as SVG text, for a page or a notebook."""
+    assert "<svg" in svg_of(Checkout)
+    assert svg_of(compile_saga(Checkout)) == svg_of(Checkout)
 
 
 def test_missing_dot_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,14 +78,14 @@ def test_default_saga_has_three_steps_and_every_file(tmp_path: Path) -> None:
 
 def test_readme_shows_the_machine_as_mermaid_and_svg(tmp_path: Path) -> None:
     """The README embeds the compiled machine's Mermaid text and links the SVG when drawn."""
-    from statesaga import compile_saga
     from statesaga.loader import load_saga
+    from statesaga.render import mermaid_of
 
     made = new_saga("trip", steps="book_flight, book_hotel", directory=tmp_path)
     readme = (made.path / "README.md").read_text()
     sys.path.insert(0, str(tmp_path))
     try:
-        mermaid = compile_saga(load_saga("trip:TripSaga")).to_mermaid()
+        mermaid = mermaid_of(load_saga("trip:TripSaga"))
     finally:
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m == "trip" or m.startswith("trip.")]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .broker import Broker, BrokerError, Delivery
 from .brokers import MemoryBroker, broker_from_url
-from .inbox import Inbox, InboxError, Outcome, consume, inbox_for
+from .inbox import Inbox, InboxError, Outcome, consume
+from .inboxes import inbox_for
 from .message import Message
 
 __all__ = [

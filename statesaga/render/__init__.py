@@ -10,13 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ..compiler import CompiledSaga, compile_saga
+from .dot import render_file, to_dot, to_svg
 from .graph import Graph, RenderError, Step, build_graph
+from .mermaid import to_mermaid
 
 if TYPE_CHECKING:
-    from ..compiler import CompiledSaga
-    from ..definition import Saga
+    from ..definition import SagaDefinition
 
-__all__ = ["FORMATS", "RenderError", "graph_of", "render"]
+__all__ = ["FORMATS", "RenderError", "dot_of", "graph_of", "mermaid_of", "render", "svg_of"]
 
 #: Output formats ``render`` understands (also the file suffixes it recognises).
 FORMATS = ("dot", "mmd", "pdf", "png", "svg")
@@ -27,15 +29,33 @@ class _Run(Protocol):
     def history(self) -> Iterable[Step]: ...
 
 
-def _compiled(saga: type[Saga] | CompiledSaga) -> CompiledSaga:
-    from ..compiler import CompiledSaga, compile_saga
-
+def _compiled(saga: type[SagaDefinition] | CompiledSaga) -> CompiledSaga:
     return saga if isinstance(saga, CompiledSaga) else compile_saga(saga)
 
 
-def graph_of(saga: type[Saga] | CompiledSaga, run: _Run | None = None) -> Graph:
+def graph_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> Graph:
     """The graph model of ``saga``, with ``run``'s path on it if given."""
     return build_graph(_compiled(saga), None if run is None else run.history)
+
+
+def dot_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> str:
+    """``saga``'s machine (with ``run``'s path) as Graphviz DOT text, deterministic."""
+    return to_dot(graph_of(saga, run))
+
+
+def mermaid_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> str:
+    """``saga``'s machine (with ``run``'s path) as a Mermaid ``stateDiagram-v2``."""
+    return to_mermaid(graph_of(saga, run))
+
+
+def svg_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> str:
+    """``saga``'s machine (with ``run``'s path) as SVG text, for a page or a notebook
+    (``IPython.display.SVG(svg_of(OrderSaga))``).
+
+    Raises:
+        RenderError: Graphviz's ``dot`` is not installed.
+    """
+    return to_svg(dot_of(saga, run))
 
 
 def _format(path: Path, format: str | None) -> str:
@@ -48,7 +68,7 @@ def _format(path: Path, format: str | None) -> str:
 
 
 def render(
-    saga: type[Saga] | CompiledSaga,
+    saga: type[SagaDefinition] | CompiledSaga,
     path: str | Path,
     *,
     format: str | None = None,
@@ -66,9 +86,6 @@ def render(
     Raises:
         RenderError: Unknown format, missing output folder, or Graphviz is not installed.
     """
-    from .dot import render_file, to_dot
-    from .mermaid import to_mermaid
-
     out = Path(path)
     fmt = _format(out, format)
     if not out.parent.is_dir():

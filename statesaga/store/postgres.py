@@ -42,7 +42,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from . import hide_password
+from .._urls import hide_credentials
 from ._pg_sql import (
     CommitRows,
     Conn,
@@ -135,7 +135,7 @@ class PostgresStore(AsyncContext):
         self.url = url
         self.schema = schema
         self.pool_size = pool_size
-        self._safe_url = hide_password(url)
+        self._safe_url = hide_credentials(url)
         self._password = _url_password(url)  # kept only to blank it out of error messages
         try:
             params = conninfo_to_dict(url)

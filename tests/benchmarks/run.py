@@ -370,6 +370,7 @@ def bench_diagram(
     SVG)."""
     if shutil.which("dot") is None:
         return None
+    from statesaga.render import dot_of
     from statesaga.render.dot import to_svg
 
     text_ms, svg_ms = [], []
@@ -377,7 +378,7 @@ def bench_diagram(
         cls = type(f"Draw{size}_{rep}", (Saga,), {"steps": shape(size)})
         compiled = compile_saga(cls)
         t0 = time.perf_counter()
-        dot_text = compiled.to_dot()
+        dot_text = dot_of(compiled)
         t1 = time.perf_counter()
         to_svg(dot_text)
         t2 = time.perf_counter()

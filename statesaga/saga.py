@@ -1,0 +1,89 @@
+"""``Saga``, the class users subclass: a definition that runs, in memory or durably."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from .clock import SYSTEM_CLOCK, Clock
+from .compiler import compile_saga
+from .definition import SagaDefinition
+from .durable import start
+from .engine import run_in_memory
+from .ids import new_run_id
+from .messaging.broker import Broker
+from .result import SagaResult
+from .store.base import SagaStore
+
+
+class Saga(SagaDefinition, abstract=True):
+    """Base class of every saga: subclass it and list ``steps``.
+
+    ``SagaClass(**data)`` makes one run's input; ``await instance.execute()`` runs it. The
+    definition is checked when the class is created, so a broken saga fails at import time.
+
+    Class attributes:
+        steps: The saga's steps, in order.
+        name: The saga's name in results, stores and diagrams (default: the class name). Like
+            a step name, a Python identifier that starts with a letter.
+        deadline: Seconds (or a ``timedelta``) the run has to get past its pivot (or to
+            complete, without one), counted from its start. When it passes, no step before
+            the pivot starts and a running one is cut short; the run is compensated. Steps
+            from the pivot on are never cut short: they must go forward. ``None``: no limit.
+    """
+
+    def execute(
+        self,
+        *,
+        saga_id: str | None = None,
+        clock: Clock | None = None,
+        store: SagaStore | str | None = None,
+        broker: Broker | str | None = None,
+    ) -> Coroutine[Any, Any, SagaResult]:
+        """Run the saga to a final state and report what happened: await it.
+
+        A bad argument raises when it is called, before anything runs.
+
+        Args:
+            saga_id: This run's id; when omitted, 32 hex characters unique across processes.
+            store: Run durably in this store (or store URL, such as ``sqlite:///sagas.db``):
+                every step is recorded before it is called and the run can be resumed
+                after a crash. ``None`` runs in memory.
+            clock: Where time, sleeps and randomness come from (tests pass a ``FakeClock``).
+            broker: Publish the messages steps emit (``ctx.emit``) right after the commit
+                that records them (a broker or its URL, such as ``amqp://host``). Needs a
+                ``store``, whose outbox keeps them until they are confirmed. Without a broker
+                they wait in the outbox for a relay; without a store they are only returned
+                in ``result.messages``.
+
+        Returns:
+            The run's ``SagaResult``. A failed step does not raise: it shows in the result.
+        """
+        return start_run(type(self), self.data, saga_id, clock, store, broker)
+
+
+def start_run(
+    saga: type[SagaDefinition],
+    data: Mapping[str, Any],
+    saga_id: str | None,
+    clock: Clock | None,
+    store: SagaStore | str | None,
+    broker: Broker | str | None,
+) -> Coroutine[Any, Any, SagaResult]:
+    """Run ``saga`` on ``data`` to a final state, durably when a ``store`` is given: await it.
+
+    Cancelling the awaiting task stops new steps from starting, awaits the running ones,
+    compensates what took effect and then re-raises the cancellation; cancelling it again
+    abandons the remaining work at once. A bad saga or argument raises when it is called.
+    """
+    compiled = compile_saga(saga)
+    saga_id = saga_id or new_run_id()
+    if store is not None:
+        return start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
+    if broker is not None:
+        raise ValueError(
+            "a broker needs a store: messages are published from the store's outbox, which "
+            "keeps them until the broker confirms; pass store= too (memory:// for one in "
+            "this process)"
+        )
+    return run_in_memory(compiled, data, saga_id, clock or SYSTEM_CLOCK)
