@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -96,3 +98,31 @@ def test_unknown_command_is_a_usage_error() -> None:
     done = run_cli("frobnicate")
     assert done.returncode == 2
     assert "No such command" in done.stderr
+
+
+IMPORT_THE_LIBRARY = """
+import importlib, pathlib, sys, statesaga
+root = pathlib.Path(statesaga.__file__).parent
+for file in sorted(root.rglob("*.py")):
+    parts = file.relative_to(root.parent).with_suffix("").parts
+    if parts[1:2] != ("cli",) and parts[-1] != "__main__":
+        importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+print(sorted(name for name in sys.modules if name.startswith("statesaga.cli")))
+"""
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    """Importing every module outside statesaga/cli/ imports nothing of the CLI."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_THE_LIBRARY], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_python_m_runs_the_cli() -> None:
+    """`python -m statesaga.cli` is the statesaga command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert f"statesaga, version {__version__}" in done.stdout

@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from statesaga import cli
-from statesaga.cli import main
+from statesaga.cli import machine, main
 
 SAGA = """
 from statesaga import Saga, Step
@@ -77,7 +76,7 @@ def test_default_output_is_a_plain_file_in_the_current_folder(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without -o, a name that is no plain file name is a one-line error, not a path."""
-    monkeypatch.setattr(cli, "compile_saga", lambda saga: SimpleNamespace(name="../x"))
+    monkeypatch.setattr(machine, "compile_saga", lambda saga: SimpleNamespace(name="../x"))
     err = fail(["diagram", saga_file(workdir), "--format", "dot"], capsys)
     assert err.count("\n") == 1, err
     assert "saga name '../x' cannot name a file in the current folder" in err

@@ -13,7 +13,7 @@ from types import FrameType
 
 import click
 
-from .scaffold import DEFAULT_STEPS, new_saga
+from ..scaffold import DEFAULT_STEPS, new_saga
 
 
 class _Terminated(BaseException):

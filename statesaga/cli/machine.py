@@ -1,29 +1,23 @@
-"""The ``statesaga`` command: parses arguments, calls one function, prints the answer."""
+"""``statesaga machine`` and ``statesaga diagram``: show the state machine a saga compiles to,
+as text or drawn."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
+from pathlib import PurePath
 
 import click
 
-from . import __version__
-from .cli_new import new
-from .cli_outbox import outbox, relay
-from .cli_runs import runs, worker
-from .compiler import compile_saga
-from .errors import StatesagaError
-from .loader import load_saga
-from .store.base import RunSnapshot
+from ..compiler import compile_saga
+from ..loader import load_saga
+from ..render import RenderError, graph_of, render
+from ..render.dot import to_dot  # graphviz itself is imported only to draw a file
+from ..render.mermaid import to_mermaid
+from ._common import load_run
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="statesaga")
-def cli() -> None:
-    """Sagas as explicit state machines."""
-
-
-@cli.command()
+@click.command()
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine as JSON.")
 def machine(target: str, as_json: bool) -> None:
@@ -42,7 +36,7 @@ def machine(target: str, as_json: bool) -> None:
         click.echo(f"  {t.trigger:<{width}}  {t.source} -> {t.dest}  [{mark}]")
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @click.option(
     "-o",
@@ -65,10 +59,6 @@ def diagram(
 
     TARGET is package.module:SagaClass or path/to/file.py:SagaClass.
     """
-    import asyncio
-
-    from .render import RenderError, graph_of, render
-
     if store_url is not None and not store_url.strip():
         raise click.BadParameter(
             "names no store: give the store URL holding --run", param_hint="--store"
@@ -79,23 +69,18 @@ def diagram(
             param_hint="--output",
         )
     compiled = compile_saga(load_saga(target))
-    run = asyncio.run(_load_run(store_url, run_id)) if run_id else None
+    run = asyncio.run(load_run(store_url, run_id)) if run_id else None
     if run is not None and run.run.saga != compiled.name:
         raise RenderError(
             f"run {run_id} belongs to saga {run.run.saga!r}, not {compiled.name!r}: "
             "name that saga as TARGET"
         )
     if output == "-":
-        from .render.dot import to_dot
-        from .render.mermaid import to_mermaid
-
         graph = graph_of(compiled, run)
         click.echo(to_dot(graph) if fmt == "dot" else to_mermaid(graph), nl=False)
         return
     path = output
     if path is None:  # the default is a plain file in the current folder, never elsewhere
-        from pathlib import PurePath
-
         name = str(compiled.name)
         if name in ("", ".", "..") or PurePath(name).name != name:
             raise RenderError(
@@ -105,40 +90,3 @@ def diagram(
         suffix = "mmd" if fmt == "mermaid" else (fmt or "svg")
         path = f"{name}.{suffix}"
     click.echo(render(compiled, path, format=fmt, run=run))
-
-
-async def _load_run(url: str | None, run_id: str) -> RunSnapshot:
-    from .store import store_from_url
-
-    store = store_from_url(url)
-    await store.open(create=False)  # a missing store is an error, not a new empty one
-    try:
-        return await store.load(run_id)
-    finally:
-        await store.close()
-
-
-cli.add_command(new)
-cli.add_command(outbox)
-cli.add_command(relay)
-cli.add_command(runs)
-cli.add_command(worker)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning statesaga errors into one line and exit code 1."""
-    try:
-        cli.main(args=argv, prog_name="statesaga", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except StatesagaError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

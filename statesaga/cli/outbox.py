@@ -1,29 +1,15 @@
-"""``statesaga outbox ...`` and ``statesaga relay``: look at the outbox and deliver it."""
+"""``statesaga outbox list|retry|purge``: look at the outbox, requeue or purge its messages."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-import signal
 import time
 
 import click
 
-from .cli_runs import _table, _when, command_store, store_option
-from .store import OUTBOX_STATUSES, OutboxRecord, hide_password
-
-#: Environment variable naming the broker of the CLI's ``relay`` and ``worker`` commands.
-BROKER_ENV_VAR = "STATESAGA_BROKER"
-
-broker_option = click.option(
-    "--broker",
-    "broker_url",
-    envvar=BROKER_ENV_VAR,
-    required=True,
-    help=f"Broker URL (amqp://..., nats://..., memory://); ${BROKER_ENV_VAR} sets it.",
-)
+from ..store import OUTBOX_STATUSES, OutboxRecord, hide_password
+from ._common import command_store, store_option, table, when
 
 
 @click.group()
@@ -44,7 +30,7 @@ def list_messages(store_url: str, status: str | None, limit: int, show_payload: 
         return
     rows = [_row(r, show_payload) for r in records]
     headers = ["MESSAGE", "TOPIC", "KEY", "STATUS", "ATTEMPTS", "CREATED", "LAST ERROR"]
-    click.echo(_table([*headers, "PAYLOAD"] if show_payload else headers, rows))
+    click.echo(table([*headers, "PAYLOAD"] if show_payload else headers, rows))
 
 
 def _row(record: OutboxRecord, show_payload: bool) -> list[str]:
@@ -57,7 +43,7 @@ def _row(record: OutboxRecord, show_payload: bool) -> list[str]:
         record.message.key or "-",
         status,
         str(record.attempts),
-        _when(record.message.created_at),
+        when(record.message.created_at),
         record.last_error or "",
     ]
     if show_payload:
@@ -137,71 +123,4 @@ async def _purge(url: str, status: str, before: float) -> int:
     try:
         return await store.outbox_purge(status, before)
     finally:
-        await store.close()
-
-
-@click.command()
-@store_option
-@broker_option
-@click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))
-@click.option(
-    "--max-attempts",
-    default=40,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Attempts at one message before it is dead.",
-)
-@click.option("--once", is_flag=True, help="Publish what is due now, then exit.")
-def relay(
-    store_url: str, broker_url: str, batch: int, poll: float, max_attempts: int, once: bool
-) -> None:
-    """Publish the outbox messages that were not sent right after their commit."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"relay from {hide_password(store_url)} to {hide_password(broker_url)}")
-    sent = asyncio.run(_relay(store_url, broker_url, batch, poll, max_attempts, once))
-    if once:
-        click.echo(f"published {sent} message{'s' if sent != 1 else ''}")
-
-
-async def _relay(
-    store_url: str, broker_url: str, batch: int, poll: float, max_attempts: int, once: bool
-) -> int:
-    import attrs
-
-    from .messaging.relay import BACKOFF, Relay
-
-    store = await command_store(store_url)
-    relay = Relay(
-        store,
-        broker_url,
-        batch=batch,
-        poll=poll,
-        backoff=attrs.evolve(BACKOFF, attempts=max_attempts),
-    )
-    sent = 0
-    try:
-        if once:
-            while (done := await relay.run_once()).claimed:
-                sent += done.sent
-                if done.failed:
-                    break  # the broker is failing: what is left waits for its backoff
-            return sent
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(relay.run(stop))
-
-        def on_signal() -> None:
-            # First signal: finish the round in hand. Second: stop now (claims run out).
-            if stop.is_set():
-                task.cancel()
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return sent
-    finally:
-        await relay.close()
         await store.close()

@@ -1,0 +1,150 @@
+"""What several commands share: the ``--store``, ``--broker`` and ``--wait`` options, a store
+opened for one command, driving unfinished runs once, and how tables, times, store URLs and
+leases are shown."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ..store import DEFAULT_URL, ENV_VAR, SagaStore, hide_password, store_from_url
+from ..store.base import RunRecord, RunSnapshot
+from ..worker import Worker
+
+#: Environment variable naming the broker of the ``relay``, ``worker`` and ``runs resume``
+#: commands.
+BROKER_ENV_VAR = "STATESAGA_BROKER"
+
+
+def _store_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(
+            f"names no store: give a store URL (sqlite:///file.db, postgresql://...), or leave "
+            f"out --store and unset ${ENV_VAR} for {DEFAULT_URL}"
+        )
+    return value
+
+
+store_option = click.option(
+    "--store",
+    "store_url",
+    envvar=ENV_VAR,
+    default=DEFAULT_URL,
+    show_default=True,
+    callback=_store_url,
+    help=f"Store URL (sqlite:///file.db, postgresql://..., memory://); ${ENV_VAR} sets it.",
+)
+
+#: The broker a command that drives runs publishes their emitted messages to.
+broker_option = click.option(
+    "--broker",
+    "broker_url",
+    envvar=BROKER_ENV_VAR,
+    help="Publish emitted messages right after each commit to this broker (amqp://...); "
+    f"${BROKER_ENV_VAR} sets it. Without one they wait in the outbox for `statesaga relay`.",
+)
+
+wait_option = click.option(
+    "--wait",
+    is_flag=True,
+    help="Also wait for the leases other workers hold on unfinished runs, and take each run "
+    "over when its lease runs out (a run whose lease is renewed meanwhile is left to its live "
+    "worker).",
+)
+
+
+async def command_store(url: str | None, *, create: bool = True) -> SagaStore:
+    """A store of its own for one command, which closes it; with ``create=False``, one that
+    must exist already (``StoreNotFound``): a command that only reads or changes what is
+    stored finds a wrong URL, rather than an empty store it made."""
+    store = store_from_url(url)
+    await store.open(create=create)
+    return store
+
+
+async def load_run(url: str | None, run_id: str) -> RunSnapshot:
+    """Run ``run_id`` as stored at ``url`` (``None``: ``$STATESAGA_STORE`` or the default)."""
+    store = await command_store(url, create=False)
+    try:
+        return await store.load(run_id)
+    finally:
+        await store.close()
+
+
+async def drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
+    """Drive what is free now (with ``wait``, also what other leases hold), printing each
+    outcome and what is left; whether a run could not be driven."""
+    if wait:
+        recovered, left = await worker.run_waiting(_say_waiting)
+    else:
+        recovered, left = await worker.run_once(), await worker.leased_elsewhere()
+    waited = wait and worker.taking  # not cut short by Ctrl-C
+    for item in recovered:
+        if item.result is not None:
+            text = item.result.status.value
+        elif item.finished_elsewhere:
+            text = "finished meanwhile by another worker"
+        else:
+            text = f"not resumed: {item.error}"
+        click.echo(f"{item.run_id}: {text}")
+    if not recovered and not left:
+        click.echo(nothing)
+    if left:
+        click.echo(_leased_text(left, waited=waited))
+    return any(item.error is not None for item in recovered)
+
+
+def _say_waiting(records: Sequence[RunRecord]) -> None:
+    last = max(r.lease_expires or 0.0 for r in records)
+    click.echo(
+        f"waiting for {counted(len(records), 'lease')} to run out (the last at {when(last)} "
+        "UTC); Ctrl-C stops"
+    )
+
+
+def _leased_text(records: Sequence[RunRecord], *, waited: bool) -> str:
+    owners = Counter(r.lease_owner or "?" for r in records)
+    last = max(r.lease_expires or 0.0 for r in records)
+    by = ", ".join(f"{owner} ({n})" for owner, n in owners.most_common())
+    runs = counted(len(records), "unfinished run")
+    if waited:
+        return f"{runs} left to live workers, which renewed their leases: {by}"
+    return (
+        f"{runs} leased by other workers until {when(last)} UTC at the latest ({by}): they "
+        "are being driven, or their worker stopped and they can be taken over when the leases "
+        "run out; run this again then, or add --wait"
+    )
+
+
+def shown(url: str) -> str:
+    """``url`` for messages: no password, and a relative SQLite path also resolved (the file
+    is found from the current folder)."""
+    text = hide_password(url)
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "sqlite" and rest.startswith("/") and not rest.startswith("//"):
+        text += f" ({Path(rest[1:]).resolve()})"
+    return text
+
+
+def when(epoch: float | None) -> str:
+    """``epoch`` as a UTC date and time, ``-`` for none."""
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def counted(n: int, noun: str) -> str:
+    """``n noun``, the noun plural unless ``n`` is 1."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` under ``headers``, in columns as wide as their widest cell."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)

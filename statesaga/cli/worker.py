@@ -1,0 +1,120 @@
+"""``statesaga worker``: drive unfinished runs to the end, taking over those whose worker died."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import click
+
+from ..observe.metrics import start_metrics_server
+from ..resources import shutdown
+from ..worker import Worker
+from ._common import (
+    broker_option,
+    command_store,
+    counted,
+    drive_all,
+    shown,
+    store_option,
+    wait_option,
+)
+
+
+@click.command()
+@store_option
+@click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))
+@click.option("--once", is_flag=True, help="Recover what is unfinished now, then exit.")
+@wait_option
+@broker_option
+@click.option(
+    "--metrics-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics (0: off).",
+)
+def worker(
+    store_url: str,
+    concurrency: int,
+    poll: float,
+    once: bool,
+    wait: bool,
+    metrics_port: int,
+    broker_url: str | None = None,
+) -> None:
+    """Drive unfinished runs to the end, taking over those whose worker died.
+
+    A run is taken over once its lease runs out (30 s by default). The first Ctrl-C (or
+    SIGTERM) takes no new run and lets the runs in hand finish, saying which; a second one
+    stops at once, leaving those runs resumable by any worker.
+    """
+    if wait and not once:
+        raise click.UsageError("--wait goes with --once (without it the worker waits anyway)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    click.echo(f"worker on {shown(store_url)} (concurrency {concurrency})")
+    server = None
+    if metrics_port:
+        try:
+            server = start_metrics_server(metrics_port)
+        except OSError as error:
+            message = f"cannot serve metrics on port {metrics_port}: {error}"
+            raise click.ClickException(message) from None
+        click.echo(f"metrics on http://0.0.0.0:{server.port}/metrics")
+    try:
+        asyncio.run(_work(store_url, concurrency, poll, once, broker_url, wait))
+    finally:
+        if server is not None:
+            server.close()
+
+
+async def _work(
+    url: str,
+    concurrency: int,
+    poll: float,
+    once: bool,
+    broker: str | None = None,
+    wait: bool = False,
+) -> None:
+    store = await command_store(url)
+    stop = asyncio.Event()
+    w = Worker(store, concurrency=concurrency, poll=poll, broker=broker)
+    nothing = "nothing to recover"
+    task = asyncio.ensure_future(drive_all(w, wait, nothing=nothing) if once else w.run(stop))
+
+    def on_signal() -> None:
+        # First signal: take no new runs, let the ones in hand finish. Second: stop now; the
+        # runs in hand stay resumable and their leases are released.
+        if stop.is_set():
+            click.echo(
+                f"stopping now: {counted(len(w.in_hand), 'run')} left for any worker to resume",
+                err=True,
+            )
+            task.cancel()
+            return
+        stop.set()
+        w.stop_taking()
+        hand = sorted(w.in_hand)
+        if not hand:
+            click.echo("stopping: no run in hand", err=True)
+            return
+        shown = ", ".join(hand[:5]) + (", ..." if len(hand) > 5 else "")
+        click.echo(
+            f"stopping: taking no new runs; waiting for {counted(len(hand), 'run')} in hand to "
+            f"finish ({shown}). Press Ctrl-C again to stop at once: "
+            "they stay resumable.",
+            err=True,
+        )
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await store.close()
+        await shutdown()
