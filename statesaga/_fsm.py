@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from transitions import Machine
 from transitions.extensions.nesting import HierarchicalMachine, NestedState
 
+from .vocabulary import SAGA_REGION, Phase, SagaState, parse_name
+
 if TYPE_CHECKING:
     from .compiler import CompiledSaga
 
@@ -29,9 +31,9 @@ def hsm_name(compiled: CompiledSaga, state: str) -> str:
     if state == compiled.initial:
         return state
     region = compiled.region_of_state[state]
-    if region == "saga":
+    if region == SAGA_REGION:
         return f"{_RUN}/{_SAGA}/{state}"
-    return f"{_RUN}/{region}/{state.split('.', 1)[1]}"
+    return f"{_RUN}/{region}/{parse_name(state)[1]}"
 
 
 def build_machine(compiled: CompiledSaga, model: object) -> Machine:
@@ -50,12 +52,13 @@ def build_machine(compiled: CompiledSaga, model: object) -> Machine:
     regions: list[dict[str, Any]] = []
     for region in compiled.regions:
         own = [s for s in compiled.states if compiled.region_of_state[s] == region]
-        if region == "saga":
+        if region == SAGA_REGION:
             children = [s for s in own if s != compiled.initial]
-            regions.append({"name": _SAGA, "children": children, "initial": "running"})
+            initial = SagaState.RUNNING.value
+            regions.append({"name": _SAGA, "children": children, "initial": initial})
         else:
-            children = [s.split(".", 1)[1] for s in own]
-            regions.append({"name": region, "children": children, "initial": "pending"})
+            children = [parse_name(s)[1] for s in own]
+            regions.append({"name": region, "children": children, "initial": Phase.PENDING.value})
     edges = []
     for t in compiled.transitions:
         edge: dict[str, Any] = {

@@ -29,31 +29,37 @@ from .definition import (
     validate_steps,
 )
 from .errors import InvalidSagaError, MachineError, Problem
+from .vocabulary import (
+    COMPENSATION_PHASES,
+    FORWARD_PHASES,
+    SAGA_REGION,
+    SAGA_STATES,
+    TERMINAL_STATES,
+    Event,
+    Phase,
+    SagaState,
+    SagaTrigger,
+    parse_name,
+    step_state,
+    step_trigger,
+)
 
 if TYPE_CHECKING:
     from transitions import Machine
 
-SAGA_REGION = "saga"
-PENDING, RUNNING, COMPENSATING = "pending", "running", "compensating"
-COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
-SAGA_STATES = (PENDING, RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED)
-TERMINAL_STATES = (COMPLETED, COMPENSATED, FAILED)
-
 Kind = Literal["forward", "compensate"]
-_EVENTS = (
-    "start",
-    "retry",
-    "succeed",
-    "fail",
-    "time_out",
-    "invalid_result",
-    "compensate",
-    "retry_compensation",
-    "compensation_done",
-    "compensation_fail",
-    "interrupt",
-    "push_forward",
-)
+_FORWARD: Kind = "forward"
+_COMPENSATE: Kind = "compensate"
+
+
+# A transition's names are plain ``str``, also when given a vocabulary member: they become
+# a run's history, reprs and error messages, which show names, not enum members.
+def _name(name: str) -> str:
+    return str(name)
+
+
+def _names(names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(map(str, names))
 
 
 @attrs.frozen
@@ -70,13 +76,13 @@ class Transition:
         requires: States other regions must be in (a DAG's join); empty in a chain.
     """
 
-    trigger: str
-    source: str
-    dest: str
+    trigger: str = attrs.field(converter=_name)
+    source: str = attrs.field(converter=_name)
+    dest: str = attrs.field(converter=_name)
     kind: Kind
     step: str | None = None
     failure: bool = False
-    requires: tuple[str, ...] = ()
+    requires: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen(eq=False)
@@ -111,16 +117,16 @@ class StepPlan:
     t_push_forward: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        for event in _EVENTS:
-            object.__setattr__(self, f"t_{event}", f"{self.name}.{event}")
+        for event in Event:
+            object.__setattr__(self, f"t_{event.value}", step_trigger(self.name, event))
 
     def trigger(self, event: str) -> str:
         """The full trigger name of this step's ``event``."""
-        return f"{self.name}.{event}"
+        return step_trigger(self.name, event)
 
     def state(self, phase: str) -> str:
         """The full state name of this step's ``phase``."""
-        return f"{self.name}.{phase}"
+        return step_state(self.name, phase)
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -281,14 +287,15 @@ def _happy_edges(compiled: CompiledSaga) -> tuple[tuple[str, str, str, int], ...
     dest, attempt). Empty for a DAG."""
     if not compiled.sequential:
         return ()
-    state = compiled.table[(compiled.initial, "start")]
-    edges = [("start", compiled.initial, state, 0)]
+    start, complete = SagaTrigger.START.value, SagaTrigger.COMPLETE.value
+    state = compiled.table[(compiled.initial, start)]
+    edges = [(start, compiled.initial, state, 0)]
     for plan in compiled.steps:
         running = compiled.table[(state, plan.t_start)]
         succeeded = compiled.table[(running, plan.t_succeed)]
         edges += [(plan.t_start, state, running, 1), (plan.t_succeed, running, succeeded, 1)]
         state = succeeded
-    edges.append(("complete", state, compiled.table[(state, "complete")], 0))
+    edges.append((complete, state, compiled.table[(state, complete)], 0))
     return tuple(edges)
 
 
@@ -297,9 +304,9 @@ def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:
     run's journal writes to the step's row)."""
     effects = {}
     for t in compiled.transitions:
-        step, dot, _ = t.trigger.partition(".")
-        if dot:
-            effects[t.trigger] = (step, t.dest.partition(".")[2])
+        step = parse_name(t.trigger)[0]
+        if step is not None:
+            effects[t.trigger] = (step, parse_name(t.dest)[1])
     return effects
 
 
@@ -311,17 +318,6 @@ def _task_name(compiled: CompiledSaga) -> str:
 def _step_names(compiled: CompiledSaga) -> tuple[str, ...]:
     """The steps' names, in ``steps`` order."""
     return tuple(plan.name for plan in compiled.steps)
-
-
-def saga_status(state: str) -> str:
-    """The saga-level status of a run whose saga region is in ``state``.
-
-    A chain's single region holds step states too: while a step runs (or has just failed)
-    the run is ``running``; while steps are being compensated it is ``compensating``.
-    """
-    if "." not in state:
-        return state
-    return COMPENSATING if state.partition(".")[2].startswith("compensat") else RUNNING
 
 
 def compile_saga(saga: type[SagaDefinition]) -> CompiledSaga:
@@ -408,7 +404,7 @@ def _compile(saga: type[SagaDefinition], steps: Sequence[Step]) -> CompiledSaga:
         steps=plans,
         states=tuple(states),
         transitions=tuple(edges),
-        initial=PENDING,
+        initial=SagaState.PENDING.value,
         terminal_states=tuple(s for s in TERMINAL_STATES if s in states),
         regions=regions,
         by_name={p.name: p for p in plans},
@@ -422,111 +418,112 @@ def _compile(saga: type[SagaDefinition], steps: Sequence[Step]) -> CompiledSaga:
 
 
 def _step_forward(p: StepPlan, source: str, requires: tuple[str, ...] = ()) -> list[Transition]:
-    running = p.state("running")
-    fwd: Kind = "forward"
+    running = p.state(Phase.RUNNING)
+    in_doubt = p.state(Phase.IN_DOUBT)
     return [
-        Transition(p.trigger("start"), source, running, fwd, p.name, requires=requires),
-        Transition(p.trigger("retry"), running, running, fwd, p.name),
-        Transition(p.trigger("succeed"), running, p.state("succeeded"), fwd, p.name),
-        Transition(p.trigger("fail"), running, p.state("failed"), fwd, p.name, failure=True),
-        Transition(p.trigger("time_out"), running, p.state("in_doubt"), fwd, p.name, failure=True),
-        Transition(
-            p.trigger("invalid_result"), running, p.state("in_doubt"), fwd, p.name, failure=True
-        ),
+        Transition(p.t_start, source, running, _FORWARD, p.name, requires=requires),
+        Transition(p.t_retry, running, running, _FORWARD, p.name),
+        Transition(p.t_succeed, running, p.state(Phase.SUCCEEDED), _FORWARD, p.name),
+        Transition(p.t_fail, running, p.state(Phase.FAILED), _FORWARD, p.name, failure=True),
+        Transition(p.t_time_out, running, in_doubt, _FORWARD, p.name, failure=True),
+        Transition(p.t_invalid_result, running, in_doubt, _FORWARD, p.name, failure=True),
     ]
 
 
 def _step_compensation(
     p: StepPlan, sources: Sequence[str], requires: tuple[str, ...] = ()
 ) -> list[Transition]:
-    comp: Kind = "compensate"
-    doing = p.state("compensating")
+    doing = p.state(Phase.COMPENSATING)
     edges = [
-        Transition(p.trigger("compensate"), s, doing, comp, p.name, requires=requires)
+        Transition(p.t_compensate, s, doing, _COMPENSATE, p.name, requires=requires)
         for s in sources
     ]
     return [
         *edges,
-        Transition(p.trigger("retry_compensation"), doing, doing, comp, p.name),
-        Transition(p.trigger("compensation_done"), doing, p.state("compensated"), comp, p.name),
+        Transition(p.t_retry_compensation, doing, doing, _COMPENSATE, p.name),
+        Transition(p.t_compensation_done, doing, p.state(Phase.COMPENSATED), _COMPENSATE, p.name),
         Transition(
-            p.trigger("compensation_fail"),
+            p.t_compensation_fail,
             doing,
-            p.state("compensation_failed"),
-            comp,
+            p.state(Phase.COMPENSATION_FAILED),
+            _COMPENSATE,
             p.name,
             failure=True,
         ),
     ]
 
 
-_FORWARD_PHASES = ("running", "succeeded", "failed", "in_doubt")
-_COMPENSATION_PHASES = ("compensating", "compensated", "compensation_failed")
-
-
 def _step_states(p: StepPlan, *, pending: bool) -> list[str]:
-    phases = (("pending",) if pending else ()) + _FORWARD_PHASES
+    phases = ((Phase.PENDING.value,) if pending else ()) + FORWARD_PHASES
     if p.compensate is not None:
-        phases += _COMPENSATION_PHASES
+        phases += COMPENSATION_PHASES
     return [p.state(phase) for phase in phases]
 
 
 def _chain(
     plans: Sequence[StepPlan],
 ) -> tuple[list[str], list[Transition], dict[str, str]]:
+    pending, running, compensating = SagaState.PENDING, SagaState.RUNNING, SagaState.COMPENSATING
+    failed = SagaState.FAILED
     states = list(SAGA_STATES)
-    edges = [Transition("start", PENDING, RUNNING, "forward")]
-    previous = RUNNING
+    edges = [Transition(SagaTrigger.START, pending, running, _FORWARD)]
+    previous: str = running
     for p in plans:
         states += _step_states(p, pending=False)
         edges += _step_forward(p, previous)
-        previous = p.state("succeeded")
-    edges.append(Transition("complete", previous, COMPLETED, "forward"))
+        previous = p.state(Phase.SUCCEEDED)
+    edges.append(Transition(SagaTrigger.COMPLETE, previous, SagaState.COMPLETED, _FORWARD))
     # Failure and cancellation edges: before the pivot they start compensation, after it
     # (or when the pivot's own outcome is unknown) the run stops as failed.
-    edges.append(Transition("abort", RUNNING, COMPENSATING, "compensate", failure=True))
+    abort, halt = SagaTrigger.ABORT, SagaTrigger.HALT
+    edges.append(Transition(abort, running, compensating, _COMPENSATE, failure=True))
     for p in plans:
         if p.after_pivot or p.pivot:
-            edges.append(Transition("halt", p.state("in_doubt"), FAILED, "forward", failure=True))
+            edges.append(Transition(halt, p.state(Phase.IN_DOUBT), failed, _FORWARD, failure=True))
             # A person pushes a halted run forward again: the step that halted it once more.
             edges.append(
-                Transition(p.trigger("push_forward"), FAILED, p.state("running"), "forward", p.name)
+                Transition(p.t_push_forward, failed, p.state(Phase.RUNNING), _FORWARD, p.name)
             )
         if p.after_pivot:
-            edges.append(Transition("halt", p.state("failed"), FAILED, "forward", failure=True))
+            edges.append(Transition(halt, p.state(Phase.FAILED), failed, _FORWARD, failure=True))
             continue
-        sources = ["failed"] if p.pivot else ["failed", "in_doubt"]
+        sources = [Phase.FAILED] if p.pivot else [Phase.FAILED, Phase.IN_DOUBT]
         if not p.pivot and p is not plans[-1]:
-            sources.append("succeeded")  # cancelled between steps
+            sources.append(Phase.SUCCEEDED)  # cancelled between steps
         edges += [
-            Transition("abort", p.state(s), COMPENSATING, "compensate", failure=True)
-            for s in sources
+            Transition(abort, p.state(s), compensating, _COMPENSATE, failure=True) for s in sources
         ]
     compensable = [p for p in plans if p.compensate is not None]
     for i, p in enumerate(compensable):
-        sources = [COMPENSATING]
+        entries: list[str] = [compensating]
         if i + 1 < len(compensable):
             later = compensable[i + 1]
-            sources += [later.state("compensated"), later.state("compensation_failed")]
-        edges += _step_compensation(p, sources)
-    edges.append(Transition("finish", COMPENSATING, COMPENSATED, "compensate"))
+            entries += [later.state(Phase.COMPENSATED), later.state(Phase.COMPENSATION_FAILED)]
+        edges += _step_compensation(p, entries)
+    finish, give_up = SagaTrigger.FINISH, SagaTrigger.GIVE_UP
+    compensated = SagaState.COMPENSATED
+    edges.append(Transition(finish, compensating, compensated, _COMPENSATE))
     if compensable:
         first = compensable[0]
         edges += [
-            Transition("finish", first.state("compensated"), COMPENSATED, "compensate"),
-            Transition("give_up", first.state("compensated"), FAILED, "compensate", failure=True),
+            Transition(finish, first.state(Phase.COMPENSATED), compensated, _COMPENSATE),
+            Transition(give_up, first.state(Phase.COMPENSATED), failed, _COMPENSATE, failure=True),
             Transition(
-                "give_up", first.state("compensation_failed"), FAILED, "compensate", failure=True
+                give_up,
+                first.state(Phase.COMPENSATION_FAILED),
+                failed,
+                _COMPENSATE,
+                failure=True,
             ),
             # Reopening a run whose compensations failed: back to compensating, then each
             # owed compensation again, returning to compensating after each one.
-            Transition("reopen", FAILED, COMPENSATING, "compensate"),
-            Transition("give_up", COMPENSATING, FAILED, "compensate", failure=True),
+            Transition(SagaTrigger.REOPEN, failed, compensating, _COMPENSATE),
+            Transition(give_up, compensating, failed, _COMPENSATE, failure=True),
         ]
         for p in compensable:
             edges += [
-                Transition("proceed", p.state(end), COMPENSATING, "compensate")
-                for end in ("compensated", "compensation_failed")
+                Transition(SagaTrigger.PROCEED, p.state(end), compensating, _COMPENSATE)
+                for end in (Phase.COMPENSATED, Phase.COMPENSATION_FAILED)
             ]
     states = _drop_unreachable_failed(states, edges)
     return states, edges, dict.fromkeys(states, SAGA_REGION)
@@ -535,71 +532,78 @@ def _chain(
 def _regions(
     plans: Sequence[StepPlan],
 ) -> tuple[list[str], list[Transition], dict[str, str]]:
+    running, compensating, failed = SagaState.RUNNING, SagaState.COMPENSATING, SagaState.FAILED
     states = list(SAGA_STATES)
     region_of_state = dict.fromkeys(SAGA_STATES, SAGA_REGION)
     edges = [
-        Transition("start", PENDING, RUNNING, "forward"),
+        Transition(SagaTrigger.START, SagaState.PENDING, running, _FORWARD),
         Transition(
-            "complete",
-            RUNNING,
-            COMPLETED,
-            "forward",
-            requires=tuple(p.state("succeeded") for p in plans),
+            SagaTrigger.COMPLETE,
+            running,
+            SagaState.COMPLETED,
+            _FORWARD,
+            requires=tuple(p.state(Phase.SUCCEEDED) for p in plans),
         ),
-        Transition("abort", RUNNING, COMPENSATING, "compensate", failure=True),
-        Transition("finish", COMPENSATING, COMPENSATED, "compensate"),
+        Transition(SagaTrigger.ABORT, running, compensating, _COMPENSATE, failure=True),
+        Transition(SagaTrigger.FINISH, compensating, SagaState.COMPENSATED, _COMPENSATE),
     ]
     if any(p.pivot for p in plans):
-        edges.append(Transition("halt", RUNNING, FAILED, "forward", failure=True))
+        edges.append(Transition(SagaTrigger.HALT, running, failed, _FORWARD, failure=True))
         # A person pushes a halted run forward again, then each step that halted it.
-        edges.append(Transition("push_forward", FAILED, RUNNING, "forward"))
+        edges.append(Transition(SagaTrigger.PUSH_FORWARD, failed, running, _FORWARD))
     if any(p.compensate is not None for p in plans):
-        edges.append(Transition("give_up", COMPENSATING, FAILED, "compensate", failure=True))
+        edges.append(
+            Transition(SagaTrigger.GIVE_UP, compensating, failed, _COMPENSATE, failure=True)
+        )
     for p in plans:
         own = _step_states(p, pending=True)
         states += own
         region_of_state.update(dict.fromkeys(own, p.name))
-        requires = (RUNNING, *(f"{d}.succeeded" for d in p.deps))
-        edges += _step_forward(p, p.state("pending"), requires)
+        requires = (running, *(step_state(d, Phase.SUCCEEDED) for d in p.deps))
+        edges += _step_forward(p, p.state(Phase.PENDING), requires)
         # A step still running when its process died, in a run that is compensating: its
         # outcome is unknown (in a chain nothing runs while compensating).
         edges.append(
             Transition(
-                p.trigger("interrupt"),
-                p.state("running"),
-                p.state("in_doubt"),
-                "compensate",
+                p.t_interrupt,
+                p.state(Phase.RUNNING),
+                p.state(Phase.IN_DOUBT),
+                _COMPENSATE,
                 p.name,
                 failure=True,
-                requires=(COMPENSATING,),
+                requires=(compensating,),
             )
         )
         if p.pivot or p.after_pivot:
             edges += [
                 Transition(
-                    p.trigger("push_forward"),
+                    p.t_push_forward,
                     p.state(phase),
-                    p.state("running"),
-                    "forward",
+                    p.state(Phase.RUNNING),
+                    _FORWARD,
                     p.name,
-                    requires=(RUNNING,),
+                    requires=(running,),
                 )
                 # A pivot that raised has no effect: the run compensated. Only its unknown
                 # outcome halts a run.
-                for phase in (("in_doubt",) if p.pivot else ("failed", "in_doubt"))
+                for phase in ((Phase.IN_DOUBT,) if p.pivot else (Phase.FAILED, Phase.IN_DOUBT))
             ]
         if p.compensate is not None:
-            sources = [p.state("succeeded"), p.state("in_doubt"), p.state("compensation_failed")]
-            edges += _step_compensation(p, sources, requires=(COMPENSATING,))
+            sources = [
+                p.state(Phase.SUCCEEDED),
+                p.state(Phase.IN_DOUBT),
+                p.state(Phase.COMPENSATION_FAILED),
+            ]
+            edges += _step_compensation(p, sources, requires=(compensating,))
     if any(p.compensate is not None for p in plans):
-        edges.append(Transition("reopen", FAILED, COMPENSATING, "compensate"))
+        edges.append(Transition(SagaTrigger.REOPEN, failed, compensating, _COMPENSATE))
     return _drop_unreachable_failed(states, edges), edges, region_of_state
 
 
 def _drop_unreachable_failed(states: list[str], edges: Sequence[Transition]) -> list[str]:
     # Without a compensation or a pivot nothing can leave a run FAILED.
-    if not any(t.dest == FAILED for t in edges):
-        states.remove(FAILED)
+    if not any(t.dest == SagaState.FAILED for t in edges):
+        states.remove(SagaState.FAILED)
     return states
 
 
@@ -608,7 +612,7 @@ def _prove(c: CompiledSaga) -> None:
     out: dict[str, set[str]] = {s: set() for s in c.states}
     for t in c.transitions:
         out[t.source].add(t.dest)
-    starts = [c.initial] + [p.state("pending") for p in c.steps if not c.sequential]
+    starts = [c.initial] + [p.state(Phase.PENDING) for p in c.steps if not c.sequential]
     seen = _reach(starts, out)
     problems = [f"state {s!r} is unreachable" for s in c.states if s not in seen]
     for state in c.states:
@@ -621,8 +625,8 @@ def _prove(c: CompiledSaga) -> None:
             problems.append(f"the chain ends in {sorted(sinks)}, not in the terminal states")
     for p in c.steps:
         if p.compensate is not None:
-            doing = p.state("compensating")
-            if doing not in _reach([p.state("succeeded")], out) and c.sequential is False:
+            doing = p.state(Phase.COMPENSATING)
+            if doing not in _reach([p.state(Phase.SUCCEEDED)], out) and c.sequential is False:
                 problems.append(f"step {p.name!r} has no way back from success")
             if doing not in seen:
                 problems.append(f"step {p.name!r} is never compensated")

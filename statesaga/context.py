@@ -10,6 +10,7 @@ from typing import Any
 from .messaging.message import Message
 from .store._codec import dumps
 from .store.base import StoreError
+from .vocabulary import idempotency_key
 
 
 class Context:
@@ -131,9 +132,7 @@ class Context:
         """Stable for this step (and, separately, for its compensation) across attempts and
         resumes: pass it to the services you call so a retry never acts twice."""
         # Built when asked for: most calls never read it, and every call makes a Context.
-        if self.compensating:
-            return f"{self.saga_id}:{self.step}:compensate"
-        return f"{self.saga_id}:{self.step}"
+        return idempotency_key(self.saga_id, self.step, compensating=self.compensating)
 
     @property
     def action_key(self) -> str:
@@ -142,7 +141,7 @@ class Context:
         A compensation passes it to the service to find what the action did: its own
         ``idempotency_key`` is different (``...:compensate``), so repeating the undo is safe.
         """
-        return f"{self.saga_id}:{self.step}"
+        return idempotency_key(self.saga_id, self.step)
 
     def __repr__(self) -> str:
         kind = "compensation" if self.compensating else "action"

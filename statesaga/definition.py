@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from .errors import InvalidSagaError, NonRetryableError, Problem
+from .vocabulary import SAGA_REGION
 
 if TYPE_CHECKING:
     from .context import Context
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 Action = Callable[["Context"], Any]
 
 #: Names steps may not take: the saga's own region and states use them.
-RESERVED_NAMES = frozenset({"saga"})
+RESERVED_NAMES = frozenset({SAGA_REGION})
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
 _NAME_RULE = (

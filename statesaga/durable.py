@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .clock import SYSTEM_CLOCK, Clock
-from .compiler import SAGA_REGION, CompiledSaga, compile_saga, saga_status
+from .compiler import CompiledSaga, compile_saga
 from .definition import SagaDefinition
-from .engine import COMPENSATING, FAILED, IN_DOUBT, RUNNING, SUCCEEDED, _Run, drive_to_result
+from .engine import _Run, drive_to_result
 from .errors import DefinitionChangedError, RecordedError
 from .errors import SagaNotImportable as SagaNotImportable
 from .journal import Journal
@@ -22,7 +22,18 @@ from .loader import TargetError, load_saga, saga_reference, unimportable
 from .resources import store_for_url
 from .result import SagaResult, SagaStatus
 from .store import SagaStore, StoreError
-from .store.base import TERMINAL, LeaseHeld, RunRecord, RunSnapshot
+from .store.base import LeaseHeld, RunRecord, RunSnapshot
+from .vocabulary import (
+    COMPENSATION_PHASES,
+    SAGA_REGION,
+    TERMINAL,
+    Event,
+    Phase,
+    SagaState,
+    SagaTrigger,
+    parse_name,
+    saga_status,
+)
 
 if TYPE_CHECKING:
     from .messaging.broker import Broker
@@ -120,7 +131,7 @@ async def _drive_leased(
     finally:
         keeper.drop(run.saga_id)
         status = saga_status(run.config[SAGA_REGION])
-        if status not in TERMINAL or status == "failed":
+        if status not in TERMINAL or status == SagaState.FAILED:
             # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
             # let another worker take it over now rather than when the lease runs out. Ended
             # failed: a person may resume it at once (a run that ended otherwise needs no
@@ -132,7 +143,7 @@ async def _drive_leased(
 def _initial_config(compiled: CompiledSaga) -> dict[str, str]:
     config = {SAGA_REGION: compiled.initial}
     if not compiled.sequential:
-        config.update((p.name, p.state("pending")) for p in compiled.steps)
+        config.update((p.name, p.state(Phase.PENDING)) for p in compiled.steps)
     return config
 
 
@@ -226,7 +237,11 @@ async def drive_stored(
         return None
     try:
         run = restore(
-            compiled, snapshot, clock, reopen=again == "reopen", push=again == "push_forward"
+            compiled,
+            snapshot,
+            clock,
+            reopen=again == SagaTrigger.REOPEN,
+            push=again == SagaTrigger.PUSH_FORWARD,
         )
     except StoreError:
         await opened.release(run_id, owner_id())
@@ -251,20 +266,26 @@ def _import(snapshot: RunSnapshot) -> type[SagaDefinition]:
         raise SagaNotImportable(snapshot.run.run_id, reference, why) from error
 
 
+#: The phases of a step whose action raised or whose outcome is unknown.
+_UNFINISHED = frozenset({Phase.FAILED.value, Phase.IN_DOUBT.value})
+#: The phases of a step whose action succeeded.
+_SUCCEEDED_PHASES = frozenset({Phase.SUCCEEDED.value, *COMPENSATION_PHASES})
+
+
 def retriable(snapshot: RunSnapshot) -> str | None:
     """How a run that ended ``failed`` can be tried again, if it did.
 
     ``"reopen"``: compensations failed, and are retried. ``"push_forward"``: a step from the
     pivot on failed or has an unknown outcome (nothing was compensated), and is run again.
     """
-    if snapshot.run.status != "failed":
+    if snapshot.run.status != SagaState.FAILED:
         return None
     phases = {step.phase for step in snapshot.steps.values()}
-    if "compensation_failed" in phases:
-        return "reopen"
-    if phases & {"compensating", "compensated"} or not phases & {"failed", "in_doubt"}:
+    if Phase.COMPENSATION_FAILED in phases:
+        return SagaTrigger.REOPEN.value
+    if phases & {Phase.COMPENSATING, Phase.COMPENSATED} or not phases & _UNFINISHED:
         return None
-    return "push_forward"
+    return SagaTrigger.PUSH_FORWARD.value
 
 
 def restore(
@@ -300,7 +321,7 @@ def restore(
         (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
     ]
     status = saga_status(config[SAGA_REGION])
-    if status in TERMINAL and not ((reopen or push) and status == "failed"):
+    if status in TERMINAL and not ((reopen or push) and status == SagaState.FAILED):
         raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
     run.reopening = reopen
     if compiled.deadline is not None:
@@ -315,27 +336,24 @@ def restore(
         if step.result is not None:
             run.results[name] = step.result
         phase = step.phase
-        if phase == "succeeded":
-            run.outcomes[name] = SUCCEEDED
-            run.pivoted = run.pivoted or plan.pivot
-        elif phase in ("failed", "in_doubt") and push and (plan.pivot or plan.after_pivot):
-            run.pushing[name] = phase == "in_doubt"  # run again, with the same key
-            run.resumed[name] = step.attempt + 1
-        elif phase in ("failed", "in_doubt"):
-            run._record(plan, (FAILED if phase == "failed" else IN_DOUBT, None))
-        elif phase == "running":
-            run.outcomes[name] = RUNNING
-            run.resumed[name] = step.attempt + 1
-        elif phase == "compensating":
-            run.outcomes[name] = COMPENSATING
-            run.resumed[name] = step.attempt + 1
-        elif phase == "compensated":
+        if phase == Phase.SUCCEEDED:
             run.outcomes[name] = phase
-        elif phase == "compensation_failed":
+            run.pivoted = run.pivoted or plan.pivot
+        elif phase in _UNFINISHED and push and (plan.pivot or plan.after_pivot):
+            run.pushing[name] = phase == Phase.IN_DOUBT  # run again, with the same key
+            run.resumed[name] = step.attempt + 1
+        elif phase in _UNFINISHED:
+            run._record(plan, (phase, None))
+        elif phase in (Phase.RUNNING, Phase.COMPENSATING):
+            run.outcomes[name] = phase
+            run.resumed[name] = step.attempt + 1
+        elif phase == Phase.COMPENSATED:
+            run.outcomes[name] = phase
+        elif phase == Phase.COMPENSATION_FAILED:
             run.outcomes[name] = phase
             if not reopen:  # reopening tries it again: its error is recorded anew if it fails
                 run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
-    if status == "compensating" or (status == "failed" and not push):
+    if status == SagaState.COMPENSATING or (status == SagaState.FAILED and not push):
         run.failing = True
     run.completed, run.compensated = _progress(snapshot)
     if push:
@@ -344,7 +362,7 @@ def restore(
     else:
         run.failed_step = record.failed_step
         run.error = RecordedError(record.error) if record.error else None
-    for name in [n for n, s in run.outcomes.items() if s == RUNNING]:
+    for name in [n for n, s in run.outcomes.items() if s == Phase.RUNNING]:
         if run.failing:
             # Running beside a failure before the pivot: not called again; its outcome is
             # unknown, so it is compensated.
@@ -354,21 +372,17 @@ def restore(
     return run
 
 
-_SUCCEEDED_PHASES = frozenset({"succeeded", "compensating", "compensated", "compensation_failed"})
-
-
 def _progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
     """Steps that succeeded, and steps compensated, in the order the history shows."""
     completed: list[str] = []
     compensated: list[str] = []
     for entry in snapshot.history:
-        name, dot, event = entry.trigger.partition(".")
-        step = snapshot.steps.get(name)
-        if not dot or step is None:
+        name, event = parse_name(entry.trigger)
+        if name is None or (step := snapshot.steps.get(name)) is None:
             continue
-        if event == "succeed" and step.phase in _SUCCEEDED_PHASES and name not in completed:
+        if event == Event.SUCCEED and step.phase in _SUCCEEDED_PHASES and name not in completed:
             completed.append(name)
-        elif event == "compensation_done" and step.phase == "compensated":
+        elif event == Event.COMPENSATION_DONE and step.phase == Phase.COMPENSATED:
             compensated.append(name)
     return completed, compensated
 
@@ -387,7 +401,7 @@ def finished_result(snapshot: RunSnapshot) -> SagaResult:
         compensation_errors={
             name: RecordedError(step.error or "compensation failed")
             for name, step in snapshot.steps.items()
-            if step.phase == "compensation_failed"
+            if step.phase == Phase.COMPENSATION_FAILED
         },
         results={n: s.result for n, s in snapshot.steps.items() if s.result is not None},
         duration=record.updated_at - record.created_at,

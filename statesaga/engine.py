@@ -11,7 +11,7 @@ from typing import Any, Final, TypeVar
 
 from ._faults import FAULTS, injected
 from .clock import Clock
-from .compiler import SAGA_REGION, CompiledSaga, StepPlan, saga_status
+from .compiler import CompiledSaga, StepPlan
 from .context import Context
 from .definition import Action, Retry
 from .errors import (
@@ -26,18 +26,39 @@ from .messaging.message import Message
 from .observe.registry import RunObservation, begin
 from .result import RawEntry, SagaResult, SagaStatus, unfold
 from .store.base import StoreError
+from .vocabulary import SAGA_REGION, Phase, SagaState, SagaTrigger, saga_status
 
-SUCCEEDED: Final = "succeeded"
-FAILED: Final = "failed"
-IN_DOUBT: Final = "in_doubt"
-COMPENSATING: Final = "compensating"
-COMPENSATION_FAILED: Final = "compensation_failed"
-RUNNING: Final = "running"  # only in a run rebuilt from a store
+# The vocabulary this module compares and fires, as plain str globals: a fired name goes into
+# the run's history (a name, not an enum member), and a global costs a fraction of an enum
+# member's lookup on a path every run and step takes.
+# A step's outcome (its phase); a run rebuilt from a store may also hold "running" and the
+# compensation phases.
+_SUCCEEDED: Final = Phase.SUCCEEDED.value
+_FAILED: Final = Phase.FAILED.value
+_IN_DOUBT: Final = Phase.IN_DOUBT.value
+_RUNNING: Final = Phase.RUNNING.value
+_COMPENSATING: Final = Phase.COMPENSATING.value
+_COMPENSATION_FAILED: Final = Phase.COMPENSATION_FAILED.value
+_PENDING: Final = Phase.PENDING.value  # a DAG's step that has not started
+# The saga's status.
+_SAGA_RUNNING: Final = SagaState.RUNNING.value
+_SAGA_COMPENSATING: Final = SagaState.COMPENSATING.value
+_SAGA_FAILED: Final = SagaState.FAILED.value
+# The saga's triggers.
+_START: Final = SagaTrigger.START.value
+_COMPLETE: Final = SagaTrigger.COMPLETE.value
+_ABORT: Final = SagaTrigger.ABORT.value
+_HALT: Final = SagaTrigger.HALT.value
+_FINISH: Final = SagaTrigger.FINISH.value
+_GIVE_UP: Final = SagaTrigger.GIVE_UP.value
+_REOPEN: Final = SagaTrigger.REOPEN.value
+_PROCEED: Final = SagaTrigger.PROCEED.value
+_PUSH_FORWARD: Final = SagaTrigger.PUSH_FORWARD.value
 
 _Outcome = tuple[str, BaseException | None]
 _T = TypeVar("_T")
-_SUCCESS: _Outcome = (SUCCEEDED, None)
-_NOT_STARTED: _Outcome = ("pending", None)
+_SUCCESS: _Outcome = (_SUCCEEDED, None)
+_NOT_STARTED: _Outcome = (_PENDING, None)
 _NO_ERRORS: Mapping[str, BaseException] = MappingProxyType({})
 
 
@@ -172,7 +193,7 @@ class _Run:
         self.now = clock.time
         self.config: dict[str, str] = {SAGA_REGION: compiled.initial}
         if not compiled.sequential:
-            self.config.update((p.name, p.state("pending")) for p in compiled.steps)
+            self.config.update((p.name, p.state(_PENDING)) for p in compiled.steps)
         self.results: dict[str, Mapping[str, Any]] = {}
         self.results_view = MappingProxyType(self.results)
         self.cancel_requested = False
@@ -241,7 +262,7 @@ class _Run:
         self.config[SAGA_REGION] = self.c.happy_edges[2 * succeeded + running][2]
         names = self.c.step_names[:succeeded]
         self.completed += names
-        self.outcomes.update(dict.fromkeys(names, SUCCEEDED))
+        self.outcomes.update(dict.fromkeys(names, _SUCCEEDED))
         self.pivoted = any(plan.pivot for plan in self.c.steps[:succeeded])
 
     # -- the run ----------------------------------------------------------------------------
@@ -332,31 +353,31 @@ class _Run:
                             self.waiter.set_result(result)
                         return result
                 else:
-                    self.fire("start")
-                status = "running"
-            elif status == "failed" and self.reopening:
-                self.fire("reopen")  # retry the compensations that failed
-                status = "compensating"
-            elif status == "failed" and self.pushing:
+                    self.fire(_START)
+                status = _SAGA_RUNNING
+            elif status == _SAGA_FAILED and self.reopening:
+                self.fire(_REOPEN)  # retry the compensations that failed
+                status = _SAGA_COMPENSATING
+            elif status == _SAGA_FAILED and self.pushing:
                 # A person asked for another try of the steps that halted it past the pivot.
                 if not c.sequential:
-                    self.fire("push_forward")
+                    self.fire(_PUSH_FORWARD)
                 for name in self.pushing:
                     self.fire(c.by_name[name].t_push_forward)
-                status = "running"
-            if status == "running" and not self.failing:
+                status = _SAGA_RUNNING
+            if status == _SAGA_RUNNING and not self.failing:
                 if c.sequential:
                     await self._chain(done)
                 else:
                     await self._forward()
-            if status != "running":
+            if status != _SAGA_RUNNING:
                 ending = None
             elif self.halting:
                 ending = SagaStatus.FAILED
-                self.fire("halt")
+                self.fire(_HALT)
             elif len(self.completed) == len(c.steps):
                 ending = SagaStatus.COMPLETED
-                self.fire("complete")
+                self.fire(_COMPLETE)
             elif self.pivoted:
                 # Cancelled past the point of no return: nothing may be compensated, so the
                 # run stays unfinished (a durable one can be resumed forward).
@@ -365,15 +386,15 @@ class _Run:
                 raise asyncio.CancelledError
             else:
                 ending = None
-                self.fire("abort")
+                self.fire(_ABORT)
             if ending is None:
                 await self._compensate_all()
                 if self.compensation_errors:
                     ending = SagaStatus.FAILED
-                    self.fire("give_up")
+                    self.fire(_GIVE_UP)
                 else:
                     ending = SagaStatus.COMPENSATED
-                    self.fire("finish")
+                    self.fire(_FINISH)
             result = self.result_of(ending, self.clock.monotonic() - started)
             if self.journal is not None:
                 await self.journal.flush(self)
@@ -428,7 +449,7 @@ class _Run:
     async def _forward(self) -> None:
         """Run a DAG: each step as soon as its own dependencies have succeeded."""
         steps = self.c.steps
-        ok = {name for name, status in self.outcomes.items() if status == SUCCEEDED}
+        ok = {name for name, status in self.outcomes.items() if status == _SUCCEEDED}
         waiting = {p.name: sum(d not in ok for d in p.deps) for p in steps if p.name not in ok}
         ready = deque(p for p in steps if p.name in waiting and not waiting[p.name])
         running: set[asyncio.Task[_Outcome]] = set()
@@ -481,13 +502,13 @@ class _Run:
         if outcome is _NOT_STARTED:
             return False
         self.outcomes[plan.name] = status
-        if status == SUCCEEDED:
+        if status == _SUCCEEDED:
             if plan.pivot:
                 self.pivoted = True
             return True
         if self.failed_step is None:
             self.failed_step, self.error = plan.name, error
-        if plan.after_pivot or (plan.pivot and status == IN_DOUBT):
+        if plan.after_pivot or (plan.pivot and status == _IN_DOUBT):
             self.halting = True
         else:
             self.failing = True
@@ -557,14 +578,14 @@ class _Run:
             # It ran, so it may have had an effect: compensate it, never retry it.
             bad = InvalidResultError(self.saga_id, plan.name, value)
             self.fire(plan.t_invalid_result, attempt, bad)
-            return IN_DOUBT, bad
+            return _IN_DOUBT, bad
         result: Mapping[str, Any] = value
         if self.journal is not None:
             try:
                 result = self.journal.stored_result(result)
             except StoreError as error:
                 self.fire(plan.t_invalid_result, attempt, error)
-                return IN_DOUBT, error
+                return _IN_DOUBT, error
         self.results[plan.name] = result  # stored before dependants start
         self.fire(plan.t_succeed, attempt)
         self.completed.append(plan.name)
@@ -574,9 +595,9 @@ class _Run:
         """A step's last attempt failed: after a timeout its outcome is unknown."""
         if doubt or _interrupted(error):
             self.fire(plan.t_time_out, attempt, error)
-            return IN_DOUBT, error
+            return _IN_DOUBT, error
         self.fire(plan.t_fail, attempt, error)
-        return FAILED, error
+        return _FAILED, error
 
     async def _pause(self, retry: Retry, attempt: int, plan: StepPlan | None = None) -> None:
         delay = retry.delay_before(attempt, self.clock.random())
@@ -611,7 +632,7 @@ class _Run:
             self.resumed.pop(plan.name)
             cut = self._deadline_error(plan.name, interrupted=True)
             self.fire(plan.t_time_out, 0, cut)
-            self._record(plan, (IN_DOUBT, cut))
+            self._record(plan, (_IN_DOUBT, cut))
         elif starting and not self.failing:
             self.failing = True
             if self.error is None:
@@ -664,12 +685,12 @@ class _Run:
     async def _compensate_all(self) -> None:
         """Compensate every step that took effect, each after the steps that depend on it."""
         for plan in self.c.steps:
-            if self.outcomes.get(plan.name) == RUNNING:  # its process died while it ran
+            if self.outcomes.get(plan.name) == _RUNNING:  # its process died while it ran
                 self.fire(plan.t_interrupt)
-                self.outcomes[plan.name] = IN_DOUBT
-        owed: tuple[str, ...] = (SUCCEEDED, IN_DOUBT, COMPENSATING)
+                self.outcomes[plan.name] = _IN_DOUBT
+        owed: tuple[str, ...] = (_SUCCEEDED, _IN_DOUBT, _COMPENSATING)
         if self.reopening:
-            owed += (COMPENSATION_FAILED,)
+            owed += (_COMPENSATION_FAILED,)
         targets = [
             p
             for p in self.c.steps
@@ -759,7 +780,7 @@ class _Run:
         # A reopened chain returns to "compensating" after each compensation: the ones it
         # retries need not be neighbours in the chain.
         if self.reopening and self.c.sequential:
-            self.fire("proceed")
+            self.fire(_PROCEED)
 
 
 def _interrupted(error: BaseException) -> bool:

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _faults
-from .compiler import saga_status
 from .json_data import as_stored
 from .leases import LEASE_SECONDS
 from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
+from .vocabulary import SAGA_REGION, saga_status
 
 if TYPE_CHECKING:
     from .engine import _Run
@@ -140,7 +140,7 @@ class Journal:
             self.run_id,
             self.version,
             self.owner,
-            saga_status(config["saga"]),
+            saga_status(config[SAGA_REGION]),
             dict(config),
             list(touched.values()),
             transitions,

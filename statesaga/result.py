@@ -6,18 +6,20 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .vocabulary import SagaState
+
 if TYPE_CHECKING:
     from .messaging.message import Message
 
 
 class SagaStatus(enum.StrEnum):
-    """How a run ended."""
+    """How a run ended: the saga state it ended in (one of the terminal states)."""
 
-    COMPLETED = "completed"
+    COMPLETED = SagaState.COMPLETED.value
     """Every step succeeded."""
-    COMPENSATED = "compensated"
+    COMPENSATED = SagaState.COMPENSATED.value
     """A step failed and every step that had taken effect was compensated."""
-    FAILED = "failed"
+    FAILED = SagaState.FAILED.value
     """Needs attention: a compensation could not finish, or a step after the pivot failed."""
 
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesaga import CompiledSaga, Context, Retry, Saga, SagaResult, SagaStatus, Step, compile_saga
-from statesaga.compiler import SAGA_REGION
 from statesaga.testing import FakeClock
+from statesaga.vocabulary import SAGA_REGION
 
 # How a step's action behaves in one example.
 OK = "ok"  # takes effect and returns a mapping

@@ -17,8 +17,8 @@ from transitions import MachineError
 
 from statesaga import CompiledSaga, Context, Saga, SagaResult, SagaStatus, Step, compile_saga
 from statesaga._fsm import hsm_name
-from statesaga.compiler import SAGA_REGION
 from statesaga.testing import FakeClock, fail_step
+from statesaga.vocabulary import SAGA_REGION
 
 _names = itertools.count()
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..result import SagaStatus
+from ..vocabulary import Outcome
 from ._extras import MissingExtraError, needs
 from .events import RunEvent, StepEvent
 from .observer import Observer
@@ -244,19 +245,19 @@ class PrometheusObserver(Observer):
     # -- actions ------------------------------------------------------------------------------
 
     def step_succeeded(self, event: StepEvent) -> None:
-        self._step_ended(event, "succeeded")
+        self._step_ended(event, Outcome.SUCCEEDED)
 
     def step_failed(self, event: StepEvent) -> None:
-        self._step_ended(event, "failed")
+        self._step_ended(event, Outcome.FAILED)
 
     def step_timed_out(self, event: StepEvent) -> None:
-        self._step_ended(event, "timed_out")
+        self._step_ended(event, Outcome.TIMED_OUT)
 
     def step_retried(self, event: StepEvent) -> None:
-        self._step_ended(event, "retried")
+        self._step_ended(event, Outcome.RETRIED)
         self._retries(event.saga, event.step, "action").inc()
 
-    def _step_ended(self, event: StepEvent, outcome: str) -> None:
+    def _step_ended(self, event: StepEvent, outcome: Outcome) -> None:
         self._step_attempts(event.saga, event.step, outcome).inc()
         if event.duration is not None:
             self._step_duration(event.saga, event.step, outcome).observe(event.duration)
@@ -264,16 +265,16 @@ class PrometheusObserver(Observer):
     # -- compensations ------------------------------------------------------------------------
 
     def compensation_succeeded(self, event: StepEvent) -> None:
-        self._compensation_ended(event, "succeeded")
+        self._compensation_ended(event, Outcome.SUCCEEDED)
 
     def compensation_failed(self, event: StepEvent) -> None:
-        self._compensation_ended(event, "failed")
+        self._compensation_ended(event, Outcome.FAILED)
 
     def compensation_retried(self, event: StepEvent) -> None:
-        self._compensation_ended(event, "retried")
+        self._compensation_ended(event, Outcome.RETRIED)
         self._retries(event.saga, event.step, "compensation").inc()
 
-    def _compensation_ended(self, event: StepEvent, outcome: str) -> None:
+    def _compensation_ended(self, event: StepEvent, outcome: Outcome) -> None:
         self._compensation_attempts(event.saga, event.step, outcome).inc()
         if event.duration is not None:
             self._compensation_duration(event.saga, event.step, outcome).observe(event.duration)

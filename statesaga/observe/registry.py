@@ -13,6 +13,7 @@ import attrs
 
 from ..clock import Clock
 from ..result import SagaStatus
+from ..vocabulary import Event, SagaTrigger, idempotency_key, parse_name
 from .events import RunEvent, StepEvent
 from .observer import Observer
 
@@ -21,26 +22,39 @@ _lock = threading.Lock()
 _observers: tuple[Observer, ...] = ()
 
 #: The saga triggers that end a run, and the status each ends it in.
-_ENDINGS = {
-    "complete": SagaStatus.COMPLETED,
-    "finish": SagaStatus.COMPENSATED,
-    "give_up": SagaStatus.FAILED,
-    "halt": SagaStatus.FAILED,
+_ENDINGS: dict[str, SagaStatus] = {
+    SagaTrigger.COMPLETE: SagaStatus.COMPLETED,
+    SagaTrigger.FINISH: SagaStatus.COMPENSATED,
+    SagaTrigger.GIVE_UP: SagaStatus.FAILED,
+    SagaTrigger.HALT: SagaStatus.FAILED,
 }
-#: Step triggers and the hook each calls (retries are handled on their own).
-_STEP_HOOKS = {
-    "start": "step_started",
-    "succeed": "step_succeeded",
-    "fail": "step_failed",
-    "invalid_result": "step_failed",
-    "time_out": "step_timed_out",
-    "compensate": "compensation_started",
-    "compensation_done": "compensation_succeeded",
-    "compensation_fail": "compensation_failed",
+#: Step events and the hook each calls (retries are handled on their own).
+_STEP_HOOKS: dict[str, str] = {
+    Event.START: "step_started",
+    Event.SUCCEED: "step_succeeded",
+    Event.FAIL: "step_failed",
+    Event.INVALID_RESULT: "step_failed",
+    Event.TIME_OUT: "step_timed_out",
+    Event.COMPENSATE: "compensation_started",
+    Event.COMPENSATION_DONE: "compensation_succeeded",
+    Event.COMPENSATION_FAIL: "compensation_failed",
 }
+_STARTS_ATTEMPT = frozenset((Event.START, Event.COMPENSATE))
 _ENDS_ATTEMPT = frozenset(
-    ("succeed", "fail", "invalid_result", "time_out", "compensation_done", "compensation_fail")
+    (
+        Event.SUCCEED,
+        Event.FAIL,
+        Event.INVALID_RESULT,
+        Event.TIME_OUT,
+        Event.COMPENSATION_DONE,
+        Event.COMPENSATION_FAIL,
+    )
 )
+_OF_COMPENSATION = frozenset(
+    (Event.COMPENSATE, Event.RETRY_COMPENSATION, Event.COMPENSATION_DONE, Event.COMPENSATION_FAIL)
+)
+#: A retry starts the next attempt.
+_RETRIES: dict[str, str] = {Event.RETRY: Event.START, Event.RETRY_COMPENSATION: Event.COMPENSATE}
 
 
 class ObserverErrors:
@@ -128,24 +142,22 @@ class RunObservation:
 
     def transition(self, trigger: str, attempt: int, error: BaseException | None) -> None:
         """Report the transition the engine just took."""
-        step, dot, kind = trigger.rpartition(".")
-        if not dot:
+        step, kind = parse_name(trigger)
+        if step is None:
             status = _ENDINGS.get(kind)
             if status is not None:
                 self._emit("run_finished", self._run_event(ended=True, status=status))
             return
-        compensating = kind in ("compensate", "retry_compensation") or kind.startswith(
-            "compensation_"
-        )
-        if kind in ("retry", "retry_compensation"):
+        compensating = kind in _OF_COMPENSATION
+        if kind in _RETRIES:
             # The failed attempt was reported by ``retrying``; this starts the next one (the
             # trigger carries the previous error, which the start event does not).
-            kind, error = ("compensate" if compensating else "start"), None
+            kind, error = _RETRIES[kind], None
         hook = _STEP_HOOKS.get(kind)
         if hook is None:
             return  # interrupt, cancellation bookkeeping: no hook
         duration = None
-        if kind in ("start", "compensate"):
+        if kind in _STARTS_ATTEMPT:
             self._attempt_started[step, compensating] = self._clock.monotonic()
         elif kind in _ENDS_ATTEMPT:
             duration = self._attempt_duration(step, compensating)
@@ -179,13 +191,12 @@ class RunObservation:
         error: BaseException | None,
         duration: float | None = None,
     ) -> StepEvent:
-        suffix = ":compensate" if compensating else ""
         return StepEvent(
             saga=self.saga,
             saga_id=self.saga_id,
             step=step,
             attempt=attempt,
-            idempotency_key=f"{self.saga_id}:{step}{suffix}",
+            idempotency_key=idempotency_key(self.saga_id, step, compensating=compensating),
             at=self._clock.time(),
             compensating=compensating,
             error=error,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..result import SagaStatus
+from ..vocabulary import Outcome
 from ._extras import MissingExtraError, needs
 from .events import RunEvent, StepEvent
 from .observer import Observer
@@ -111,7 +112,7 @@ class TracingObserver(Observer):
         spans = self._runs.pop(event.saga_id, None)
         if spans is None:
             return
-        self._close_attempts(spans, "abandoned")
+        self._close_attempts(spans, Outcome.ABANDONED)
         span = spans.run.span
         status = event.status.value if event.status is not None else "unknown"
         span.set_attribute(STATUS, status)
@@ -130,18 +131,18 @@ class TracingObserver(Observer):
         spans = self._runs.pop(event.saga_id, None)
         if spans is None:
             return
-        self._close_attempts(spans, "abandoned")
+        self._close_attempts(spans, Outcome.ABANDONED)
         spans.run.span.set_attribute(STATUS, "suspended")
         spans.run.span.add_event("suspended")
         if event.error is not None:  # stopped by a store failure or a bug, not cancelled
             self._fail(spans.run.span, event.error, f"stopped: {_describe(event.error)}")
         self._end(spans.run)
 
-    def _close_attempts(self, spans: _RunSpans, outcome: str) -> None:
+    def _close_attempts(self, spans: _RunSpans, outcome: Outcome) -> None:
         # Latest first: tokens attached in this task are detached in reverse order.
         for key in reversed(list(spans.open)):
             attempt = spans.open.pop(key)
-            attempt.span.set_attribute(OUTCOME, outcome)
+            attempt.span.set_attribute(OUTCOME, outcome.value)
             self._end(attempt)
 
     # -- attempts -----------------------------------------------------------------------------
@@ -150,28 +151,28 @@ class TracingObserver(Observer):
         self._start(event, f"step {event.step}")
 
     def step_succeeded(self, event: StepEvent) -> None:
-        self._finish(event, "succeeded")
+        self._finish(event, Outcome.SUCCEEDED)
 
     def step_retried(self, event: StepEvent) -> None:
-        self._finish(event, "retried")
+        self._finish(event, Outcome.RETRIED)
 
     def step_failed(self, event: StepEvent) -> None:
-        self._finish(event, "failed")
+        self._finish(event, Outcome.FAILED)
 
     def step_timed_out(self, event: StepEvent) -> None:
-        self._finish(event, "timed_out")
+        self._finish(event, Outcome.TIMED_OUT)
 
     def compensation_started(self, event: StepEvent) -> None:
         self._start(event, f"compensate {event.step}")
 
     def compensation_retried(self, event: StepEvent) -> None:
-        self._finish(event, "retried")
+        self._finish(event, Outcome.RETRIED)
 
     def compensation_succeeded(self, event: StepEvent) -> None:
-        self._finish(event, "succeeded")
+        self._finish(event, Outcome.SUCCEEDED)
 
     def compensation_failed(self, event: StepEvent) -> None:
-        self._finish(event, "failed")
+        self._finish(event, Outcome.FAILED)
 
     def _start(self, event: StepEvent, name: str) -> None:
         spans = self._runs.get(event.saga_id)
@@ -193,7 +194,7 @@ class TracingObserver(Observer):
         else:  # not seen starting (cannot happen with the engine): end it right away
             self._end(opened)
 
-    def _finish(self, event: StepEvent, outcome: str) -> None:
+    def _finish(self, event: StepEvent, outcome: Outcome) -> None:
         spans = self._runs.get(event.saga_id)
         if spans is None:
             return
@@ -201,7 +202,7 @@ class TracingObserver(Observer):
         if opened is None:
             return
         span = opened.span
-        span.set_attribute(OUTCOME, outcome)
+        span.set_attribute(OUTCOME, outcome.value)
         if event.error is not None:
             self._fail(span, event.error, f"{outcome}: {_describe(event.error)}")
         self._end(opened)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import attrs
 
 from ..errors import RenderError as RenderError
+from ..vocabulary import SAGA_REGION, Event, Phase, SagaState, SagaTrigger, parse_name, step_state
 
 if TYPE_CHECKING:
     from ..compiler import CompiledSaga, Transition
@@ -31,12 +32,21 @@ EdgeStyle = Literal["solid", "dashed", "dotted"]
 
 START = "__start__"
 LEGEND = "legend"
-HUB = "compensating"
-FAILED = "failed"
-_RUNNING = "running"
+HUB: Final = SagaState.COMPENSATING.value
+FAILED: Final = SagaState.FAILED.value
+_RUNNING: Final = SagaState.RUNNING.value
 # The states a chain draws beside the steps that lead to them.
 _SPLIT = (HUB, FAILED)
-_OUTCOMES = ("succeeded", "failed", "in_doubt", "compensated", "compensation_failed")
+_OUTCOMES = tuple(
+    phase.value
+    for phase in (
+        Phase.SUCCEEDED,
+        Phase.FAILED,
+        Phase.IN_DOUBT,
+        Phase.COMPENSATED,
+        Phase.COMPENSATION_FAILED,
+    )
+)
 
 
 class Step(Protocol):
@@ -179,18 +189,18 @@ def _states(compiled: CompiledSaga, drawn: set[str]) -> list[Node]:
     """One node per state; in a chain, ``compensating`` and ``failed`` once per drawing of
     them (``drawn``), each beside its step."""
     pivots = {p.name for p in compiled.steps if p.pivot}
-    last = {state.rpartition(".")[0]: state for state in compiled.states}
+    last = {parse_name(state)[0]: state for state in compiled.states}
     nodes = []
     for state in compiled.states:
-        step, _, phase = state.rpartition(".")
+        step, phase = parse_name(state)
         kind: NodeKind = "final" if state in compiled.terminal_states else "state"
         # In a DAG the region's cluster names the step already.
-        label = f"{step}\n{phase}" if step and compiled.sequential else phase
-        if step in pivots and phase == "running":
+        label = f"{step}\n{phase}" if step is not None and compiled.sequential else phase
+        if step in pivots and phase == Phase.RUNNING:
             label += "\n(pivot)"
         if state in drawn or state not in _SPLIT or not compiled.sequential:
             nodes.append(Node(state, label, kind, pivot=step in pivots))
-        if step and state == last[step]:
+        if step is not None and state == last[step]:
             beside = [(f"{split}@{step}", split) for split in _SPLIT]
             nodes += [
                 Node(node, split, "final" if split == FAILED else "state", state=split)
@@ -216,7 +226,7 @@ def _transitions(
         )
         shown += [e for e in taken.get((t.trigger, t.source, t.dest), ()) if e not in shown]
         # A step's failure aborts to the drawing of ``compensating`` on its left.
-        back = chain is not None and t.dest == HUB and t.source.endswith(".failed")
+        back = chain is not None and t.dest == HUB and _step_phase(t.source) == Phase.FAILED
         edges += [_edge(t, a, b, compiled.terminal_states, back) for a, b in shown]
     return edges
 
@@ -257,20 +267,20 @@ class _Chain:
         """The drawing an edge from ``source`` enters (``None``: the run's next move says)."""
         if source == _RUNNING:
             return -1
-        step, _, phase = source.rpartition(".")
-        plan = self.by_name.get(step)
+        step, phase = parse_name(source)
+        plan = None if step is None else self.by_name.get(step)
         if plan is None:
             return None  # reopening a failed run, or proceeding to the next compensation
-        if phase == "failed":
+        if phase == Phase.FAILED:
             return plan.index - 1  # a step that raised has no effect to undo
-        return plan.index if phase in ("in_doubt", "succeeded") else None
+        return plan.index if phase in (Phase.IN_DOUBT, Phase.SUCCEEDED) else None
 
     def left_by(self, trigger: str) -> int | None:
         """The drawing ``trigger`` leaves ``compensating`` from."""
-        step, _, event = trigger.rpartition(".")
-        if event == "compensate" and step in self.by_name:
+        step, event = parse_name(trigger)
+        if event == Event.COMPENSATE and step is not None and step in self.by_name:
             return self.by_name[step].index
-        return -1 if trigger in ("finish", "give_up") else None
+        return -1 if trigger in (SagaTrigger.FINISH, SagaTrigger.GIVE_UP) else None
 
     def ends(self, t: Transition) -> tuple[str, str]:
         """The nodes transition ``t`` is drawn between."""
@@ -285,8 +295,10 @@ class _Chain:
 
     def failed(self, trigger: str, source: str) -> str:
         """The drawing of ``failed`` that ``trigger`` from ``source`` enters."""
-        step = source.rpartition(".")[0]
-        return f"{FAILED}@{step}" if trigger == "halt" and step in self.by_name else FAILED
+        step = parse_name(source)[0]
+        return (
+            f"{FAILED}@{step}" if trigger == SagaTrigger.HALT and step in self.by_name else FAILED
+        )
 
     def path(self, entered: int | None, left: int | None) -> list[str]:
         """The drawings one stay in ``compensating`` passes, from entering to leaving."""
@@ -347,7 +359,7 @@ def _columns(compiled: CompiledSaga, drawn: set[str]) -> tuple[tuple[str, ...], 
     for p in compiled.steps:
         beside = (f"{FAILED}@{before}", f"{HUB}@{before}") if before else (HUB,)
         for column in (
-            (p.state("running"), *beside, p.state("compensating")),
+            (p.state(Phase.RUNNING), *beside, p.state(Phase.COMPENSATING)),
             tuple(p.state(phase) for phase in _OUTCOMES),
         ):
             column = tuple(n for n in column if n in drawn)
@@ -357,38 +369,46 @@ def _columns(compiled: CompiledSaga, drawn: set[str]) -> tuple[tuple[str, ...], 
     return tuple(columns)
 
 
-_ADMINISTRATIVE = frozenset({"reopen", "proceed"})
+_ADMINISTRATIVE = frozenset({SagaTrigger.REOPEN, SagaTrigger.PROCEED})
 
 
 def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
     """Edges a picture leaves out: retries a step never makes (``Retry`` of one attempt),
     pushing a halted run forward, and in a chain, cancellation between steps and reopening."""
-    event = t.trigger.rpartition(".")[2]
-    if event == "push_forward":
+    event = parse_name(t.trigger)[1]
+    if event == Event.PUSH_FORWARD:  # a step's, or a DAG's saga trigger of the same name
         return True  # a person's doing, once the run has ended failed
     if t.step is not None:
         plan = compiled.by_name[t.step]
-        if event == "retry" and plan.retry.attempts == 1:
+        if event == Event.RETRY and plan.retry.attempts == 1:
             return True
-        if event == "retry_compensation" and plan.compensate_retry.attempts == 1:
+        if event == Event.RETRY_COMPENSATION and plan.compensate_retry.attempts == 1:
             return True
     if not compiled.sequential:
         return False
     if t.trigger in _ADMINISTRATIVE:
         return True
-    if t.trigger == "abort" and t.source.endswith(".succeeded"):
+    if t.trigger == SagaTrigger.ABORT and _step_phase(t.source) == Phase.SUCCEEDED:
         return True
-    return t.trigger == "give_up" and t.source == "compensating"
+    return t.trigger == SagaTrigger.GIVE_UP and t.source == HUB
 
 
-_MAIN_EVENTS = ("start", "succeed", "complete")
-_BACK_EVENTS = ("compensate", "retry_compensation", "compensation_done", "compensation_fail")
+def _step_phase(state: str) -> str | None:
+    """The phase of a step state; ``None`` for a saga state."""
+    step, phase = parse_name(state)
+    return None if step is None else phase
+
+
+_MAIN_EVENTS = frozenset({Event.START, Event.SUCCEED, SagaTrigger.COMPLETE})
+_BACK_EVENTS = frozenset(
+    {Event.COMPENSATE, Event.RETRY_COMPENSATION, Event.COMPENSATION_DONE, Event.COMPENSATION_FAIL}
+)
 
 
 def _edge(
     t: Transition, source: str, dest: str, terminal: Sequence[str], back: bool = False
 ) -> Edge:
-    label = t.trigger.rpartition(".")[2]
+    label = parse_name(t.trigger)[1]
     # Compensations run right to left, under the forward chain they undo.
     back = back or (t.step is not None and label in _BACK_EVENTS)
     loose = t.source in terminal
@@ -402,12 +422,15 @@ def _forks_and_joins(compiled: CompiledSaga) -> list[Edge]:
     """Fork from the saga's ``running``, joins on dependencies, join into ``completed``."""
     edges: list[Edge] = []
     for p in compiled.steps:
-        target = p.state("running")
+        target = p.state(Phase.RUNNING)
         if not p.deps:
-            edges.append(Edge("running", target, "fork", "join", "dotted"))
-        edges += [Edge(f"{d}.succeeded", target, "", "join", "dotted") for d in p.deps]
+            edges.append(Edge(_RUNNING, target, "fork", "join", "dotted"))
+        edges += [
+            Edge(step_state(d, Phase.SUCCEEDED), target, "", "join", "dotted") for d in p.deps
+        ]
+    completed = SagaState.COMPLETED.value
     edges += [
-        Edge(p.state("succeeded"), "completed", "join", "join", "dotted")
+        Edge(p.state(Phase.SUCCEEDED), completed, "join", "join", "dotted")
         for p in compiled.steps
         if not p.dependants
     ]
@@ -421,7 +444,7 @@ def _regions(compiled: CompiledSaga) -> list[Cluster]:
         members[compiled.region_of_state[state]].append(state)
     clusters = []
     for region in compiled.regions:
-        label = f"saga {compiled.name}" if region == "saga" else f"step {region}"
+        label = f"saga {compiled.name}" if region == SAGA_REGION else f"step {region}"
         if region in pivots:
             label += " (pivot)"
         clusters.append(Cluster(region, label, tuple(members[region])))

@@ -10,11 +10,11 @@ import attrs
 import psycopg
 from psycopg.rows import TupleRow
 
+from ..vocabulary import TERMINAL
 from ._codec import dumps
 from ._rows import OUTBOX_COLUMNS, list_runs_queries, message_rows, run_from_row, steps_from_rows
 from .base import (
     SCHEMA_VERSION,
-    TERMINAL,
     Commit,
     RunSnapshot,
     StoreError,

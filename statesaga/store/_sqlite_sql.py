@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ..vocabulary import TERMINAL
 from ._rows import (
     OUTBOX_COLUMNS,
     decoded_runs,
@@ -16,7 +17,6 @@ from ._rows import (
     steps_from_rows,
 )
 from .base import (
-    TERMINAL,
     LeaseHeld,
     OutboxRecord,
     RunNotFound,

@@ -25,11 +25,10 @@ from ..errors import StoreError as StoreError
 from ..errors import StoreNotFound as StoreNotFound
 from ..errors import WriteConflict as WriteConflict
 from ..messaging.message import Message
+from ..vocabulary import TERMINAL as TERMINAL
 
 #: Bumped when stored records change shape; a store refuses data from a newer version.
 SCHEMA_VERSION = 1
-
-TERMINAL = frozenset({"completed", "compensated", "failed"})
 
 #: The states of an outbox message: waiting to be published, published, given up on.
 OUTBOX_STATUSES = ("pending", "sent", "dead")
