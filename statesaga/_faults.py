@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from contextvars import ContextVar
 
 import attrs
@@ -41,16 +39,3 @@ def injected(step: str, compensation: bool) -> BaseException | None:
             if error is not None:
                 return error
     return None
-
-
-#: The crash point at which this process kills itself (``STATESAGA_CRASH_AT``), for crash tests.
-CRASH_AT = os.environ.get("STATESAGA_CRASH_AT")
-
-
-def crash_point(name: str) -> None:
-    """SIGKILL this process if ``STATESAGA_CRASH_AT`` names this point.
-
-    Points: ``after-outbox-commit`` (a commit carrying messages is durable, nothing published).
-    """
-    if name == CRASH_AT:
-        os.kill(os.getpid(), signal.SIGKILL)

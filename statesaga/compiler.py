@@ -147,8 +147,7 @@ class CompiledSaga:
         fingerprint: A short hash of what a stored run relies on to be resumed.
         task_name: The name of the asyncio tasks that run this saga.
 
-    The other derived attributes (``happy_path``, ``happy_edges``, ``happy_end``,
-    ``trigger_effects``, ``step_names``) serve the engine and the journal.
+    ``trigger_effects`` serves the journal.
     """
 
     saga: type[SagaDefinition]
@@ -165,29 +164,19 @@ class CompiledSaga:
     region_of_state: Mapping[str, str]
     region_of_trigger: Mapping[str, str]
     deadline: float | None = None
-    # Derived once, when compiled (see the functions of the same names below; happy_end is
-    # where happy_edges end, empty for a DAG). Not cached
+    # Derived once, when compiled (see the functions of the same names below). Not cached
     # properties: on a slotted attrs class those add a __getattr__, which makes every
     # attribute read of the compiled saga (the engine reads several per run) take the slow
     # path.
     fingerprint: str = attrs.field(init=False)
-    happy_path: tuple[tuple[StepPlan, str, bool], ...] = attrs.field(init=False)
-    happy_edges: tuple[tuple[str, str, str, int], ...] = attrs.field(init=False)
-    happy_end: str = attrs.field(init=False)
     trigger_effects: Mapping[str, tuple[str, str]] = attrs.field(init=False)
     task_name: str = attrs.field(init=False)
-    step_names: tuple[str, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         derive = functools.partial(object.__setattr__, self)
         derive("fingerprint", _fingerprint(self))
-        derive("happy_path", _happy_path(self))
-        edges = _happy_edges(self)
-        derive("happy_edges", edges)
-        derive("happy_end", edges[-1][2] if edges else "")
         derive("trigger_effects", _trigger_effects(self))
         derive("task_name", _task_name(self))
-        derive("step_names", _step_names(self))
 
     def __repr__(self) -> str:
         shape = "chain" if self.sequential else "DAG"
@@ -273,32 +262,6 @@ def _fingerprint(compiled: CompiledSaga) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _happy_path(compiled: CompiledSaga) -> tuple[tuple[StepPlan, str, bool], ...]:
-    """A chain's steps as the engine's fast path takes them: plan, name, and whether the
-    call needs nothing around it (no timeout). Empty for a DAG."""
-    if not compiled.sequential:
-        return ()
-    return tuple((plan, plan.name, plan.timeout is None) for plan in compiled.steps)
-
-
-def _happy_edges(compiled: CompiledSaga) -> tuple[tuple[str, str, str, int], ...]:
-    """The edges a chain takes when every step succeeds first time, looked up once in
-    ``table``: start, each step's start and success, complete, as (trigger, source,
-    dest, attempt). Empty for a DAG."""
-    if not compiled.sequential:
-        return ()
-    start, complete = SagaTrigger.START.value, SagaTrigger.COMPLETE.value
-    state = compiled.table[(compiled.initial, start)]
-    edges = [(start, compiled.initial, state, 0)]
-    for plan in compiled.steps:
-        running = compiled.table[(state, plan.t_start)]
-        succeeded = compiled.table[(running, plan.t_succeed)]
-        edges += [(plan.t_start, state, running, 1), (plan.t_succeed, running, succeeded, 1)]
-        state = succeeded
-    edges.append((complete, state, compiled.table[(state, complete)], 0))
-    return tuple(edges)
-
-
 def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:
     """For each step trigger, the step and the phase its edge enters (what a durable
     run's journal writes to the step's row)."""
@@ -313,11 +276,6 @@ def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:
 def _task_name(compiled: CompiledSaga) -> str:
     """The name of the asyncio tasks that run this saga (as ``asyncio.all_tasks()`` shows)."""
     return f"statesaga:{compiled.name}"
-
-
-def _step_names(compiled: CompiledSaga) -> tuple[str, ...]:
-    """The steps' names, in ``steps`` order."""
-    return tuple(plan.name for plan in compiled.steps)
 
 
 def compile_saga(saga: type[SagaDefinition]) -> CompiledSaga:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import CompiledSaga, compile_saga
 from .definition import SagaDefinition
-from .engine import _Run, drive_to_result
+from .engine import Driver, drive_to_result
 from .errors import DefinitionChangedError, RecordedError
 from .errors import SagaNotImportable as SagaNotImportable
 from .journal import Journal
@@ -21,19 +21,10 @@ from .leases import LEASE_SECONDS, keeper_for, owner_id
 from .loader import TargetError, load_saga, saga_reference, unimportable
 from .resources import store_for_url
 from .result import SagaResult, SagaStatus
+from .run_state import RunState, initial_config, progress
 from .store import SagaStore, StoreError
 from .store.base import LeaseHeld, RunRecord, RunSnapshot
-from .vocabulary import (
-    COMPENSATION_PHASES,
-    SAGA_REGION,
-    TERMINAL,
-    Event,
-    Phase,
-    SagaState,
-    SagaTrigger,
-    parse_name,
-    saga_status,
-)
+from .vocabulary import TERMINAL, Phase, SagaState, SagaTrigger
 
 if TYPE_CHECKING:
     from .messaging.broker import Broker
@@ -90,16 +81,18 @@ async def start(
         fingerprint=compiled.fingerprint,
         input=data,
         status=compiled.initial,
-        config=_initial_config(compiled),
+        config=initial_config(compiled),
         version=0,
         lease_owner=owner_id(),
         lease_expires=now + LEASE_SECONDS,
         created_at=now,
         updated_at=now,
     )
-    run = _Run(compiled, data, saga_id, clock)
-    run.journal = Journal(opened, record, owner_id(), create=True, sender=_sender(opened, broker))
-    return await _drive_leased(run, opened)
+    journal = Journal(
+        opened, record, owner_id(), clock, create=True, sender=_sender(opened, broker)
+    )
+    driver = Driver(RunState.new(compiled, data, saga_id), clock, journal)
+    return await _drive_leased(driver, journal, opened)
 
 
 def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:
@@ -111,26 +104,25 @@ def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:
 
 
 async def _drive_leased(
-    run: _Run, store: SagaStore, *, abandon_on_cancel: bool = False
+    driver: Driver, journal: Journal, store: SagaStore, *, abandon_on_cancel: bool = False
 ) -> SagaResult:
+    run = driver.state
     keeper = keeper_for(store)
     keeper.hold(run.saga_id)
     try:
         try:
-            result = await drive_to_result(run, abandon_on_cancel=abandon_on_cancel)
+            result = await drive_to_result(driver, abandon_on_cancel=abandon_on_cancel)
         except Exception:
             # Stopped by a store error or a bug: messages committed before it are still on
             # their way; let them arrive (or be left to the relay) before giving up.
-            if run.journal is not None:
-                with contextlib.suppress(Exception):
-                    await run.journal.drain()
+            with contextlib.suppress(Exception):
+                await journal.drain()
             raise
-        if run.journal is not None:
-            await run.journal.drain()  # its messages published, or left to the relay
+        await journal.drain()  # its messages published, or left to the relay
         return result
     finally:
         keeper.drop(run.saga_id)
-        status = saga_status(run.config[SAGA_REGION])
+        status = run.status
         if status not in TERMINAL or status == SagaState.FAILED:
             # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
             # let another worker take it over now rather than when the lease runs out. Ended
@@ -138,13 +130,6 @@ async def _drive_leased(
             # lease: nothing resumes it).
             with contextlib.suppress(Exception):
                 await store.release(run.saga_id, owner_id())
-
-
-def _initial_config(compiled: CompiledSaga) -> dict[str, str]:
-    config = {SAGA_REGION: compiled.initial}
-    if not compiled.sequential:
-        config.update((p.name, p.state(Phase.PENDING)) for p in compiled.steps)
-    return config
 
 
 async def resume(
@@ -236,25 +221,26 @@ async def drive_stored(
         await opened.release(run_id, owner_id())
         return None
     try:
-        run = restore(
+        state = RunState.restore(
             compiled,
             snapshot,
-            clock,
             reopen=again == SagaTrigger.REOPEN,
             push=again == SagaTrigger.PUSH_FORWARD,
         )
     except StoreError:
         await opened.release(run_id, owner_id())
         raise
-    run.journal = Journal(
+    journal = Journal(
         opened,
         snapshot.run,
         owner_id(),
+        clock,
         flushed=len(snapshot.history),
         sender=_sender(opened, broker),
         errors={name: step.error for name, step in snapshot.steps.items() if step.error},
     )
-    return await _drive_leased(run, opened, abandon_on_cancel=abandon_on_cancel)
+    driver = Driver(state, clock, journal)
+    return await _drive_leased(driver, journal, opened, abandon_on_cancel=abandon_on_cancel)
 
 
 def _import(snapshot: RunSnapshot) -> type[SagaDefinition]:
@@ -268,8 +254,6 @@ def _import(snapshot: RunSnapshot) -> type[SagaDefinition]:
 
 #: The phases of a step whose action raised or whose outcome is unknown.
 _UNFINISHED = frozenset({Phase.FAILED.value, Phase.IN_DOUBT.value})
-#: The phases of a step whose action succeeded.
-_SUCCEEDED_PHASES = frozenset({Phase.SUCCEEDED.value, *COMPENSATION_PHASES})
 
 
 def retriable(snapshot: RunSnapshot) -> str | None:
@@ -288,109 +272,10 @@ def retriable(snapshot: RunSnapshot) -> str | None:
     return SagaTrigger.PUSH_FORWARD.value
 
 
-def restore(
-    compiled: CompiledSaga,
-    snapshot: RunSnapshot,
-    clock: Clock,
-    *,
-    reopen: bool = False,
-    push: bool = False,
-) -> _Run:
-    """Rebuild a run's engine state from its records, checking them against the machine.
-
-    With ``reopen``, a run that failed in compensation is rebuilt so that its failed
-    compensations are tried again; with ``push``, a run halted past its pivot is rebuilt so
-    that the steps that halted it run again.
-    """
-    record = snapshot.run
-    run_id = record.run_id
-
-    def corrupt(what: str) -> StoreError:
-        return StoreError(f"run {run_id} is corrupt: {what}", run_id=run_id)
-
-    run = _Run(compiled, dict(record.input), run_id, clock)
-    config = dict(record.config)
-    expected = _initial_config(compiled).keys()
-    if config.keys() != expected:
-        raise corrupt(f"its regions {sorted(config)} are not the saga's {sorted(expected)}")
-    for region, state in config.items():
-        if compiled.region_of_state.get(state) != region:
-            raise corrupt(f"state {state!r} is not a state of region {region!r}")
-    run.config = config
-    run.history = [
-        (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
-    ]
-    status = saga_status(config[SAGA_REGION])
-    if status in TERMINAL and not ((reopen or push) and status == SagaState.FAILED):
-        raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
-    run.reopening = reopen
-    if compiled.deadline is not None:
-        # Counted from the run's first start, not from this resume.
-        run.deadline_at = record.created_at + compiled.deadline
-    for name, step in snapshot.steps.items():
-        plan = compiled.by_name.get(name)
-        if plan is None:
-            raise corrupt(f"it records unknown step {name!r}")
-        if plan.state(step.phase) not in compiled.region_of_state:
-            raise corrupt(f"step {name!r} is in impossible phase {step.phase!r}")
-        if step.result is not None:
-            run.results[name] = step.result
-        phase = step.phase
-        if phase == Phase.SUCCEEDED:
-            run.outcomes[name] = phase
-            run.pivoted = run.pivoted or plan.pivot
-        elif phase in _UNFINISHED and push and (plan.pivot or plan.after_pivot):
-            run.pushing[name] = phase == Phase.IN_DOUBT  # run again, with the same key
-            run.resumed[name] = step.attempt + 1
-        elif phase in _UNFINISHED:
-            run._record(plan, (phase, None))
-        elif phase in (Phase.RUNNING, Phase.COMPENSATING):
-            run.outcomes[name] = phase
-            run.resumed[name] = step.attempt + 1
-        elif phase == Phase.COMPENSATED:
-            run.outcomes[name] = phase
-        elif phase == Phase.COMPENSATION_FAILED:
-            run.outcomes[name] = phase
-            if not reopen:  # reopening tries it again: its error is recorded anew if it fails
-                run.compensation_errors[name] = RecordedError(step.error or "compensation failed")
-    if status == SagaState.COMPENSATING or (status == SagaState.FAILED and not push):
-        run.failing = True
-    run.completed, run.compensated = _progress(snapshot)
-    if push:
-        if not run.pushing:
-            raise corrupt("it is failed past its pivot, but no step from the pivot on failed")
-    else:
-        run.failed_step = record.failed_step
-        run.error = RecordedError(record.error) if record.error else None
-    for name in [n for n, s in run.outcomes.items() if s == Phase.RUNNING]:
-        if run.failing:
-            # Running beside a failure before the pivot: not called again; its outcome is
-            # unknown, so it is compensated.
-            run.resumed.pop(name, None)
-        else:
-            del run.outcomes[name]  # called again (past a pivot too: it must go forward)
-    return run
-
-
-def _progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
-    """Steps that succeeded, and steps compensated, in the order the history shows."""
-    completed: list[str] = []
-    compensated: list[str] = []
-    for entry in snapshot.history:
-        name, event = parse_name(entry.trigger)
-        if name is None or (step := snapshot.steps.get(name)) is None:
-            continue
-        if event == Event.SUCCEED and step.phase in _SUCCEEDED_PHASES and name not in completed:
-            completed.append(name)
-        elif event == Event.COMPENSATION_DONE and step.phase == Phase.COMPENSATED:
-            compensated.append(name)
-    return completed, compensated
-
-
 def finished_result(snapshot: RunSnapshot) -> SagaResult:
     """The result of a run that already reached a terminal state (no saga class needed)."""
     record = snapshot.run
-    completed, compensated = _progress(snapshot)
+    completed, compensated = progress(snapshot)
     return SagaResult(
         status=SagaStatus(record.status),
         saga_id=record.run_id,

@@ -1,36 +1,25 @@
-"""Write-ahead persistence of one run: the engine's transitions become store commits."""
+"""Write-ahead persistence of one run: the recorder that turns its transitions into commits."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _faults
+from .clock import Clock
 from .json_data import as_stored
 from .leases import LEASE_SECONDS
 from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
 from .vocabulary import SAGA_REGION, saga_status
 
 if TYPE_CHECKING:
-    from .engine import _Run
     from .messaging.message import Message
     from .messaging.sender import Sender
+    from .run_state import RunState
 
 
 _new_tuple = tuple.__new__  # builds a named tuple without calling its __new__
-
-
-class _Nothing:
-    """What a flush with nothing new to commit hands back: done at once when awaited."""
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield
-
-
-_DONE = _Nothing()
 
 
 def describe(error: object) -> str | None:
@@ -41,12 +30,14 @@ def describe(error: object) -> str | None:
 
 
 class Journal:
-    """Turns a run's new transitions into ``Commit``s, one flush at a time.
+    """A durable run's recorder: turns its new transitions into ``Commit``s, one flush at a
+    time.
 
-    The engine flushes before every action or compensation call and when the run ends, so a
-    step is recorded as running before it is called and its result is committed before any
-    dependant starts. A flush takes every transition fired since the previous one: a success
-    and the next step's start share one commit.
+    It commits before every action or compensation call, after each call's outcome in a DAG
+    (siblings may run on for long; in a chain the next call's commit follows at once) and when
+    the run ends or stops, so a step is recorded as running before it is called and its result
+    is committed before any dependant starts. A flush takes every transition fired since the
+    previous one: a success and the next step's start share one commit.
 
     Messages the run's steps emitted go into the commit that records their success; with a
     ``sender`` they are claimed by that commit and published right after it, while the run
@@ -58,6 +49,7 @@ class Journal:
         store: SagaStore,
         record: RunRecord,
         owner: str,
+        clock: Clock,
         flushed: int = 0,
         *,
         create: bool = False,
@@ -65,6 +57,7 @@ class Journal:
         errors: Mapping[str, str] | None = None,
     ):
         self.store = store
+        self.now = clock.time
         # A new run is created by its first commit, in the same transaction.
         self.create: RunRecord | None = record if create else None
         self.run_id = record.run_id
@@ -79,7 +72,7 @@ class Journal:
         self.sending: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
 
-    def stored_result(self, value: Mapping[str, Any]) -> dict[str, Any]:
+    def result(self, value: Mapping[str, Any]) -> dict[str, Any]:
         """A step's result as the store will give it back (``StoreError`` if it cannot be
         stored): the run reads this form from now on, as a resumed run would."""
         stored: dict[str, Any] = as_stored(
@@ -87,30 +80,42 @@ class Journal:
         )
         return stored
 
-    def flush(self, run: _Run) -> Awaitable[Any]:
-        """Commit what the run did since the last flush (waits for earlier flushes): await it."""
-        if run.c.sequential:
+    def before_call(self, run: RunState) -> Awaitable[Any] | None:
+        return self.flush(run)
+
+    def after_outcome(self, run: RunState) -> Awaitable[Any] | None:
+        return None if run.compiled.sequential else self.flush(run)
+
+    def at_end(self, run: RunState) -> Awaitable[Any] | None:
+        return self.flush(run)
+
+    def flush(self, run: RunState) -> Awaitable[Any] | None:
+        """Commit what the run did since the last flush (after earlier flushes), to await;
+        ``None`` when there is nothing new."""
+        if run.compiled.sequential:
             return self._commit(run)  # a chain flushes from one task, one flush at a time
         return self._locked_commit(run)  # a DAG's steps flush from tasks of their own
 
-    async def _locked_commit(self, run: _Run) -> None:
+    async def _locked_commit(self, run: RunState) -> None:
         async with self._lock:
-            await self._commit(run)
+            pending = self._commit(run)
+            if pending is not None:
+                await pending
 
-    def _commit(self, run: _Run) -> Awaitable[Any]:
-        """The commit of the run's new transitions, to await (nothing new: a done future).
+    def _commit(self, run: RunState) -> Awaitable[Any] | None:
+        """The commit of the run's new transitions, to await (``None``: nothing new).
 
-        A plain function: without messages to send afterwards, the store's own awaitable is
-        all there is to wait for, one frame less between every step and its write. The
-        journal counts the commit as made as soon as it is handed over; if the store then
-        refuses it, the error stops the run, which another driver resumes from the store.
+        Without messages to send afterwards, the store's own awaitable is all there is to
+        wait for. The journal counts the commit as made as soon as it is handed over; if the
+        store then refuses it, the error stops the run, which another driver resumes from the
+        store.
         """
         history = run.history
         end = len(history)
         start = self.flushed
         if end == start:
-            return _DONE
-        effects = run.c.trigger_effects
+            return None
+        effects = run.compiled.trigger_effects
         errors = self.errors
         results = run.results
         transitions = []
@@ -137,19 +142,19 @@ class Journal:
             claim_until = time.time() + LEASE_SECONDS
         config = run.config
         commit = Commit(
-            self.run_id,
-            self.version,
-            self.owner,
-            saga_status(config[SAGA_REGION]),
-            dict(config),
-            list(touched.values()),
-            transitions,
-            run.now(),
-            run.failed_step,
-            describe(run.error),
-            self.create,
-            messages,
-            claim_until,
+            run_id=self.run_id,
+            version=self.version,
+            lease_owner=self.owner,
+            status=saga_status(config[SAGA_REGION]),
+            config=dict(config),
+            steps=list(touched.values()),
+            transitions=transitions,
+            updated_at=self.now(),
+            failed_step=run.failed_step,
+            error=describe(run.error),
+            create=self.create,
+            messages=messages,
+            claim_until=claim_until,
         )
         written = self.store.commit(commit)
         self.create = None
@@ -168,7 +173,6 @@ class Journal:
     ) -> None:
         """Wait for a commit that carries messages, then start publishing them."""
         claimed = await written
-        _faults.crash_point("after-outbox-commit")
         if self.sender is not None and claim_until is not None:
             self.sending.append(self.sender.send(messages, claimed or (), self.owner, claim_until))
 

@@ -309,13 +309,15 @@ def test_registry_add_remove_and_no_duplicates() -> None:
 async def test_no_observer_means_no_observation() -> None:
     """With nobody listening the engine never builds an observation (the hot path stays bare)."""
     from statesaga.compiler import compile_saga
-    from statesaga.engine import _Run
+    from statesaga.engine import Driver
+    from statesaga.recorder import IN_MEMORY
+    from statesaga.run_state import RunState
 
     assert observers() == ()
-    run = _Run(compile_saga(Chain), {}, "r", FakeClock())
-    task = asyncio.ensure_future(_drive(run))
+    driver = Driver(RunState.new(compile_saga(Chain), {}, "r"), FakeClock(), IN_MEMORY)
+    task = asyncio.ensure_future(_drive(driver))
     await task
-    assert run.observation is None
+    assert driver.observation is None
 
 
 async def _drive(run: Any) -> None:

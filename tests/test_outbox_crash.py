@@ -53,7 +53,6 @@ async def test_killed_after_commit_relay_delivers_and_inbox_applies_once(tmp_pat
             cwd=ROOT,
             env={
                 **os.environ,
-                "STATESAGA_CRASH_AT": "after-outbox-commit",
                 "STATESAGA_LEASE_SECONDS": "1",
             },
             stdout=subprocess.PIPE,
