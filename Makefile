@@ -5,6 +5,7 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 PYTEST_ARGS ?=
 PYTHONS ?=
+JOBS ?= 2
 
 .DEFAULT_GOAL := help
 
@@ -15,7 +16,8 @@ help:
 	@echo "  install   create $(VENV) and install the package with all extras (+ graphviz)"
 	@echo "  graphviz  install the graphviz 'dot' binary via apt-get if missing"
 	@echo "  test      run the test suite (extra args: PYTEST_ARGS=...)"
-	@echo "  test-all  run it with nox on Python 3.11, 3.12 and 3.13 (some: PYTHONS='3.12 3.13')"
+	@echo "  test-all  run it with nox on Python 3.11, 3.12 and 3.13, JOBS=2 at a time"
+	@echo "            (some: PYTHONS='3.12 3.13'; JOBS=1 shows each run's output as it goes)"
 	@echo "  lint      ruff format --check + ruff check"
 	@echo "  types     mypy (strict)"
 	@echo "  check     lint, types, test (sequentially)"
@@ -55,8 +57,10 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # noxfile.py finds pyenv's interpreters; one missing fails under CI=true and is skipped otherwise.
+# Two runs at a time take ~60% of the time one after the other on 2 cores (they mostly wait).
 test-all: install
-	$(VENV)/bin/nox -s tests $(if $(strip $(PYTHONS)),--python $(PYTHONS)) -- $(PYTEST_ARGS)
+	$(VENV)/bin/nox -s tests -j $(JOBS) $(if $(strip $(PYTHONS)),--python $(PYTHONS)) \
+		-- $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff format --check statesaga tests examples docs noxfile.py

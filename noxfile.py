@@ -2,7 +2,8 @@
 
 One session per Python (``tests-3.11``, ``tests-3.12``, ``tests-3.13``), each in a virtualenv of
 its own under ``.nox/`` with the extras ``make install`` uses; arguments after ``--`` go to
-pytest (``nox -s tests-3.13 -- -k durable``).
+pytest (``nox -s tests-3.13 -- -k durable``). ``-j 2`` runs two sessions at a time, each
+printing its output when it ends.
 
 Interpreters are looked for on ``PATH`` and, where pyenv is installed, under its ``versions/``:
 pyenv's shims refuse to run a version its configuration does not select, so where the one on
@@ -87,7 +88,7 @@ def _expose_interpreters() -> None:
 _expose_interpreters()
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS, allow_parallel=True)  # nox -j 2: a process per session
 def tests(session: nox.Session) -> None:
     """The whole test suite against the real services, on one Python."""
     session.install("-q", "-e", f".[{EXTRAS}]")
