@@ -43,12 +43,14 @@ def triggers(result: SagaResult) -> list[str]:
 class TestOrderProcessingSaga:
     """examples/order_processing: a chain; stock, charges, parcels and emails."""
 
-    order = functools.partial(
-        OrderProcessingSaga,
-        order_id="ORD-123",
-        user_id="USER-456",
-        items=[{"sku": "ITEM-1", "quantity": 2}, {"sku": "ITEM-2", "quantity": 1}],
-        total_amount=99.99,
+    order = staticmethod(
+        functools.partial(
+            OrderProcessingSaga,
+            order_id="ORD-123",
+            user_id="USER-456",
+            items=[{"sku": "ITEM-1", "quantity": 2}, {"sku": "ITEM-2", "quantity": 1}],
+            total_amount=99.99,
+        )
     )
 
     def assert_untouched(self) -> None:
@@ -139,13 +141,15 @@ class TestOrderProcessingSaga:
 class TestTravelBookingSaga:
     """examples/travel_booking: a DAG; seats, rooms, cars and itineraries."""
 
-    trip = functools.partial(
-        TravelBookingSaga,
-        trip_id="TRIP-456",
-        user_id="USER-789",
-        flight="AA123",
-        hotel="HTL-789",
-        car_rental=True,
+    trip = staticmethod(
+        functools.partial(
+            TravelBookingSaga,
+            trip_id="TRIP-456",
+            user_id="USER-789",
+            flight="AA123",
+            hotel="HTL-789",
+            car_rental=True,
+        )
     )
 
     def assert_nothing_booked(self) -> None:
@@ -229,13 +233,15 @@ class TestTravelBookingSaga:
 class TestTradeExecutionSaga:
     """examples/trade_execution: a pivot; cash, holds, approvals, fills, positions."""
 
-    trade = functools.partial(
-        TradeExecutionSaga,
-        trade_id="TRD-789",
-        account_id="ACC-123",
-        symbol="AAPL",
-        quantity=100,
-        price=150.00,
+    trade = staticmethod(
+        functools.partial(
+            TradeExecutionSaga,
+            trade_id="TRD-789",
+            account_id="ACC-123",
+            symbol="AAPL",
+            quantity=100,
+            price=150.00,
+        )
     )
 
     def assert_no_trace(self) -> None:
@@ -325,12 +331,14 @@ class TestTradeExecutionSaga:
 class TestPaymentSaga:
     """examples/payment_processing: idempotent retries and a pivot; holds and captures."""
 
-    payment = functools.partial(
-        PaymentSaga,
-        payment_id="PAY-101",
-        user_id="USER-456",
-        amount=250.00,
-        currency="USD",
+    payment = staticmethod(
+        functools.partial(
+            PaymentSaga,
+            payment_id="PAY-101",
+            user_id="USER-456",
+            amount=250.00,
+            currency="USD",
+        )
     )
 
     def assert_no_money_moved(self) -> None:
