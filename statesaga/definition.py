@@ -407,16 +407,8 @@ class SagaDefinition:
     ``statesaga.Saga``, which adds running it; the compiler and the loader need only this.
 
     ``SagaClass(**data)`` makes one run's input. The definition is checked when the class is
-    created, so a broken saga fails at import time.
-
-    Class attributes:
-        steps: The saga's steps, in order.
-        name: The saga's name in results, stores and diagrams (default: the class name). Like
-            a step name, a Python identifier that starts with a letter.
-        deadline: Seconds (or a ``timedelta``) the run has to get past its pivot (or to
-            complete, without one), counted from its start. When it passes, no step before
-            the pivot starts and a running one is cut short; the run is compensated. Steps
-            from the pivot on are never cut short: they must go forward. ``None``: no limit.
+    created, so a broken saga fails at import time. The class attributes (``steps``, ``name``,
+    ``deadline``) are described on ``statesaga.Saga``.
     """
 
     steps: ClassVar[Sequence[Step]]

@@ -32,19 +32,16 @@ from .recorder import IN_MEMORY, Recorder
 from .result import SagaResult, SagaStatus
 from .run_state import RunState
 from .store.base import StoreError
-from .vocabulary import Phase, SagaState, SagaTrigger
-
-# The vocabulary as plain strings: read on every step (an enum member costs ~7x a global).
-_P_COMPENSATING: Final = Phase.COMPENSATING.value
-_P_COMPENSATION_FAILED: Final = Phase.COMPENSATION_FAILED.value
-_P_FAILED: Final = Phase.FAILED.value
-_P_IN_DOUBT: Final = Phase.IN_DOUBT.value
-_P_PENDING: Final = Phase.PENDING.value
-_P_RUNNING: Final = Phase.RUNNING.value
-_P_SUCCEEDED: Final = Phase.SUCCEEDED.value
-_S_COMPENSATING: Final = SagaState.COMPENSATING.value
-_S_FAILED: Final = SagaState.FAILED.value
-_S_RUNNING: Final = SagaState.RUNNING.value
+from .vocabulary import (
+    COMPENSATING,
+    COMPENSATION_FAILED,
+    FAILED,
+    IN_DOUBT,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    SagaTrigger,
+)
 
 #: How a call ended: the phase its step entered, and the error if it did not succeed.
 Outcome = tuple[str, BaseException | None]
@@ -59,7 +56,7 @@ _PROCEED: Final = SagaTrigger.PROCEED.value
 _PUSH_FORWARD: Final = SagaTrigger.PUSH_FORWARD.value
 _REOPEN: Final = SagaTrigger.REOPEN.value
 _START: Final = SagaTrigger.START.value
-_SUCCESS: Outcome = (_P_SUCCEEDED, None)
+_SUCCESS: Outcome = (SUCCEEDED, None)
 
 
 class _End(enum.Enum):
@@ -67,7 +64,7 @@ class _End(enum.Enum):
 
 
 _UNFINISHED: Final = _End.UNFINISHED
-_NOT_STARTED: Outcome = (_P_PENDING, None)
+_NOT_STARTED: Outcome = (PENDING, None)
 
 
 if sys.version_info >= (3, 12):
@@ -204,18 +201,18 @@ class Driver:
                 state.deadline_at = self.now() + c.deadline
             if status == c.initial:
                 self.fire(_START)
-                status = _S_RUNNING
-            elif status == _S_FAILED and state.reopening:
+                status = RUNNING
+            elif status == FAILED and state.reopening:
                 self.fire(_REOPEN)  # retry the compensations that failed
-                status = _S_COMPENSATING
-            elif status == _S_FAILED and state.pushing:
+                status = COMPENSATING
+            elif status == FAILED and state.pushing:
                 # A person asked for another try of the steps that halted it past the pivot.
                 if not c.sequential:
                     self.fire(_PUSH_FORWARD)
                 for name in state.pushing:
                     self.fire(c.by_name[name].t_push_forward)
-                status = _S_RUNNING
-            if status == _S_RUNNING and not state.failing:
+                status = RUNNING
+            if status == RUNNING and not state.failing:
                 await self.forward()
             ending = self._ending(status)
             if ending is _UNFINISHED:
@@ -255,7 +252,7 @@ class Driver:
         """How a run that went forward ends: a status, ``None`` when it goes back
         (compensates), or ``_UNFINISHED`` when it was cancelled past its pivot."""
         state = self.state
-        if status != _S_RUNNING:
+        if status != RUNNING:
             return None
         if state.halting:
             self.fire(_HALT)
@@ -340,7 +337,7 @@ class Driver:
     async def forward(self) -> None:
         """Run the steps not yet done, each once the steps it depends on have succeeded."""
         steps, done = self.c.steps, self.state.outcomes
-        ok = {name for name, phase in done.items() if phase == _P_SUCCEEDED}
+        ok = {name for name, phase in done.items() if phase == SUCCEEDED}
         waiting = {p.name: sum(d not in ok for d in p.deps) for p in steps if p.name not in ok}
         ready = deque(p for p in steps if p.name in waiting and not waiting[p.name])
         await self.walk(ready, waiting, self._forward_call, self._forward_settled, self._gate, 1)
@@ -370,12 +367,12 @@ class Driver:
         """Compensate every step that took effect, each after the steps that depend on it."""
         state = self.state
         for plan in self.c.steps:
-            if state.outcomes.get(plan.name) == _P_RUNNING:  # its process died while it ran
+            if state.outcomes.get(plan.name) == RUNNING:  # its process died while it ran
                 self.fire(plan.t_interrupt)
-                state.outcomes[plan.name] = _P_IN_DOUBT
-        owed: tuple[str, ...] = (_P_SUCCEEDED, _P_IN_DOUBT, _P_COMPENSATING)
+                state.outcomes[plan.name] = IN_DOUBT
+        owed: tuple[str, ...] = (SUCCEEDED, IN_DOUBT, COMPENSATING)
         if state.reopening:
-            owed += (_P_COMPENSATION_FAILED,)
+            owed += (COMPENSATION_FAILED,)
         targets = [
             p
             for p in self.c.steps
@@ -482,12 +479,12 @@ class Driver:
             # It ran, so it may have had an effect: compensate it, never retry it.
             bad = InvalidResultError(self.state.saga_id, plan.name, value)
             self.fire(plan.t_invalid_result, attempt, bad)
-            return _P_IN_DOUBT, bad
+            return IN_DOUBT, bad
         try:
             result = self.recorder.result(value)
         except StoreError as error:
             self.fire(plan.t_invalid_result, attempt, error)
-            return _P_IN_DOUBT, error
+            return IN_DOUBT, error
         self.state.results[plan.name] = result  # kept before dependants start
         self.fire(plan.t_succeed, attempt)
         self.state.completed.append(plan.name)
@@ -507,12 +504,12 @@ class Driver:
         if compensating:
             self.fire(plan.t_compensation_fail, attempt, error)
             self._proceed()
-            return _P_COMPENSATION_FAILED, error
+            return COMPENSATION_FAILED, error
         if doubt or _interrupted(error):
             self.fire(plan.t_time_out, attempt, error)
-            return _P_IN_DOUBT, error
+            return IN_DOUBT, error
         self.fire(plan.t_fail, attempt, error)
-        return _P_FAILED, error
+        return FAILED, error
 
     def _proceed(self) -> None:
         # A reopened chain returns to "compensating" after each compensation: the ones it
@@ -594,7 +591,7 @@ class Driver:
             state.resumed.pop(plan.name)
             cut = self._deadline_error(plan.name, interrupted=True)
             self.fire(plan.t_time_out, 0, cut)
-            state.settle(plan, _P_IN_DOUBT, cut)
+            state.settle(plan, IN_DOUBT, cut)
         elif starting and not state.failing:
             state.failing = True
             if state.error is None:

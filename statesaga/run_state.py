@@ -4,42 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .compiler import CompiledSaga, StepPlan
 from .errors import RecordedError, StoreError
 from .result import RawEntry
-from .vocabulary import SAGA_REGION, TERMINAL, Event, Phase, SagaState, parse_name, saga_status
+from .vocabulary import (
+    COMPENSATED,
+    COMPENSATING,
+    COMPENSATION_FAILED,
+    FAILED,
+    IN_DOUBT,
+    PENDING,
+    RUNNING,
+    SAGA_REGION,
+    SUCCEEDED,
+    TERMINAL,
+    Event,
+    parse_name,
+    saga_status,
+)
 
 if TYPE_CHECKING:
     from .messaging.message import Message
     from .store.base import RunSnapshot
 
-# The vocabulary as plain strings: read on every step (an enum member costs ~7x a global).
-_P_COMPENSATED: Final = Phase.COMPENSATED.value
-_P_COMPENSATING: Final = Phase.COMPENSATING.value
-_P_COMPENSATION_FAILED: Final = Phase.COMPENSATION_FAILED.value
-_P_FAILED: Final = Phase.FAILED.value
-_P_IN_DOUBT: Final = Phase.IN_DOUBT.value
-_P_PENDING: Final = Phase.PENDING.value
-_P_RUNNING: Final = Phase.RUNNING.value
-_P_SUCCEEDED: Final = Phase.SUCCEEDED.value
-_S_COMPENSATING: Final = SagaState.COMPENSATING.value
-_S_FAILED: Final = SagaState.FAILED.value
 
 # Phases a step that had succeeded can be in (its success is part of the run's progress).
-_SUCCEEDED_PHASES = frozenset(
-    {_P_SUCCEEDED, _P_COMPENSATING, _P_COMPENSATED, _P_COMPENSATION_FAILED}
-)
+_SUCCEEDED_PHASES = frozenset({SUCCEEDED, COMPENSATING, COMPENSATED, COMPENSATION_FAILED})
 
 
 def initial_config(compiled: CompiledSaga) -> dict[str, str]:
     """Each region's state before a run starts."""
     config = {SAGA_REGION: compiled.initial}
     if not compiled.sequential:
-        config.update((p.name, p.state(_P_PENDING)) for p in compiled.steps)
+        config.update((p.name, p.state(PENDING)) for p in compiled.steps)
     return config
 
 
@@ -133,7 +134,7 @@ class RunState:
             if compiled.region_of_state.get(state) != region:
                 raise corrupt(f"state {state!r} is not a state of region {region!r}")
         status = saga_status(config[SAGA_REGION])
-        if status in TERMINAL and not ((reopen or push) and status == _S_FAILED):
+        if status in TERMINAL and not ((reopen or push) and status == FAILED):
             raise corrupt(f"its machine is in {status!r} but its status is {record.status!r}")
         run = cls(
             compiled,
@@ -157,7 +158,7 @@ class RunState:
             if step.result is not None:
                 run.results[name] = step.result
             run._restore_step(plan, step.phase, step.attempt, step.error, push=push)
-        if status == _S_COMPENSATING or (status == _S_FAILED and not push):
+        if status == COMPENSATING or (status == FAILED and not push):
             run.failing = True
         run.completed, run.compensated = progress(snapshot)
         if push:
@@ -166,7 +167,7 @@ class RunState:
         else:
             run.failed_step = record.failed_step
             run.error = RecordedError(record.error) if record.error else None
-        for name in [n for n, phase in run.outcomes.items() if phase == _P_RUNNING]:
+        for name in [n for n, phase in run.outcomes.items() if phase == RUNNING]:
             if run.failing:
                 # Running beside a failure before the pivot: not called again; its outcome is
                 # unknown, so it is compensated.
@@ -179,20 +180,20 @@ class RunState:
         self, plan: StepPlan, phase: str, attempt: int, error: str | None, *, push: bool
     ) -> None:
         name = plan.name
-        if phase == _P_SUCCEEDED:
-            self.outcomes[name] = _P_SUCCEEDED
+        if phase == SUCCEEDED:
+            self.outcomes[name] = SUCCEEDED
             self.pivoted = self.pivoted or plan.pivot
-        elif phase in (_P_FAILED, _P_IN_DOUBT) and push and (plan.pivot or plan.after_pivot):
-            self.pushing[name] = phase == _P_IN_DOUBT  # run again, with the same key
+        elif phase in (FAILED, IN_DOUBT) and push and (plan.pivot or plan.after_pivot):
+            self.pushing[name] = phase == IN_DOUBT  # run again, with the same key
             self.resumed[name] = attempt + 1
-        elif phase in (_P_FAILED, _P_IN_DOUBT):
+        elif phase in (FAILED, IN_DOUBT):
             self.settle(plan, phase, None)
-        elif phase in (_P_RUNNING, _P_COMPENSATING):
+        elif phase in (RUNNING, COMPENSATING):
             self.outcomes[name] = phase
             self.resumed[name] = attempt + 1
-        elif phase == _P_COMPENSATED:
+        elif phase == COMPENSATED:
             self.outcomes[name] = phase
-        elif phase == _P_COMPENSATION_FAILED:
+        elif phase == COMPENSATION_FAILED:
             self.outcomes[name] = phase
             if not self.reopening:  # reopened, it is tried again: a new failure is recorded
                 self.compensation_errors[name] = RecordedError(error or "compensation failed")
@@ -210,13 +211,13 @@ class RunState:
     def settle(self, plan: StepPlan, phase: str, error: BaseException | None) -> bool:
         """Note how a step ended going forward; whether it succeeded."""
         self.outcomes[plan.name] = phase
-        if phase == _P_SUCCEEDED:
+        if phase == SUCCEEDED:
             if plan.pivot:
                 self.pivoted = True
             return True
         if self.failed_step is None:
             self.failed_step, self.error = plan.name, error
-        if plan.after_pivot or (plan.pivot and phase == _P_IN_DOUBT):
+        if plan.after_pivot or (plan.pivot and phase == IN_DOUBT):
             self.halting = True
         else:
             self.failing = True
@@ -234,6 +235,6 @@ def progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
             continue
         if event == Event.SUCCEED and step.phase in _SUCCEEDED_PHASES and name not in completed:
             completed.append(name)
-        elif event == Event.COMPENSATION_DONE and step.phase == _P_COMPENSATED:
+        elif event == Event.COMPENSATION_DONE and step.phase == COMPENSATED:
             compensated.append(name)
     return completed, compensated

@@ -56,6 +56,17 @@ class Phase(enum.StrEnum):
 FORWARD_PHASES: Final[tuple[str, ...]] = tuple(
     phase.value for phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.IN_DOUBT)
 )
+# The phases (and the saga states of the same words) as plain strings, for code that compares
+# them on every step: reading an enum member costs about 7x reading a global.
+COMPENSATED: Final = Phase.COMPENSATED.value
+COMPENSATING: Final = Phase.COMPENSATING.value
+COMPENSATION_FAILED: Final = Phase.COMPENSATION_FAILED.value
+FAILED: Final = Phase.FAILED.value
+IN_DOUBT: Final = Phase.IN_DOUBT.value
+PENDING: Final = Phase.PENDING.value
+RUNNING: Final = Phase.RUNNING.value
+SUCCEEDED: Final = Phase.SUCCEEDED.value
+
 #: The phases only a step with a compensation has.
 COMPENSATION_PHASES: Final[tuple[str, ...]] = tuple(
     phase.value for phase in (Phase.COMPENSATING, Phase.COMPENSATED, Phase.COMPENSATION_FAILED)
