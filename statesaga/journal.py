@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import Clock
 from .json_data import as_stored
 from .leases import LEASE_SECONDS
+from .result import describe
 from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
 from .vocabulary import SAGA_REGION, saga_status
 
@@ -20,13 +21,6 @@ if TYPE_CHECKING:
 
 
 _new_tuple = tuple.__new__  # builds a named tuple without calling its __new__
-
-
-def describe(error: object) -> str | None:
-    """An error as stored text (already-stored text passes through)."""
-    if error is None or isinstance(error, str):
-        return error
-    return f"{type(error).__name__}: {error}"
 
 
 class Journal:

@@ -41,7 +41,8 @@ class HistoryEntry(NamedTuple):
     error: str | None = None
 
 
-def _describe(error: BaseException | str | None) -> str | None:
+def describe(error: object) -> str | None:
+    """An error as stored text (already-stored text passes through)."""
     if error is None or isinstance(error, str):
         return error  # already text: read back from a store
     return f"{type(error).__name__}: {error}"
@@ -49,7 +50,7 @@ def _describe(error: BaseException | str | None) -> str | None:
 
 def _entries(raw: Sequence[RawEntry]) -> tuple[HistoryEntry, ...]:
     return tuple(
-        HistoryEntry(trigger, source, dest, at, attempt, _describe(error))
+        HistoryEntry(trigger, source, dest, at, attempt, describe(error))
         for trigger, source, dest, at, attempt, error in raw
     )
 

@@ -203,11 +203,6 @@ class RunState:
         """The saga's state: ``pending``, ``running``, ``compensating`` or a final one."""
         return saga_status(self.config[SAGA_REGION])
 
-    @property
-    def stopping(self) -> bool:
-        """Whether no new step may start going forward."""
-        return self.failing or self.halting
-
     def settle(self, plan: StepPlan, phase: str, error: BaseException | None) -> bool:
         """Note how a step ended going forward; whether it succeeded."""
         self.outcomes[plan.name] = phase
