@@ -102,7 +102,10 @@ def report(title: str, result: SagaResult, *, world: bool = True) -> None:
         print(f"   world: stock={WORLD.stock} charged={sum(WORLD.charged.values()):.2f}")
 
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / ".demo"
+# Where the runs are kept; $STATESAGA_DEMO_DIR moves it (tests run the demo side by side).
+DEMO_DIR = Path(
+    os.environ.get("STATESAGA_DEMO_DIR") or Path(__file__).resolve().parent.parent / ".demo"
+)
 STORE = f"sqlite:///{DEMO_DIR / 'sagas.db'}"
 
 

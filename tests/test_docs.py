@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -38,10 +39,11 @@ def test_docs_snippets_run_and_print_what_the_page_shows(page: str) -> None:
     assert checked > 0
 
 
-def test_demo_shows_success_compensation_and_crash_recovery() -> None:
+def test_demo_shows_success_compensation_and_crash_recovery(tmp_path: Path) -> None:
     """`make demo`'s script runs and tells its three stories, then lists the runs."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py")],
+        env={**os.environ, "STATESAGA_DEMO_DIR": str(tmp_path / "demo")},
         capture_output=True,
         text=True,
         check=True,
