@@ -100,7 +100,7 @@ class StepPlan:
     after_pivot: bool
     deps: tuple[str, ...]
     dependants: tuple[str, ...]
-    ancestors: frozenset[str]
+    ancestors: tuple[str, ...]  # every step it depends on, directly or not, latest first
 
     # Trigger names, built once: the engine fires them on every run.
     t_start: str = attrs.field(init=False)
@@ -147,7 +147,7 @@ class CompiledSaga:
         fingerprint: A short hash of what a stored run relies on to be resumed.
         task_name: The name of the asyncio tasks that run this saga.
 
-    ``trigger_effects`` serves the journal.
+    ``trigger_effects`` serves the journal; ``moves`` the engine.
     """
 
     saga: type[SagaDefinition]
@@ -170,12 +170,14 @@ class CompiledSaga:
     # path.
     fingerprint: str = attrs.field(init=False)
     trigger_effects: Mapping[str, tuple[str, str]] = attrs.field(init=False)
+    moves: Mapping[str, tuple[str, str, str]] = attrs.field(init=False)
     task_name: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         derive = functools.partial(object.__setattr__, self)
         derive("fingerprint", _fingerprint(self))
         derive("trigger_effects", _trigger_effects(self))
+        derive("moves", _moves(self))
         derive("task_name", _task_name(self))
 
     def __repr__(self) -> str:
@@ -273,6 +275,19 @@ def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:
     return effects
 
 
+def _moves(compiled: CompiledSaga) -> Mapping[str, tuple[str, str, str]]:
+    """For each trigger taken from one state only: its region, that state and where it
+    leads (the engine checks the region is there, rather than looking the edge up)."""
+    sources: dict[str, list[tuple[str, str]]] = {}
+    for (source, trigger), dest in compiled.table.items():
+        sources.setdefault(trigger, []).append((source, dest))
+    return {
+        trigger: (compiled.region_of_trigger[trigger], *edges[0])
+        for trigger, edges in sources.items()
+        if len(edges) == 1
+    }
+
+
 def _task_name(compiled: CompiledSaga) -> str:
     """The name of the asyncio tasks that run this saga (as ``asyncio.all_tasks()`` shows)."""
     return f"statesaga:{compiled.name}"
@@ -318,6 +333,7 @@ def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
         for d in deps[s.name]:
             dependants[d].append(s.name)
     by_name = {s.name: s for s in steps}
+    position = {name: index for index, name in enumerate(order)}
     plans = []
     for index, name in enumerate(order):
         s = by_name[name]
@@ -334,7 +350,7 @@ def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
                 after_pivot=bool(pivots & before[name]),
                 deps=deps[name],
                 dependants=tuple(dependants[name]),
-                ancestors=before[name],
+                ancestors=tuple(sorted(before[name], key=position.__getitem__, reverse=True)),
             )
         )
     return tuple(plans), sequential
