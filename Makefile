@@ -25,7 +25,7 @@ help:
 	@echo "  fmt       ruff format + ruff check --fix"
 	@echo "  demo      run examples/demo.py"
 	@echo "  bench     run tests/benchmarks/run.py (another Python: PYTHON=python3.12 VENV=.venv-3.12)"
-	@echo "  docs      render the diagrams the docs show into docs/diagrams"
+	@echo "  docs      render the diagrams the docs show into docs/diagrams (sagas, modules)"
 	@echo "  clean     remove venv, caches and build artifacts"
 
 $(VENV)/.installed: pyproject.toml
@@ -110,6 +110,7 @@ bench: install
 
 docs: install
 	$(PY) docs/diagrams.py
+	$(PY) tests/module_graph.py
 
 clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis \

@@ -3,65 +3,8 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
-from pathlib import Path
 
-import statesaga
-
-PACKAGE = Path(statesaga.__file__).parent
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
-
-def _type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement, in functions too, except those under ``if TYPE_CHECKING:``."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and _type_checking(node):
-            for child in node.orelse:
-                yield from _imports(child)
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            yield node
-        yield from _imports(node)
-
-
-def imported(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package's modules ``name`` imports."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-            continue
-        if node.level:
-            base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            target = ".".join([*base, node.module] if node.module else base)
-        else:
-            target = node.module or ""
-        for alias in node.names:
-            sub = f"{target}.{alias.name}"
-            found.add(sub if sub in known else target)
-    return {m for m in found if m in known and m != name}
-
-
-def graph() -> dict[str, set[str]]:
-    found = modules()
-    known = set(found)
-    return {name: imported(name, path, known) for name, path in found.items()}
+from module_imports import graph, import_statements
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -114,4 +57,9 @@ def test_the_walk_sees_lazy_imports_and_skips_type_checking_ones() -> None:
         "if TYPE_CHECKING:\n    from . import hidden\n"
         "def f():\n    from . import lazy\n"
     )
-    assert [n.names[0].name for n in _imports(tree) if n.module is None] == ["lazy"]
+    found = [
+        (node.names[0].name, lazy)
+        for node, lazy in import_statements(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is None
+    ]
+    assert found == [("lazy", True)]
