@@ -51,12 +51,11 @@ async def drive_to_result(driver: Driver, *, abandon_on_cancel: bool = False) ->
     return await _wait_for(driver, task, loop, abandon_on_cancel)
 
 
-async def run_in_memory(
+def run_in_memory(
     compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, clock: Clock
-) -> SagaResult:
-    """Run a new saga that is not stored: ``drive_to_result`` of a run made only once this
-    is awaited (many runs gathered at once do not all hold their state before one starts)."""
-    return await drive_to_result(Driver(RunState.new(compiled, data, saga_id), clock, IN_MEMORY))
+) -> Coroutine[Any, Any, SagaResult]:
+    """Run a new saga that is not stored: await it for its result."""
+    return drive_to_result(Driver(RunState.new(compiled, data, saga_id), clock, IN_MEMORY))
 
 
 async def _wait_for(
