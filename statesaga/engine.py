@@ -26,12 +26,12 @@ from .errors import (
     OutcomeUnknownError,
     SagaDeadlineError,
     StepTimeoutError,
+    StoreError,
 )
 from .observe.registry import RunObservation, begin
 from .recorder import IN_MEMORY, Recorder
 from .result import SagaResult, SagaStatus
 from .run_state import RunState
-from .store.base import StoreError
 from .vocabulary import (
     COMPENSATING,
     COMPENSATION_FAILED,

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import compile_saga
 from .definition import SagaDefinition
-from .durable import start
 from .engine import run_in_memory
 from .ids import new_run_id
-from .messaging.broker import Broker
 from .result import SagaResult
-from .store.base import SagaStore
+
+if TYPE_CHECKING:
+    from .messaging.broker import Broker
+    from .store.base import SagaStore
 
 
 class Saga(SagaDefinition, abstract=True):
@@ -79,6 +80,9 @@ def start_run(
     compiled = compile_saga(saga)
     saga_id = saga_id or new_run_id()
     if store is not None:
+        # The durable path brings in the stores: an in-memory run never loads them.
+        from .durable import start
+
         return start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
     if broker is not None:
         raise ValueError(
