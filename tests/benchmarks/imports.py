@@ -1,11 +1,13 @@
 """Import time: ``import statesaga`` against ``import asyncio``, each in a fresh interpreter.
 
 Every round starts two new interpreters, one importing ``asyncio`` and one ``statesaga`` (in
-alternating order), and each times its own import with ``time.perf_counter`` around the
-import statement, so interpreter start-up is not counted. ``statesaga`` imports ``asyncio``
-itself: the ratio is the whole cost of ``import statesaga`` against that of its one
-unavoidable dependency. Reported: medians in milliseconds, and the median of the rounds' own
-ratios.
+alternating order); each times its own import statement, so interpreter start-up is not
+counted, both as CPU time (``time.process_time``) and as wall-clock time
+(``time.perf_counter``). ``statesaga`` imports ``asyncio`` itself: the ratio is the whole cost
+of ``import statesaga`` against that of its one unavoidable dependency. Reported: medians in
+milliseconds, and the median of the rounds' own ratios. The goal applies to CPU time: other
+load on a shared machine then does not count as the import's cost (the two clocks' medians
+agree on a quiet machine).
 
 Bytecode is cached as an installed package has it (``pip`` compiles on install): the
 interpreters run isolated (``-I``, so ``PYTHONDONTWRITEBYTECODE`` is ignored) with their
@@ -22,30 +24,40 @@ import tempfile
 from dataclasses import dataclass, field
 
 MODULES = ("asyncio", "statesaga")
+CLOCKS = ("cpu", "wall")
 
 
 @dataclass
-class ImportResult:
-    """``import asyncio`` and ``import statesaga``, milliseconds (medians), and their ratio."""
+class ImportTimes:
+    """One clock's figures: milliseconds (medians) and the median of the rounds' ratios."""
 
-    rounds: int
+    clock: str
     asyncio_ms: float
     statesaga_ms: float
     ratio: float
-    goal: float
-    passed: bool
     asyncio_rounds: list[float] = field(default_factory=list)
     statesaga_rounds: list[float] = field(default_factory=list)
     ratio_rounds: list[float] = field(default_factory=list)
 
 
-def import_ms(module: str, cache: str) -> float:
-    """Milliseconds ``import <module>`` takes in a new interpreter, start-up excluded."""
+@dataclass
+class ImportResult:
+    """Both clocks, and the goal, checked on CPU time."""
+
+    rounds: int
+    cpu: ImportTimes
+    wall: ImportTimes
+    goal: float
+    passed: bool
+
+
+def import_ms(module: str, cache: str) -> dict[str, float]:
+    """Milliseconds ``import <module>`` takes in a new interpreter, start-up excluded, by clock."""
     code = (
         "import time\n"
-        "start = time.perf_counter()\n"
+        "wall, cpu = time.perf_counter(), time.process_time()\n"
         f"import {module}\n"
-        "print(time.perf_counter() - start)\n"
+        "print(time.process_time() - cpu, time.perf_counter() - wall)\n"
     )
     done = subprocess.run(
         [sys.executable, "-I", "-X", f"pycache_prefix={cache}", "-c", code],
@@ -56,37 +68,43 @@ def import_ms(module: str, cache: str) -> float:
     )
     if done.returncode != 0:
         raise SystemExit(f"import benchmark: import {module} failed:\n{done.stderr}")
-    return float(done.stdout) * 1e3
+    return {clock: float(s) * 1e3 for clock, s in zip(CLOCKS, done.stdout.split(), strict=True)}
 
 
-def bench_imports(rounds: int, goal: float) -> ImportResult:
-    """``rounds`` alternating rounds after one warm-up round that fills the bytecode cache."""
-    with tempfile.TemporaryDirectory(prefix="statesaga-imports-") as cache:
-        for module in MODULES:
-            import_ms(module, cache)
-        times: dict[str, list[float]] = {module: [] for module in MODULES}
-        for index in range(rounds):
-            order = MODULES if index % 2 == 0 else MODULES[::-1]
-            for module in order:
-                times[module].append(import_ms(module, cache))
-    ratios = [s / a for a, s in zip(times["asyncio"], times["statesaga"], strict=True)]
-    ratio = statistics.median(ratios)
-    return ImportResult(
-        rounds=rounds,
-        asyncio_ms=statistics.median(times["asyncio"]),
-        statesaga_ms=statistics.median(times["statesaga"]),
-        ratio=ratio,
-        goal=goal,
-        passed=ratio <= goal,
-        asyncio_rounds=times["asyncio"],
-        statesaga_rounds=times["statesaga"],
+def _times(clock: str, asyncio_rounds: list[float], statesaga_rounds: list[float]) -> ImportTimes:
+    ratios = [s / a for a, s in zip(asyncio_rounds, statesaga_rounds, strict=True)]
+    return ImportTimes(
+        clock=clock,
+        asyncio_ms=statistics.median(asyncio_rounds),
+        statesaga_ms=statistics.median(statesaga_rounds),
+        ratio=statistics.median(ratios),
+        asyncio_rounds=asyncio_rounds,
+        statesaga_rounds=statesaga_rounds,
         ratio_rounds=ratios,
     )
 
 
+def bench_imports(rounds: int, goal: float) -> ImportResult:
+    """``rounds`` alternating rounds after one warm-up round that fills the bytecode cache."""
+    measured: dict[str, list[dict[str, float]]] = {module: [] for module in MODULES}
+    with tempfile.TemporaryDirectory(prefix="statesaga-imports-") as cache:
+        for module in MODULES:
+            import_ms(module, cache)
+        for index in range(rounds):
+            for module in MODULES if index % 2 == 0 else MODULES[::-1]:
+                measured[module].append(import_ms(module, cache))
+    cpu, wall = (
+        _times(clock, *([m[clock] for m in measured[module]] for module in MODULES))
+        for clock in CLOCKS
+    )
+    return ImportResult(rounds=rounds, cpu=cpu, wall=wall, goal=goal, passed=cpu.ratio <= goal)
+
+
 if __name__ == "__main__":
     found = bench_imports(15, 2.0)
-    print(
-        f"import asyncio {found.asyncio_ms:.1f} ms, import statesaga {found.statesaga_ms:.1f} ms,"
-        f" ratio {found.ratio:.2f}x (goal <= {found.goal:.1f}x)"
-    )
+    for times in (found.cpu, found.wall):
+        print(
+            f"{times.clock}: import asyncio {times.asyncio_ms:.1f} ms, import statesaga "
+            f"{times.statesaga_ms:.1f} ms, ratio {times.ratio:.2f}x"
+        )
+    print(f"goal <= {found.goal:.1f}x on CPU time: {'met' if found.passed else 'not met'}")

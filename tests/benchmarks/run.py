@@ -715,28 +715,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     imported = bench_imports(7 if args.quick else 15, IMPORT_GOAL)
     print(
-        f"9. import time: `import asyncio` and `import statesaga`, each timed inside a fresh "
+        "9. import time: `import asyncio` and `import statesaga`, each timed inside a fresh "
         f"interpreter (start-up excluded, bytecode cached), {imported.rounds} alternating "
         "rounds: medians in milliseconds, and the median of the rounds' own ratios"
     )
     print(
         table(
-            ["import", "asyncio ms", "statesaga ms", "ratio", "goal", "result"],
+            ["clock", "asyncio ms", "statesaga ms", "ratio", "rounds' ratios", "goal", "result"],
             [
                 [
-                    "import statesaga vs import asyncio",
-                    f"{imported.asyncio_ms:.1f}",
-                    f"{imported.statesaga_ms:.1f}",
-                    f"{imported.ratio:.2f}x",
-                    f"<= {imported.goal:.1f}x",
-                    verdict(imported.passed),
+                    "CPU time" if t.clock == "cpu" else "wall clock",
+                    f"{t.asyncio_ms:.1f}",
+                    f"{t.statesaga_ms:.1f}",
+                    f"{t.ratio:.2f}x",
+                    f"{min(t.ratio_rounds):.2f}x..{max(t.ratio_rounds):.2f}x",
+                    f"<= {imported.goal:.1f}x" if t is imported.cpu else "-",
+                    verdict(imported.passed if t is imported.cpu else None),
                 ]
+                for t in (imported.cpu, imported.wall)
             ],
         )
     )
     print(
-        f"   rounds' ratios: {min(imported.ratio_rounds):.2f}x..{max(imported.ratio_rounds):.2f}x;"
-        " statesaga imports asyncio itself, so the ratio is its whole cost against asyncio's"
+        "   statesaga imports asyncio itself: the ratio is its whole cost against asyncio's; "
+        "the goal is checked on CPU time, which other load on the machine does not inflate"
     )
     print()
 
