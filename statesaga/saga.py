@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+import functools
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -13,6 +14,7 @@ from .ids import new_run_id
 from .result import SagaResult
 
 if TYPE_CHECKING:
+    from .compiler import CompiledSaga
     from .messaging.broker import Broker
     from .store.base import SagaStore
 
@@ -80,10 +82,7 @@ def start_run(
     compiled = compile_saga(saga)
     saga_id = saga_id or new_run_id()
     if store is not None:
-        # The durable path brings in the stores: an in-memory run never loads them.
-        from .durable import start
-
-        return start(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
+        return _durable_start()(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
     if broker is not None:
         raise ValueError(
             "a broker needs a store: messages are published from the store's outbox, which "
@@ -91,3 +90,18 @@ def start_run(
             "this process)"
         )
     return run_in_memory(compiled, data, saga_id, clock or SYSTEM_CLOCK)
+
+
+@functools.cache
+def _durable_start() -> Callable[
+    [CompiledSaga, Mapping[str, Any], str, Clock, SagaStore | str, Broker | str | None],
+    Coroutine[Any, Any, SagaResult],
+]:
+    """``durable.start``, imported by the first durable run.
+
+    An in-memory run never loads the stores. Cached rather than imported in ``start_run``:
+    an import statement costs about 1 µs on every run.
+    """
+    from .durable import start
+
+    return start

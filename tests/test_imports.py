@@ -165,3 +165,24 @@ def test_emit_loads_messaging_when_first_called() -> None:
         """
     )
     assert out == [False, ["orders"]]
+
+
+def test_a_durable_run_loads_the_stores_when_it_starts() -> None:
+    """``execute(store=...)`` in a fresh interpreter imports the durable path and completes."""
+    out = run_fresh(
+        """
+        import asyncio, json, sys
+        from statesaga import Saga, Step
+
+        async def noop(ctx):
+            return None
+
+        class Once(Saga):
+            steps = (Step("only", noop),)
+
+        before = "statesaga.durable" in sys.modules
+        result = asyncio.run(Once().execute(store="memory://"))
+        print(json.dumps([before, result.status, "statesaga.store.memory" in sys.modules]))
+        """
+    )
+    assert out == [False, "completed", True]
