@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .clock import Clock, SystemClock
 from .compiler import CompiledSaga, Transition, compile_saga
 from .context import Context
 from .definition import Retry, Step
-from .durable import resume
 from .errors import (
     DefinitionError,
     ExecutionError,
@@ -22,9 +23,12 @@ from .errors import (
     StepTimeoutError,
 )
 from .render import RenderError, render
-from .resources import shutdown
 from .result import HistoryEntry, SagaResult, SagaStatus
 from .saga import Saga
+
+if TYPE_CHECKING:
+    from .durable import resume
+    from .resources import shutdown
 
 __version__ = "0.1.0"
 
@@ -59,3 +63,22 @@ __all__ = [
     "resume",
     "shutdown",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``resume`` and ``shutdown``, imported when first asked for: they bring in the stores."""
+    # An in-memory saga never needs a store or a broker: their modules (and cattrs, and the
+    # database drivers behind them) load with the first durable run instead.
+    found: object
+    if name == "resume":
+        from .durable import resume as found
+    elif name == "shutdown":
+        from .resources import shutdown as found
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = found
+    return found
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 # Every ``scheme://userinfo@`` in a URL, or in a comma-separated list of them (a NATS cluster,
 # libpq's several hosts), even when a password holds a comma or an "@".
@@ -32,6 +31,10 @@ def split_schema(url: str, default: str) -> tuple[str, str]:
     libpq does not know ``schema``; statesaga reads it to keep its tables in their own
     schema. The other query parameters stay as they were.
     """
+    # Only PostgreSQL URLs are split: every import of statesaga loads this module (errors
+    # hide credentials with it), few need urllib.parse.
+    from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
     parts = urlsplit(url)
     query = parse_qs(parts.query, keep_blank_values=True)
     schema = query.pop("schema", [default])[-1]

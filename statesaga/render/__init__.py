@@ -7,16 +7,18 @@ compiled machine (+ run history) -> ``graph.Graph`` -> DOT text (-> svg/png/pdf 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..compiler import CompiledSaga, compile_saga
-from .dot import render_file, to_dot, to_svg
-from .graph import Graph, RenderError, Step, build_graph
-from .mermaid import to_mermaid
+from ..errors import RenderError
 
+# The graph model, its writers and pathlib are imported by the functions that draw: ``import
+# statesaga`` exports ``render``, but most programs never draw.
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..definition import SagaDefinition
+    from .graph import Graph, Step
 
 __all__ = ["FORMATS", "RenderError", "dot_of", "graph_of", "mermaid_of", "render", "svg_of"]
 
@@ -35,16 +37,22 @@ def _compiled(saga: type[SagaDefinition] | CompiledSaga) -> CompiledSaga:
 
 def graph_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> Graph:
     """The graph model of ``saga``, with ``run``'s path on it if given."""
+    from .graph import build_graph
+
     return build_graph(_compiled(saga), None if run is None else run.history)
 
 
 def dot_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> str:
     """``saga``'s machine (with ``run``'s path) as Graphviz DOT text, deterministic."""
+    from .dot import to_dot
+
     return to_dot(graph_of(saga, run))
 
 
 def mermaid_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -> str:
     """``saga``'s machine (with ``run``'s path) as a Mermaid ``stateDiagram-v2``."""
+    from .mermaid import to_mermaid
+
     return to_mermaid(graph_of(saga, run))
 
 
@@ -55,6 +63,8 @@ def svg_of(saga: type[SagaDefinition] | CompiledSaga, run: _Run | None = None) -
     Raises:
         RenderError: Graphviz's ``dot`` is not installed.
     """
+    from .dot import to_svg
+
     return to_svg(dot_of(saga, run))
 
 
@@ -86,6 +96,11 @@ def render(
     Raises:
         RenderError: Unknown format, missing output folder, or Graphviz is not installed.
     """
+    from pathlib import Path
+
+    from .dot import render_file, to_dot
+    from .mermaid import to_mermaid
+
     out = Path(path)
     fmt = _format(out, format)
     if not out.parent.is_dir():
