@@ -170,7 +170,7 @@ class CompiledSaga:
     # path.
     fingerprint: str = attrs.field(init=False)
     trigger_effects: Mapping[str, tuple[str, str]] = attrs.field(init=False)
-    moves: Mapping[str, tuple[str, str, str]] = attrs.field(init=False)
+    moves: Mapping[str, tuple[str, Mapping[str, str]]] = attrs.field(init=False)
     task_name: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -275,16 +275,14 @@ def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:
     return effects
 
 
-def _moves(compiled: CompiledSaga) -> Mapping[str, tuple[str, str, str]]:
-    """For each trigger taken from one state only: its region, that state and where it
-    leads (the engine checks the region is there, rather than looking the edge up)."""
-    sources: dict[str, list[tuple[str, str]]] = {}
+def _moves(compiled: CompiledSaga) -> Mapping[str, tuple[str, Mapping[str, str]]]:
+    """For each trigger: its region, and where it leads from each state it is taken from
+    (the table the engine fires transitions with)."""
+    dests: dict[str, dict[str, str]] = {}
     for (source, trigger), dest in compiled.table.items():
-        sources.setdefault(trigger, []).append((source, dest))
+        dests.setdefault(trigger, {})[source] = dest
     return {
-        trigger: (compiled.region_of_trigger[trigger], *edges[0])
-        for trigger, edges in sources.items()
-        if len(edges) == 1
+        trigger: (compiled.region_of_trigger[trigger], edges) for trigger, edges in dests.items()
     }
 
 

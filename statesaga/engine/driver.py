@@ -44,7 +44,7 @@ class _End(enum.Enum):
 
 
 _UNFINISHED: Final = _End.UNFINISHED
-_NO_MOVE: Final = ("", "", "")  # config.get("") is None: never the source
+_NOWHERE: Final[tuple[str, dict[str, str]]] = ("", {})  # an unknown trigger leads nowhere
 
 
 class Driver:
@@ -75,25 +75,18 @@ class Driver:
         """Take ``trigger``'s edge from the current state of its region, or fail loudly."""
         state = self.state
         config = state.config
-        region, source, dest = self.c.moves.get(trigger, _NO_MOVE)
-        if config.get(region) != source:  # a trigger taken from several states, or a bug
-            region, source, dest = self._edge(trigger)
+        region, dests = self.c.moves.get(trigger, _NOWHERE)
+        source = config.get(region, "")
+        dest = dests.get(source)
+        if dest is None:
+            raise MachineError(
+                f"saga {self.c.name} run {state.saga_id}: no transition {trigger!r} from "
+                f"{source!r}; this is a bug in statesaga, please report it"
+            )
         config[region] = dest
         state.history.append((trigger, source, dest, self.now(), attempt, error))
         if self.observation is not None:
             self.observation.transition(trigger, attempt, error)
-
-    def _edge(self, trigger: str) -> tuple[str, str, str]:
-        c = self.c
-        region = c.region_of_trigger.get(trigger, "")
-        source = self.state.config.get(region, "")
-        dest = c.table.get((source, trigger))
-        if dest is None:
-            raise MachineError(
-                f"saga {c.name} run {self.state.saga_id}: no transition {trigger!r} from "
-                f"{source!r}; this is a bug in statesaga, please report it"
-            )
-        return region, source, dest
 
     # -- the run ----------------------------------------------------------------------------
 
