@@ -1,24 +1,23 @@
-"""What users write: ``Saga``, ``Step`` and ``Retry``, and the checks that guard them."""
+"""The values a saga's steps are made of: ``Step`` and ``Retry``, each checking itself."""
 
 from __future__ import annotations
 
 import functools
-import graphlib
 import inspect
 import keyword
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import InvalidSagaError, NonRetryableError, Problem
-from .vocabulary import SAGA_REGION
+from ..errors import NonRetryableError
+from ..vocabulary import SAGA_REGION
 
 if TYPE_CHECKING:
-    from .context import Context
+    from ..context import Context
 
 #: An action or compensation: ``async def f(ctx) -> Mapping | None``.
 Action = Callable[["Context"], Any]
@@ -26,14 +25,16 @@ Action = Callable[["Context"], Any]
 #: Names steps may not take: the saga's own region and states use them.
 RESERVED_NAMES = frozenset({SAGA_REGION})
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
-_NAME_RULE = (
+#: What a step's or a saga's name must match, and the rule in words for messages.
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}")
+NAME_RULE = (
     "a Python identifier that starts with a letter (letters, digits, underscores; "
     "at most 100 characters)"
 )
 
 
-def _seconds(value: float | timedelta | None) -> float | None:
+def to_seconds(value: float | timedelta | None) -> float | None:
+    """Seconds as a number: a ``timedelta`` converted, anything else as it is."""
     if isinstance(value, timedelta):
         return value.total_seconds()
     return value
@@ -67,9 +68,9 @@ class Retry:
     """
 
     attempts: int = 3
-    delay: float = attrs.field(default=0.1, converter=_seconds)
+    delay: float = attrs.field(default=0.1, converter=to_seconds)
     backoff: float = 2.0
-    max_delay: float = attrs.field(default=30.0, converter=_seconds)
+    max_delay: float = attrs.field(default=30.0, converter=to_seconds)
     jitter: float = 0.1
     retry_on: tuple[type[BaseException], ...] = attrs.field(
         default=(Exception,), converter=_exception_types
@@ -106,10 +107,10 @@ class Retry:
             ("backoff", self.backoff, 1.0),
             ("max_delay", self.max_delay, 0.0),
         ):
-            if not _is_number(value) or value < low:
+            if not is_number(value) or value < low:
                 unit = "" if label == "backoff" else " seconds"
                 found.append(f"Retry({label}={value!r}): {label} must be a number >= {low:g}{unit}")
-        if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
+        if not is_number(self.jitter) or not 0 <= self.jitter <= 1:
             found.append(f"Retry(jitter={self.jitter!r}): jitter must be between 0 and 1")
         bad = [
             t
@@ -125,7 +126,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     """A finite int or float (not a bool, not NaN or infinity)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -165,7 +166,7 @@ class Step:
     compensate: Action | None = attrs.field(default=None, kw_only=True)
     depends_on: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_names)
     retry: Retry | None = attrs.field(default=None, kw_only=True)
-    timeout: float | None = attrs.field(default=None, kw_only=True, converter=_seconds)
+    timeout: float | None = attrs.field(default=None, kw_only=True, converter=to_seconds)
     pivot: bool = attrs.field(default=False, kw_only=True)
     compensate_retry: Retry | None = attrs.field(default=None, kw_only=True)
 
@@ -175,10 +176,10 @@ class Step:
         if not isinstance(self.name, str):
             found.append(
                 f"name {self.name!r} is {type(self.name).__name__}, not a string: name the "
-                f"step with {_NAME_RULE}"
+                f"step with {NAME_RULE}"
             )
-        elif not _NAME.fullmatch(self.name):
-            found.append(f"name {self.name!r} cannot name a state: use {_NAME_RULE}")
+        elif not NAME.fullmatch(self.name):
+            found.append(f"name {self.name!r} cannot name a state: use {NAME_RULE}")
         elif keyword.iskeyword(self.name):
             found.append(f"name {self.name!r} is a Python keyword: choose another name")
         elif self.name in RESERVED_NAMES:
@@ -198,7 +199,7 @@ class Step:
                 found.append(f"{label} must be a Retry or None, not {type(retry).__name__}")
             elif retry is not None:
                 found += [f"{label}: {p}" for p in retry.problems()]
-        if self.timeout is not None and (not _is_number(self.timeout) or not self.timeout > 0):
+        if self.timeout is not None and (not is_number(self.timeout) or not self.timeout > 0):
             found.append(
                 f"timeout={self.timeout!r}: a timeout must be a positive number of seconds"
             )
@@ -264,190 +265,3 @@ def _callable_problems(label: str, fn: object) -> list[str]:
             "of 'yield'"
         ]
     return [f"{label} {name} is not async: define it with 'async def'"]
-
-
-def validate_steps(
-    saga: str, steps: object, problems_so_far: Sequence[Problem] = ()
-) -> tuple[Step, ...]:
-    """Check a saga's steps as a whole; raise one ``InvalidSagaError`` listing every problem.
-
-    ``problems_so_far`` (found in the rest of the saga) are listed with them.
-    """
-    problems: list[Problem] = [*_saga_name_problems(saga), *problems_so_far]
-    if isinstance(steps, str | bytes) or not isinstance(steps, Sequence | tuple | list):
-        raise InvalidSagaError(
-            saga, [*problems, Problem(None, "steps must be a tuple or list of Step objects")]
-        )
-    items = tuple(steps)
-    if not items:
-        raise InvalidSagaError(
-            saga, [*problems, Problem(None, "the saga has no steps: list at least one")]
-        )
-    found_before = len(problems)
-    seen: set[str] = set()
-    for index, step in enumerate(items):
-        if not isinstance(step, Step):
-            problems.append(Problem(None, f"steps[{index}] is {type(step).__name__}, not a Step"))
-        elif not isinstance(step.name, str):  # no name to file the problems under
-            problems += [Problem(None, f"steps[{index}]: {p}") for p in step.problems()]
-        else:
-            if step.name in seen:
-                problems.append(Problem(step.name, "the name is used by more than one step"))
-            seen.add(step.name)
-            problems += [Problem(step.name, p) for p in step.problems()]
-    good = [s for s in items if isinstance(s, Step)]
-    for step in good:
-        if not isinstance(step.name, str) or not isinstance(step.depends_on, tuple):
-            continue
-        for dep in step.depends_on:
-            if isinstance(dep, str) and dep not in seen and dep != step.name:
-                problems.append(Problem(step.name, f"depends_on names unknown step {dep!r}"))
-    if len(problems) == found_before:
-        problems += _graph_problems(good)
-    if problems:
-        raise InvalidSagaError(saga, problems)
-    return items
-
-
-def _saga_name_problems(name: object) -> list[Problem]:
-    # The name is written into stores, diagrams and their default file names.
-    if isinstance(name, str) and _NAME.fullmatch(name):
-        return []
-    return [
-        Problem(
-            None,
-            f"name {name!r} cannot name the saga: set the class attribute name to {_NAME_RULE}",
-        )
-    ]
-
-
-def dependencies(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
-    """Each step's direct dependencies: written order unless some step names ``depends_on``."""
-    if any(s.depends_on for s in steps):
-        return {s.name: tuple(dict.fromkeys(s.depends_on)) for s in steps}
-    return {s.name: ((steps[i - 1].name,) if i else ()) for i, s in enumerate(steps)}
-
-
-def topological(steps: Sequence[Step], deps: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """Step names in an order that respects ``deps`` (ties in written order), or None if cyclic."""
-    remaining = {s.name: len(deps[s.name]) for s in steps}
-    dependants: dict[str, list[str]] = {s.name: [] for s in steps}
-    for s in steps:
-        for d in deps[s.name]:
-            dependants[d].append(s.name)
-    order = [s.name for s in steps if not remaining[s.name]]
-    for name in order:  # grows while iterating: Kahn's algorithm
-        for child in dependants[name]:
-            remaining[child] -= 1
-            if not remaining[child]:
-                order.append(child)
-    return order if len(order) == len(steps) else None
-
-
-def _find_cycle(steps: Sequence[Step], deps: Mapping[str, Sequence[str]]) -> list[str]:
-    """One dependency cycle, in dependency order from its first written step, closed."""
-    try:
-        graphlib.TopologicalSorter(deps).prepare()
-    except graphlib.CycleError as error:
-        cycle = list(error.args[1])[:-1]  # each a dependency of the next; last repeats first
-        written = [s.name for s in steps]
-        first = min(range(len(cycle)), key=lambda i: written.index(cycle[i]))
-        cycle = cycle[first:] + cycle[:first]
-        return [*cycle, cycle[0]]
-    return []  # pragma: no cover - only called when a cycle exists
-
-
-def ancestors(order: Sequence[str], deps: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
-    """Every step's transitive dependencies, given a topological ``order``."""
-    result: dict[str, frozenset[str]] = {}
-    for name in order:
-        found: set[str] = set()
-        for dep in deps[name]:
-            found.add(dep)
-            found |= result[dep]
-        result[name] = frozenset(found)
-    return result
-
-
-def _graph_problems(steps: Sequence[Step]) -> list[Problem]:
-    deps = dependencies(steps)
-    order = topological(steps, deps)
-    if order is None:
-        cycle = _find_cycle(steps, deps)
-        text = " -> ".join(cycle)
-        return [Problem(cycle[0], f"depends_on forms a cycle: {text}; remove one of these edges")]
-    problems = []
-    before = ancestors(order, deps)
-    for pivot in (s for s in steps if s.pivot):
-        for step in steps:
-            if step is pivot:
-                continue
-            after = pivot.name in before[step.name]
-            if not after and step.name not in before[pivot.name]:
-                problems.append(
-                    Problem(
-                        step.name,
-                        f"neither runs before nor after pivot {pivot.name!r}: make it depend on "
-                        "the pivot, or make the pivot depend on it",
-                    )
-                )
-            elif after and step.compensate is not None:
-                problems.append(
-                    Problem(
-                        step.name,
-                        f"has a compensation but runs after pivot {pivot.name!r}, where nothing "
-                        "is compensated: remove compensate= (use retry= to push it forward)",
-                    )
-                )
-    return problems
-
-
-class SagaDefinition:
-    """What a saga is: its steps, name and deadline, and one run's input. Users subclass
-    ``statesaga.Saga``, which adds running it; the compiler and the loader need only this.
-
-    ``SagaClass(**data)`` makes one run's input. The definition is checked when the class is
-    created, so a broken saga fails at import time. The class attributes (``steps``, ``name``,
-    ``deadline``) are described on ``statesaga.Saga``.
-    """
-
-    steps: ClassVar[Sequence[Step]]
-    name: ClassVar[str]
-    deadline: ClassVar[float | timedelta | None] = None
-
-    #: Whether the class is a base for sagas (``abstract=True``) rather than a saga.
-    abstract: ClassVar[bool] = True
-
-    def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.abstract = abstract
-        if "name" not in cls.__dict__:
-            cls.name = cls.__name__
-        deadline = _seconds(cls.deadline)
-        extra = []
-        if deadline is not None and (not _is_number(deadline) or not deadline > 0):
-            extra.append(
-                Problem(
-                    None,
-                    f"deadline={cls.deadline!r}: a deadline must be a positive number of "
-                    "seconds, a timedelta, or None",
-                )
-            )
-        else:
-            cls.deadline = deadline
-        if not abstract:
-            cls.steps = validate_steps(cls.name, getattr(cls, "steps", ()), extra)
-        elif extra:
-            raise InvalidSagaError(cls.name, extra)
-
-    def __init__(self, **data: Any) -> None:
-        self._data: dict[str, Any] = data
-
-    @property
-    def data(self) -> Mapping[str, Any]:
-        """This run's input, as given to the constructor."""
-        return self._data
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._data.items())
-        return f"{type(self).__name__}({args})"

@@ -1,0 +1,217 @@
+"""The states and edges of a saga's machine: one chain, or a DAG's orthogonal regions.
+
+A sequential saga compiles to one chain a person can read: forward states left to right,
+compensating states back right to left. A DAG compiles to orthogonal regions, one for the saga
+and one per step, so the state count grows linearly with the steps; a step's start is a join
+on its dependencies' ``succeeded`` states (``Transition.requires``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..vocabulary import (
+    COMPENSATION_PHASES,
+    FORWARD_PHASES,
+    SAGA_REGION,
+    SAGA_STATES,
+    Phase,
+    SagaState,
+    SagaTrigger,
+    step_state,
+)
+from .compiled import Kind, StepPlan, Transition
+
+_FORWARD: Kind = "forward"
+_COMPENSATE: Kind = "compensate"
+
+#: A machine's states, its edges, and the region each state belongs to.
+Edges = tuple[list[str], list[Transition], dict[str, str]]
+
+
+def _step_forward(p: StepPlan, source: str, requires: tuple[str, ...] = ()) -> list[Transition]:
+    running = p.state(Phase.RUNNING)
+    in_doubt = p.state(Phase.IN_DOUBT)
+    return [
+        Transition(p.t_start, source, running, _FORWARD, p.name, requires=requires),
+        Transition(p.t_retry, running, running, _FORWARD, p.name),
+        Transition(p.t_succeed, running, p.state(Phase.SUCCEEDED), _FORWARD, p.name),
+        Transition(p.t_fail, running, p.state(Phase.FAILED), _FORWARD, p.name, failure=True),
+        Transition(p.t_time_out, running, in_doubt, _FORWARD, p.name, failure=True),
+        Transition(p.t_invalid_result, running, in_doubt, _FORWARD, p.name, failure=True),
+    ]
+
+
+def _step_compensation(
+    p: StepPlan, sources: Sequence[str], requires: tuple[str, ...] = ()
+) -> list[Transition]:
+    doing = p.state(Phase.COMPENSATING)
+    edges = [
+        Transition(p.t_compensate, s, doing, _COMPENSATE, p.name, requires=requires)
+        for s in sources
+    ]
+    return [
+        *edges,
+        Transition(p.t_retry_compensation, doing, doing, _COMPENSATE, p.name),
+        Transition(p.t_compensation_done, doing, p.state(Phase.COMPENSATED), _COMPENSATE, p.name),
+        Transition(
+            p.t_compensation_fail,
+            doing,
+            p.state(Phase.COMPENSATION_FAILED),
+            _COMPENSATE,
+            p.name,
+            failure=True,
+        ),
+    ]
+
+
+def _step_states(p: StepPlan, *, pending: bool) -> list[str]:
+    phases = ((Phase.PENDING.value,) if pending else ()) + FORWARD_PHASES
+    if p.compensate is not None:
+        phases += COMPENSATION_PHASES
+    return [p.state(phase) for phase in phases]
+
+
+def chain_edges(plans: Sequence[StepPlan]) -> Edges:
+    """The machine of a sequential saga: one chain in the saga's region."""
+    pending, running, compensating = SagaState.PENDING, SagaState.RUNNING, SagaState.COMPENSATING
+    failed = SagaState.FAILED
+    states = list(SAGA_STATES)
+    edges = [Transition(SagaTrigger.START, pending, running, _FORWARD)]
+    previous: str = running
+    for p in plans:
+        states += _step_states(p, pending=False)
+        edges += _step_forward(p, previous)
+        previous = p.state(Phase.SUCCEEDED)
+    edges.append(Transition(SagaTrigger.COMPLETE, previous, SagaState.COMPLETED, _FORWARD))
+    # Failure and cancellation edges: before the pivot they start compensation, after it
+    # (or when the pivot's own outcome is unknown) the run stops as failed.
+    abort, halt = SagaTrigger.ABORT, SagaTrigger.HALT
+    edges.append(Transition(abort, running, compensating, _COMPENSATE, failure=True))
+    for p in plans:
+        if p.after_pivot or p.pivot:
+            edges.append(Transition(halt, p.state(Phase.IN_DOUBT), failed, _FORWARD, failure=True))
+            # A person pushes a halted run forward again: the step that halted it once more.
+            edges.append(
+                Transition(p.t_push_forward, failed, p.state(Phase.RUNNING), _FORWARD, p.name)
+            )
+        if p.after_pivot:
+            edges.append(Transition(halt, p.state(Phase.FAILED), failed, _FORWARD, failure=True))
+            continue
+        sources = [Phase.FAILED] if p.pivot else [Phase.FAILED, Phase.IN_DOUBT]
+        if not p.pivot and p is not plans[-1]:
+            sources.append(Phase.SUCCEEDED)  # cancelled between steps
+        edges += [
+            Transition(abort, p.state(s), compensating, _COMPENSATE, failure=True) for s in sources
+        ]
+    compensable = [p for p in plans if p.compensate is not None]
+    for i, p in enumerate(compensable):
+        entries: list[str] = [compensating]
+        if i + 1 < len(compensable):
+            later = compensable[i + 1]
+            entries += [later.state(Phase.COMPENSATED), later.state(Phase.COMPENSATION_FAILED)]
+        edges += _step_compensation(p, entries)
+    finish, give_up = SagaTrigger.FINISH, SagaTrigger.GIVE_UP
+    compensated = SagaState.COMPENSATED
+    edges.append(Transition(finish, compensating, compensated, _COMPENSATE))
+    if compensable:
+        first = compensable[0]
+        edges += [
+            Transition(finish, first.state(Phase.COMPENSATED), compensated, _COMPENSATE),
+            Transition(give_up, first.state(Phase.COMPENSATED), failed, _COMPENSATE, failure=True),
+            Transition(
+                give_up,
+                first.state(Phase.COMPENSATION_FAILED),
+                failed,
+                _COMPENSATE,
+                failure=True,
+            ),
+            # Reopening a run whose compensations failed: back to compensating, then each
+            # owed compensation again, returning to compensating after each one.
+            Transition(SagaTrigger.REOPEN, failed, compensating, _COMPENSATE),
+            Transition(give_up, compensating, failed, _COMPENSATE, failure=True),
+        ]
+        for p in compensable:
+            edges += [
+                Transition(SagaTrigger.PROCEED, p.state(end), compensating, _COMPENSATE)
+                for end in (Phase.COMPENSATED, Phase.COMPENSATION_FAILED)
+            ]
+    states = _drop_unreachable_failed(states, edges)
+    return states, edges, dict.fromkeys(states, SAGA_REGION)
+
+
+def region_edges(plans: Sequence[StepPlan]) -> Edges:
+    """The machine of a DAG: the saga's region and one region per step, joined by ``requires``."""
+    running, compensating, failed = SagaState.RUNNING, SagaState.COMPENSATING, SagaState.FAILED
+    states = list(SAGA_STATES)
+    region_of_state = dict.fromkeys(SAGA_STATES, SAGA_REGION)
+    edges = [
+        Transition(SagaTrigger.START, SagaState.PENDING, running, _FORWARD),
+        Transition(
+            SagaTrigger.COMPLETE,
+            running,
+            SagaState.COMPLETED,
+            _FORWARD,
+            requires=tuple(p.state(Phase.SUCCEEDED) for p in plans),
+        ),
+        Transition(SagaTrigger.ABORT, running, compensating, _COMPENSATE, failure=True),
+        Transition(SagaTrigger.FINISH, compensating, SagaState.COMPENSATED, _COMPENSATE),
+    ]
+    if any(p.pivot for p in plans):
+        edges.append(Transition(SagaTrigger.HALT, running, failed, _FORWARD, failure=True))
+        # A person pushes a halted run forward again, then each step that halted it.
+        edges.append(Transition(SagaTrigger.PUSH_FORWARD, failed, running, _FORWARD))
+    if any(p.compensate is not None for p in plans):
+        edges.append(
+            Transition(SagaTrigger.GIVE_UP, compensating, failed, _COMPENSATE, failure=True)
+        )
+    for p in plans:
+        own = _step_states(p, pending=True)
+        states += own
+        region_of_state.update(dict.fromkeys(own, p.name))
+        requires = (running, *(step_state(d, Phase.SUCCEEDED) for d in p.deps))
+        edges += _step_forward(p, p.state(Phase.PENDING), requires)
+        # A step still running when its process died, in a run that is compensating: its
+        # outcome is unknown (in a chain nothing runs while compensating).
+        edges.append(
+            Transition(
+                p.t_interrupt,
+                p.state(Phase.RUNNING),
+                p.state(Phase.IN_DOUBT),
+                _COMPENSATE,
+                p.name,
+                failure=True,
+                requires=(compensating,),
+            )
+        )
+        if p.pivot or p.after_pivot:
+            edges += [
+                Transition(
+                    p.t_push_forward,
+                    p.state(phase),
+                    p.state(Phase.RUNNING),
+                    _FORWARD,
+                    p.name,
+                    requires=(running,),
+                )
+                # A pivot that raised has no effect: the run compensated. Only its unknown
+                # outcome halts a run.
+                for phase in ((Phase.IN_DOUBT,) if p.pivot else (Phase.FAILED, Phase.IN_DOUBT))
+            ]
+        if p.compensate is not None:
+            sources = [
+                p.state(Phase.SUCCEEDED),
+                p.state(Phase.IN_DOUBT),
+                p.state(Phase.COMPENSATION_FAILED),
+            ]
+            edges += _step_compensation(p, sources, requires=(compensating,))
+    if any(p.compensate is not None for p in plans):
+        edges.append(Transition(SagaTrigger.REOPEN, failed, compensating, _COMPENSATE))
+    return _drop_unreachable_failed(states, edges), edges, region_of_state
+
+
+def _drop_unreachable_failed(states: list[str], edges: Sequence[Transition]) -> list[str]:
+    # Without a compensation or a pivot nothing can leave a run FAILED.
+    if not any(t.dest == SagaState.FAILED for t in edges):
+        states.remove(SagaState.FAILED)
+    return states
