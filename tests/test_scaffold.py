@@ -163,7 +163,7 @@ def test_an_interrupted_copy_leaves_no_folder_behind(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Path, "rename", cross_device)
-    monkeypatch.setattr("statesaga.scaffold.shutil.copytree", interrupted)
+    monkeypatch.setattr("statesaga.scaffold.target.shutil.copytree", interrupted)
     with pytest.raises(KeyboardInterrupt):
         new_saga("order_saga", directory=tmp_path / "sagas" / "orders")
     assert list(tmp_path.iterdir()) == []
@@ -185,7 +185,7 @@ def test_a_failed_write_with_force_changes_no_file(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_copyfile(source, destination)
 
-    monkeypatch.setattr("statesaga.scaffold.shutil.copyfile", disk_full)
+    monkeypatch.setattr("statesaga.scaffold.target.shutil.copyfile", disk_full)
     with pytest.raises(ScaffoldError, match=r"No space left on device: nothing was written$"):
         new_saga("order_saga", steps="one,two", directory=tmp_path, force=True)
     assert {name: (target / name).read_bytes() for name in files_under(target)} == before

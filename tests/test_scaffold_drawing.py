@@ -80,7 +80,7 @@ def test_a_slow_drawing_is_announced_on_stderr(
 ) -> None:
     """Drawing that lasts past NOTICE_AFTER prints one line on stderr saying what is going on."""
     fake_dot(tmp_path, monkeypatch, seconds=1)
-    monkeypatch.setattr("statesaga.scaffold.NOTICE_AFTER", 0.05)
+    monkeypatch.setattr("statesaga.scaffold.diagram.NOTICE_AFTER", 0.05)
     main(["new", "order_saga", "--dir", str(tmp_path)])
     captured = capsys.readouterr()
     assert captured.err == "drawing diagram.svg with Graphviz...\n"
