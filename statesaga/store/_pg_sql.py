@@ -1,26 +1,14 @@
-"""PostgreSQL statements for one schema, setting the schema up, and records as rows."""
+"""PostgreSQL statements for one schema."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import psycopg
 from psycopg.rows import TupleRow
 
 from ..vocabulary import TERMINAL
-from ._codec import dumps
-from ._rows import OUTBOX_COLUMNS, list_runs_queries, message_rows, run_from_row, steps_from_rows
-from .base import (
-    SCHEMA_VERSION,
-    Commit,
-    RunSnapshot,
-    StoreError,
-    StoreNotFound,
-    TransitionRecord,
-)
+from ._rows import OUTBOX_COLUMNS, list_runs_queries
 
 Conn = psycopg.AsyncConnection[TupleRow]
 Row = tuple[Any, ...]
@@ -34,20 +22,6 @@ _RUN_COLUMNS = (
 )
 _OUTBOX_SELECT = OUTBOX_COLUMNS.replace("payload", "payload::text").replace(
     "headers", "headers::text"
-)
-OBJECTS = frozenset(
-    {
-        "statesaga_meta",
-        "statesaga_runs",
-        "statesaga_runs_by_status",
-        "statesaga_runs_by_saga",
-        "statesaga_runs_unfinished",
-        "statesaga_steps",
-        "statesaga_history",
-        "statesaga_outbox",
-        "statesaga_outbox_by_status",
-        "statesaga_outbox_unsent_keys",
-    }
 )
 
 
@@ -244,190 +218,3 @@ class Queries:
             True: f"SELECT {_OUTBOX_SELECT} FROM {outbox} WHERE status = %s"
             " ORDER BY seq DESC LIMIT %s",
         }
-
-
-async def prepare_schema(
-    conn: Conn, q: Queries, *, schema: str, lock_key: int, store: str, create: bool = True
-) -> None:
-    """Check the version of the tables in ``schema``, and create any that are missing.
-
-    Args:
-        conn: A connection in autocommit mode.
-        q: The statements of ``schema``.
-        schema: The schema's name.
-        lock_key: The advisory lock that serialises creating the tables.
-        store: The store's URL, password hidden, for messages.
-        create: With ``False``, a schema without statesaga's version record (or no schema at
-            all) is left as it is and ``StoreNotFound`` raised.
-
-    Raises:
-        StoreNotFound: ``create`` is false and ``schema`` holds no statesaga store.
-        StoreError: The schema holds another version than this statesaga's (it is left as it was).
-        psycopg.Error: The server refused a statement.
-    """
-    # Read-only first, so a schema we refuse is left exactly as it was.
-    version, present, has_schema = await _inspect(conn, q, schema, store)
-    if version is None and not create:
-        if not has_schema:
-            raise StoreNotFound(store, f"schema {schema!r} does not exist")
-        if not present:
-            raise StoreNotFound(store, f"schema {schema!r} holds no statesaga tables")
-        reason = f"schema {schema!r} holds statesaga tables but no schema version"
-        raise StoreNotFound(store, reason, foreign=True)
-    _check_version(version, schema, store)
-    if version is not None and present >= OBJECTS:
-        return
-    async with conn.transaction():
-        # Workers starting together would race on CREATE ... IF NOT EXISTS (which is not
-        # safe concurrently in PostgreSQL): one creates, the others wait and then see it.
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-        version, present, has_schema = await _inspect(conn, q, schema, store)
-        _check_version(version, schema, store)
-        if not has_schema:  # not always: CREATE SCHEMA needs a privilege we may lack
-            await conn.execute(q.create_schema, ())  # (): so that %% reads as %
-        *tables, insert_version = q.schema
-        for statement in tables:
-            await conn.execute(statement, ())
-        await conn.execute(insert_version, (str(SCHEMA_VERSION),))
-
-
-async def _inspect(
-    conn: Conn, q: Queries, schema: str, store: str
-) -> tuple[int | None, set[str], bool]:
-    """The stored schema version (``None`` if absent), our objects present, schema exists."""
-    cur = await conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = ANY(%s)",
-        (schema, sorted(OBJECTS)),
-    )
-    present = {row[0] for row in await cur.fetchall()}
-    cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-    has_schema = await cur.fetchone() is not None
-    if "statesaga_meta" not in present:
-        return None, present, has_schema
-    row = await (await conn.execute(q.version, ())).fetchone()
-    if row is None:
-        return None, present, has_schema
-    try:
-        return int(row[0]), present, has_schema
-    except (TypeError, ValueError):
-        raise StoreError(
-            f"PostgreSQL store {store}: {schema}.statesaga_meta.schema_version "
-            f"is {row[0]!r}, not a number: this is not a statesaga schema, or it is damaged"
-        ) from None
-
-
-def _check_version(version: int | None, schema: str, store: str) -> None:
-    if version is None or version == SCHEMA_VERSION:
-        return
-    where = f"PostgreSQL store {store} (schema {schema!r})"
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{where} holds schema version {version}, newer than this statesaga understands "
-            f"({SCHEMA_VERSION}); upgrade statesaga to use it (nothing was changed)"
-        )
-    raise StoreError(
-        f"{where} holds schema version {version} and this statesaga (schema "
-        f"{SCHEMA_VERSION}) has no migration for it"
-    )
-
-
-@attrs.frozen
-class CommitRows:
-    """A commit as the rows it writes, in the column order of the commit statement."""
-
-    run: tuple[Any, ...]
-    steps: list[tuple[Any, ...]]
-    history: list[tuple[Any, ...]]
-    #: Outbox rows: ``message_rows`` columns, then owner, claim_until and now.
-    messages: list[tuple[Any, ...]] = attrs.field(factory=list)
-
-    @property
-    def run_id(self) -> str:
-        """The run committed to (the first column of every row)."""
-        run_id: str = self.run[0]
-        return run_id
-
-
-def commit_rows(commit: Commit) -> CommitRows:
-    """The rows ``commit`` writes, its values serialised (a bad one raises ``StoreError``)."""
-    run_id = commit.run_id
-    # Numbers are coerced because the rows travel as typed arrays, which refuse mixed int/float.
-    steps = {s.step: s for s in commit.steps}.values()  # the last row per step wins
-    return CommitRows(
-        (
-            run_id,
-            int(commit.version),
-            commit.lease_owner,
-            commit.status,
-            dumps(commit.config, run_id=run_id),
-            float(commit.updated_at),
-            commit.failed_step,
-            nul_free(commit.error),
-        ),
-        [
-            (
-                run_id,
-                s.step,
-                s.phase,
-                int(s.attempt),
-                None if s.result is None else dumps(s.result, run_id=run_id),
-                nul_free(s.error),
-            )
-            for s in steps
-        ],
-        [
-            (
-                run_id,
-                int(t.seq),
-                t.trigger,
-                t.source,
-                t.dest,
-                float(t.at),
-                int(t.attempt),
-                nul_free(t.error),
-            )
-            for t in commit.transitions
-        ],
-        _outbox_rows(commit) if commit.messages else [],
-    )
-
-
-def _outbox_rows(commit: Commit) -> list[tuple[Any, ...]]:
-    until = None if commit.claim_until is None else float(commit.claim_until)
-    now = time.time()
-    return [
-        (*row, commit.lease_owner, until, now)
-        for row in message_rows(commit.messages, commit.run_id)
-    ]
-
-
-def commit_params(commits: Sequence[CommitRows]) -> list[list[Any]]:
-    """The commit statement's parameters: one array per column of each of its three tables."""
-    tables = [
-        ([c.run for c in commits], 8),
-        ([row for c in commits for row in c.steps], 6),
-        ([row for c in commits for row in c.history], 8),
-    ]
-    if any(c.messages for c in commits):  # the statement with the outbox (commit_outbox)
-        tables.append(([row for c in commits for row in c.messages], 11))
-    params: list[list[Any]] = []
-    for rows, width in tables:
-        params += [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-    return params
-
-
-def nul_free(error: str | None) -> str | None:
-    """An error text PostgreSQL can store: ``text`` cannot hold NUL, so it becomes U+FFFD.
-
-    Otherwise an exception message with a NUL in it would make every commit of its run fail.
-    """
-    return error.replace("\x00", "\ufffd") if error and "\x00" in error else error
-
-
-def snapshot(run_row: Row, step_rows: list[Row], history_rows: list[Row]) -> RunSnapshot:
-    """A run's snapshot from its run row, its step rows and its history rows."""
-    run = run_from_row(run_row)
-    steps = steps_from_rows(run.run_id, step_rows)
-    history = tuple(TransitionRecord(*row) for row in history_rows)
-    return RunSnapshot(run=run, steps=steps, history=history)

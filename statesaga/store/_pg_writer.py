@@ -14,11 +14,12 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import TupleRow
 
-from ._pg_sql import CommitRows, Conn, Queries, Row, Statement, commit_params
+from ._pg_rows import CommitRows, commit_params
+from ._pg_sql import Conn, Queries, Row, Statement
 from .base import RunNotFound, StoreError, WriteConflict
 
 if TYPE_CHECKING:
-    from .postgres import PostgresStats, _State
+    from ._pg_connections import PostgresStats, State
 
 logger = logging.getLogger("statesaga.store")
 
@@ -75,7 +76,7 @@ class Writer:
         self._connect = connect
         self._reason = reason
 
-    async def write(self, state: _State, batch: list[Job], check_after: float) -> None:
+    async def write(self, state: State, batch: list[Job], check_after: float) -> None:
         """Apply ``batch`` and resolve its futures.
 
         The connection is checked first if it sat idle for more than ``check_after`` seconds.
@@ -97,7 +98,7 @@ class Writer:
                 job.future.set_exception(value)
 
     async def _run_batch(
-        self, state: _State, batch: list[Job], check_after: float
+        self, state: State, batch: list[Job], check_after: float
     ) -> list[tuple[bool, Any]]:
         try:
             conn = await self._connection(state, check_after)
@@ -227,7 +228,7 @@ class Writer:
                 )
             outcomes[index] = (False, error)
 
-    async def _connection(self, state: _State, check_after: float) -> Conn:
+    async def _connection(self, state: State, check_after: float) -> Conn:
         """The writer's connection: checked if it sat idle, replaced if it is gone."""
         conn = state.writer_conn
         if conn is not None and state.loop.time() - state.writer_used > check_after:
@@ -243,7 +244,7 @@ class Writer:
             conn = state.writer_conn = await self._connect()
         return conn
 
-    async def _drop_connection(self, state: _State) -> None:
+    async def _drop_connection(self, state: State) -> None:
         conn, state.writer_conn = state.writer_conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
