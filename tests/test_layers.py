@@ -63,3 +63,18 @@ def test_the_walk_sees_lazy_imports_and_skips_type_checking_ones() -> None:
         if isinstance(node, ast.ImportFrom) and node.module is None
     ]
     assert found == [("lazy", True)]
+
+
+def test_the_compiler_does_not_reach_render() -> None:
+    """The compiler is pure data: render imports it, and nothing it imports, even lazily,
+    leads back to render."""
+    edges = graph()
+    reached: set[str] = set()
+    todo = [m for m in edges if m == "statesaga.compiler" or m.startswith("statesaga.compiler.")]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo += edges[module]
+    assert sorted(m for m in reached if m.startswith("statesaga.render")) == []
+    assert "statesaga.compiler" in edges["statesaga.render"]
