@@ -29,6 +29,9 @@ DEFERRED = (
     "statesaga.durable",
     "statesaga.resources",
     "statesaga.render.graph",
+    "statesaga.render.model",
+    "statesaga.render.chain",
+    "statesaga.render.overlay",
     "statesaga.render.dot",
     "statesaga.render.mermaid",
 )
