@@ -13,9 +13,9 @@ import attrs
 
 from .clock import Clock
 from .definition import SagaDefinition
-from .durable import SagaNotImportable, StoreLike, drive_stored, open_store
+from .durable.drive import SagaNotImportable, StoreLike, drive_stored, open_store
+from .durable.leases import owner_id
 from .errors import StatesagaError
-from .leases import owner_id
 from .result import SagaResult
 from .store.base import LeaseHeld, RunRecord, SagaStore
 

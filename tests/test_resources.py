@@ -21,7 +21,7 @@ from test_store_postgres import admin, drop_schema, new_schema, require_server
 
 from statesaga import Saga, SagaStatus, Step, shutdown
 from statesaga.context import Context
-from statesaga.resources import loop_resources
+from statesaga.durable.resources import loop_resources
 from statesaga.store import StoreError
 
 ROOT = Path(__file__).resolve().parent.parent

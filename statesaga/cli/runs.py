@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import click
 
-from ..durable import resume
+from ..durable.drive import resume
+from ..durable.resources import shutdown
 from ..loader import unimportable
-from ..resources import shutdown
 from ..result import SagaResult
 from ..store import SagaStore
 from ..store.base import TERMINAL, LeaseHeld, RunRecord

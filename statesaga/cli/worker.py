@@ -9,8 +9,8 @@ import signal
 
 import click
 
+from ..durable.resources import shutdown
 from ..observe.metrics import start_metrics_server
-from ..resources import shutdown
 from ..worker import Worker
 from ._common import (
     broker_option,

@@ -17,8 +17,8 @@ import attrs
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..definition import Retry
-from ..durable import StoreLike, open_store
-from ..leases import owner_id
+from ..durable.drive import StoreLike, open_store
+from ..durable.leases import owner_id
 from ..store.base import OutboxRecord, SagaStore
 from .broker import Broker
 from .brokers import broker_from_url

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Collection, Sequence
 
-from ..resources import loop_resources
+from ..durable.resources import loop_resources
 from ..store.base import SagaStore
 from .broker import Broker
 from .brokers import broker_from_url
@@ -268,7 +268,7 @@ def sender_for(store: SagaStore, broker: Broker) -> Sender:
 
 def resolve_broker(broker: Broker | str) -> Broker:
     """``broker`` itself, or the broker its URL names in the running event loop (closed when
-    the loop ends; see ``statesaga.resources``).
+    the loop ends; see ``statesaga.durable.resources``).
 
     Not connected here: a broker that is down must not stop runs from starting; their
     messages wait for it in the outbox.

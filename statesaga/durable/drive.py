@@ -9,26 +9,26 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .clock import SYSTEM_CLOCK, Clock
-from .compiler import CompiledSaga, compile_saga
-from .definition import SagaDefinition
-from .engine import Driver, drive_to_result
-from .errors import DefinitionChangedError, RecordedError
-from .errors import SagaNotImportable as SagaNotImportable
+from ..clock import SYSTEM_CLOCK, Clock
+from ..compiler import CompiledSaga, compile_saga
+from ..definition import SagaDefinition
+from ..engine import Driver, drive_to_result
+from ..errors import DefinitionChangedError, RecordedError
+from ..errors import SagaNotImportable as SagaNotImportable
+from ..json_data import as_stored
+from ..loader import TargetError, load_saga, saga_reference, unimportable
+from ..result import SagaResult, SagaStatus
+from ..run_state import RunState, initial_config, progress
+from ..store import SagaStore, StoreError
+from ..store.base import LeaseHeld, RunRecord, RunSnapshot
+from ..vocabulary import TERMINAL, Phase, SagaState, SagaTrigger
 from .journal import Journal
-from .json_data import as_stored
 from .leases import LEASE_SECONDS, keeper_for, owner_id
-from .loader import TargetError, load_saga, saga_reference, unimportable
 from .resources import store_for_url
-from .result import SagaResult, SagaStatus
-from .run_state import RunState, initial_config, progress
-from .store import SagaStore, StoreError
-from .store.base import LeaseHeld, RunRecord, RunSnapshot
-from .vocabulary import TERMINAL, Phase, SagaState, SagaTrigger
 
 if TYPE_CHECKING:
-    from .messaging.broker import Broker
-    from .messaging.sender import Sender
+    from ..messaging.broker import Broker
+    from ..messaging.sender import Sender
 
 StoreLike = SagaStore | str
 
@@ -40,7 +40,7 @@ _WARNED: weakref.WeakSet[type[SagaDefinition]] = weakref.WeakSet()
 
 async def open_store(store: StoreLike) -> SagaStore:
     """``store`` itself (opened), or the store its URL names in this event loop (shared by
-    every run of the loop that names it, closed when the loop ends: ``statesaga.resources``)."""
+    every run of the loop that names it, closed when the loop ends: see ``resources``)."""
     if isinstance(store, str):
         return await store_for_url(store)
     await store.open()
@@ -98,7 +98,7 @@ async def start(
 def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:
     if broker is None:
         return None
-    from .messaging.sender import resolve_broker, sender_for
+    from ..messaging.sender import resolve_broker, sender_for
 
     return sender_for(store, resolve_broker(broker))
 

@@ -9,7 +9,7 @@ import socket
 import time
 import weakref
 
-from .store.base import SagaStore
+from ..store.base import SagaStore
 
 #: How long a lease lasts without renewal (seconds); ``STATESAGA_LEASE_SECONDS`` overrides it.
 #: A worker renews its leases every third of it, and another worker can take a run over only

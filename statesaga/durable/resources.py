@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .store import SagaStore, StoreError, hide_password, store_from_url
+from ..store import SagaStore, StoreError, hide_password, store_from_url
 
 if TYPE_CHECKING:
-    from .messaging.broker import Broker
+    from ..messaging.broker import Broker
 
 log = logging.getLogger("statesaga")
 
