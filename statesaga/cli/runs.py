@@ -197,8 +197,10 @@ async def _resume(
         worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
         return await drive_all(worker, wait, nothing="no unfinished runs to resume")
     finally:
-        await store.close()
+        # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
+        # the senders mark what they sent in the command's store.
         await shutdown()
+        await store.close()
 
 
 async def _resume_one(

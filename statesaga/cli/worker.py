@@ -116,5 +116,7 @@ async def _work(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     finally:
-        await store.close()
+        # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
+        # the senders mark what they sent in the command's store.
         await shutdown()
+        await store.close()

@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import time
-import weakref
+from typing import Self
 
 from ..store.base import SagaStore
 
@@ -36,30 +36,66 @@ class LeaseKeeper:
     """Renews the leases of the runs this process drives in one store, in one batch.
 
     A lease another worker has taken over is simply not renewed: the run's next commit
-    conflicts and its driver stops.
+    conflicts and its driver stops. Its renewing task runs only while it holds a run; its
+    owner closes it (``aclose``, or ``async with``), which stops that task. Closing it leaves
+    the store open: the keeper does not own it.
     """
 
     def __init__(self, store: SagaStore, seconds: float = LEASE_SECONDS) -> None:
         self.store = store
         self.seconds = seconds
         self.held: dict[str, int] = {}
+        self.closed = False
         self._task: asyncio.Task[None] | None = None
+        self._renewing = False
+
+    @property
+    def running(self) -> bool:
+        """Whether its renewing task is alive."""
+        return self._task is not None and not self._task.done()
 
     def hold(self, run_id: str) -> None:
-        """Start renewing ``run_id``'s lease."""
+        """Start renewing ``run_id``'s lease.
+
+        Raises:
+            RuntimeError: The keeper is closed.
+        """
+        if self.closed:
+            raise RuntimeError("this lease keeper is closed: its owner closed it")
         self.held[run_id] = self.held.get(run_id, 0) + 1
         loop = asyncio.get_running_loop()
         # A renewer from a loop that has since closed will never run again: start one here.
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._renew_forever())
+        if not self.running or self._task is None or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._renew_forever(), name="statesaga-lease-keeper")
 
     def drop(self, run_id: str) -> None:
-        """Stop renewing ``run_id``'s lease."""
+        """Stop renewing ``run_id``'s lease; the last one dropped stops the renewing task."""
         count = self.held.get(run_id, 0) - 1
         if count > 0:
             self.held[run_id] = count
-        else:
-            self.held.pop(run_id, None)
+            return
+        self.held.pop(run_id, None)
+        if not self.held and self._task is not None and not self._renewing:
+            # Asleep until its next round: nothing to renew then, no task left behind now. A
+            # renewal under way finishes instead (the loop then sees nothing held).
+            self._task.cancel()
+            self._task = None
+
+    async def aclose(self) -> None:
+        """Stop renewing every lease and wait for the renewing task to end (idempotent)."""
+        self.closed = True
+        self.held.clear()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def _renew_forever(self) -> None:
         while self.held:
@@ -67,16 +103,9 @@ class LeaseKeeper:
             ids = list(self.held)
             if not ids:
                 break
-            with contextlib.suppress(Exception):  # a failed renewal is retried next round
-                await self.store.renew(ids, owner_id(), time.time() + self.seconds)
-
-
-_KEEPERS: weakref.WeakKeyDictionary[object, LeaseKeeper] = weakref.WeakKeyDictionary()
-
-
-def keeper_for(store: SagaStore) -> LeaseKeeper:
-    """The lease keeper of ``store`` in this process."""
-    keeper = _KEEPERS.get(store)
-    if keeper is None:
-        keeper = _KEEPERS[store] = LeaseKeeper(store)
-    return keeper
+            self._renewing = True
+            try:
+                with contextlib.suppress(Exception):  # a failed renewal is retried next round
+                    await self.store.renew(ids, owner_id(), time.time() + self.seconds)
+            finally:
+                self._renewing = False
