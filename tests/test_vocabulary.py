@@ -193,6 +193,7 @@ def test_the_vocabulary_imports_nothing_from_statesaga() -> None:
 OTHER_SENSES: dict[str, dict[str, str]] = {
     "compiler.py": {"compensate": "a transition's kind", "saga": "a key of to_dict()"},
     "definition.py": {"compensate": "a Step field named in problems", "retry": "the same"},
+    "durable/__init__.py": {"start": "the name of the function it exports"},
     "messaging/inbox.py": {"failed": "an inbox message's status"},
     "observe/logs.py": {
         "saga": "a log field",
