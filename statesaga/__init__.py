@@ -27,8 +27,7 @@ from .result import HistoryEntry, SagaResult, SagaStatus
 from .saga import Saga
 
 if TYPE_CHECKING:
-    from .durable import resume
-    from .resources import shutdown
+    from .durable import resume, shutdown
 
 __version__ = "0.1.0"
 
@@ -73,7 +72,7 @@ def __getattr__(name: str) -> object:
     if name == "resume":
         from .durable import resume as found
     elif name == "shutdown":
-        from .resources import shutdown as found
+        from .durable import shutdown as found
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = found

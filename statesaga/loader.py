@@ -35,9 +35,8 @@ def load_saga(target: str) -> type[SagaDefinition]:
             raise TargetError(f"cannot import {module_ref!r}: no such file")
         module = _import_file(path, module_ref)
     else:
-        _search_current_folder()
         try:
-            module = importlib.import_module(module_ref)
+            module = _import_module(module_ref)
         except StatesagaError:
             raise
         except Exception as error:
@@ -131,6 +130,28 @@ def unimportable(reference: str) -> str | None:
     return None if found else f"no module named {top!r} here"
 
 
-def _search_current_folder() -> None:
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`, resolve modules from the current folder
+def _import_module(module_ref: str) -> ModuleType:
+    """The module ``module_ref`` names, from ``sys.path``, or else with its top-level package
+    found in the current folder, as ``python -m`` would find it.
+
+    ``sys.path`` is left as it is (the command line puts the current folder on it, like
+    ``python -m``): a module found here that imports a sibling by its top-level name needs
+    the folder on ``sys.path`` too.
+    """
+    try:
+        return importlib.import_module(module_ref)
+    except ModuleNotFoundError as error:
+        top = module_ref.partition(".")[0]
+        if error.name != top or top in sys.modules:
+            raise
+        spec = PathFinder.find_spec(top, [os.getcwd()])
+        if spec is None or spec.loader is None:
+            raise
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[top] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(top, None)
+        raise
+    return importlib.import_module(module_ref)

@@ -13,9 +13,10 @@ import attrs
 
 from .clock import Clock
 from .definition import SagaDefinition
-from .durable import SagaNotImportable, StoreLike, drive_stored, open_store
-from .errors import StatesagaError
-from .leases import owner_id
+from .durable.drive import drive_stored
+from .durable.leases import owner_id
+from .durable.resources import StoreLike, open_store
+from .errors import SagaNotImportable, StatesagaError
 from .result import SagaResult
 from .store.base import LeaseHeld, RunRecord, SagaStore
 
@@ -50,6 +51,10 @@ class Worker:
 
     Several workers (processes, machines) may share one store: a run is leased to one worker
     at a time, and another takes it over only after that lease expires.
+
+    A worker opens nothing of its own, so it needs no closing: a store or broker passed as an
+    object is its caller's; one named by URL, and the lease keepers and senders of its runs,
+    belong to the event loop (closed when it ends, or by ``statesaga.shutdown``).
 
     Args:
         store: The store or its URL.

@@ -96,11 +96,8 @@ LAYERS: tuple[Layer, ...] = (
         "journal, stores, brokers, outbox, inbox",
         (
             "statesaga.durable",
-            "statesaga.journal",
-            "statesaga.leases",
             "statesaga.json_data",
             "statesaga.loader",
-            "statesaga.resources",
             "statesaga.store",
             "statesaga.messaging",
         ),

@@ -201,6 +201,23 @@ async def test_a_published_message_arrives_with_every_field(harness: Harness) ->
         await delivery.ack()
 
 
+async def test_async_with_connects_the_broker_and_closes_it(harness: Harness) -> None:
+    """``async with broker:`` connects it on entry and closes it at the end: nothing of its
+    connection is left running."""
+    topic, group = harness.topic(), harness.group()
+    before = asyncio.all_tasks()
+    async with harness.broker() as broker:
+        await harness.declare(broker, topic, group)
+        await broker.publish(message(topic, 1))
+    await asyncio.sleep(0.2)  # a closing client's own tasks wind down
+    assert asyncio.all_tasks() - before == set()
+    if harness.kind == "memory":
+        harness.memory.down()
+        with pytest.raises(BrokerError, match="down"):
+            async with harness.broker():
+                pass  # never reached: entering connects, which fails
+
+
 async def test_an_acked_message_is_not_delivered_again(harness: Harness) -> None:
     """After an ack, a new consumer of the group starts with the next message."""
     broker, topic, group = harness.broker(), harness.topic(), harness.group()

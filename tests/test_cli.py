@@ -126,3 +126,52 @@ def test_python_m_runs_the_cli() -> None:
     )
     assert done.returncode == 0
     assert f"statesaga, version {__version__}" in done.stdout
+
+
+SIBLINGS = {
+    "steps_here.py": "async def act(ctx):\n    return None\n",
+    "order_here.py": textwrap.dedent(
+        """
+        from statesaga import Saga, Step
+        from steps_here import act
+
+        class Order(Saga):
+            steps = (Step("reserve", act),)
+        """
+    ),
+}
+
+
+def test_the_installed_command_imports_from_the_current_folder(tmp_path: Path) -> None:
+    """`statesaga machine module:Class`, run as the installed command rather than with
+    `python -m`, imports a module of the current folder that imports a sibling (like
+    `python -m`, it puts that folder on sys.path)."""
+    command = Path(sys.executable).with_name("statesaga")
+    if not command.exists():
+        pytest.skip("the statesaga command is not installed beside this Python")
+    for name, text in SIBLINGS.items():
+        (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        [str(command), "machine", "order_here:Order"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "<CompiledSaga Order: chain of 1 step" in done.stdout
+
+
+def test_main_puts_the_current_folder_first_on_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line's entry point, not the library, adds the current folder to sys.path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    main(["--version"])
+    assert sys.path[0] == str(tmp_path)
+    length = len(sys.path)
+    main(["--version"])
+    assert len(sys.path) == length  # once
+    capsys.readouterr()

@@ -426,7 +426,7 @@ async def test_leases_use_wall_clock_time_even_with_a_fake_clock() -> None:
 
 def test_lease_keeper_renews_in_each_new_event_loop() -> None:
     """A keeper whose first loop was closed starts a renewer in the next loop."""
-    from statesaga.leases import LeaseKeeper
+    from statesaga.durable.leases import LeaseKeeper
 
     keeper = LeaseKeeper(MemoryStore())
     first = asyncio.new_event_loop()

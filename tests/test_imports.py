@@ -27,7 +27,7 @@ DEFERRED = (
     "statesaga.messaging",
     "statesaga.messaging.",
     "statesaga.durable",
-    "statesaga.resources",
+    "statesaga.durable.",
     "statesaga.render.graph",
     "statesaga.render.model",
     "statesaga.render.chain",
@@ -106,7 +106,7 @@ def test_every_public_name_resolves_to_its_object_in_a_fresh_interpreter() -> No
         import importlib, json, sys
         import statesaga
 
-        homes = {"resume": "statesaga.durable", "shutdown": "statesaga.resources",
+        homes = {"resume": "statesaga.durable", "shutdown": "statesaga.durable",
                  "render": "statesaga.render"}
         wrong = []
         for name in statesaga.__all__:
@@ -121,7 +121,7 @@ def test_every_public_name_resolves_to_its_object_in_a_fresh_interpreter() -> No
                           statesaga.shutdown.__module__]))
         """
     )
-    assert found == [[], True, "statesaga.durable", "statesaga.resources"]
+    assert found == [[], True, "statesaga.durable.drive", "statesaga.durable.resources"]
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

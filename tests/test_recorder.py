@@ -9,9 +9,9 @@ from typing import Any
 from statesaga import Saga, SagaStatus, Step
 from statesaga.compiler import compile_saga
 from statesaga.context import Context
+from statesaga.durable.journal import Journal
 from statesaga.engine import Driver, drive_to_result
 from statesaga.errors import StoreError
-from statesaga.journal import Journal
 from statesaga.recorder import IN_MEMORY
 from statesaga.run_state import RunState
 from statesaga.store import MemoryStore

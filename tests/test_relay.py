@@ -385,3 +385,39 @@ async def test_a_damaged_row_is_dead_and_holds_only_its_key(tmp_path: Path) -> N
         await store.outbox_purge("dead", before=time.time() + 1)
         await relay.run_once()
         assert [m.payload["n"] for m in broker.published] == [1, 3, 5, 2, 4]
+
+
+class Closing(MemoryBroker):
+    """A memory broker that counts how often it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closes = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+async def test_a_relay_closes_the_broker_it_opened_and_no_other(
+    store: SagaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``async with Relay(store, URL)`` closes the broker that URL opened at its end; a broker
+    passed as an object is the caller's and stays open."""
+    from statesaga.messaging import relay as relay_module
+
+    made: list[Closing] = []
+
+    def from_url(url: str) -> Closing:
+        made.append(Closing())
+        return made[-1]
+
+    monkeypatch.setattr(relay_module, "broker_from_url", from_url)
+    await seed(store, messages(2, keys=1))
+    async with Relay(store, "memory://") as relay:
+        assert (await relay.run_once()).sent == 2
+        assert made[0].closes == 0
+    assert made[0].closes == 1
+    mine = Closing()
+    async with Relay(store, mine) as relay:
+        await relay.run_once()
+    assert mine.closes == 0

@@ -19,10 +19,14 @@ from _services import AMQP_URL, require
 from test_store_postgres import URL as PG_URL
 from test_store_postgres import admin, drop_schema, new_schema, require_server
 
-from statesaga import Saga, SagaStatus, Step, shutdown
+from statesaga import Saga, SagaStatus, Step, resume, shutdown
 from statesaga.context import Context
-from statesaga.resources import loop_resources
-from statesaga.store import StoreError
+from statesaga.durable.resources import loop_resources
+from statesaga.messaging.brokers.memory import MemoryBroker
+from statesaga.messaging.relay import Relay
+from statesaga.store import MemoryStore, SagaStore, StoreError
+from statesaga.store.sqlite import SQLiteStore
+from statesaga.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,3 +308,152 @@ def test_stores_of_loops_closed_without_shutdown_are_closed_later(tmp_path: Path
     while writer_threads() > before and time.monotonic() < deadline:
         time.sleep(0.02)  # the stores of closed loops are closed in a thread of their own
     assert writer_threads() == before
+
+
+class Owned(MemoryStore):
+    """A caller's store that counts how often it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closes = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+class OwnedBroker(MemoryBroker):
+    """A caller's broker that counts how often it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closes = 0
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+async def emit(ctx: Context) -> None:
+    ctx.emit("orders", {"step": ctx.step}, key="k")
+
+
+class Emits(Saga):
+    steps = (Step("a", emit), Step("b", emit))
+
+
+def test_a_store_or_broker_passed_as_an_object_is_never_closed_by_statesaga() -> None:
+    """Runs, resumes, workers, relays, ``shutdown()`` and the loop's end leave a store or
+    broker the caller passed open: the caller owns it."""
+    store, broker = Owned(), OwnedBroker()
+
+    async def use() -> None:
+        first = await Emits().execute(store=store, broker=broker, saga_id="o1")
+        assert first.status is SagaStatus.COMPLETED
+        assert (await resume(store, "o1", broker=broker)).status is SagaStatus.COMPLETED
+        await Worker(store, broker=broker).run_once()
+        async with Relay(store, broker) as relay:
+            await relay.run_once()
+        await shutdown()
+        assert (await Emits().execute(store=store, broker=broker)).status is SagaStatus.COMPLETED
+
+    asyncio.run(use())
+    assert (store.closes, broker.closes) == (0, 0)
+
+
+async def test_no_task_is_left_running_after_async_with_exits(tmp_path: Path) -> None:
+    """A run inside ``async with`` a store and a broker leaves nothing running once they
+    close: no lease keeper, no sender, no writer."""
+    before = asyncio.all_tasks()
+    async with SQLiteStore(tmp_path / "runs.db") as store, MemoryBroker() as broker:
+        result = await Emits().execute(store=store, broker=broker)
+    assert result.status is SagaStatus.COMPLETED
+    assert len(broker.messages("orders")) == 2
+    assert asyncio.all_tasks() == before
+    assert loop_resources().keepers == {}
+    assert writer_threads() == 0
+
+
+gates: dict[str, asyncio.Event] = {}
+
+
+async def wait_for_gate(ctx: Context) -> None:
+    await gates[ctx.saga_id].wait()
+
+
+class Gated(Saga):
+    steps = (Step("a", noop), Step("b", wait_for_gate))
+
+
+async def until_driving(store: SagaStore, run_id: str) -> None:
+    for _ in range(200):
+        if loop_resources().driving(store, run_id):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{run_id} never driven")
+
+
+async def test_the_lease_keeper_of_a_run_ends_with_the_run() -> None:
+    """A keeper lives while runs of its store hold leases, and is gone (task ended) after."""
+    gate = gates["g1"] = asyncio.Event()
+    store = MemoryStore()
+    run = asyncio.create_task(Gated().execute(store=store, saga_id="g1"))
+    await until_driving(store, "g1")
+    keeper = loop_resources().keepers[id(store)]
+    assert keeper.running
+    gate.set()
+    assert (await run).status is SagaStatus.COMPLETED
+    assert not keeper.running
+    assert loop_resources().keepers == {}
+
+
+async def test_shutdown_stops_the_lease_keepers_and_leaves_a_callers_store_open() -> None:
+    """``shutdown()`` closes the keepers it owns, even of runs still going; a store passed as
+    an object stays open, and the run still completes in it."""
+    gate = gates["g2"] = asyncio.Event()
+    store = Owned()
+    run = asyncio.create_task(Gated().execute(store=store, saga_id="g2"))
+    await until_driving(store, "g2")
+    keeper = loop_resources().keepers[id(store)]
+    await shutdown()
+    assert keeper.closed
+    assert not keeper.running
+    gate.set()
+    assert (await run).status is SagaStatus.COMPLETED
+    assert store.closes == 0
+
+
+async def test_a_url_store_closes_after_its_keepers() -> None:
+    """The loop's resources stop a keeper of a store they opened before closing that store,
+    so no renewal runs against a closed store."""
+    gate = gates["g3"] = asyncio.Event()
+    url = "memory://"
+    run = asyncio.create_task(Gated().execute(store=url, saga_id="g3"))
+    opened = loop_resources()
+    await until_store(opened, url)
+    store = opened.stores[url]
+    await until_driving(store, "g3")
+    keeper = opened.keepers[id(store)]
+    order: list[str] = []
+    real_close, real_aclose = store.close, keeper.aclose
+
+    async def close() -> None:
+        order.append("store")
+        await real_close()
+
+    async def aclose() -> None:
+        order.append("keeper")
+        await real_aclose()
+
+    store.close = close  # type: ignore[method-assign]
+    keeper.aclose = aclose  # type: ignore[method-assign]
+    await shutdown()
+    assert order == ["keeper", "store"]
+    gate.set()
+    assert (await run).status is SagaStatus.COMPLETED  # a memory store works on, closed
+
+
+async def until_store(resources: Any, url: str) -> None:
+    for _ in range(200):
+        if url in resources.stores:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{url} never opened")

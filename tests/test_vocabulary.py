@@ -194,6 +194,7 @@ OTHER_SENSES: dict[str, dict[str, str]] = {
     "compiler/compiled.py": {"saga": "a key of to_dict()"},
     "compiler/edges.py": {"compensate": "a transition's kind"},
     "definition/step.py": {"compensate": "a Step field named in problems", "retry": "the same"},
+    "durable/__init__.py": {"start": "the name of the function it exports"},
     "messaging/inbox.py": {"failed": "an inbox message's status"},
     "observe/logs.py": {
         "saga": "a log field",

@@ -5,6 +5,7 @@ Each command lives in the module named after it; ``_common`` holds what several 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -32,7 +33,14 @@ cli.add_command(worker.worker)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning statesaga errors into one line and exit code 1."""
+    """Entry point: run the CLI, turning statesaga errors into one line and exit code 1.
+
+    Like ``python -m``, it puts the current folder first on ``sys.path``: the sagas that
+    ``module:Class`` references name are imported from there too, with their siblings.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         cli.main(args=argv, prog_name="statesaga", standalone_mode=False)
     except click.exceptions.Abort:

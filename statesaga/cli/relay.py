@@ -48,16 +48,13 @@ def relay(
 async def _relay(
     store_url: str, broker_url: str, batch: int, poll: float, max_attempts: int, once: bool
 ) -> int:
-    store = await command_store(store_url)
-    relay = Relay(
-        store,
-        broker_url,
-        batch=batch,
-        poll=poll,
-        backoff=attrs.evolve(BACKOFF, attempts=max_attempts),
-    )
-    sent = 0
-    try:
+    backoff = attrs.evolve(BACKOFF, attempts=max_attempts)
+    # The relay closes the broker it opens from the URL, then the command closes its store.
+    async with (
+        await command_store(store_url) as store,
+        Relay(store, broker_url, batch=batch, poll=poll, backoff=backoff) as relay,
+    ):
+        sent = 0
         if once:
             while (done := await relay.run_once()).claimed:
                 sent += done.sent
@@ -79,6 +76,3 @@ async def _relay(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return sent
-    finally:
-        await relay.close()
-        await store.close()

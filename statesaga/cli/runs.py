@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import click
 
-from ..durable import resume
+from ..durable.drive import resume
+from ..durable.resources import shutdown
 from ..loader import unimportable
-from ..resources import shutdown
 from ..result import SagaResult
 from ..store import SagaStore
 from ..store.base import TERMINAL, LeaseHeld, RunRecord
@@ -197,8 +197,10 @@ async def _resume(
         worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
         return await drive_all(worker, wait, nothing="no unfinished runs to resume")
     finally:
-        await store.close()
+        # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
+        # the senders mark what they sent in the command's store.
         await shutdown()
+        await store.close()
 
 
 async def _resume_one(

@@ -9,8 +9,8 @@ import signal
 
 import click
 
+from ..durable.resources import shutdown
 from ..observe.metrics import start_metrics_server
-from ..resources import shutdown
 from ..worker import Worker
 from ._common import (
     broker_option,
@@ -116,5 +116,7 @@ async def _work(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     finally:
-        await store.close()
+        # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
+        # the senders mark what they sent in the command's store.
         await shutdown()
+        await store.close()

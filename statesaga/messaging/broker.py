@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, Self
 
 import attrs
 
@@ -11,7 +11,7 @@ from .._urls import hide_credentials
 from ..errors import BrokerError as BrokerError
 from .message import Message
 
-__all__ = ["Broker", "BrokerError", "Delivery", "hide_credentials"]
+__all__ = ["Broker", "BrokerContext", "BrokerError", "Delivery", "hide_credentials"]
 
 
 @attrs.define
@@ -64,3 +64,21 @@ class Broker(Protocol):
         still unsettled then go back to the group.
         """
         ...
+
+
+class BrokerContext:
+    """``async with broker:`` connects the broker and closes it at the end (for broker
+    classes): whoever opens a broker closes it."""
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Self
 
 import attrs
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..definition import Retry
-from ..durable import StoreLike, open_store
-from ..leases import owner_id
+from ..durable.leases import owner_id
+from ..durable.resources import StoreLike, open_store
 from ..store.base import OutboxRecord, SagaStore
 from .broker import Broker
 from .brokers import broker_from_url
@@ -57,6 +58,10 @@ class Relay:
 
     Several relays may share a store (on PostgreSQL: several processes and machines): each
     message is claimed by one of them at a time, for ``lease`` seconds.
+
+    ``async with Relay(...) as relay:`` opens its store and closes, at the end, the broker it
+    opened from a URL (``close``). A store or broker passed as an object is left open: its
+    caller closes it; a store named by URL is the event loop's (see ``statesaga.shutdown``).
 
     Args:
         store: The store, or its URL.
@@ -116,11 +121,22 @@ class Relay:
         self._skew = min(CLOCK_SKEW, (lease - publish_timeout) / 2)
         self._opened: SagaStore | None = None
 
-    async def run_once(self) -> RelayRound:
-        """Claim one batch of due messages, publish them and record what happened."""
+    async def __aenter__(self) -> Self:
+        await self._store()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _store(self) -> SagaStore:
         store = self._opened
         if store is None:
             store = self._opened = await open_store(self.store)
+        return store
+
+    async def run_once(self) -> RelayRound:
+        """Claim one batch of due messages, publish them and record what happened."""
+        store = await self._store()
         now = self.clock.time()
         until = now + self.lease
         claimed = await store.outbox_claim(self.owner, now, until, self.batch)

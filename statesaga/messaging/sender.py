@@ -13,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Sequence
+from typing import Any, Self
 
-from ..resources import loop_resources
+from ..durable.resources import loop_resources
 from ..store.base import SagaStore
 from .broker import Broker
 from .brokers import broker_from_url
@@ -85,6 +86,10 @@ class KeyOrder:
 class Sender:
     """Publishes the messages this process claimed at commit, for one store and one broker.
 
+    Whoever makes it closes it (``aclose``, or ``async with``), before the store and broker
+    it uses: closing waits until every message handed to it is marked sent or left to the
+    relay. It closes neither the store nor the broker.
+
     Args:
         store: Where the messages are marked sent or released.
         broker: Where they are published.
@@ -115,6 +120,21 @@ class Sender:
         self._marks: list[str] = []
         self._round: asyncio.Future[None] | None = None
         self._marker: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Future[list[None]]] = set()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait until every message handed to it is marked sent or left to the relay."""
+        while self._sending or (self._marker is not None and not self._marker.done()):
+            waiting: list[asyncio.Future[Any]] = [*self._sending]
+            if self._marker is not None:
+                waiting.append(self._marker)
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     def send(
         self, messages: Sequence[Message], claimed: Collection[str], owner: str, until: float
@@ -135,9 +155,11 @@ class Sender:
                 done = self._tails[message.key] = self.loop.create_future()
             tasks.append(self.loop.create_task(self._one(message, owner, until, previous, done)))
         sending = asyncio.gather(*tasks)
+        self._sending.add(sending)
         # Retrieved here too: a run that raised is not drained, and its publishes cancelled
         # at shutdown must not log "exception was never retrieved" (their claims run out).
         sending.add_done_callback(_retrieve)
+        sending.add_done_callback(self._sending.discard)
         return sending
 
     async def _one(
@@ -253,22 +275,24 @@ def _retrieve(future: asyncio.Future[list[None]]) -> None:
 
 
 def sender_for(store: SagaStore, broker: Broker) -> Sender:
-    """The sender of ``store`` and ``broker`` in the running event loop."""
-    senders = loop_resources().senders
+    """The sender of ``store`` and ``broker`` in the running event loop (closed with the
+    loop's resources, before the stores and brokers)."""
+    resources = loop_resources()
+    senders = resources.senders
     key = (id(store), id(broker))
     sender = senders.get(key)
     if sender is None or sender.store is not store or sender.broker is not broker:
         # Every sender of a store in this loop shares its key order (see ``KeyOrder``).
-        keys = senders.get(id(store))
+        keys = resources.key_orders.get(id(store))
         if keys is None or keys[0] is not store:
-            keys = senders[id(store)] = (store, KeyOrder())
+            keys = resources.key_orders[id(store)] = (store, KeyOrder())
         sender = senders[key] = Sender(store, broker, keys=keys[1])
     return sender
 
 
 def resolve_broker(broker: Broker | str) -> Broker:
-    """``broker`` itself, or the broker its URL names in the running event loop (closed when
-    the loop ends; see ``statesaga.resources``).
+    """``broker`` itself (its caller's, never closed here), or the broker its URL names in
+    the running event loop (closed when the loop ends or by ``shutdown``).
 
     Not connected here: a broker that is down must not stop runs from starting; their
     messages wait for it in the outbox.

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import attrs
 
-from ..broker import BrokerError, Delivery
+from ..broker import BrokerContext, BrokerError, Delivery
 from ..message import Message
 
 
@@ -65,7 +65,7 @@ class _Group:
         self.pending.insert(len(self.pending) if index is None else index, entry)
 
 
-class MemoryBroker:
+class MemoryBroker(BrokerContext):
     """Topics and consumer groups in memory, with the delivery rules of the real brokers.
 
     Each group receives every message of its topic at least once; messages of one key are

@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncGenerator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..broker import BrokerError, Delivery, hide_credentials
+from ..broker import BrokerContext, BrokerError, Delivery, hide_credentials
 from ..message import Message
 from . import _wire
 
@@ -49,7 +49,7 @@ def _nats() -> Any:
     return nats
 
 
-class NatsBroker:
+class NatsBroker(BrokerContext):
     """A NATS server with JetStream enabled (``nats-server -js``).
 
     Args:

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from ..broker import BrokerError, Delivery, hide_credentials
+from ..broker import BrokerContext, BrokerError, Delivery, hide_credentials
 from ..message import Message
 from . import _wire
 
@@ -43,7 +43,7 @@ def _aio_pika() -> Any:
     return aio_pika
 
 
-class RabbitMQBroker:
+class RabbitMQBroker(BrokerContext):
     """A RabbitMQ broker (AMQP 0-9-1).
 
     Args:

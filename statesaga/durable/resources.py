@@ -1,14 +1,17 @@
-"""Stores and brokers opened from URLs: one per URL and event loop, closed as the loop ends.
+"""What statesaga opens itself, and who closes it: stores and brokers named by URL, the
+senders publishing through them, the lease keepers of the stores runs are driven in.
 
-``execute(store="sqlite:///sagas.db")`` must not open a store per run: every run of a loop
-that names the same URL shares one store (one writer, one connection pool), opened by the
-first run while the others wait for it. Connections belong to the loop that made them, so a
-second ``asyncio.run`` gets stores of its own; those of the first are closed when it ends
-(``asyncio.run`` and ``asyncio.Runner`` shut down a loop's asynchronous generators as they
-finish, after its tasks, so runs wound down by that end still have their store). A loop
-closed without that step is noticed when the next loop opens a store, and what it left open
-is closed then. ``shutdown()`` closes them earlier, for applications with a shutdown hook of
-their own.
+Whoever opens a resource closes it. A store or broker passed as an object is its caller's:
+statesaga never closes it. One named by URL is opened by statesaga, as a resource of the event
+loop that first uses it: ``execute(store="sqlite:///sagas.db")`` must not open a store per run,
+so every run of a loop that names the same URL shares one store (one writer, one connection
+pool), opened by the first run while the others wait for it. Connections belong to the loop
+that made them, so a second ``asyncio.run`` gets stores of its own; those of the first are
+closed when it ends (``asyncio.run`` and ``asyncio.Runner`` shut down a loop's asynchronous
+generators as they finish, after its tasks, so runs wound down by that end still have their
+store). A loop closed without that step is noticed when the next loop opens a store, and what
+it left open is closed then. ``shutdown()`` closes them earlier, for applications with a
+shutdown hook of their own. Nothing here outlives its event loop.
 """
 
 from __future__ import annotations
@@ -23,33 +26,59 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .store import SagaStore, StoreError, hide_password, store_from_url
+from ..store import SagaStore, StoreError, hide_password, store_from_url
+from .leases import LeaseKeeper
 
 if TYPE_CHECKING:
-    from .messaging.broker import Broker
+    from ..messaging.broker import Broker
+    from ..messaging.sender import KeyOrder, Sender
+
+#: A store, or the URL of one.
+StoreLike = SagaStore | str
 
 log = logging.getLogger("statesaga")
 
 
 @attrs.define(eq=False)
 class LoopResources:
-    """What statesaga opened from URLs in one event loop, and the helpers tied to them.
+    """What statesaga opened in one event loop, which it closes when the loop ends.
 
     Attributes:
-        stores: Open stores by URL.
+        stores: Open stores by URL (statesaga's own).
         opening: The opens under way, by URL (every run naming the URL waits for the same).
+        keepers: The lease keepers of the stores runs of this loop hold leases in, by the
+            store's id, whoever owns the store; one is dropped when it holds no run.
         brokers: Brokers by URL (they connect on first publish).
-        senders: Per-loop state of the messaging layer (senders and their key order), which
-            must not outlive the stores and brokers it points at.
+        senders: The senders of this loop, by store and broker id.
+        key_orders: What the senders of one store share (see ``KeyOrder``), by the store's id.
     """
 
     stores: dict[str, SagaStore] = attrs.Factory(dict)
     opening: dict[str, asyncio.Task[SagaStore]] = attrs.Factory(dict)
+    keepers: dict[int, LeaseKeeper] = attrs.Factory(dict)
     brokers: dict[str, Broker] = attrs.Factory(dict)
-    senders: dict[object, Any] = attrs.Factory(dict)
+    senders: dict[tuple[int, int], Sender] = attrs.Factory(dict)
+    key_orders: dict[int, tuple[SagaStore, KeyOrder]] = attrs.Factory(dict)
     closed: bool = False
     closer: AsyncGenerator[None, None] | None = None
     finalizer: weakref.finalize[Any, Any] | None = None
+
+    def keeper(self, store: SagaStore) -> LeaseKeeper:
+        """The keeper of ``store``'s leases in this loop (made on first use)."""
+        keeper = self.keepers.get(id(store))
+        if keeper is None or keeper.store is not store or keeper.closed:
+            keeper = self.keepers[id(store)] = LeaseKeeper(store)
+        return keeper
+
+    def driving(self, store: SagaStore, run_id: str) -> bool:
+        """Whether a run of this loop holds ``run_id``'s lease in ``store``."""
+        keeper = self.keepers.get(id(store))
+        return keeper is not None and keeper.store is store and run_id in keeper.held
+
+    def let_go(self, keeper: LeaseKeeper) -> None:
+        """Forget ``keeper`` if it holds no run any more (the next run makes a new one)."""
+        if not keeper.held and self.keepers.get(id(keeper.store)) is keeper:
+            del self.keepers[id(keeper.store)]
 
     def _take(self) -> list[tuple[str, Broker | SagaStore]]:
         """Everything to close, forgotten here: brokers first, then stores."""
@@ -58,10 +87,15 @@ class LoopResources:
         self.brokers.clear()
         self.stores.clear()
         self.senders.clear()
+        self.key_orders.clear()
+        for keeper in self.keepers.values():
+            keeper.closed = True  # its task, if any, ends with the loop
+        self.keepers.clear()
         return taken
 
     async def aclose(self) -> None:
-        """Close every broker, then every store (each error is logged, none stops the rest);
+        """Close the senders (their messages marked sent or left to the relay), the lease
+        keepers, every broker, then every store (each error is logged, none stops the rest);
         a store still opening is closed once it has opened."""
         if self.closed:
             return
@@ -69,6 +103,12 @@ class LoopResources:
         for task in list(self.opening.values()):
             with contextlib.suppress(BaseException):
                 await asyncio.shield(task)  # it sees ``closed`` and closes what it opened
+        # Before the stores and brokers they use: a sender marks what it sent in its store.
+        for sender in list(self.senders.values()):
+            with contextlib.suppress(Exception):
+                await sender.aclose()
+        for keeper in list(self.keepers.values()):
+            await keeper.aclose()
         await _close_all(self._take())
 
     def abandon(self, *, close: bool) -> None:
@@ -138,6 +178,16 @@ def _forget_closed_loops() -> None:
             resources.abandon(close=True)
 
 
+async def open_store(store: StoreLike) -> SagaStore:
+    """``store`` itself (opened, and left to its caller to close), or the store its URL names
+    in this event loop (shared by every run of the loop that names it, closed when the loop
+    ends or by ``shutdown``)."""
+    if isinstance(store, str):
+        return await store_for_url(store)
+    await store.open()
+    return store
+
+
 async def store_for_url(url: str) -> SagaStore:
     """The open store ``url`` names in this loop, opened by its first caller.
 
@@ -188,7 +238,9 @@ def _retrieve(task: asyncio.Task[SagaStore]) -> None:
 
 
 async def shutdown() -> None:
-    """Close the stores and brokers statesaga opened from URLs in the running event loop.
+    """Close what statesaga opened in the running event loop: the stores and brokers named by
+    URL, the senders publishing through them and the lease keepers (a store or broker passed
+    as an object is left open: its caller closes it).
 
     They are closed anyway when the loop ends through ``asyncio.run`` (or ``asyncio.Runner``);
     call this from an application's own shutdown hook to close them earlier, once its runs

@@ -7,17 +7,17 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock
-from .json_data import as_stored
+from ..clock import Clock
+from ..json_data import as_stored
+from ..result import describe
+from ..store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
+from ..vocabulary import SAGA_REGION, saga_status
 from .leases import LEASE_SECONDS
-from .result import describe
-from .store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
-from .vocabulary import SAGA_REGION, saga_status
 
 if TYPE_CHECKING:
-    from .messaging.message import Message
-    from .messaging.sender import Sender
-    from .run_state import RunState
+    from ..messaging.message import Message
+    from ..messaging.sender import Sender
+    from ..run_state import RunState
 
 
 _new_tuple = tuple.__new__  # builds a named tuple without calling its __new__

@@ -9,42 +9,31 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .clock import SYSTEM_CLOCK, Clock
-from .compiler import CompiledSaga, compile_saga
-from .definition import SagaDefinition
-from .engine import Driver, drive_to_result
-from .errors import DefinitionChangedError, RecordedError
-from .errors import SagaNotImportable as SagaNotImportable
+from ..clock import SYSTEM_CLOCK, Clock
+from ..compiler import CompiledSaga, compile_saga
+from ..definition import SagaDefinition
+from ..engine import Driver, drive_to_result
+from ..errors import DefinitionChangedError, RecordedError
+from ..errors import SagaNotImportable as SagaNotImportable
+from ..json_data import as_stored
+from ..loader import TargetError, load_saga, saga_reference, unimportable
+from ..result import SagaResult, SagaStatus
+from ..run_state import RunState, initial_config, progress
+from ..store import SagaStore, StoreError
+from ..store.base import LeaseHeld, RunRecord, RunSnapshot
+from ..vocabulary import TERMINAL, Phase, SagaState, SagaTrigger
 from .journal import Journal
-from .json_data import as_stored
-from .leases import LEASE_SECONDS, keeper_for, owner_id
-from .loader import TargetError, load_saga, saga_reference, unimportable
-from .resources import store_for_url
-from .result import SagaResult, SagaStatus
-from .run_state import RunState, initial_config, progress
-from .store import SagaStore, StoreError
-from .store.base import LeaseHeld, RunRecord, RunSnapshot
-from .vocabulary import TERMINAL, Phase, SagaState, SagaTrigger
+from .leases import LEASE_SECONDS, owner_id
+from .resources import StoreLike, loop_resources, open_store
 
 if TYPE_CHECKING:
-    from .messaging.broker import Broker
-    from .messaging.sender import Sender
-
-StoreLike = SagaStore | str
+    from ..messaging.broker import Broker
+    from ..messaging.sender import Sender
 
 log = logging.getLogger("statesaga")
 
 # Saga classes whose stored reference was checked (once each: the check may look at files).
 _WARNED: weakref.WeakSet[type[SagaDefinition]] = weakref.WeakSet()
-
-
-async def open_store(store: StoreLike) -> SagaStore:
-    """``store`` itself (opened), or the store its URL names in this event loop (shared by
-    every run of the loop that names it, closed when the loop ends: ``statesaga.resources``)."""
-    if isinstance(store, str):
-        return await store_for_url(store)
-    await store.open()
-    return store
 
 
 async def start(
@@ -98,7 +87,7 @@ async def start(
 def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:
     if broker is None:
         return None
-    from .messaging.sender import resolve_broker, sender_for
+    from ..messaging.sender import resolve_broker, sender_for
 
     return sender_for(store, resolve_broker(broker))
 
@@ -107,7 +96,8 @@ async def _drive_leased(
     driver: Driver, journal: Journal, store: SagaStore, *, abandon_on_cancel: bool = False
 ) -> SagaResult:
     run = driver.state
-    keeper = keeper_for(store)
+    resources = loop_resources()
+    keeper = resources.keeper(store)
     keeper.hold(run.saga_id)
     try:
         try:
@@ -122,6 +112,7 @@ async def _drive_leased(
         return result
     finally:
         keeper.drop(run.saga_id)
+        resources.let_go(keeper)
         status = run.status
         if status not in TERMINAL or status == SagaState.FAILED:
             # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
@@ -211,8 +202,7 @@ async def drive_stored(
             run_id, snapshot.run.saga, snapshot.run.fingerprint, compiled.fingerprint
         )
     clock = clock or SYSTEM_CLOCK
-    keeper = keeper_for(opened)
-    if run_id in keeper.held:
+    if loop_resources().driving(opened, run_id):
         raise LeaseHeld(run_id, owner_id(), time.time() + LEASE_SECONDS)  # driven here already
     now = time.time()  # leases are wall-clock times, whatever clock the run uses
     snapshot = await opened.acquire(run_id, owner_id(), now + LEASE_SECONDS, now)
