@@ -28,6 +28,7 @@ Outcome = tuple[str, BaseException | None]
 SUCCESS: Final[Outcome] = (SUCCEEDED, None)
 NOT_STARTED: Final[Outcome] = (PENDING, None)
 _PROCEED: Final = SagaTrigger.PROCEED.value
+_CUT_SHORT: Final = (StepTimeoutError, OutcomeUnknownError)  # a tuple: a union is built per use
 
 
 async def attempts(driver: Driver, plan: StepPlan, back: bool) -> Outcome:
@@ -192,7 +193,7 @@ async def _timed(
 
 def _interrupted(error: BaseException) -> bool:
     """Whether ``error`` cut an attempt short, leaving its effect unknown."""
-    return isinstance(error, StepTimeoutError | OutcomeUnknownError) or (
+    return isinstance(error, _CUT_SHORT) or (
         isinstance(error, SagaDeadlineError) and error.interrupted
     )
 
