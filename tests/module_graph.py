@@ -84,9 +84,7 @@ LAYERS: tuple[Layer, ...] = (
         "drive one run",
         (
             "statesaga.engine",
-            "statesaga.run_state",
             "statesaga.context",
-            "statesaga.recorder",
             "statesaga.observe.registry",
             "statesaga._faults",
         ),

@@ -310,8 +310,8 @@ async def test_no_observer_means_no_observation() -> None:
     """With nobody listening the engine never builds an observation (the hot path stays bare)."""
     from statesaga.compiler import compile_saga
     from statesaga.engine import Driver
-    from statesaga.recorder import IN_MEMORY
-    from statesaga.run_state import RunState
+    from statesaga.engine.recorder import IN_MEMORY
+    from statesaga.engine.state import RunState
 
     assert observers() == ()
     driver = Driver(RunState.new(compile_saga(Chain), {}, "r"), FakeClock(), IN_MEMORY)

@@ -11,9 +11,9 @@ from statesaga.compiler import compile_saga
 from statesaga.context import Context
 from statesaga.durable.journal import Journal
 from statesaga.engine import Driver, drive_to_result
+from statesaga.engine.recorder import IN_MEMORY
+from statesaga.engine.state import RunState
 from statesaga.errors import StoreError
-from statesaga.recorder import IN_MEMORY
-from statesaga.run_state import RunState
 from statesaga.store import MemoryStore
 from statesaga.store.base import RunRecord
 from statesaga.testing import FakeClock

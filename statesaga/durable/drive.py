@@ -13,12 +13,12 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..compiler import CompiledSaga, compile_saga
 from ..definition import SagaDefinition
 from ..engine import Driver, drive_to_result
+from ..engine.state import RunState, initial_config, progress
 from ..errors import DefinitionChangedError, RecordedError
 from ..errors import SagaNotImportable as SagaNotImportable
 from ..json_data import as_stored
 from ..loader import TargetError, load_saga, saga_reference, unimportable
 from ..result import SagaResult, SagaStatus
-from ..run_state import RunState, initial_config, progress
 from ..store import SagaStore, StoreError
 from ..store.base import LeaseHeld, RunRecord, RunSnapshot
 from ..vocabulary import TERMINAL, Phase, SagaState, SagaTrigger

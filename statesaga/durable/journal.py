@@ -15,9 +15,9 @@ from ..vocabulary import SAGA_REGION, saga_status
 from .leases import LEASE_SECONDS
 
 if TYPE_CHECKING:
+    from ..engine.state import RunState
     from ..messaging.message import Message
     from ..messaging.sender import Sender
-    from ..run_state import RunState
 
 
 _new_tuple = tuple.__new__  # builds a named tuple without calling its __new__

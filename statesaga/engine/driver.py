@@ -11,9 +11,7 @@ from ..clock import Clock
 from ..compiler import StepPlan
 from ..errors import MachineError
 from ..observe.registry import RunObservation, begin
-from ..recorder import Recorder
 from ..result import SagaResult, SagaStatus
-from ..run_state import RunState
 from ..vocabulary import (
     COMPENSATING,
     COMPENSATION_FAILED,
@@ -27,6 +25,8 @@ from ..vocabulary import (
 )
 from . import deadline
 from .calls import NOT_STARTED, Outcome, attempts
+from .recorder import Recorder
+from .state import RunState
 
 # The saga's own triggers as they are recorded: plain strings.
 _ABORT: Final = SagaTrigger.ABORT.value

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 from ..clock import Clock
 from ..compiler import CompiledSaga
-from ..recorder import IN_MEMORY
 from ..result import SagaResult
-from ..run_state import RunState
 from .driver import Driver
+from .recorder import IN_MEMORY
+from .state import RunState
 
 _T = TypeVar("_T")
 

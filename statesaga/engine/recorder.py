@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .run_state import RunState
+    from .state import RunState
 
 
 class Recorder(Protocol):

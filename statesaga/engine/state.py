@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .compiler import CompiledSaga, StepPlan
-from .errors import RecordedError, StoreError
-from .result import RawEntry
-from .vocabulary import (
+from ..compiler import CompiledSaga, StepPlan
+from ..errors import RecordedError, StoreError
+from ..result import RawEntry
+from ..vocabulary import (
     COMPENSATED,
     COMPENSATING,
     COMPENSATION_FAILED,
@@ -28,8 +28,8 @@ from .vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from .messaging.message import Message
-    from .store.base import RunSnapshot
+    from ..messaging.message import Message
+    from ..store.base import RunSnapshot
 
 
 # Phases a step that had succeeded can be in (its success is part of the run's progress).
