@@ -213,7 +213,7 @@ OTHER_SENSES: dict[str, dict[str, str]] = {
     **{
         module: {"pending": "an outbox message's status"}
         for module in (
-            "store/_sqlite_sql.py",
+            "store/_sqlite_outbox.py",
             "store/base.py",
             "store/memory.py",
             "store/postgres.py",

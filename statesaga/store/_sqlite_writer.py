@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _sqlite_outbox as outbox
 from . import _sqlite_sql as sql
 from .base import StoreError
 
@@ -141,7 +142,7 @@ class Writer:
                 conn.executemany(sql.INSERT_TRANSITION, history)
             # In batch order: a message sees those of earlier commits when its key is checked.
             claimed = [
-                sql.insert_messages(conn, job[1][4], job[1][5]) if job[1][4] else None
+                outbox.insert_messages(conn, job[1][4], job[1][5]) if job[1][4] else None
                 for job in batch
             ]
             conn.execute("COMMIT")

@@ -34,19 +34,19 @@ from typing import Any, TypeVar
 
 import attrs
 
+from . import _sqlite_outbox as outbox
+from . import _sqlite_schema as schema
 from . import _sqlite_sql as sql
 from ._codec import dumps, dumps_config
 from ._rows import message_rows, run_from_row, run_row
 from ._sqlite_writer import Job, Writer
 from .base import (
-    SCHEMA_VERSION,
     AsyncContext,
     Commit,
     OutboxRecord,
     RunRecord,
     RunSnapshot,
     StoreError,
-    StoreNotFound,
     check_purgeable,
 )
 
@@ -154,13 +154,13 @@ class SQLiteStore(AsyncContext):
             if self._writer is not None:
                 return
             if create:
-                sql.check_path(self.path)
+                schema.check_path(self.path)
             else:
-                sql.require_store(self.path, self.url)
+                schema.require_store(self.path, self.url)
             writer = reader = None
             try:
                 writer = self._connect(create)
-                self._prepare(writer, create)
+                schema.prepare(writer, self.path, self.url, self.synchronous, create)
                 reader = self._connect(create)
             except BaseException as error:
                 for conn in (writer, reader):
@@ -205,49 +205,6 @@ class SQLiteStore(AsyncContext):
             uri=not create,
         )
 
-    def _prepare(self, conn: sqlite3.Connection, create: bool) -> None:
-        # Check the version before anything that writes (even the switch to WAL changes the
-        # file header), so a database we refuse is left byte for byte as it was.
-        version, present = sql.inspect(conn)
-        if version is None and not create:  # its tables went away since it was found
-            raise StoreNotFound(self.url, "the file is a SQLite database with no statesaga tables")
-        self._check_version(version)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"SQLite store {self.path!r} cannot use WAL journal mode ({mode})")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        if version is not None and present >= sql.OBJECTS:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version, _ = sql.inspect(conn)  # another process may have created it meanwhile
-            self._check_version(version)
-            for statement in sql.SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO statesaga_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _check_version(self, version: int | None) -> None:
-        if version is None or version == SCHEMA_VERSION:
-            return
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite store {self.path!r} holds schema version {version}, newer than this "
-                f"statesaga understands ({SCHEMA_VERSION}); upgrade statesaga to use it (the "
-                "file was left unchanged)"
-            )
-        raise StoreError(
-            f"SQLite store {self.path!r} holds schema version {version} and this statesaga "
-            f"(schema {SCHEMA_VERSION}) has no migration for it"
-        )
-
     # -- writes --------------------------------------------------------------------------------
 
     async def create(self, run: RunRecord) -> None:
@@ -281,7 +238,7 @@ class SQLiteStore(AsyncContext):
         )
         create = None if commit.create is None else run_row(commit.create)
         messages: list[tuple[Any, ...]] = []
-        claim: sql.Claim = None
+        claim: outbox.Claim = None
         if commit.messages:
             messages = message_rows(commit.messages, run_id)
             if commit.claim_until is not None:
@@ -302,34 +259,38 @@ class SQLiteStore(AsyncContext):
     async def outbox_claim(
         self, owner: str, now: float, until: float, limit: int = 100
     ) -> list[OutboxRecord]:
-        return await self._write(sql.outbox_claim, (owner, now, until, limit), None)
+        return await self._write(outbox.outbox_claim, (owner, now, until, limit), None)
 
     async def outbox_mark_sent(self, ids: Sequence[str], now: float) -> None:
         if ids:
-            await self._write(sql.outbox_mark_sent, (tuple(ids), now), None)
+            await self._write(outbox.outbox_mark_sent, (tuple(ids), now), None)
 
     async def outbox_mark_failed(
         self, message_id: str, owner: str, error: str, retry_at: float, *, dead: bool
     ) -> None:
-        await self._write(sql.outbox_mark_failed, (message_id, owner, error, retry_at, dead), None)
+        await self._write(
+            outbox.outbox_mark_failed, (message_id, owner, error, retry_at, dead), None
+        )
 
     async def outbox_release(
         self, ids: Sequence[str], owner: str, error: str | None = None
     ) -> None:
         if ids:
-            await self._write(sql.outbox_release, (tuple(ids), owner, error), None)
+            await self._write(outbox.outbox_release, (tuple(ids), owner, error), None)
 
     async def outbox_list(
         self, *, status: str | None = None, limit: int = 100
     ) -> list[OutboxRecord]:
-        return await asyncio.to_thread(self._read, sql.outbox_list, (status, max(limit, 0)))
+        return await asyncio.to_thread(self._read, outbox.outbox_list, (status, max(limit, 0)))
 
     async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
-        return await self._write(sql.outbox_retry, (None if ids is None else tuple(ids), now), None)
+        return await self._write(
+            outbox.outbox_retry, (None if ids is None else tuple(ids), now), None
+        )
 
     async def outbox_purge(self, status: str, before: float) -> int:
         check_purgeable(status)
-        return await self._write(sql.outbox_purge, (status, before), None)
+        return await self._write(outbox.outbox_purge, (status, before), None)
 
     async def pragmas(self) -> dict[str, Any]:
         """Diagnostics: the writer connection's journal_mode, synchronous and busy_timeout."""
