@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 from ..vocabulary import TERMINAL
-from ._rows import decoded_runs, list_runs_queries, run_from_row, steps_from_rows
+from ._codec import dumps, dumps_config
+from ._rows import (
+    decoded_runs,
+    list_runs_queries,
+    message_rows,
+    run_from_row,
+    run_row,
+    steps_from_rows,
+)
 from ._sqlite_outbox import Claim, insert_messages
 from .base import (
+    Commit,
     LeaseHeld,
     RunNotFound,
     RunRecord,
@@ -68,6 +78,54 @@ _LEASED = (
 LIST_RUNS = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM statesaga_runs", "?")
 
 
+#: What ``commit`` writes: the run row to insert (a new run), the run's update, its steps'
+#: rows, its history rows, its messages' rows and how they are claimed.
+CommitRows = tuple[
+    tuple[Any, ...] | None,
+    tuple[Any, ...],
+    list[tuple[Any, ...]],
+    list[tuple[Any, ...]],
+    list[tuple[Any, ...]],
+    Claim,
+]
+
+
+def commit_rows(commit: Commit) -> CommitRows:
+    """The rows of ``commit``, serialised on the caller's side: a bad value fails before the
+    write is queued."""
+    run_id = commit.run_id
+    steps = [
+        (
+            run_id,
+            s.step,
+            s.phase,
+            s.attempt,
+            None if s.result is None else dumps(s.result, run_id=run_id),
+            s.error,
+        )
+        for s in commit.steps
+    ]
+    history = [(run_id, *t) for t in commit.transitions]  # seq, trigger, ..., error
+    update = (
+        commit.status,
+        dumps_config(commit.config),
+        commit.updated_at,
+        commit.failed_step,
+        commit.error,
+        run_id,
+        commit.version,
+        commit.lease_owner,
+    )
+    create = None if commit.create is None else run_row(commit.create)
+    messages: list[tuple[Any, ...]] = []
+    claim: Claim = None
+    if commit.messages:
+        messages = message_rows(commit.messages, run_id)
+        if commit.claim_until is not None:
+            claim = (commit.lease_owner, commit.claim_until, time.time())
+    return create, update, steps, history, messages, claim
+
+
 def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     try:
         conn.execute(INSERT_RUN, row)
@@ -77,17 +135,7 @@ def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         raise StoreError(f"run {row[0]} already exists", run_id=row[0]) from None
 
 
-def commit(
-    conn: sqlite3.Connection,
-    arg: tuple[
-        tuple[Any, ...] | None,
-        tuple[Any, ...],
-        list[tuple[Any, ...]],
-        list[tuple[Any, ...]],
-        list[tuple[Any, ...]],
-        Claim,
-    ],
-) -> list[str] | None:
+def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
     create_row, update, steps, history, messages, claim = arg
     if create_row is not None:
         create(conn, create_row)

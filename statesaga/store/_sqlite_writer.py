@@ -1,4 +1,4 @@
-"""The SQLite store's writer thread: each group of queued writes applied in one transaction."""
+"""The SQLite store's writer: each group of queued writes applied in one transaction."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import logging
 import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,21 +32,40 @@ Job = tuple[
 
 
 class Writer:
-    """What the writer thread runs, on the connection it owns.
+    """The writer connection and what runs on it: the writer thread, or a lone commit inline.
+
+    Whoever applies writes holds ``lock``: the writer thread for each batch, a caller's thread
+    for a write it applies itself (``apply_inline``). Only the writer thread waits for
+    another process's write lock (``busy_timeout``); a write applied inline never waits.
 
     Args:
         path: The database file, for messages.
-        busy_timeout: The store's ``busy_timeout``, for messages.
+        busy_timeout: The store's ``busy_timeout``, for messages and the writer thread's waits.
         stats: Where batches and writes are counted.
+        conn: The writer connection; the writer thread closes it when it stops.
+        jobs: The writes queued for the writer thread; ``None`` stops it.
     """
 
-    def __init__(self, path: str, busy_timeout: float, stats: SQLiteStats) -> None:
+    def __init__(
+        self,
+        path: str,
+        busy_timeout: float,
+        stats: SQLiteStats,
+        conn: sqlite3.Connection,
+        jobs: queue.SimpleQueue[Job | None],
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.stats = stats
+        self.conn = conn
+        self.jobs = jobs
+        self.lock = threading.Lock()
+        self.closed = False
+        self._patient = True  # the connection waits busy_timeout for a lock (else 0)
 
-    def write_forever(self, conn: sqlite3.Connection, jobs: queue.SimpleQueue[Job | None]) -> None:
+    def write_forever(self) -> None:
         """Apply the writes queued on ``jobs`` until the stop signal (``None``), then close."""
+        conn, jobs = self.conn, self.jobs
         try:
             stop = False
             while not stop:
@@ -61,25 +81,68 @@ class Writer:
                     except queue.Empty:
                         break
                 if batch:
-                    try:
-                        self._run_batch(conn, batch)
-                    except Exception as error:  # a bug here must not leave callers waiting
-                        logger.exception("SQLite store %s: writer failed", self.path)
-                        with contextlib.suppress(sqlite3.Error):
-                            self._undo(conn, whole=True)  # or the next batch would inherit it
-                        _settle(batch, [(False, self._lost(error, job[2])) for job in batch])
+                    with self.lock:
+                        outcomes = self._apply(conn, batch, patient=True)
+                    _settle(batch, outcomes)
         finally:
-            conn.close()
+            with self.lock:
+                self.closed = True
+                conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
-        # The usual batch: commits of different runs. Try it as one statement per table; if
-        # any commit conflicts, that is undone and the one-savepoint-per-write path below runs.
-        if (
-            len(batch) > 1
-            and all(job[0] is sql.commit for job in batch)
-            and self._commit_all(conn, batch)
-        ):
-            return
+    def apply_inline(self, job: Job) -> tuple[bool, Any] | None:
+        """Apply one write on the caller's thread, in a transaction of its own, if the writer
+        thread is idle with nothing queued and no other process holds the write lock.
+
+        Returns:
+            The write's outcome (``ok``, value or error), or ``None`` when it was not applied:
+            queue it for the writer thread then.
+        """
+        if not self.jobs.empty() or not self.lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self.conn
+            if self.closed:
+                return None
+            if self._patient:
+                conn.execute("PRAGMA busy_timeout = 0")
+                self._patient = False
+            try:  # in WAL mode only BEGIN IMMEDIATE can meet another process's write lock
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return None  # another process writes: the writer thread waits for it instead
+            self.stats.inline += 1
+            return self._apply(conn, [job], patient=False)[0]
+        finally:
+            self.lock.release()
+
+    def _apply(
+        self, conn: sqlite3.Connection, batch: list[Job], *, patient: bool
+    ) -> list[tuple[bool, Any]]:
+        """Apply a batch in one transaction; each write's outcome, in batch order.
+
+        ``patient``: wait up to ``busy_timeout`` for another process's write lock (the writer
+        thread), rather than not at all (a write applied inline has begun its transaction).
+        """
+        try:
+            if patient and not self._patient:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._patient = True
+            # The usual batch: commits of different runs. Try it as one statement per table;
+            # if any commit conflicts, that is undone and the one-savepoint-per-write path runs.
+            if len(batch) > 1 and all(job[0] is sql.commit for job in batch):
+                outcomes = self._commit_all(conn, batch)
+                if outcomes is not None:
+                    return outcomes
+            return self._run_batch(conn, batch)
+        except Exception as error:  # a bug here must not leave callers waiting
+            logger.exception("SQLite store %s: writer failed", self.path)
+            with contextlib.suppress(sqlite3.Error):
+                self._undo(conn, whole=True)  # or the next batch would inherit it
+            return [(False, self._lost(error, job[2])) for job in batch]
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> list[tuple[bool, Any]]:
+        """Apply a batch in one transaction (begun already, or begun here), each write in a
+        savepoint of its own: a write that fails is undone alone."""
         outcomes: list[tuple[bool, Any]] = []
         applied: list[int] = []  # outcomes whose writes sit in the open transaction
         for index, (operation, arg, run_id, _, _) in enumerate(batch):
@@ -116,10 +179,12 @@ class Writer:
                 self.stats.batches += 1
         self.stats.writes += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        _settle(batch, outcomes)
+        return outcomes
 
-    def _commit_all(self, conn: sqlite3.Connection, batch: list[Job]) -> bool:
-        """Apply a batch of commits with one statement per table; False if one conflicts."""
+    def _commit_all(
+        self, conn: sqlite3.Connection, batch: list[Job]
+    ) -> list[tuple[bool, Any]] | None:
+        """Apply a batch of commits with one statement per table; ``None`` if one conflicts."""
         creates, updates, steps, history = [], [], [], []
         for job in batch:
             create, update, job_steps, job_history, _, _ = job[1]
@@ -135,7 +200,7 @@ class Writer:
                 conn.executemany(sql.INSERT_RUN, creates)  # a duplicate raises: careful path
             if conn.executemany(sql.COMMIT_RUN, updates).rowcount != len(updates):
                 conn.execute("ROLLBACK")
-                return False
+                return None
             if steps:
                 conn.executemany(sql.UPSERT_STEP, steps)
             if history:
@@ -148,12 +213,11 @@ class Writer:
             conn.execute("COMMIT")
         except sqlite3.Error:
             self._undo(conn, whole=True)
-            return False  # the careful path will say which write failed, and why
+            return None  # the careful path will say which write failed, and why
         self.stats.batches += 1
         self.stats.writes += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        _settle(batch, [(True, ids) for ids in claimed])
-        return True
+        return [(True, ids) for ids in claimed]
 
     @staticmethod
     def _undo(conn: sqlite3.Connection, *, whole: bool = False) -> None:
@@ -206,10 +270,10 @@ def _settle(batch: Sequence[Job], outcomes: Sequence[tuple[bool, Any]]) -> None:
         by_loop.setdefault(loop, []).append((future, ok, value))
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve, items)
+            loop.call_soon_threadsafe(resolve, items)
 
 
-def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+def resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for future, ok, value in items:
         if future.done():  # its caller was cancelled
             continue

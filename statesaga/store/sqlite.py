@@ -27,19 +27,18 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 
+from ..vocabulary import TERMINAL
 from . import _sqlite_outbox as outbox
 from . import _sqlite_schema as schema
 from . import _sqlite_sql as sql
-from ._codec import dumps, dumps_config
-from ._rows import message_rows, run_from_row, run_row
-from ._sqlite_writer import Job, Writer
+from ._rows import run_from_row, run_row
+from ._sqlite_writer import Job, Writer, resolve
 from .base import (
     AsyncContext,
     Commit,
@@ -67,11 +66,14 @@ class SQLiteStats:
         batches: Transactions the writer committed, one per group of queued writes.
         writes: Writes it handled, failed ones included.
         largest_batch: The most writes one transaction carried.
+        inline: Commits applied on the caller's thread (a lone run's; see ``inline_limit``),
+            each also counted as a batch and a write.
     """
 
     batches: int = 0
     writes: int = 0
     largest_batch: int = 0
+    inline: int = 0
 
 
 class SQLiteStore(AsyncContext):
@@ -82,6 +84,13 @@ class SQLiteStore(AsyncContext):
             ``open(create=False)``).
         synchronous: ``FULL``, ``NORMAL`` or ``OFF`` (any case); see the module docstring.
         busy_timeout: Seconds to wait for another process's write lock before failing.
+        inline_limit: While at most this many runs are in flight in the store and the writer
+            thread is idle with nothing queued, a run's commit is applied on the caller's
+            thread (the event loop's) rather than handed to the writer thread: a lone run
+            saves the trip to the thread and back for each step, and the loop waits for the
+            sync as the run would have. The default, 1, does so for a run alone; 0 sends
+            every write through the writer thread. Concurrent runs are group-committed
+            either way.
 
     Attributes:
         url: ``sqlite:///`` followed by ``path`` as given.
@@ -99,6 +108,7 @@ class SQLiteStore(AsyncContext):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
+        inline_limit: int = 1,
     ) -> None:
         self.path = os.fspath(path)
         self.url = "sqlite:///" + self.path
@@ -110,11 +120,17 @@ class SQLiteStore(AsyncContext):
             )
         if busy_timeout < 0:
             raise StoreError(f"busy_timeout must be >= 0 seconds, not {busy_timeout}")
+        if inline_limit < 0:
+            raise StoreError(f"inline_limit must be >= 0 runs, not {inline_limit}")
         self.synchronous = mode
         self.busy_timeout = float(busy_timeout)
+        self.inline_limit = inline_limit
         self.stats = SQLiteStats()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._connection: Writer | None = None  # the writer connection, also used inline
+        # Runs that committed and have not ended or been released: how alone a run is.
+        self._runs: set[str] = set()
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self._state_lock = threading.Lock()  # serialises open() and close()
@@ -171,24 +187,25 @@ class SQLiteStore(AsyncContext):
                 raise
             self._reader = reader
             jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+            connection = Writer(self.path, self.busy_timeout, self.stats, writer, jobs)
             thread = threading.Thread(
-                target=Writer(self.path, self.busy_timeout, self.stats).write_forever,
-                args=(writer, jobs),
+                target=connection.write_forever,
                 name=f"statesaga-sqlite-writer {self.path}",
                 daemon=True,  # an unclosed store must not keep the interpreter alive
             )
             thread.start()
             with self._submit_lock:
-                self._jobs, self._writer = jobs, thread
+                self._jobs, self._writer, self._connection = jobs, thread, connection
 
     def _close(self) -> None:
         with self._state_lock:
             with self._submit_lock:
-                writer, self._writer = self._writer, None
+                writer, self._writer, self._connection = self._writer, None, None
                 if writer is not None:
                     self._jobs.put(None)  # after every write already queued
             if writer is not None:
                 writer.join()
+            self._runs.clear()
             with self._read_lock:
                 if self._reader is not None:
                     self._reader.close()
@@ -211,39 +228,25 @@ class SQLiteStore(AsyncContext):
         await self._write(sql.create, run_row(run), run.run_id)
 
     def commit(self, commit: Commit) -> asyncio.Future[Sequence[str] | None]:
-        # A plain function handing back the write's future: one frame less per step.
         run_id = commit.run_id
-        # Serialised here, on the caller's side: a bad value fails before it is queued.
-        steps = [
-            (
-                run_id,
-                s.step,
-                s.phase,
-                s.attempt,
-                None if s.result is None else dumps(s.result, run_id=run_id),
-                s.error,
-            )
-            for s in commit.steps
-        ]
-        history = [(run_id, *t) for t in commit.transitions]  # seq, trigger, ..., error
-        update = (
-            commit.status,
-            dumps_config(commit.config),
-            commit.updated_at,
-            commit.failed_step,
-            commit.error,
-            run_id,
-            commit.version,
-            commit.lease_owner,
-        )
-        create = None if commit.create is None else run_row(commit.create)
-        messages: list[tuple[Any, ...]] = []
-        claim: outbox.Claim = None
-        if commit.messages:
-            messages = message_rows(commit.messages, run_id)
-            if commit.claim_until is not None:
-                claim = (commit.lease_owner, commit.claim_until, time.time())
-        return self._write(sql.commit, (create, update, steps, history, messages, claim), run_id)
+        arg = sql.commit_rows(commit)  # a value that cannot be stored fails here
+        runs = self._runs
+        runs.add(run_id)
+        alone = len(runs) <= self.inline_limit
+        if commit.status in TERMINAL:
+            runs.discard(run_id)  # it ends with this commit
+        connection = self._connection
+        if alone and connection is not None:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Sequence[str] | None] = loop.create_future()
+            outcome = connection.apply_inline((sql.commit, arg, run_id, future, loop))
+            if outcome is not None:
+                # Resolved on the loop's next pass rather than now: tasks that are ready
+                # (runs about to start, other requests) go first, and runs that start then
+                # commit through the writer thread, grouped, instead of one by one here.
+                loop.call_soon(resolve, [(future, *outcome)])
+                return future
+        return self._write(sql.commit, arg, run_id)
 
     async def acquire(self, run_id: str, owner: str, expires: float, now: float) -> RunSnapshot:
         return await self._write(sql.acquire, (run_id, owner, expires, now), run_id)
@@ -252,6 +255,7 @@ class SQLiteStore(AsyncContext):
         return await self._write(sql.renew, (tuple(run_ids), owner, expires), None)
 
     async def release(self, run_id: str, owner: str) -> None:
+        self._runs.discard(run_id)  # its driver let go of it: no longer in flight here
         await self._write(sql.release, (run_id, owner), run_id)
 
     # -- the outbox ----------------------------------------------------------------------------
