@@ -110,10 +110,34 @@ class Writer:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return None  # another process writes: the writer thread waits for it instead
-            self.stats.inline += 1
-            return self._apply(conn, [job], patient=False)[0]
+            return self._apply_one(conn, job)
         finally:
             self.lock.release()
+
+    def _apply_one(self, conn: sqlite3.Connection, job: Job) -> tuple[bool, Any]:
+        """Apply one write in the transaction just begun, and commit it.
+
+        The write is alone in its transaction, so rolling that back undoes the write alone,
+        as its savepoint would in a batch: no savepoint is needed.
+        """
+        operation, arg, run_id = job[0], job[1], job[2]
+        try:
+            value = operation(conn, arg)
+        except Exception as error:
+            outcome = (False, self._failure(error, run_id))
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                outcome = (False, self._lost(error, run_id))
+            else:
+                self.stats.batches += 1
+                outcome = (True, value)
+        self._undo(conn, whole=True)  # after a failure; nothing to undo after a commit
+        self.stats.writes += 1
+        self.stats.inline += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, 1)
+        return outcome
 
     def _apply(
         self, conn: sqlite3.Connection, batch: list[Job], *, patient: bool

@@ -67,7 +67,8 @@ class SQLiteStats:
         writes: Writes it handled, failed ones included.
         largest_batch: The most writes one transaction carried.
         inline: Commits applied on the caller's thread (a lone run's; see ``inline_limit``),
-            each also counted as a batch and a write.
+            failed ones included; each is also counted as a write, and as a batch if it
+            committed.
     """
 
     batches: int = 0
