@@ -106,6 +106,7 @@ demo: install
 	$(PY) examples/demo.py
 
 bench: install
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) tests/benchmarks/run.py
 
 docs: install

@@ -16,8 +16,9 @@ printed is measured in this run; the goals are the only constants.
    and together, with state and transition counts at 50, 100 and 200 steps to show growth is
    linear.
 
-Sections 3 (durable runs), 5 (PostgreSQL), 6 (observability), 7 (messaging), 8 (consumer
-inbox) and 9 (import time) are described in the modules beside this script: ``durable.py``,
+Sections 3 (durable runs), 3b (one durable run at a time), 3c (beside DBOS), 5 (PostgreSQL),
+6 (observability), 7 (messaging), 8 (consumer inbox) and 9 (import time) are described in the
+modules beside this script: ``durable.py``, ``one_at_a_time.py``, ``dbos_compare.py``,
 ``postgres.py``, ``observe.py``, ``messaging.py``, ``inbox.py`` and ``imports.py``.
 """
 
@@ -39,12 +40,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbos_compare import bench_dbos
+from dbos_compare import missing as dbos_missing
 from durable import bench_durable  # tests/benchmarks/durable.py, beside this script
 from imports import bench_imports
 from inbox import bench_inbox
 from messaging import bench_messaging
 from messaging import reachable as rabbitmq_reachable
 from observe import bench_observe
+from one_at_a_time import bench_one_at_a_time
 from postgres import bench_postgres
 from postgres import reachable as postgres_reachable
 
@@ -58,6 +62,10 @@ DIAGRAM_STEPS = 50
 DIAGRAM_CHAIN_STEPS = 60
 DIAGRAM_GOAL_MS = 1000.0  # DOT text + Graphviz to SVG for a 50-step DAG, or a 60-step chain
 DURABLE_GOAL = 2.0  # floor sagas/s / engine sagas/s, SQLite, every transition durable
+ONE_AT_A_TIME_GOAL = 1.5  # engine ms / plain sqlite3 ms per run, one durable run at a time
+ONE_AT_A_TIME_RUNS = 20  # runs per round
+DBOS_GOAL = 8.0  # DBOS ms / statesaga ms per run, one at a time (at least)
+DBOS_IN_FLIGHT = 100
 RATIO_GOAL = 3.0  # engine time per saga / hand-written time per saga, 4-step chain
 COMPILE_GOAL_MS = 50.0  # class creation + compile_saga, 200-step DAG
 IMPORT_GOAL = 2.0  # import statesaga / import asyncio, each timed in a fresh interpreter
@@ -588,6 +596,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
 
+    gc.collect()
+    alone = asyncio.run(
+        bench_one_at_a_time(ONE_AT_A_TIME_RUNS, 5 if args.quick else 15, ONE_AT_A_TIME_GOAL)
+    )
+    print(
+        f"3b. one durable run at a time on SQLite (a saga per request): {alone.rounds} "
+        f"alternating rounds of {alone.runs} runs of a 4-step chain by URL, against plain sqlite3 "
+        "making the same five commits with the same rows"
+    )
+    print(
+        table(
+            ["plain sqlite3 ms/run", "engine ms/run", "ratio", "goal", "result"],
+            [
+                [
+                    f"{alone.sqlite_ms:.2f}",
+                    f"{alone.engine_ms:.2f}",
+                    f"{alone.ratio:.2f}x",
+                    f"<= {alone.goal:.1f}x",
+                    verdict(alone.passed),
+                ]
+            ],
+        )
+    )
+    print()
+
+    why_no_dbos = dbos_missing()
+    gc.collect()
+    beside = (
+        None
+        if why_no_dbos
+        else asyncio.run(
+            bench_dbos(2 if args.quick else 5, ONE_AT_A_TIME_RUNS, DBOS_IN_FLIGHT, DBOS_GOAL)
+        )
+    )
+    print(
+        "3c. beside DBOS on this machine: a 4-step workflow of no-op steps on SQLite, one at a "
+        f"time and {DBOS_IN_FLIGHT} in flight"
+    )
+    if beside is None:
+        print(f"   skipped: {why_no_dbos}")
+    else:
+        print(
+            table(
+                ["", f"DBOS {beside.dbos_version}", "statesaga by URL", "statesaga faster", "goal"],
+                [
+                    [
+                        "one at a time, ms/run",
+                        f"{beside.dbos_ms:.2f}",
+                        f"{beside.statesaga_ms:.2f}",
+                        f"{beside.one_ratio:.1f}x",
+                        f">= {beside.goal:.0f}x: {verdict(beside.passed)}",
+                    ],
+                    [
+                        f"{beside.in_flight} in flight, runs/s",
+                        f"{beside.dbos_per_s:.0f}",
+                        f"{beside.statesaga_per_s:.0f}",
+                        f"{beside.flight_ratio:.1f}x",
+                        "-",
+                    ],
+                ],
+            )
+        )
+    print()
+
     drawn = bench_diagram(DIAGRAM_STEPS, 3 if args.quick else 7)
     drawn_chain = bench_diagram(DIAGRAM_CHAIN_STEPS, 3 if args.quick else 7, chain)
     print(
@@ -743,6 +815,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
 
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
+    checks.append(alone.passed)
+    if beside is not None:
+        checks.append(beside.passed)
     checks.append(imported.passed)
     checks += [d[1] < DIAGRAM_GOAL_MS for d in (drawn, drawn_chain) if d is not None]
     failed = [p for p in checks if p is False]
@@ -759,6 +834,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runtime": [asdict(r) for r in runtime],
             "compile": [asdict(c) for c in compiles],
             "durable": asdict(durable),
+            "one_at_a_time": asdict(alone),
+            "dbos": None if beside is None else asdict(beside),
             "postgres": [asdict(r) for r in pg],
             "messaging": None if sent is None else {**asdict(sent), "ratio": sent.ratio},
             "observe": [asdict(o) for o in observed],
