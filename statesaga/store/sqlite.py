@@ -6,6 +6,13 @@ that a write that fails (a stale ``commit``, a duplicate ``create``) is rolled b
 the others commit. A batch costs one COMMIT, hence one sync, however many writes it carries.
 Reads use a second connection: in WAL mode they neither wait for the writer nor block it.
 
+A run alone (at most ``inline_limit`` runs in flight, the writer thread idle with nothing
+queued) has its commits applied on the caller's thread, on the writer's connection and under
+its lock, each in a transaction of its own: the trip to the thread and back costs a lone run
+more than the sync. Such a commit never waits for another process's lock: if one holds it, the
+commit goes to the writer thread, which waits ``busy_timeout``. Once runs overlap, their
+commits go to the writer thread and are grouped again.
+
 ``synchronous`` trades durability for speed:
 
 - ``FULL`` (default): the WAL is synced on every commit; an acknowledged commit survives a
