@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import logging
 import statistics
 import tempfile
 import time
@@ -113,7 +112,6 @@ async def bench_dbos(rounds: int, runs: int, in_flight: int, goal: float) -> Dbo
 
     from dbos import DBOS
 
-    logging.getLogger("dbos").setLevel(logging.WARNING)
     chain = _dbos_workflow()
     with tempfile.TemporaryDirectory(prefix="statesaga-bench-") as tmp:
         base = Path(tmp)
@@ -122,9 +120,9 @@ async def bench_dbos(rounds: int, runs: int, in_flight: int, goal: float) -> Dbo
                 "name": "statesaga-bench",
                 "system_database_url": f"sqlite:///{base / 'dbos.sqlite'}",
                 "run_admin_server": False,
+                "log_level": "WARNING",
             }
         )
-        logging.getLogger("dbos").setLevel(logging.WARNING)  # DBOS() sets up its logging
         DBOS.launch()
         url = f"sqlite:///{base / 'statesaga.db'}"
         counter = iter(range(10**9))
