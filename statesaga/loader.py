@@ -46,7 +46,8 @@ def load_saga(target: str) -> type[SagaDefinition]:
     except AttributeError:
         raise TargetError(f"module {module_ref!r} has no attribute {attr!r}") from None
     if not (isinstance(obj, type) and issubclass(obj, SagaDefinition)):
-        raise TargetError(f"{target!r} is {type(obj).__name__}, not a subclass of statesaga.Saga")
+        kind = type(obj).__name__
+        raise TargetError(f"{target!r} is not a subclass of statesaga.Saga (it is a {kind} object)")
     return obj
 
 

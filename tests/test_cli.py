@@ -64,7 +64,7 @@ def test_machine_json_from_a_module(saga_file: Path) -> None:
         ("nocolon", "not a saga reference"),
         ("no_such_module_xyz:Saga", "cannot import 'no_such_module_xyz'"),
         ("{file}:Missing", "has no attribute 'Missing'"),
-        ("{file}:not_a_saga", "is int, not a subclass of statesaga.Saga"),
+        ("{file}:not_a_saga", "is not a subclass of statesaga.Saga (it is a int object)"),
         ("/nonexistent/x.py:Saga", "no such file"),
     ],
 )
@@ -160,7 +160,7 @@ def test_the_installed_command_imports_from_the_current_folder(tmp_path: Path) -
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "<CompiledSaga Order: chain of 1 step" in done.stdout
+    assert "<CompiledSaga Order: chain of 1 step," in done.stdout
 
 
 def test_main_puts_the_current_folder_first_on_sys_path(

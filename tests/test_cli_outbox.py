@@ -100,11 +100,13 @@ def test_retry_names_the_ids_it_could_not_requeue(db: str) -> None:
     assert line.endswith(": r1:s:1, nope")
 
 
-def test_purge_refuses_sent_and_dead_together(db: str) -> None:
-    """purge --sent --dead is a usage error, not a purge of whichever came last."""
-    purged = outbox_cli("outbox", "purge", "--sent", "--dead", "--older-than", "0", "--store", db)
+@pytest.mark.parametrize("flags", [("--sent", "--dead"), ()])
+def test_purge_needs_exactly_one_of_sent_and_dead(db: str, flags: tuple[str, ...]) -> None:
+    """purge --sent --dead is a usage error, not a purge of whichever came last; so is
+    purge with neither."""
+    purged = outbox_cli("outbox", "purge", *flags, "--older-than", "0", "--store", db)
     assert purged.exit_code == 2
-    assert "not both" in purged.output
+    assert "--sent or --dead (one of the two)" in purged.output
     assert "r1:s:1" in outbox_cli("outbox", "list", "--store", db).output  # nothing deleted
 
 

@@ -189,3 +189,33 @@ def test_a_durable_run_loads_the_stores_when_it_starts() -> None:
         """
     )
     assert out == [False, "completed", True]
+
+
+def test_backend_classes_are_importable_from_their_packages_and_load_when_named() -> None:
+    """``from statesaga.store import SQLiteStore`` works, and naming the package alone leaves
+    the PostgreSQL driver unloaded until ``PostgresStore`` is asked for."""
+    loaded = run_fresh(
+        """
+        import json, sys
+        import statesaga.store, statesaga.messaging
+        before = "psycopg" in sys.modules
+        from statesaga.store import PostgresStore, SQLiteStore
+        from statesaga.messaging import PostgresInbox, SQLiteInbox
+        names = [c.__module__ for c in (SQLiteStore, PostgresStore, SQLiteInbox, PostgresInbox)]
+        print(json.dumps([before, "psycopg" in sys.modules, names]))
+        """
+    )
+    assert loaded == [
+        False,
+        True,
+        [
+            "statesaga.store.sqlite",
+            "statesaga.store.postgres",
+            "statesaga.messaging.inbox_sqlite",
+            "statesaga.messaging.inbox_postgres",
+        ],
+    ]
+    import statesaga.store as store_package
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        store_package.Nope  # noqa: B018

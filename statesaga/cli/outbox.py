@@ -112,7 +112,7 @@ async def _retry(url: str, ids: list[str] | None) -> tuple[int, list[str]]:
 def purge_messages(store_url: str, sent: bool, dead: bool, days: float) -> None:
     """Delete sent (or dead) messages older than DAYS days."""
     if sent == dead:  # both would silently have meant the last one given
-        raise click.UsageError("say which messages to delete: --sent or --dead, not both")
+        raise click.UsageError("say which messages to delete: --sent or --dead (one of the two)")
     status = "sent" if sent else "dead"
     count = asyncio.run(_purge(store_url, status, time.time() - days * 86_400))
     click.echo(f"deleted {count} {status} message{'s' if count != 1 else ''}")

@@ -152,8 +152,9 @@ class CompiledSaga:
 
     def __repr__(self) -> str:
         shape = "chain" if self.sequential else "DAG"
+        count = len(self.steps)
         return (
-            f"<CompiledSaga {self.name}: {shape} of {len(self.steps)} steps, "
+            f"<CompiledSaga {self.name}: {shape} of {count} step{'s' if count != 1 else ''}, "
             f"{len(self.states)} states, {len(self.transitions)} transitions>"
         )
 

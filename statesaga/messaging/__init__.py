@@ -7,11 +7,17 @@ Consumers apply each message once through an ``Inbox``. Brokers: ``broker_from_u
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .broker import Broker, BrokerError, Delivery
 from .brokers import MemoryBroker, broker_from_url
 from .inbox import Inbox, InboxError, Outcome, consume
 from .inboxes import inbox_for
 from .message import Message
+
+if TYPE_CHECKING:  # imported when first named: PostgreSQL's needs its driver
+    from .inbox_postgres import PostgresInbox
+    from .inbox_sqlite import SQLiteInbox
 
 __all__ = [
     "Broker",
@@ -22,7 +28,22 @@ __all__ = [
     "MemoryBroker",
     "Message",
     "Outcome",
+    "PostgresInbox",
+    "SQLiteInbox",
     "broker_from_url",
     "consume",
     "inbox_for",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresInbox`` and ``SQLiteInbox``, imported when first asked for."""
+    found: object
+    if name == "PostgresInbox":
+        from .inbox_postgres import PostgresInbox as found
+    elif name == "SQLiteInbox":
+        from .inbox_sqlite import SQLiteInbox as found
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = found
+    return found

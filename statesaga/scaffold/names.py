@@ -111,6 +111,14 @@ def check_saga_name(name: str) -> None:
         ScaffoldError: Why the name is unusable, with a usable one suggested where possible.
     """
     _check_name(name, "saga name")
+    if name == "conftest" or name.startswith("test"):
+        # pytest collects modules named test* and classes named Test*: the generated package
+        # and its saga class would be taken for tests.
+        raise ScaffoldError(
+            f"saga name {name!r} would be taken for a test by pytest (it collects modules "
+            "named test*, classes named Test* and conftest): choose a name that does not "
+            "start with 'test', such as 'orders'"
+        )
     # Run from the folder above it, the package comes first on sys.path and would hide these.
     if name in sys.stdlib_module_names:
         hidden = "a standard library module"

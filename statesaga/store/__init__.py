@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from .._urls import hide_credentials, split_schema
 from .base import (
@@ -23,6 +24,10 @@ from .base import (
 )
 from .memory import MemoryStore
 
+if TYPE_CHECKING:  # imported when first named: PostgreSQL's needs its driver
+    from .postgres import PostgresStore
+    from .sqlite import SQLiteStore
+
 __all__ = [
     "OUTBOX_STATUSES",
     "SCHEMA_VERSION",
@@ -31,9 +36,11 @@ __all__ = [
     "LeaseHeld",
     "MemoryStore",
     "OutboxRecord",
+    "PostgresStore",
     "RunNotFound",
     "RunRecord",
     "RunSnapshot",
+    "SQLiteStore",
     "SagaStore",
     "StepRecord",
     "StoreError",
@@ -96,3 +103,16 @@ def store_from_url(url: str | None = None) -> SagaStore:
         return MemoryStore()
     known = ", ".join(f"{s}://" for s in SCHEMES)
     raise StoreError(f"unknown store URL scheme {scheme!r} in {hide_password(url)!r}: use {known}")
+
+
+def __getattr__(name: str) -> object:
+    """``SQLiteStore`` and ``PostgresStore``, imported when first asked for."""
+    found: object
+    if name == "SQLiteStore":
+        from .sqlite import SQLiteStore as found
+    elif name == "PostgresStore":
+        from .postgres import PostgresStore as found
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = found
+    return found
