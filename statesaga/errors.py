@@ -139,6 +139,22 @@ class InvalidResultError(ExecutionError, TypeError):
         )
 
 
+class WaitTimeoutError(ExecutionError, TimeoutError):
+    """A ``Wait`` with ``on_timeout="fail"`` got no signal in time: it fails like a step.
+
+    Attributes:
+        saga_id: The run.
+        step: The wait's name (its event).
+        timeout: The seconds it waited.
+    """
+
+    def __init__(self, saga_id: str, step: str, timeout: float) -> None:
+        self.saga_id = saga_id
+        self.step = step
+        self.timeout = timeout
+        super().__init__(f"saga run {saga_id} waited {timeout:g} s for {step!r} and no signal came")
+
+
 class RecordedError(ExecutionError):
     """An error recorded by an earlier process: only its text survives in the store."""
 
@@ -268,6 +284,34 @@ class LeaseHeld(StoreError):
             f"run {run_id} is leased to {owner} until {until} (in {left:.0f} s): it is "
             "being driven, or its driver stopped and the run can be taken over when the lease "
             "runs out; `statesaga runs resume RUN_ID --wait` waits for that",
+            run_id=run_id,
+        )
+
+
+class SignalRefused(StoreError):
+    """A signal cannot be delivered: the run does not wait for that event, its wait is over,
+    the run has ended, or the signal's id was used with another payload.
+
+    Attributes:
+        run_id: The run.
+        event: The signal's event.
+        reason: Why it was refused.
+    """
+
+    def __init__(self, run_id: str, event: str, reason: str) -> None:
+        self.event = event
+        self.reason = reason
+        super().__init__(f"signal {event!r} for run {run_id} refused: {reason}", run_id=run_id)
+
+
+class SignalArrived(StoreError):
+    """A commit that would park a run or time its wait out found a signal for that wait
+    committed first (first committed wins): the run reads its signals again."""
+
+    def __init__(self, run_id: str, events: Iterable[str]) -> None:
+        self.events = tuple(events)
+        super().__init__(
+            f"run {run_id}: a signal for {', '.join(map(repr, self.events))} arrived first",
             run_id=run_id,
         )
 
