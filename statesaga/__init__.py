@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .clock import Clock, SystemClock
 from .compiler import CompiledSaga, Transition, compile_saga
 from .context import Context
-from .definition import Retry, Step
+from .definition import Retry, Step, Wait
 from .errors import (
     DefinitionError,
     ExecutionError,
@@ -19,8 +19,10 @@ from .errors import (
     OutcomeUnknownError,
     Problem,
     SagaDeadlineError,
+    SignalRefused,
     StatesagaError,
     StepTimeoutError,
+    WaitTimeoutError,
 )
 from .render import RenderError, render
 from .result import HistoryEntry, SagaResult, SagaStatus
@@ -51,11 +53,14 @@ __all__ = [
     "SagaDeadlineError",
     "SagaResult",
     "SagaStatus",
+    "SignalRefused",
     "StatesagaError",
     "Step",
     "StepTimeoutError",
     "SystemClock",
     "Transition",
+    "Wait",
+    "WaitTimeoutError",
     "__version__",
     "compile_saga",
     "render",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import compile_saga
 from .definition import SagaDefinition
-from .engine import run_in_memory
+from .engine import Driver, run_in_memory, start_task
+from .engine.recorder import IN_MEMORY
+from .engine.state import RunState
+from .handle import InMemoryRun, RunHandle
 from .ids import new_run_id
 from .result import SagaResult
 
@@ -63,6 +67,31 @@ class Saga(SagaDefinition, abstract=True):
             The run's ``SagaResult``. A failed step does not raise: it shows in the result.
         """
         return start_run(type(self), self.data, saga_id, clock, store, broker)
+
+    async def start(
+        self,
+        *,
+        saga_id: str | None = None,
+        clock: Clock | None = None,
+        store: SagaStore | str | None = None,
+        broker: Broker | str | None = None,
+    ) -> RunHandle:
+        """Start the saga and return its ``RunHandle`` at once, to signal its waits, cancel
+        it or await its result. Takes what ``execute`` takes.
+
+        In memory (no ``store``) the run is scheduled in this event loop and its waits take
+        signals only through the handle.
+        """
+        if store is not None:
+            raise NotImplementedError("durable start() arrives with the store's signals")
+        compiled = compile_saga(type(self))
+        driver = Driver(
+            RunState.new(compiled, self.data, saga_id or new_run_id()),
+            clock or SYSTEM_CLOCK,
+            IN_MEMORY,
+        )
+        loop = asyncio.get_running_loop()
+        return InMemoryRun(driver, start_task(driver.drive(), loop, compiled.task_name))
 
 
 def start_run(

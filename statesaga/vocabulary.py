@@ -50,6 +50,7 @@ class Phase(enum.StrEnum):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    WAITING = "waiting"  # a wait's: for its signal or its timeout
 
 
 #: Every step's phases once it has started, in the order a compiled machine lists them.
@@ -66,6 +67,13 @@ IN_DOUBT: Final = Phase.IN_DOUBT.value
 PENDING: Final = Phase.PENDING.value
 RUNNING: Final = Phase.RUNNING.value
 SUCCEEDED: Final = Phase.SUCCEEDED.value
+WAITING: Final = Phase.WAITING.value
+
+#: A wait's phases once it has begun, in the order a compiled machine lists them.
+WAIT_PHASES: Final[tuple[str, ...]] = (WAITING, SUCCEEDED, FAILED)
+#: The status of a durable run parked at its waits (not a state of the machine: the run's
+#: regions are in their waits' ``waiting`` states).
+WAITING_STATUS: Final = "waiting"
 
 #: The phases only a step with a compensation has.
 COMPENSATION_PHASES: Final[tuple[str, ...]] = tuple(
@@ -88,6 +96,8 @@ class Event(enum.StrEnum):
     COMPENSATION_FAIL = "compensation_fail"
     INTERRUPT = "interrupt"
     PUSH_FORWARD = "push_forward"
+    WAIT = "wait"  # a wait begins
+    SIGNAL = "signal"  # its signal came: it succeeds with the payload
 
 
 class SagaTrigger(enum.StrEnum):

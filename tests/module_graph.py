@@ -106,6 +106,7 @@ LAYERS: tuple[Layer, ...] = (
         (
             "statesaga",
             "statesaga.saga",
+            "statesaga.handle",
             "statesaga.worker",
             "statesaga.messaging.relay",
             "statesaga.cli",

@@ -71,6 +71,8 @@ class StepPlan:
     deps: tuple[str, ...]
     dependants: tuple[str, ...]
     ancestors: tuple[str, ...]  # every step it depends on, directly or not, latest first
+    wait: bool = False  # a Wait: it waits for the signal named like it
+    on_timeout: str | None = None  # a wait's: "fail" or "continue"
 
     # Trigger names, built once: the engine fires them on every run.
     t_start: str = attrs.field(init=False)
@@ -85,6 +87,8 @@ class StepPlan:
     t_compensation_fail: str = attrs.field(init=False)
     t_interrupt: str = attrs.field(init=False)
     t_push_forward: str = attrs.field(init=False)
+    t_wait: str = attrs.field(init=False)
+    t_signal: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         for event in Event:
@@ -180,6 +184,7 @@ class CompiledSaga:
                     "attempts": s.retry.attempts,
                     "compensate_attempts": s.compensate_retry.attempts,
                     "timeout": s.timeout,
+                    **({"wait": True, "on_timeout": s.on_timeout} if s.wait else {}),
                 }
                 for s in self.steps
             ],
@@ -218,7 +223,8 @@ def _fingerprint(compiled: CompiledSaga) -> str:
     """A short hash of what a stored run relies on to be resumed.
 
     It covers the steps in order, their dependencies, which ones are compensable, the
-    pivot, and ``MACHINE_VERSION``. Retries, timeouts and the deadline are left out:
+    pivot, which ones are waits (and what their timeout does), and ``MACHINE_VERSION``.
+    Retries, timeouts and the deadline are left out:
     tuning them keeps stored runs resumable. So are the edges this library derives, so a
     new version that adds one does not strand the runs an older one stored.
     """
@@ -226,7 +232,10 @@ def _fingerprint(compiled: CompiledSaga) -> str:
         "machine": MACHINE_VERSION,
         "sequential": compiled.sequential,
         "steps": [
-            [p.name, list(p.deps), p.compensate is not None, p.pivot] for p in compiled.steps
+            # A wait's marker only where there is one: sagas without waits keep their prints.
+            [p.name, list(p.deps), p.compensate is not None, p.pivot]
+            + (["wait", p.on_timeout] if p.wait else [])
+            for p in compiled.steps
         ],
     }
     text = json.dumps(shape, sort_keys=True, separators=(",", ":"))

@@ -15,6 +15,7 @@ from ..vocabulary import (
     FORWARD_PHASES,
     SAGA_REGION,
     SAGA_STATES,
+    WAIT_PHASES,
     Phase,
     SagaState,
     SagaTrigger,
@@ -30,6 +31,8 @@ Edges = tuple[list[str], list[Transition], dict[str, str]]
 
 
 def _step_forward(p: StepPlan, source: str, requires: tuple[str, ...] = ()) -> list[Transition]:
+    if p.wait:
+        return _wait_forward(p, source, requires)
     running = p.state(Phase.RUNNING)
     in_doubt = p.state(Phase.IN_DOUBT)
     return [
@@ -39,6 +42,19 @@ def _step_forward(p: StepPlan, source: str, requires: tuple[str, ...] = ()) -> l
         Transition(p.t_fail, running, p.state(Phase.FAILED), _FORWARD, p.name, failure=True),
         Transition(p.t_time_out, running, in_doubt, _FORWARD, p.name, failure=True),
         Transition(p.t_invalid_result, running, in_doubt, _FORWARD, p.name, failure=True),
+    ]
+
+
+def _wait_forward(p: StepPlan, source: str, requires: tuple[str, ...]) -> list[Transition]:
+    waiting, failed = p.state(Phase.WAITING), p.state(Phase.FAILED)
+    succeeded = p.state(Phase.SUCCEEDED)
+    timed_out = succeeded if p.on_timeout == "continue" else failed
+    return [
+        Transition(p.t_wait, source, waiting, _FORWARD, p.name, requires=requires),
+        Transition(p.t_signal, waiting, succeeded, _FORWARD, p.name),
+        Transition(p.t_time_out, waiting, timed_out, _FORWARD, p.name, failure=timed_out == failed),
+        # Given up: the run was cancelled, passed its deadline or (in a DAG) a sibling failed.
+        Transition(p.t_fail, waiting, failed, _FORWARD, p.name, failure=True),
     ]
 
 
@@ -66,7 +82,9 @@ def _step_compensation(
 
 
 def _step_states(p: StepPlan, *, pending: bool) -> list[str]:
-    phases = ((Phase.PENDING.value,) if pending else ()) + FORWARD_PHASES
+    phases = ((Phase.PENDING.value,) if pending else ()) + (
+        WAIT_PHASES if p.wait else FORWARD_PHASES
+    )
     if p.compensate is not None:
         phases += COMPENSATION_PHASES
     return [p.state(phase) for phase in phases]
@@ -90,15 +108,16 @@ def chain_edges(plans: Sequence[StepPlan]) -> Edges:
     edges.append(Transition(abort, running, compensating, _COMPENSATE, failure=True))
     for p in plans:
         if p.after_pivot or p.pivot:
-            edges.append(Transition(halt, p.state(Phase.IN_DOUBT), failed, _FORWARD, failure=True))
+            if not p.wait:
+                edges.append(
+                    Transition(halt, p.state(Phase.IN_DOUBT), failed, _FORWARD, failure=True)
+                )
             # A person pushes a halted run forward again: the step that halted it once more.
-            edges.append(
-                Transition(p.t_push_forward, failed, p.state(Phase.RUNNING), _FORWARD, p.name)
-            )
+            edges.append(Transition(p.t_push_forward, failed, _again(p), _FORWARD, p.name))
         if p.after_pivot:
             edges.append(Transition(halt, p.state(Phase.FAILED), failed, _FORWARD, failure=True))
             continue
-        sources = [Phase.FAILED] if p.pivot else [Phase.FAILED, Phase.IN_DOUBT]
+        sources = [Phase.FAILED] if p.pivot or p.wait else [Phase.FAILED, Phase.IN_DOUBT]
         if not p.pivot and p is not plans[-1]:
             sources.append(Phase.SUCCEEDED)  # cancelled between steps
         edges += [
@@ -172,31 +191,34 @@ def region_edges(plans: Sequence[StepPlan]) -> Edges:
         requires = (running, *(step_state(d, Phase.SUCCEEDED) for d in p.deps))
         edges += _step_forward(p, p.state(Phase.PENDING), requires)
         # A step still running when its process died, in a run that is compensating: its
-        # outcome is unknown (in a chain nothing runs while compensating).
-        edges.append(
-            Transition(
-                p.t_interrupt,
-                p.state(Phase.RUNNING),
-                p.state(Phase.IN_DOUBT),
-                _COMPENSATE,
-                p.name,
-                failure=True,
-                requires=(compensating,),
-            )
+        # outcome is unknown (in a chain nothing runs while compensating). A wait has no
+        # outcome to lose: it is given up (its t_fail).
+        edges += (
+            []
+            if p.wait
+            else [
+                Transition(
+                    p.t_interrupt,
+                    p.state(Phase.RUNNING),
+                    p.state(Phase.IN_DOUBT),
+                    _COMPENSATE,
+                    p.name,
+                    failure=True,
+                    requires=(compensating,),
+                )
+            ]
         )
         if p.pivot or p.after_pivot:
             edges += [
                 Transition(
                     p.t_push_forward,
                     p.state(phase),
-                    p.state(Phase.RUNNING),
+                    _again(p),
                     _FORWARD,
                     p.name,
                     requires=(running,),
                 )
-                # A pivot that raised has no effect: the run compensated. Only its unknown
-                # outcome halts a run.
-                for phase in ((Phase.IN_DOUBT,) if p.pivot else (Phase.FAILED, Phase.IN_DOUBT))
+                for phase in _halting_phases(p)
             ]
         if p.compensate is not None:
             sources = [
@@ -208,6 +230,19 @@ def region_edges(plans: Sequence[StepPlan]) -> Edges:
     if any(p.compensate is not None for p in plans):
         edges.append(Transition(SagaTrigger.REOPEN, failed, compensating, _COMPENSATE))
     return _drop_unreachable_failed(states, edges), edges, region_of_state
+
+
+def _again(p: StepPlan) -> str:
+    """Where a step pushed forward by a person goes: running again, or (a wait) waiting."""
+    return p.state(Phase.WAITING if p.wait else Phase.RUNNING)
+
+
+def _halting_phases(p: StepPlan) -> tuple[str, ...]:
+    """The phases from which a step past the pivot halts its run (a DAG pushes them on)."""
+    if p.wait:
+        return (Phase.FAILED,)
+    # A pivot that raised has no effect: the run compensated. Only its unknown outcome halts.
+    return (Phase.IN_DOUBT,) if p.pivot else (Phase.FAILED, Phase.IN_DOUBT)
 
 
 def _drop_unreachable_failed(states: list[str], edges: Sequence[Transition]) -> list[str]:

@@ -172,6 +172,9 @@ class Step:
 
     def problems(self) -> list[str]:
         """What is wrong with this step taken alone (empty when it is usable)."""
+        return [*self._name_problems(), *self._call_problems(), *self._depends_on_problems()]
+
+    def _name_problems(self) -> list[str]:
         found = []
         if not isinstance(self.name, str):
             found.append(
@@ -184,7 +187,10 @@ class Step:
             found.append(f"name {self.name!r} is a Python keyword: choose another name")
         elif self.name in RESERVED_NAMES:
             found.append(f"name {self.name!r} is reserved for the saga's own states")
-        found += _callable_problems("action", self.action)
+        return found
+
+    def _call_problems(self) -> list[str]:
+        found = _callable_problems("action", self.action)
         if self.compensate is not None:
             found += _callable_problems("compensate", self.compensate)
         if not isinstance(self.pivot, bool):
@@ -203,7 +209,6 @@ class Step:
             found.append(
                 f"timeout={self.timeout!r}: a timeout must be a positive number of seconds"
             )
-        found += self._depends_on_problems()
         return found
 
     def _depends_on_problems(self) -> list[str]:

@@ -74,6 +74,11 @@ class Journal:
         )
         return stored
 
+    parks = False
+
+    async def park(self, run: RunState, events: Sequence[str], wake_at: float | None) -> None:
+        raise AssertionError("not yet")
+
     def before_call(self, run: RunState) -> Awaitable[Any] | None:
         return self.flush(run)
 

@@ -71,6 +71,9 @@ class RunState:
             each with whether its outcome was unknown.
         deadline_at: When the saga's deadline passes (run-clock time), once the run started.
         outbox: What succeeded calls emitted, in commit order.
+        signals: The payload of each signal the run has received, by event (a wait takes
+            its own when it gets there).
+        wait_started: When each wait began (run-clock time): its timeout counts from then.
     """
 
     compiled: CompiledSaga
@@ -93,6 +96,8 @@ class RunState:
     pushing: dict[str, bool] = attrs.Factory(dict)
     deadline_at: float | None = None
     outbox: list[Message] = attrs.Factory(list)
+    signals: dict[str, Mapping[str, Any]] = attrs.Factory(dict)
+    wait_started: dict[str, float] = attrs.Factory(dict)
     #: ``results`` read-only, as actions see it.
     results_view: Mapping[str, Mapping[str, Any]] = attrs.field(init=False)
 
