@@ -24,6 +24,7 @@ from .errors import (
     StepTimeoutError,
     WaitTimeoutError,
 )
+from .handle import RunHandle
 from .render import RenderError, render
 from .result import HistoryEntry, SagaResult, SagaStatus
 from .saga import Saga
@@ -49,6 +50,7 @@ __all__ = [
     "Problem",
     "RenderError",
     "Retry",
+    "RunHandle",
     "Saga",
     "SagaDeadlineError",
     "SagaResult",
