@@ -6,12 +6,18 @@ import abc
 import asyncio
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .clock import Clock
+from .compiler import CompiledSaga
 from .engine import Driver
 from .engine.waits import check_signal
 from .errors import SignalRefused
 from .result import SagaResult
+
+if TYPE_CHECKING:
+    from .messaging.broker import Broker
+    from .store.base import SagaStore
 
 # Runs started with no one awaiting them yet: the loop keeps only weak references to tasks.
 _STARTED: set[asyncio.Task[Any]] = set()
@@ -65,18 +71,10 @@ class RunHandle(abc.ABC):
 def payload_of(value: Mapping[str, Any] | None, run_id: str, event: str) -> dict[str, Any]:
     """A signal's payload as it is delivered (``None`` is ``{}``), or ``SignalRefused``
     when it is not a mapping, or ``StoreError`` when it is not JSON data."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SignalRefused(
-            run_id,
-            event,
-            f"its payload is {type(value).__name__}, not a mapping such as a dict (or None)",
-        )
-    from .json_data import as_stored
+    # What a stored run would keep, also in memory: the same payload works in both.
+    from .durable.waiting import payload_as_stored
 
-    stored: dict[str, Any] = as_stored(dict(value), what="signal payload", run_id=run_id)
-    return stored
+    return payload_as_stored(value, run_id, event)
 
 
 class InMemoryRun(RunHandle):
@@ -121,4 +119,67 @@ class InMemoryRun(RunHandle):
         if not self._task.done():
             self._driver.cancel_requested = True
             self._driver.wake()
+        return await self.result()
+
+
+class DurableRun(RunHandle):
+    """The handle of a stored run. While something awaits ``result`` in this process, it
+    drives the run on whenever the run is due (workers may too: the lease decides)."""
+
+    def __init__(
+        self,
+        store: SagaStore | str,
+        saga_id: str,
+        task: asyncio.Task[SagaResult],
+    ) -> None:
+        self.saga_id = saga_id
+        self._store = store
+        self._task = task
+        _STARTED.add(task)
+        task.add_done_callback(_STARTED.discard)
+
+    @classmethod
+    async def launch(
+        cls,
+        compiled: CompiledSaga,
+        data: Mapping[str, Any],
+        saga_id: str,
+        clock: Clock,
+        store: SagaStore | str,
+        broker: Broker | str | None,
+    ) -> DurableRun:
+        """Record a new run and drive it in a task of its own; returns once it is stored."""
+        from .durable import execute
+
+        loop = asyncio.get_running_loop()
+        recorded: asyncio.Future[None] = loop.create_future()
+        task = loop.create_task(
+            execute(compiled, data, saga_id, clock, store, broker, recorded=recorded),
+            name=compiled.task_name,
+        )
+        await asyncio.wait((recorded, task), return_when=asyncio.FIRST_COMPLETED)
+        if not recorded.done():
+            recorded.cancel()
+            task.result()  # raises why it could not be recorded
+        return cls(store, saga_id, task)
+
+    async def signal(
+        self,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        signal_id: str | None = None,
+    ) -> bool:
+        from .durable import signal
+
+        return await signal(self._store, self.saga_id, event, payload, signal_id=signal_id)
+
+    async def result(self) -> SagaResult:
+        return await asyncio.shield(self._task)
+
+    async def cancel(self) -> SagaResult:
+        from .durable import request_cancel
+
+        if not self._task.done():
+            await request_cancel(self._store, self.saga_id)
         return await self.result()

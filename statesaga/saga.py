@@ -13,7 +13,7 @@ from .definition import SagaDefinition
 from .engine import Driver, run_in_memory, start_task
 from .engine.recorder import IN_MEMORY
 from .engine.state import RunState
-from .handle import InMemoryRun, RunHandle
+from .handle import DurableRun, InMemoryRun, RunHandle
 from .ids import new_run_id
 from .result import SagaResult
 
@@ -82,16 +82,22 @@ class Saga(SagaDefinition, abstract=True):
         In memory (no ``store``) the run is scheduled in this event loop and its waits take
         signals only through the handle.
         """
-        if store is not None:
-            raise NotImplementedError("durable start() arrives with the store's signals")
         compiled = compile_saga(type(self))
-        driver = Driver(
-            RunState.new(compiled, self.data, saga_id or new_run_id()),
-            clock or SYSTEM_CLOCK,
-            IN_MEMORY,
-        )
+        saga_id = saga_id or new_run_id()
+        clock = clock or SYSTEM_CLOCK
+        if store is not None:
+            return await DurableRun.launch(compiled, self.data, saga_id, clock, store, broker)
+        if broker is not None:
+            raise ValueError(_BROKER_NEEDS_STORE)
+        driver = Driver(RunState.new(compiled, self.data, saga_id), clock, IN_MEMORY)
         loop = asyncio.get_running_loop()
         return InMemoryRun(driver, start_task(driver.drive(), loop, compiled.task_name))
+
+
+_BROKER_NEEDS_STORE = (
+    "a broker needs a store: messages are published from the store's outbox, which keeps "
+    "them until the broker confirms; pass store= too (memory:// for one in this process)"
+)
 
 
 def start_run(
@@ -113,11 +119,7 @@ def start_run(
     if store is not None:
         return _durable_start()(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
     if broker is not None:
-        raise ValueError(
-            "a broker needs a store: messages are published from the store's outbox, which "
-            "keeps them until the broker confirms; pass store= too (memory:// for one in "
-            "this process)"
-        )
+        raise ValueError(_BROKER_NEEDS_STORE)
     return run_in_memory(compiled, data, saga_id, clock or SYSTEM_CLOCK)
 
 
@@ -126,11 +128,11 @@ def _durable_start() -> Callable[
     [CompiledSaga, Mapping[str, Any], str, Clock, SagaStore | str, Broker | str | None],
     Coroutine[Any, Any, SagaResult],
 ]:
-    """``durable.start``, imported by the first durable run.
+    """``durable.execute``, imported by the first durable run.
 
     An in-memory run never loads the stores. Cached rather than imported in ``start_run``:
     an import statement costs about 1 µs on every run.
     """
-    from .durable import start
+    from .durable import execute
 
-    return start
+    return execute

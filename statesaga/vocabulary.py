@@ -74,6 +74,9 @@ WAIT_PHASES: Final[tuple[str, ...]] = (WAITING, SUCCEEDED, FAILED)
 #: The status of a durable run parked at its waits (not a state of the machine: the run's
 #: regions are in their waits' ``waiting`` states).
 WAITING_STATUS: Final = "waiting"
+#: The event of a request to cancel a stored run, kept with its signals (no step can take
+#: the name: it holds a dot).
+CANCEL_EVENT: Final = "saga.cancel"
 
 #: The phases only a step with a compensation has.
 COMPENSATION_PHASES: Final[tuple[str, ...]] = tuple(

@@ -16,7 +16,7 @@ from .definition import SagaDefinition
 from .durable.drive import drive_stored
 from .durable.leases import owner_id
 from .durable.resources import StoreLike, open_store
-from .errors import SagaNotImportable, StatesagaError
+from .errors import RunWaiting, SagaNotImportable, SignalArrived, StatesagaError
 from .result import SagaResult
 from .store.base import LeaseHeld, RunRecord, SagaStore
 
@@ -38,12 +38,15 @@ class Recovered:
         result: Its result, if this worker drove it to a terminal state.
         error: Why it did not (another worker holds it, its saga cannot be imported...).
         finished_elsewhere: Another worker finished it between listing and taking it.
+        waiting: It went on until its waits and is stored waiting again (what for, and
+            until when).
     """
 
     run_id: str
     result: SagaResult | None = None
     error: Exception | None = None
     finished_elsewhere: bool = False
+    waiting: RunWaiting | None = None
 
 
 class Worker:
@@ -218,6 +221,11 @@ class Worker:
             self._unimportable.pop(run_id, None)
             log.info("run %s recovered: %s", run_id, result.status.value)
             return Recovered(run_id, result=result)
+        except RunWaiting as waits:
+            log.info("run %s waits for %s", run_id, ", ".join(waits.events))
+            return Recovered(run_id, waiting=waits)
+        except SignalArrived:  # it is due again at once: the next look takes it
+            return Recovered(run_id)
         except LeaseHeld as error:
             return Recovered(run_id, error=error)
         except SagaNotImportable as error:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
+from ..errors import RunWaiting
 from ..store import DEFAULT_URL, ENV_VAR, SagaStore, hide_password, store_from_url
 from ..store.base import RunRecord, RunSnapshot
+from ..vocabulary import WAITING, parse_name
 from ..worker import Worker
 
 #: Environment variable naming the broker of the ``relay``, ``worker`` and ``runs resume``
@@ -75,6 +77,12 @@ async def load_run(url: str | None, run_id: str) -> RunSnapshot:
         await store.close()
 
 
+def _until(waiting: RunWaiting) -> str:
+    if waiting.wake_at is None:
+        return ""
+    return f" until {when(waiting.wake_at)} UTC"
+
+
 async def drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
     """Drive what is free now (with ``wait``, also what other leases hold), printing each
     outcome and what is left; whether a run could not be driven."""
@@ -88,6 +96,10 @@ async def drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
             text = item.result.status.value
         elif item.finished_elsewhere:
             text = "finished meanwhile by another worker"
+        elif item.waiting is not None:
+            text = f"waiting for {', '.join(item.waiting.events)}{_until(item.waiting)}"
+        elif item.error is None:
+            text = "a signal came meanwhile: it goes on at the next look"
         else:
             text = f"not resumed: {item.error}"
         click.echo(f"{item.run_id}: {text}")
@@ -135,6 +147,15 @@ def when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def waits_of(record: RunRecord) -> list[str]:
+    """The events a stored run is waiting for (its regions in a wait's ``waiting`` state)."""
+    return [
+        step
+        for step, phase in map(parse_name, record.config.values())
+        if step is not None and phase == WAITING
+    ]
 
 
 def counted(n: int, noun: str) -> str:

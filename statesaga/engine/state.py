@@ -172,6 +172,15 @@ class RunState:
         else:
             run.failed_step = record.failed_step
             run.error = RecordedError(record.error) if record.error else None
+        run.signals = {
+            event: signal.payload
+            for event, signal in snapshot.signals.items()
+            if event in compiled.by_name
+        }
+        for entry in snapshot.history:  # a wait's timeout counts from when it began
+            waited, event = parse_name(entry.trigger)
+            if waited is not None and event == Event.WAIT:
+                run.wait_started[waited] = entry.at
         for name in [n for n, phase in run.outcomes.items() if phase == RUNNING]:
             if run.failing:
                 # Running beside a failure before the pivot: not called again; its outcome is
