@@ -30,7 +30,7 @@ from .result import HistoryEntry, SagaResult, SagaStatus
 from .saga import Saga
 
 if TYPE_CHECKING:
-    from .durable import resume, shutdown
+    from .durable import resume, shutdown, signal
 
 __version__ = "0.1.0"
 
@@ -68,11 +68,13 @@ __all__ = [
     "render",
     "resume",
     "shutdown",
+    "signal",
 ]
 
 
 def __getattr__(name: str) -> object:
-    """``resume`` and ``shutdown``, imported when first asked for: they bring in the stores."""
+    """``resume``, ``shutdown`` and ``signal``, imported when first asked for: they bring in
+    the stores."""
     # An in-memory saga never needs a store or a broker: their modules (and cattrs, and the
     # database drivers behind them) load with the first durable run instead.
     found: object
@@ -80,6 +82,8 @@ def __getattr__(name: str) -> object:
         from .durable import resume as found
     elif name == "shutdown":
         from .durable import shutdown as found
+    elif name == "signal":
+        from .durable import signal as found
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = found

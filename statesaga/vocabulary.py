@@ -51,6 +51,7 @@ class Phase(enum.StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     WAITING = "waiting"  # a wait's: for its signal or its timeout
+    SKIPPED = "skipped"  # a conditional step's whose condition was false: it never ran
 
 
 #: Every step's phases once it has started, in the order a compiled machine lists them.
@@ -68,6 +69,7 @@ PENDING: Final = Phase.PENDING.value
 RUNNING: Final = Phase.RUNNING.value
 SUCCEEDED: Final = Phase.SUCCEEDED.value
 WAITING: Final = Phase.WAITING.value
+SKIPPED: Final = Phase.SKIPPED.value
 
 #: A wait's phases once it has begun, in the order a compiled machine lists them.
 WAIT_PHASES: Final[tuple[str, ...]] = (WAITING, SUCCEEDED, FAILED)
@@ -101,6 +103,7 @@ class Event(enum.StrEnum):
     PUSH_FORWARD = "push_forward"
     WAIT = "wait"  # a wait begins
     SIGNAL = "signal"  # its signal came: it succeeds with the payload
+    SKIP = "skip"  # a conditional step's condition is false: it is skipped
 
 
 class SagaTrigger(enum.StrEnum):

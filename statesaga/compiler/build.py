@@ -90,6 +90,7 @@ def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
                 ancestors=tuple(sorted(before[name], key=position.__getitem__, reverse=True)),
                 wait=isinstance(s, Wait),
                 on_timeout=s.on_timeout if isinstance(s, Wait) else None,
+                when=s.when,
             )
         )
     return tuple(plans), sequential

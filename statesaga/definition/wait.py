@@ -68,4 +68,4 @@ class Wait(Step):
             found.append(
                 "on_timeout='continue' needs a timeout: without one the wait never times out"
             )
-        return [*found, *self._depends_on_problems()]
+        return [*found, *self._when_problems(), *self._depends_on_problems()]

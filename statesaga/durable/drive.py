@@ -289,10 +289,12 @@ def finished_result(snapshot: RunSnapshot) -> SagaResult:
     """The result of a run that already reached a terminal state (no saga class needed)."""
     record = snapshot.run
     completed, compensated = progress(snapshot)
+    skipped = [n for n in completed if snapshot.steps[n].phase == Phase.SKIPPED]
     return SagaResult(
         status=SagaStatus(record.status),
         saga_id=record.run_id,
-        completed_steps=tuple(completed),
+        completed_steps=tuple(n for n in completed if n not in skipped),
+        skipped_steps=tuple(skipped),
         compensated_steps=tuple(compensated),
         failed_step=record.failed_step,
         error=RecordedError(record.error) if record.error else None,

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from ..clock import Clock
 from ..compiler import StepPlan
+from ..context import Context
 from ..errors import MachineError, RunWaiting
 from ..observe.registry import RunObservation, begin
 from ..result import SagaResult, SagaStatus
@@ -21,6 +22,7 @@ from ..vocabulary import (
     IN_DOUBT,
     RUNNING,
     SAGA_REGION,
+    SKIPPED,
     SUCCEEDED,
     SagaTrigger,
     saga_status,
@@ -216,7 +218,7 @@ class Driver:
         if state.halting:
             self.fire(_HALT)
             return SagaStatus.FAILED
-        if len(state.completed) == len(self.c.steps):
+        if len(state.completed) + len(state.skipped) == len(self.c.steps):
             self.fire(_COMPLETE)
             return SagaStatus.COMPLETED
         if state.pivoted:
@@ -232,6 +234,7 @@ class Driver:
             saga_id=state.saga_id,
             completed_steps=tuple(state.completed),
             compensated_steps=tuple(state.compensated),
+            skipped_steps=tuple(state.skipped),
             failed_step=state.failed_step,
             error=state.error,
             compensation_errors=state.compensation_errors,
@@ -248,7 +251,7 @@ class Driver:
         others waits for (a step runs once the steps it depends on have succeeded)."""
         steps, done = self.c.steps, self.state.outcomes
         if done:
-            ok = {name for name, phase in done.items() if phase == SUCCEEDED}
+            ok = {name for name, phase in done.items() if phase in (SUCCEEDED, SKIPPED)}
             waiting = {p.name: sum(d not in ok for d in p.deps) for p in steps if p.name not in ok}
         else:
             waiting = {p.name: len(p.deps) for p in steps}
@@ -320,7 +323,42 @@ class Driver:
                 task.cancel()
 
     def _call(self, plan: StepPlan, back: bool) -> Coroutine[Any, Any, Outcome]:
+        if (
+            plan.when is not None
+            and not back
+            and plan.name not in self.state.resumed
+            and not (plan.wait and is_waiting(self, plan))
+        ):
+            return self._guarded(plan)
         return wait_for(self, plan) if plan.wait else attempts(self, plan, back)
+
+    async def _guarded(self, plan: StepPlan) -> Outcome:
+        """A conditional step: its condition decides whether it runs or is skipped; one
+        that raises (or gives no bool) fails the step, without retries."""
+        state = self.state
+        if state.failing or state.halting or self.cancel_requested:
+            return NOT_STARTED
+        ctx = Context(state.data, state.results_view, state.saga_id, plan.name, 0, False)
+        try:
+            go = plan.when(ctx)  # type: ignore[misc]  # checked by the caller
+            if not isinstance(go, bool):
+                raise TypeError(
+                    f"the condition of step {plan.name!r} returned {type(go).__name__}, not "
+                    "True or False"
+                )
+        except Exception as error:
+            self.fire(plan.t_fail, 0, error)
+            outcome: Outcome = (FAILED, error)
+        else:
+            if go:
+                return await (wait_for(self, plan) if plan.wait else attempts(self, plan, False))
+            self.fire(plan.t_skip)
+            state.skipped.append(plan.name)
+            outcome = (SKIPPED, None)
+        pending = self.recorder.after_outcome(state)
+        if pending is not None:
+            await pending
+        return outcome
 
     def _settled(
         self,
