@@ -67,7 +67,14 @@ class Worker:
         allow_changed_definition: Resume runs whose saga definition changed.
         clock: Time and randomness for retries.
         broker: Publish the messages the runs' steps emit right after each commit (a broker
-            or its URL); without one they wait in the outbox for a relay.
+            or its URL, checked here: see ``check_broker_url``); without one they wait in the
+            outbox for a relay.
+        log_failures: Log why a run could not be driven. A caller that reports each run's
+            ``Recovered`` itself (``statesaga worker --once``) turns it off, so that a failure
+            is told once.
+
+    Raises:
+        BrokerError: ``broker`` is a URL that names no usable broker.
     """
 
     def __init__(
@@ -80,9 +87,15 @@ class Worker:
         allow_changed_definition: bool = False,
         clock: Clock | None = None,
         broker: Broker | str | None = None,
+        log_failures: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if isinstance(broker, str):
+            # Refused now, not found out on every run it drives.
+            from .messaging.brokers import check_broker_url
+
+            check_broker_url(broker)
         self.store = store
         self.concurrency = concurrency
         self.poll = poll
@@ -90,6 +103,7 @@ class Worker:
         self.allow_changed_definition = allow_changed_definition
         self.clock = clock
         self.broker = broker
+        self.log_failures = log_failures
         self._busy: set[str] = set()
         # Runs whose saga could not be imported, and when to try each again: the error is
         # logged once per run, not once per poll.
@@ -229,15 +243,17 @@ class Worker:
         except LeaseHeld as error:
             return Recovered(run_id, error=error)
         except SagaNotImportable as error:
-            if run_id not in self._unimportable:
+            if run_id not in self._unimportable and self.log_failures:
                 log.error("run %s cannot be recovered: %s", run_id, error)
             self._unimportable[run_id] = time.time() + IMPORT_RETRY
             return Recovered(run_id, error=error)
         except StatesagaError as error:
-            log.error("run %s cannot be recovered: %s", run_id, error)
+            if self.log_failures:
+                log.error("run %s cannot be recovered: %s", run_id, error)
             return Recovered(run_id, error=error)
         except Exception as error:  # a bug in one saga must not stop the others
-            log.exception("run %s failed unexpectedly", run_id)
+            if self.log_failures:
+                log.exception("run %s failed unexpectedly", run_id)
             return Recovered(run_id, error=error)
         finally:
             self._busy.discard(run_id)

@@ -21,7 +21,7 @@ import pytest
 from _services import AMQP_URL, NATS_URL, Proxy, free_port, require
 
 from statesaga.messaging import Broker, BrokerError, Delivery, Message
-from statesaga.messaging.brokers import MemoryBroker, broker_from_url
+from statesaga.messaging.brokers import MemoryBroker, broker_from_url, check_broker_url
 from statesaga.messaging.brokers.nats import NatsBroker
 from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
 
@@ -582,6 +582,24 @@ def test_bad_broker_urls_say_what_is_understood() -> None:
         broker_from_url("kafka://h:9092")
     with pytest.raises(BrokerError, match="positive integer"):
         broker_from_url("nats://127.0.0.1:4222?shards=0")
+
+
+@pytest.mark.parametrize(
+    "url", ["", " ", "kafka://h:9092", "nats://h:4222?shards=0", "memory://?shards=x"]
+)
+def test_check_broker_url_refuses_what_broker_from_url_refuses(url: str) -> None:
+    """check_broker_url raises the very error broker_from_url would, for every scheme."""
+    with pytest.raises(BrokerError) as built:
+        broker_from_url(url)
+    with pytest.raises(BrokerError) as checked:
+        check_broker_url(url)
+    assert str(checked.value) == str(built.value)
+
+
+def test_check_broker_url_takes_usable_urls() -> None:
+    """Usable URLs pass the check, nothing built or connected (nothing listens on port 1)."""
+    for url in ("memory://", "amqp://guest:guest@127.0.0.1:1/?shards=8", "tls://127.0.0.1:1"):
+        check_broker_url(url)
 
 
 def test_broker_urls_pass_other_query_values_through_unchanged() -> None:

@@ -12,7 +12,7 @@ import click
 
 from ..messaging.relay import BACKOFF, Relay
 from ..store import hide_password
-from ._common import BROKER_ENV_VAR, command_store, store_option
+from ._common import BROKER_ENV_VAR, checked_broker_url, command_store, store_option
 
 
 @click.command()
@@ -22,6 +22,7 @@ from ._common import BROKER_ENV_VAR, command_store, store_option
     "broker_url",
     envvar=BROKER_ENV_VAR,
     required=True,
+    callback=checked_broker_url,
     help=f"Broker URL (amqp://..., nats://..., memory://); ${BROKER_ENV_VAR} sets it.",
 )
 @click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000))

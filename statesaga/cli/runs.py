@@ -227,7 +227,9 @@ async def _resume(
                 return False
             click.echo(f"{run_id}: {result.status.value}")
             return False
-        worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
+        worker = Worker(
+            store, allow_changed_definition=allow_changed, broker=broker, log_failures=False
+        )
         return await drive_all(worker, wait, nothing="no unfinished runs to resume")
     finally:
         # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
