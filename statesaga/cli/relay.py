@@ -23,7 +23,7 @@ from ._common import BROKER_ENV_VAR, checked_broker_url, command_store, store_op
     envvar=BROKER_ENV_VAR,
     required=True,
     callback=checked_broker_url,
-    help=f"Broker URL (amqp://..., nats://..., memory://); ${BROKER_ENV_VAR} sets it.",
+    help=f"Broker URL (amqp://..., nats://..., redis://..., memory://); ${BROKER_ENV_VAR} sets it.",
 )
 @click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))
