@@ -175,6 +175,7 @@ def test_a_wait_in_a_dag_joins_like_a_step() -> None:
     c = compile_saga(DagWait)
     start = next(t for t in c.transitions if t.trigger == "ship.start")
     assert set(start.requires) == {"running", "reserve.succeeded", "paid.succeeded"}
+
     class Model:
         state: str
 
