@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,8 @@ class DagBooking(Saga):
 
 
 @pytest.fixture(autouse=True)
-def _calls() -> Iterator[None]:
+def _calls() -> None:
     CALLS.clear()
-    yield
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -113,7 +112,8 @@ async def test_a_waiting_run_is_rows_until_its_signal(url: str) -> None:
     result = await asyncio.wait_for(run.result(), 10)
     assert result.status == SagaStatus.COMPLETED
     assert result.results["ship"] == {"paid": 42}
-    assert CALLS == [f"reserve:{run.saga_id}:reserve", "ship"]
+    expected = [f"reserve:{run.saga_id}:reserve", "ship"]
+    assert expected == CALLS
 
 
 async def test_a_signal_from_anywhere_before_the_wait_is_kept(url: str) -> None:
@@ -163,7 +163,7 @@ async def test_a_wait_times_out_and_the_run_is_compensated(url: str) -> None:
     assert result.failed_step == "paid"
     assert "waited 0.3 s for 'paid'" in str(result.error)
     assert CALLS[-1] == "release"
-    with pytest.raises(SignalRefused, match="ended|over"):
+    with pytest.raises(SignalRefused, match=r"ended|over"):
         await run.signal("paid")
 
 
