@@ -74,7 +74,7 @@ def _parse(url: str) -> tuple[str, str, int, dict[str, float]]:
         raise BrokerError(f"unknown broker URL scheme {scheme!r} in {_hide(url)!r}: use {known}")
     query = parse_qs(parts.query, keep_blank_values=True)
     shards = _shards(query.pop("shards", ["4"])[-1], url)
-    seconds = {
+    seconds: dict[str, float] = {
         name: _seconds(name, query.pop(name)[-1], url)
         for name in ("claim_after", "max_age")
         if scheme in ("redis", "rediss") and name in query
