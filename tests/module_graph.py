@@ -108,6 +108,7 @@ LAYERS: tuple[Layer, ...] = (
             "statesaga.saga",
             "statesaga.handle",
             "statesaga.worker",
+            "statesaga.bridge",
             "statesaga.messaging.relay",
             "statesaga.cli",
             "statesaga.observe",
