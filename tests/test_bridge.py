@@ -121,7 +121,7 @@ async def test_messages_a_run_cannot_take_are_acknowledged_and_logged(
         await asyncio.wait_for(task, 10)
     assert result.results["paid"] == {"amount": 7}
     assert inbox.refused.count == 3
-    assert "ended" in (inbox.refused.last or "")
+    assert "the run has finished" in (inbox.refused.last or "")
     assert "no run 'no-such-run'" in caplog.text
     assert "names no run" in caplog.text
 

@@ -264,7 +264,7 @@ async def test_signals_the_run_cannot_take_are_refused_with_the_reason() -> None
         await run.signal("paid", {"when": object()})
     await run.signal("paid")
     await run.result()
-    with pytest.raises(SignalRefused, match="the run has ended \\(completed\\)"):
+    with pytest.raises(SignalRefused, match="the run has finished: it is completed"):
         await run.signal("paid")
 
 

@@ -401,6 +401,7 @@ class Driver:
         if state.failing or state.halting or self.cancel_requested:
             # No new step starts; a resumed run still finishes the steps that were running
             # when its process died (past a pivot they must go forward).
-            owed = [p for p in ready if p.name in state.resumed]
+            # A wait that was waiting is given up (its t_fail) rather than left waiting.
+            owed = [p for p in ready if p.name in state.resumed or (p.wait and is_waiting(self, p))]
             ready.clear()
             ready.extend(owed)

@@ -119,7 +119,7 @@ def check_signal(driver: Driver, event: str) -> None:
             f"saga {c.name} has no wait for it (its waits: {', '.join(waits) or 'none'})",
         )
     if state.status in TERMINAL:
-        raise SignalRefused(state.saga_id, event, f"the run has ended ({state.status})")
+        raise SignalRefused(state.saga_id, event, f"the run has finished: it is {state.status}")
     if event in state.signals:
         raise SignalRefused(state.saga_id, event, "it was already signalled")
     phase = state.outcomes.get(event)
