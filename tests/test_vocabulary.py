@@ -73,8 +73,16 @@ class WaitChain(Saga):
     )
 
 
+def small(ctx: Context) -> bool:
+    return True
+
+
 class WaitDag(Saga):
-    steps = (Step("a", act, compensate=undo), Wait("w"), Step("z", act, depends_on=["a", "w"]))
+    steps = (
+        Step("a", act, compensate=undo, when=small),
+        Wait("w"),
+        Step("z", act, depends_on=["a", "w"]),
+    )
 
 
 SAGAS = (Chain, PlainChain, PivotChain, Dag, PivotDag, WaitChain, WaitDag)
@@ -211,7 +219,11 @@ OTHER_SENSES: dict[str, dict[str, str]] = {
     "definition/wait.py": {"fail": "a wait's on_timeout value"},
     "compiler/edges.py": {"compensate": "a transition's kind"},
     "definition/step.py": {"compensate": "a Step field named in problems", "retry": "the same"},
-    "durable/__init__.py": {"start": "the name of the function it exports"},
+    "__init__.py": {"signal": "the name of the function it exports"},
+    "durable/__init__.py": {
+        "start": "the name of the function it exports",
+        "signal": "the same",
+    },
     "messaging/inbox.py": {"failed": "an inbox message's status"},
     "observe/logs.py": {
         "saga": "a log field",

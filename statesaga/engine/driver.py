@@ -11,7 +11,6 @@ from typing import Any, Final
 
 from ..clock import Clock
 from ..compiler import StepPlan
-from ..context import Context
 from ..errors import MachineError, RunWaiting
 from ..observe.registry import RunObservation, begin
 from ..result import SagaResult, SagaStatus
@@ -29,6 +28,7 @@ from ..vocabulary import (
 )
 from . import deadline
 from .calls import NOT_STARTED, Outcome, attempts
+from .conditions import guarded
 from .recorder import Recorder
 from .state import RunState
 from .waits import PARKED, due, is_waiting, wait_for
@@ -329,36 +329,8 @@ class Driver:
             and plan.name not in self.state.resumed
             and not (plan.wait and is_waiting(self, plan))
         ):
-            return self._guarded(plan)
+            return guarded(self, plan)
         return wait_for(self, plan) if plan.wait else attempts(self, plan, back)
-
-    async def _guarded(self, plan: StepPlan) -> Outcome:
-        """A conditional step: its condition decides whether it runs or is skipped; one
-        that raises (or gives no bool) fails the step, without retries."""
-        state = self.state
-        if state.failing or state.halting or self.cancel_requested:
-            return NOT_STARTED
-        ctx = Context(state.data, state.results_view, state.saga_id, plan.name, 0, False)
-        try:
-            go = plan.when(ctx)  # type: ignore[misc]  # checked by the caller
-            if not isinstance(go, bool):
-                raise TypeError(
-                    f"the condition of step {plan.name!r} returned {type(go).__name__}, not "
-                    "True or False"
-                )
-        except Exception as error:
-            self.fire(plan.t_fail, 0, error)
-            outcome: Outcome = (FAILED, error)
-        else:
-            if go:
-                return await (wait_for(self, plan) if plan.wait else attempts(self, plan, False))
-            self.fire(plan.t_skip)
-            state.skipped.append(plan.name)
-            outcome = (SKIPPED, None)
-        pending = self.recorder.after_outcome(state)
-        if pending is not None:
-            await pending
-        return outcome
 
     def _settled(
         self,

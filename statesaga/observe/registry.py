@@ -14,7 +14,7 @@ import attrs
 from ..clock import Clock
 from ..compiler import CompiledSaga
 from ..result import SagaStatus
-from ..vocabulary import Event, SagaTrigger, idempotency_key, parse_name
+from ..vocabulary import Event, Outcome, SagaTrigger, idempotency_key, parse_name
 from .events import RunEvent, StepEvent
 from .observer import Observer
 
@@ -46,7 +46,7 @@ _OF_WAITS = frozenset((Event.WAIT, Event.SIGNAL, Event.TIME_OUT, Event.FAIL))
 #: How each event that ends a wait ends it.
 _WAIT_OUTCOMES: dict[str, str] = {
     Event.SIGNAL: "signalled",
-    Event.TIME_OUT: "timed_out",
+    Event.TIME_OUT: Outcome.TIMED_OUT.value,
     Event.FAIL: "given_up",
 }
 _STARTS_ATTEMPT = frozenset((Event.START, Event.COMPENSATE))

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..vocabulary import COMPENSATION_PHASES, FAILED, IN_DOUBT, SUCCEEDED, TERMINAL
+from ..vocabulary import COMPENSATION_PHASES, FAILED, IN_DOUBT, SUCCEEDED, TERMINAL, WAITING_STATUS
 from ._codec import dumps
 from .base import SignalRecord, SignalRefused
 
@@ -19,7 +19,7 @@ from .base import SignalRecord, SignalRefused
 WAIT_OVER = frozenset({SUCCEEDED, FAILED, IN_DOUBT, *COMPENSATION_PHASES})
 
 #: The status of a run parked in a wait.
-WAITING = "waiting"
+WAITING = WAITING_STATUS
 
 
 def as_stored(signal: SignalRecord) -> SignalRecord:

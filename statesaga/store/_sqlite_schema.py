@@ -6,17 +6,17 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..vocabulary import TERMINAL
+from ..vocabulary import TERMINAL, WAITING_STATUS
 from .base import SCHEMA_VERSION, StoreError, StoreNotFound
 
 # Partial indexes are used only for queries that repeat their condition word for word, so the
 # queries take these texts too.
 #: Unfinished runs that are not waiting: what workers poll.
 RUNNABLE = "status NOT IN ({})".format(
-    ", ".join(f"'{status}'" for status in (*sorted(TERMINAL), "waiting"))
+    ", ".join(f"'{status}'" for status in (*sorted(TERMINAL), WAITING_STATUS))
 )
 #: Runs parked in a wait.
-WAITING = "status = 'waiting'"
+WAITING = f"status = '{WAITING_STATUS}'"
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS statesaga_meta"
