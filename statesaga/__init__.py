@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .clock import Clock, SystemClock
 from .compiler import CompiledSaga, Transition, compile_saga
 from .context import Context
-from .definition import Retry, Step
+from .definition import Retry, Step, Wait
 from .errors import (
     DefinitionError,
     ExecutionError,
@@ -19,15 +19,18 @@ from .errors import (
     OutcomeUnknownError,
     Problem,
     SagaDeadlineError,
+    SignalRefused,
     StatesagaError,
     StepTimeoutError,
+    WaitTimeoutError,
 )
+from .handle import RunHandle
 from .render import RenderError, render
 from .result import HistoryEntry, SagaResult, SagaStatus
 from .saga import Saga
 
 if TYPE_CHECKING:
-    from .durable import resume, shutdown
+    from .durable import resume, shutdown, signal
 
 __version__ = "0.1.0"
 
@@ -47,25 +50,31 @@ __all__ = [
     "Problem",
     "RenderError",
     "Retry",
+    "RunHandle",
     "Saga",
     "SagaDeadlineError",
     "SagaResult",
     "SagaStatus",
+    "SignalRefused",
     "StatesagaError",
     "Step",
     "StepTimeoutError",
     "SystemClock",
     "Transition",
+    "Wait",
+    "WaitTimeoutError",
     "__version__",
     "compile_saga",
     "render",
     "resume",
     "shutdown",
+    "signal",
 ]
 
 
 def __getattr__(name: str) -> object:
-    """``resume`` and ``shutdown``, imported when first asked for: they bring in the stores."""
+    """``resume``, ``shutdown`` and ``signal``, imported when first asked for: they bring in
+    the stores."""
     # An in-memory saga never needs a store or a broker: their modules (and cattrs, and the
     # database drivers behind them) load with the first durable run instead.
     found: object
@@ -73,6 +82,8 @@ def __getattr__(name: str) -> object:
         from .durable import resume as found
     elif name == "shutdown":
         from .durable import shutdown as found
+    elif name == "signal":
+        from .durable import signal as found
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = found

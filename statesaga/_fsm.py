@@ -66,8 +66,13 @@ def build_machine(compiled: CompiledSaga, model: object) -> Machine:
             "source": hsm_name(compiled, t.source),
             "dest": _RUN if t.source == compiled.initial else hsm_name(compiled, t.dest),
         }
-        if t.requires:
-            edge["conditions"] = [_requires([hsm_name(compiled, s) for s in t.requires])]
+        if t.requires or t.requires_any:
+            edge["conditions"] = [
+                _requires(
+                    [hsm_name(compiled, s) for s in t.requires],
+                    [[hsm_name(compiled, s) for s in group] for group in t.requires_any],
+                )
+            ]
         edges.append(edge)
     return _Hsm(
         model=model,
@@ -79,12 +84,15 @@ def build_machine(compiled: CompiledSaga, model: object) -> Machine:
     )
 
 
-def _requires(states: list[str]) -> Callable[[Any], bool]:
-    """A join guard: the triggering model's other regions are in all of ``states``."""
+def _requires(states: list[str], any_of: list[list[str]]) -> Callable[[Any], bool]:
+    """A join guard: the triggering model's other regions are in all of ``states`` and in
+    one state of each group of ``any_of``."""
 
     def joined(event: Any) -> bool:
         current = getattr(event.model, "state", None)
         active = set(current) if isinstance(current, list) else {current}
-        return all(s in active for s in states)
+        return all(s in active for s in states) and all(
+            any(s in active for s in group) for group in any_of
+        )
 
     return joined

@@ -155,6 +155,24 @@ class WaitTimeoutError(ExecutionError, TimeoutError):
         super().__init__(f"saga run {saga_id} waited {timeout:g} s for {step!r} and no signal came")
 
 
+class RunWaiting(ExecutionError):
+    """A durable run stopped at its waits: it is stored as waiting, holding no task or lease,
+    until a signal or a timeout makes it due. Raised to whatever drove it (``resume``, a
+    worker); ``execute`` and ``RunHandle.result`` wait on instead.
+
+    Attributes:
+        run_id: The run.
+        events: The events it waits for.
+        wake_at: When it is due anyway (epoch seconds; ``None``: only a signal wakes it).
+    """
+
+    def __init__(self, run_id: str, events: Iterable[str], wake_at: float | None) -> None:
+        self.run_id = run_id
+        self.events = tuple(events)
+        self.wake_at = wake_at
+        super().__init__(f"run {run_id} waits for {', '.join(map(repr, self.events))}")
+
+
 class RecordedError(ExecutionError):
     """An error recorded by an earlier process: only its text survives in the store."""
 

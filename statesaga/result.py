@@ -68,6 +68,7 @@ class SagaResult:
         saga_id: The run's id.
         completed_steps: Steps that succeeded, in the order they succeeded.
         compensated_steps: Steps whose compensation finished, in the order they finished.
+        skipped_steps: Conditional steps whose condition was false, in the order skipped.
         failed_step: The first step whose failure stopped the run, if any.
         error: That step's error.
         compensation_errors: Step name to the error its compensation finally failed with.
@@ -83,6 +84,7 @@ class SagaResult:
     saga_id: str
     completed_steps: tuple[str, ...] = ()
     compensated_steps: tuple[str, ...] = ()
+    skipped_steps: tuple[str, ...] = ()
     failed_step: str | None = None
     error: BaseException | None = None
     compensation_errors: Mapping[str, BaseException] = attrs.field(factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 from .clock import SYSTEM_CLOCK, Clock
 from .compiler import compile_saga
 from .definition import SagaDefinition
-from .engine import run_in_memory
+from .engine import Driver, run_in_memory, start_task
+from .engine.recorder import IN_MEMORY
+from .engine.state import RunState
+from .handle import DurableRun, InMemoryRun, RunHandle
 from .ids import new_run_id
 from .result import SagaResult
 
@@ -64,6 +68,37 @@ class Saga(SagaDefinition, abstract=True):
         """
         return start_run(type(self), self.data, saga_id, clock, store, broker)
 
+    async def start(
+        self,
+        *,
+        saga_id: str | None = None,
+        clock: Clock | None = None,
+        store: SagaStore | str | None = None,
+        broker: Broker | str | None = None,
+    ) -> RunHandle:
+        """Start the saga and return its ``RunHandle`` at once, to signal its waits, cancel
+        it or await its result. Takes what ``execute`` takes.
+
+        In memory (no ``store``) the run is scheduled in this event loop and its waits take
+        signals only through the handle.
+        """
+        compiled = compile_saga(type(self))
+        saga_id = saga_id or new_run_id()
+        clock = clock or SYSTEM_CLOCK
+        if store is not None:
+            return await DurableRun.launch(compiled, self.data, saga_id, clock, store, broker)
+        if broker is not None:
+            raise ValueError(_BROKER_NEEDS_STORE)
+        driver = Driver(RunState.new(compiled, self.data, saga_id), clock, IN_MEMORY)
+        loop = asyncio.get_running_loop()
+        return InMemoryRun(driver, start_task(driver.drive(), loop, compiled.task_name))
+
+
+_BROKER_NEEDS_STORE = (
+    "a broker needs a store: messages are published from the store's outbox, which keeps "
+    "them until the broker confirms; pass store= too (memory:// for one in this process)"
+)
+
 
 def start_run(
     saga: type[SagaDefinition],
@@ -84,11 +119,7 @@ def start_run(
     if store is not None:
         return _durable_start()(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
     if broker is not None:
-        raise ValueError(
-            "a broker needs a store: messages are published from the store's outbox, which "
-            "keeps them until the broker confirms; pass store= too (memory:// for one in "
-            "this process)"
-        )
+        raise ValueError(_BROKER_NEEDS_STORE)
     return run_in_memory(compiled, data, saga_id, clock or SYSTEM_CLOCK)
 
 
@@ -97,11 +128,11 @@ def _durable_start() -> Callable[
     [CompiledSaga, Mapping[str, Any], str, Clock, SagaStore | str, Broker | str | None],
     Coroutine[Any, Any, SagaResult],
 ]:
-    """``durable.start``, imported by the first durable run.
+    """``durable.execute``, imported by the first durable run.
 
     An in-memory run never loads the stores. Cached rather than imported in ``start_run``:
     an import statement costs about 1 µs on every run.
     """
-    from .durable import start
+    from .durable import execute
 
-    return start
+    return execute

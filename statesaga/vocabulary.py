@@ -50,6 +50,8 @@ class Phase(enum.StrEnum):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    WAITING = "waiting"  # a wait's: for its signal or its timeout
+    SKIPPED = "skipped"  # a conditional step's whose condition was false: it never ran
 
 
 #: Every step's phases once it has started, in the order a compiled machine lists them.
@@ -66,6 +68,17 @@ IN_DOUBT: Final = Phase.IN_DOUBT.value
 PENDING: Final = Phase.PENDING.value
 RUNNING: Final = Phase.RUNNING.value
 SUCCEEDED: Final = Phase.SUCCEEDED.value
+WAITING: Final = Phase.WAITING.value
+SKIPPED: Final = Phase.SKIPPED.value
+
+#: A wait's phases once it has begun, in the order a compiled machine lists them.
+WAIT_PHASES: Final[tuple[str, ...]] = (WAITING, SUCCEEDED, FAILED)
+#: The status of a durable run parked at its waits (not a state of the machine: the run's
+#: regions are in their waits' ``waiting`` states).
+WAITING_STATUS: Final = "waiting"
+#: The event of a request to cancel a stored run, kept with its signals (no step can take
+#: the name: it holds a dot).
+CANCEL_EVENT: Final = "saga.cancel"
 
 #: The phases only a step with a compensation has.
 COMPENSATION_PHASES: Final[tuple[str, ...]] = tuple(
@@ -88,6 +101,9 @@ class Event(enum.StrEnum):
     COMPENSATION_FAIL = "compensation_fail"
     INTERRUPT = "interrupt"
     PUSH_FORWARD = "push_forward"
+    WAIT = "wait"  # a wait begins
+    SIGNAL = "signal"  # its signal came: it succeeds with the payload
+    SKIP = "skip"  # a conditional step's condition is false: it is skipped
 
 
 class SagaTrigger(enum.StrEnum):

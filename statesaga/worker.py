@@ -16,7 +16,7 @@ from .definition import SagaDefinition
 from .durable.drive import drive_stored
 from .durable.leases import owner_id
 from .durable.resources import StoreLike, open_store
-from .errors import SagaNotImportable, StatesagaError
+from .errors import RunWaiting, SagaNotImportable, SignalArrived, StatesagaError
 from .result import SagaResult
 from .store.base import LeaseHeld, RunRecord, SagaStore
 
@@ -38,12 +38,15 @@ class Recovered:
         result: Its result, if this worker drove it to a terminal state.
         error: Why it did not (another worker holds it, its saga cannot be imported...).
         finished_elsewhere: Another worker finished it between listing and taking it.
+        waiting: It went on until its waits and is stored waiting again (what for, and
+            until when).
     """
 
     run_id: str
     result: SagaResult | None = None
     error: Exception | None = None
     finished_elsewhere: bool = False
+    waiting: RunWaiting | None = None
 
 
 class Worker:
@@ -64,7 +67,14 @@ class Worker:
         allow_changed_definition: Resume runs whose saga definition changed.
         clock: Time and randomness for retries.
         broker: Publish the messages the runs' steps emit right after each commit (a broker
-            or its URL); without one they wait in the outbox for a relay.
+            or its URL, checked here: see ``check_broker_url``); without one they wait in the
+            outbox for a relay.
+        log_failures: Log why a run could not be driven. A caller that reports each run's
+            ``Recovered`` itself (``statesaga worker --once``) turns it off, so that a failure
+            is told once.
+
+    Raises:
+        BrokerError: ``broker`` is a URL that names no usable broker.
     """
 
     def __init__(
@@ -77,9 +87,15 @@ class Worker:
         allow_changed_definition: bool = False,
         clock: Clock | None = None,
         broker: Broker | str | None = None,
+        log_failures: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if isinstance(broker, str):
+            # Refused now, not found out on every run it drives.
+            from .messaging.brokers import check_broker_url
+
+            check_broker_url(broker)
         self.store = store
         self.concurrency = concurrency
         self.poll = poll
@@ -87,6 +103,7 @@ class Worker:
         self.allow_changed_definition = allow_changed_definition
         self.clock = clock
         self.broker = broker
+        self.log_failures = log_failures
         self._busy: set[str] = set()
         # Runs whose saga could not be imported, and when to try each again: the error is
         # logged once per run, not once per poll.
@@ -218,18 +235,25 @@ class Worker:
             self._unimportable.pop(run_id, None)
             log.info("run %s recovered: %s", run_id, result.status.value)
             return Recovered(run_id, result=result)
+        except RunWaiting as waits:
+            log.info("run %s waits for %s", run_id, ", ".join(waits.events))
+            return Recovered(run_id, waiting=waits)
+        except SignalArrived:  # it is due again at once: the next look takes it
+            return Recovered(run_id)
         except LeaseHeld as error:
             return Recovered(run_id, error=error)
         except SagaNotImportable as error:
-            if run_id not in self._unimportable:
+            if run_id not in self._unimportable and self.log_failures:
                 log.error("run %s cannot be recovered: %s", run_id, error)
             self._unimportable[run_id] = time.time() + IMPORT_RETRY
             return Recovered(run_id, error=error)
         except StatesagaError as error:
-            log.error("run %s cannot be recovered: %s", run_id, error)
+            if self.log_failures:
+                log.error("run %s cannot be recovered: %s", run_id, error)
             return Recovered(run_id, error=error)
         except Exception as error:  # a bug in one saga must not stop the others
-            log.exception("run %s failed unexpectedly", run_id)
+            if self.log_failures:
+                log.exception("run %s failed unexpectedly", run_id)
             return Recovered(run_id, error=error)
         finally:
             self._busy.discard(run_id)

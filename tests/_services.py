@@ -1,7 +1,8 @@
 """Reaching the message brokers the tests run against: skip when absent, fail under CI.
 
-RabbitMQ is ``$STATESAGA_TEST_AMQP`` (default ``amqp://guest:guest@127.0.0.1:5672/``) and NATS
-``$STATESAGA_TEST_NATS`` (default ``nats://127.0.0.1:4222``, JetStream enabled).
+RabbitMQ is ``$STATESAGA_TEST_AMQP`` (default ``amqp://guest:guest@127.0.0.1:5672/``), NATS
+``$STATESAGA_TEST_NATS`` (default ``nats://127.0.0.1:4222``, JetStream enabled) and Redis
+``$STATESAGA_TEST_REDIS`` (default ``redis://127.0.0.1:6379/0``, version 6.2 or later).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 AMQP_URL = os.environ.get("STATESAGA_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 NATS_URL = os.environ.get("STATESAGA_TEST_NATS", "nats://127.0.0.1:4222")
+REDIS_URL = os.environ.get("STATESAGA_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @functools.cache
@@ -101,3 +103,16 @@ async def remove_rabbitmq(probe: Any, exchange: str, topic: str, group: str) -> 
         for shard in range(probe.shards):
             await channel.queue_delete(probe.queue_name(topic, group, shard))
         await channel.exchange_delete(exchange)
+
+
+async def remove_redis(prefix: str) -> None:
+    """Delete every key named ``<prefix>:...`` on the test Redis: the streams a test made."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

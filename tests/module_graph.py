@@ -106,7 +106,9 @@ LAYERS: tuple[Layer, ...] = (
         (
             "statesaga",
             "statesaga.saga",
+            "statesaga.handle",
             "statesaga.worker",
+            "statesaga.bridge",
             "statesaga.messaging.relay",
             "statesaga.cli",
             "statesaga.observe",

@@ -1,4 +1,4 @@
-"""One contract for every broker: memory, RabbitMQ and NATS JetStream (real servers).
+"""One contract for every broker: memory, RabbitMQ, NATS JetStream and Redis (real servers).
 
 Real-server tests skip when the server is unreachable, except under ``CI=true``, where they fail
 (see ``tests/_services.py``). Each test uses its own exchange, topics and groups, removed after.
@@ -18,14 +18,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from _services import AMQP_URL, NATS_URL, Proxy, free_port, require
+from _services import AMQP_URL, NATS_URL, REDIS_URL, Proxy, free_port, remove_redis, require
 
 from statesaga.messaging import Broker, BrokerError, Delivery, Message
-from statesaga.messaging.brokers import MemoryBroker, broker_from_url
+from statesaga.messaging.brokers import MemoryBroker, broker_from_url, check_broker_url
 from statesaga.messaging.brokers.nats import NatsBroker
 from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
+from statesaga.messaging.brokers.redis import RedisBroker
 
-KINDS = ["memory", "rabbitmq", "nats"]
+KINDS = ["memory", "rabbitmq", "nats", "redis"]
 WAIT = 10.0  # seconds a test waits for a delivery before failing
 
 
@@ -40,7 +41,7 @@ class Harness:
         self.groups: list[tuple[str, str]] = []
 
     def topic(self, name: str = "events") -> str:
-        """A topic (and, on NATS, a stream) no other test uses."""
+        """A topic (and, on NATS and Redis, streams) no other test uses."""
         return f"t{self.tag}.{name}"
 
     def group(self, name: str = "g") -> str:
@@ -54,6 +55,14 @@ class Harness:
         elif self.kind == "rabbitmq":
             broker = RabbitMQBroker(
                 url or AMQP_URL, exchange=f"statesaga_test_{self.tag}", timeout=timeout
+            )
+        elif self.kind == "redis":
+            broker = RedisBroker(
+                url or REDIS_URL,
+                stream_prefix=f"test_{self.tag}",
+                timeout=timeout,
+                claim_after=2.0,
+                poll_interval=0.02,
             )
         else:
             broker = NatsBroker(
@@ -74,6 +83,8 @@ class Harness:
             await _remove_rabbitmq(self.tag, self.groups)
         elif self.kind == "nats":
             await _remove_nats(self.tag)
+        elif self.kind == "redis":
+            await remove_redis(f"test_{self.tag}")
 
 
 async def _remove_rabbitmq(tag: str, groups: list[tuple[str, str]]) -> None:
@@ -109,6 +120,8 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
     elif kind == "nats":
         require(NATS_URL, "NATS", "STATESAGA_TEST_NATS")
+    elif kind == "redis":
+        require(REDIS_URL, "Redis", "STATESAGA_TEST_REDIS")
     h = Harness(kind)
     try:
         yield h
@@ -362,8 +375,8 @@ async def test_publishing_to_an_unreachable_broker_raises_quickly(harness: Harne
         broker = harness.broker()
         harness.memory.down()
     else:
-        scheme = "amqp://guest:guest@" if harness.kind == "rabbitmq" else "nats://"
-        broker = harness.broker(f"{scheme}127.0.0.1:{free_port()}/", timeout=1.0)
+        scheme = {"rabbitmq": "amqp://guest:guest@", "nats": "nats://", "redis": "redis://"}
+        broker = harness.broker(f"{scheme[harness.kind]}127.0.0.1:{free_port()}/", timeout=1.0)
     began = time.monotonic()
     with pytest.raises(BrokerError, match=r"127\.0\.0\.1|down"):
         await broker.publish(message(harness.topic(), 1))
@@ -382,7 +395,7 @@ async def test_nothing_is_lost_while_the_broker_is_down(harness: Harness) -> Non
         async def restore() -> None:
             harness.memory.up()
     else:
-        real = AMQP_URL if harness.kind == "rabbitmq" else NATS_URL
+        real = {"rabbitmq": AMQP_URL, "nats": NATS_URL, "redis": REDIS_URL}[harness.kind]
         proxy = Proxy(urlsplit(real).port or 0)
         await proxy.start()
         creds = "guest:guest@" if harness.kind == "rabbitmq" else ""
@@ -522,7 +535,7 @@ async def test_nats_raises_when_the_stream_refuses_the_message() -> None:
         await h.cleanup()
 
 
-@pytest.mark.parametrize("kind", ["rabbitmq", "nats"])
+@pytest.mark.parametrize("kind", ["rabbitmq", "nats", "redis"])
 async def test_concurrent_publishes_to_a_silent_broker_each_fail_within_the_timeout(
     kind: str,
 ) -> None:
@@ -531,6 +544,8 @@ async def test_concurrent_publishes_to_a_silent_broker_each_fail_within_the_time
         broker: Broker
         if kind == "rabbitmq":
             broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{port}/", timeout=0.5)
+        elif kind == "redis":
+            broker = RedisBroker(f"redis://127.0.0.1:{port}/0", timeout=0.5)
         else:
             broker = NatsBroker(f"nats://127.0.0.1:{port}", timeout=0.5)
         began = time.monotonic()
@@ -565,7 +580,7 @@ async def test_nats_does_not_let_a_message_header_steer_jetstream() -> None:
 
 
 def test_broker_urls_pick_the_broker_and_its_shards() -> None:
-    """memory://, amqp:// and nats:// build the right broker; ?shards= is read."""
+    """memory://, amqp://, nats:// and redis:// build the right broker; ?shards= is read."""
     assert isinstance(broker_from_url("memory://"), MemoryBroker)
     rabbit = broker_from_url("amqp://guest:guest@127.0.0.1:5672/?shards=8")
     assert isinstance(rabbit, RabbitMQBroker)
@@ -574,14 +589,36 @@ def test_broker_urls_pick_the_broker_and_its_shards() -> None:
     nats_broker = broker_from_url("nats://127.0.0.1:4222")
     assert isinstance(nats_broker, NatsBroker)
     assert nats_broker.shards == 4
+    redis_broker = broker_from_url("redis://127.0.0.1:6379/2?shards=3")
+    assert isinstance(redis_broker, RedisBroker)
+    assert (redis_broker.shards, redis_broker.db) == (3, 2)
+    assert isinstance(broker_from_url("rediss://h:6380/0"), RedisBroker)
 
 
 def test_bad_broker_urls_say_what_is_understood() -> None:
     """An unknown scheme lists the known ones; a bad shard count is refused."""
-    with pytest.raises(BrokerError, match=r"amqp://.*nats://"):
+    with pytest.raises(BrokerError, match=r"amqp://.*nats://.*redis://.*rediss://"):
         broker_from_url("kafka://h:9092")
     with pytest.raises(BrokerError, match="positive integer"):
         broker_from_url("nats://127.0.0.1:4222?shards=0")
+
+
+@pytest.mark.parametrize(
+    "url", ["", " ", "kafka://h:9092", "nats://h:4222?shards=0", "memory://?shards=x"]
+)
+def test_check_broker_url_refuses_what_broker_from_url_refuses(url: str) -> None:
+    """check_broker_url raises the very error broker_from_url would, for every scheme."""
+    with pytest.raises(BrokerError) as built:
+        broker_from_url(url)
+    with pytest.raises(BrokerError) as checked:
+        check_broker_url(url)
+    assert str(checked.value) == str(built.value)
+
+
+def test_check_broker_url_takes_usable_urls() -> None:
+    """Usable URLs pass the check, nothing built or connected (nothing listens on port 1)."""
+    for url in ("memory://", "amqp://guest:guest@127.0.0.1:1/?shards=8", "tls://127.0.0.1:1"):
+        check_broker_url(url)
 
 
 def test_broker_urls_pass_other_query_values_through_unchanged() -> None:

@@ -192,7 +192,7 @@ def test_first_ctrl_c_says_what_the_worker_waits_for_and_takes_no_new_run(
         worker.kill()
     assert worker.returncode == 0, err
     assert "waiting for 1 run in hand to finish (run-0)" in err
-    assert "Ctrl-C again to stop at once" in err
+    assert "Press Ctrl-C again to stop at once: it stays resumable." in err
     assert not (tmp_path / "started-run-1").exists()
     listed = statesaga(tmp_path, "runs", "list", "--store", url).stdout
     assert [line.split()[2] for line in listed.splitlines()[1:]] in (
@@ -244,3 +244,111 @@ def test_ctrl_c_ends_a_wait_for_leases_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert worker.returncode == 0
     assert "1 unfinished run leased by other workers until" in out
+
+
+@pytest.mark.parametrize(
+    ("broker", "message"),
+    [
+        ("kafka://u:s3cr3t@h:9092", "unknown broker URL scheme 'kafka'"),
+        ("nats://h:4222?shards=0", "shards='0'"),
+        ("", "an empty broker URL names no broker"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [("worker",), ("worker", "--once"), ("relay", "--once"), ("runs", "resume", "--all")]
+)
+def test_a_bad_broker_url_is_refused_at_startup(
+    command: tuple[str, ...], broker: str, message: str, tmp_path: Path
+) -> None:
+    """A --broker URL naming no usable broker is a usage error (exit code 2) before any run is
+    looked at, its password hidden, in every command that takes one."""
+    url = stranded(tmp_path, 1, lease=0.2)
+    time.sleep(0.3)
+    done = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", *command, "--store", url, "--broker", broker],
+        cwd=tmp_path,
+        env=env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,  # a worker that took the URL would run until killed
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "Invalid value for '--broker'" in done.stderr
+    assert "s3cr3t" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert "running" in statesaga(tmp_path, "runs", "list", "--store", url).stdout
+
+
+def make_unresumable(folder: Path, how: str) -> None:
+    """Make the runs of ``sagas.Slow`` in ``folder`` impossible to resume: their module gone,
+    or their saga's steps changed."""
+    if how == "not importable":
+        (folder / "sagas.py").unlink()
+    else:
+        changed = SAGAS.replace('Step("slow", slow))', 'Step("slow", slow), Step("more", first))')
+        (folder / "sagas.py").write_text(textwrap.dedent(changed))
+    for cached in folder.glob("__pycache__/sagas*"):
+        cached.unlink()
+
+
+@pytest.mark.parametrize("how", ["not importable", "definition changed"])
+def test_once_exits_1_when_a_run_it_found_was_not_resumed(how: str, tmp_path: Path) -> None:
+    """`worker --once` exits 1, as `runs resume --all` does, when a run it found could not be
+    resumed, naming it; the other runs are still driven."""
+    url = stranded(tmp_path, 1, lease=0.2)
+    make_unresumable(tmp_path, how)
+    time.sleep(0.3)
+    for command in (("worker", "--once"), ("runs", "resume", "--all")):
+        done = statesaga(tmp_path, *command, "--store", url)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert "run-0: not resumed: " in done.stdout
+        assert "Traceback" not in done.stderr
+
+
+def test_once_exits_0_when_every_run_it_found_was_resumed(tmp_path: Path) -> None:
+    """`worker --once` exits 0 once every run it found is resumed."""
+    url = stranded(tmp_path, 2, lease=0.2)
+    time.sleep(0.3)
+    done = statesaga(tmp_path, "worker", "--once", "--store", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "run-0: completed" in done.stdout
+    assert "run-1: completed" in done.stdout
+
+
+@pytest.mark.parametrize("command", [("worker", "--once"), ("runs", "resume", "--all")])
+def test_why_a_run_was_not_resumed_is_told_once(command: tuple[str, ...], tmp_path: Path) -> None:
+    """The reason a run could not be resumed is printed once: not logged, then printed again."""
+    url = stranded(tmp_path, 1, lease=0.2)
+    make_unresumable(tmp_path, "definition changed")
+    time.sleep(0.3)
+    done = statesaga(tmp_path, *command, "--store", url)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert output.count("resuming could run the wrong steps") == 1, output
+    assert "run-0: not resumed: run run-0 of saga 'Slow' started with definition" in output
+
+
+def test_the_exit_codes_are_in_the_help(tmp_path: Path) -> None:
+    """`worker --help` says what exit codes 0, 1 and 2 mean."""
+    text = statesaga(tmp_path, "worker", "--help").stdout
+    assert "Exit codes:" in text
+    assert "1  with --once, a run it found was not resumed" in text
+    assert "2  usage error" in text
+
+
+def test_the_stopping_text_counts_runs_in_the_right_number() -> None:
+    """What the first Ctrl-C says is singular for one run in hand and plural for more."""
+    from statesaga.cli.worker import stopping_text
+
+    assert stopping_text([]) == "stopping: no run in hand"
+    one = stopping_text(["r1"])
+    assert "waiting for 1 run in hand to finish (r1)" in one
+    assert one.endswith("Press Ctrl-C again to stop at once: it stays resumable.")
+    two = stopping_text(["r1", "r2"])
+    assert "waiting for 2 runs in hand to finish (r1, r2)" in two
+    assert two.endswith("Press Ctrl-C again to stop at once: they stay resumable.")
+    seven = stopping_text([f"r{i}" for i in range(7)])
+    assert "7 runs in hand to finish (r0, r1, r2, r3, r4, ...)" in seven

@@ -18,7 +18,7 @@ def blocks(path: Path) -> list[tuple[str, str]]:
     return BLOCK.findall(path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("page", ["concepts.md"])
+@pytest.mark.parametrize("page", ["concepts.md", "waits.md"])
 def test_docs_snippets_run_and_print_what_the_page_shows(page: str) -> None:
     """Every python block of the page runs in order; a following text block is its output."""
     namespace: dict[str, object] = {"__name__": "__docs__"}

@@ -1,7 +1,8 @@
 """The consumer inbox on PostgreSQL (real server) and SQLite: every message applied exactly once.
 
 PostgreSQL tests skip when the server is unreachable, except under ``CI=true`` (they fail then);
-each works in a fresh schema, dropped afterwards. The RabbitMQ test follows the same rule.
+each works in a fresh schema, dropped afterwards. The RabbitMQ and Redis tests follow the same
+rule.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from _services import AMQP_URL, require
+from _services import AMQP_URL, REDIS_URL, remove_rabbitmq, remove_redis, require
 from test_store_postgres import URL, admin, drop_schema, new_schema, require_server
 
 from statesaga.messaging import Broker, Delivery, Message, inbox_for
 from statesaga.messaging.brokers import MemoryBroker
 from statesaga.messaging.brokers.rabbitmq import RabbitMQBroker
+from statesaga.messaging.brokers.redis import RedisBroker
 from statesaga.messaging.inbox import Inbox, InboxError, Outcome, consume
 from statesaga.messaging.inbox_postgres import PostgresInbox
 from statesaga.messaging.inbox_sqlite import SQLiteInbox
@@ -473,16 +475,23 @@ async def test_a_message_failing_over_a_thousand_times_is_still_retried(tmp_path
 # -- with a real broker ------------------------------------------------------------------------
 
 
-async def test_rabbitmq_redeliveries_and_duplicates_reach_postgres_once(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", ["rabbitmq", "redis"])
+async def test_real_broker_redeliveries_and_duplicates_reach_postgres_once(
+    kind: str, tmp_path: Path
 ) -> None:
-    """RabbitMQ + PostgreSQL: a duplicate publish and a failing handler still apply once each."""
+    """A real broker + PostgreSQL: a duplicate publish and a failing handler still apply once
+    each, in order."""
     require_server()
-    require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    tag = uuid.uuid4().hex[:10]
+    broker: RabbitMQBroker | RedisBroker
+    if kind == "rabbitmq":
+        require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+        broker = RabbitMQBroker(AMQP_URL, exchange=f"statesaga_test_{tag}")
+    else:
+        require(REDIS_URL, "Redis", "STATESAGA_TEST_REDIS")
+        broker = RedisBroker(REDIS_URL, stream_prefix=f"test_{tag}", poll_interval=0.02)
     backend = Backend("postgres", tmp_path)
     backend.setup()
-    tag = uuid.uuid4().hex[:10]
-    broker = RabbitMQBroker(AMQP_URL, exchange=f"statesaga_test_{tag}")
     topic, group = f"t{tag}.paid", "billing"
     backend.fail["m2"] = 2
     try:
@@ -509,13 +518,10 @@ async def test_rabbitmq_redeliveries_and_duplicates_reach_postgres_once(
     finally:
         await broker.close()
         backend.teardown()
-        import aio_pika
-
-        async with await aio_pika.connect(AMQP_URL) as connection:
-            channel = await connection.channel()
-            for shard in range(broker.shards):
-                await channel.queue_delete(broker.queue_name(topic, group, shard))
-            await channel.exchange_delete(f"statesaga_test_{tag}")
+        if isinstance(broker, RabbitMQBroker):
+            await remove_rabbitmq(broker, f"statesaga_test_{tag}", topic, group)
+        else:
+            await remove_redis(f"test_{tag}")
 
 
 # -- setting up ----------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from statesaga.store import (
     RunNotFound,
     RunRecord,
     SagaStore,
+    SignalArrived,
+    SignalRecord,
+    SignalRefused,
     StepRecord,
     StoreError,
     StoreNotFound,
@@ -186,7 +189,8 @@ async def test_create_then_load_round_trips_every_field(store: SagaStore) -> Non
         updated_at=124.5,
         failed_step="charge",
         error="ValueError: declined",
-        status="compensating",
+        status="waiting",
+        wake_at=789.125,
     )
     assert all(getattr(run, field.name) is not None for field in attrs.fields(RunRecord))
     await store.create(run)
@@ -720,3 +724,335 @@ async def test_a_new_message_is_due_at_once_whatever_its_created_at(store: SagaS
         "r1:reserve:1",
         "r1:reserve:2",
     ]
+
+
+# -- waits and signals -------------------------------------------------------------------------
+
+
+def waiting_run(run_id: str = "r1", wake_at: float | None = FAR, **changes: Any) -> RunRecord:
+    """A run parked in a wait: status ``waiting``, no lease, due at ``wake_at``."""
+    fields: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "wake_at": wake_at}
+    fields.update(changes)
+    return make_run(run_id, status="waiting", **fields)
+
+
+def signal(
+    signal_id: str = "s1", event: str = "approval", run_id: str = "r1", **changes: Any
+) -> SignalRecord:
+    """A signal of ``event`` for ``run_id``, with a payload and a time."""
+    fields: dict[str, Any] = {"payload": {"approved": True, "by": "ann"}, "at": 500.0}
+    fields.update(changes)
+    return SignalRecord(run_id, signal_id, event, **fields)
+
+
+async def refusal(store: SagaStore, sent: SignalRecord) -> str:
+    """The reason ``store`` gives for refusing ``sent`` (failing if it is not refused)."""
+    with pytest.raises(SignalRefused) as caught:
+        await store.add_signal(sent)
+    assert isinstance(caught.value, StoreError)
+    assert (caught.value.run_id, caught.value.event) == (sent.run_id, sent.event)
+    return caught.value.reason
+
+
+async def test_a_signal_is_stored_and_loaded_by_its_event(store: SagaStore) -> None:
+    """add_signal returns True and load() gives the signal back, keyed by event, exactly."""
+    await store.create(waiting_run())
+    sent = signal(payload={"n": 1.5, "list": [1, "é", None], "nested": {"ok": False}})
+    assert await store.add_signal(sent) is True
+    assert await store.add_signal(signal("s2", "shipping", at=600.0)) is True
+    signals = (await store.load("r1")).signals
+    assert dict(signals) == {"approval": sent, "shipping": signal("s2", "shipping", at=600.0)}
+
+
+async def test_a_run_without_signals_loads_with_none(store: SagaStore) -> None:
+    """load() of a run nobody signalled has an empty signals mapping; others' are not mixed in."""
+    await store.create(waiting_run("r1"))
+    await store.create(waiting_run("r2"))
+    await store.add_signal(signal(run_id="r2"))
+    assert dict((await store.load("r1")).signals) == {}
+    assert list((await store.load("r2")).signals) == ["approval"]
+
+
+async def test_the_same_signal_sent_again_is_a_duplicate(store: SagaStore) -> None:
+    """The same id, event and payload again returns False and stores nothing new."""
+    await store.create(waiting_run())
+    assert await store.add_signal(signal()) is True
+    assert await store.add_signal(signal(at=999.0)) is False  # a retry, sent later
+    assert dict((await store.load("r1")).signals) == {"approval": signal()}
+
+
+async def test_a_signal_id_used_with_another_payload_or_event_is_refused(store: SagaStore) -> None:
+    """A signal id reused with another payload, or another event, is refused naming the id."""
+    await store.create(waiting_run())
+    await store.add_signal(signal())
+    other_payload = await refusal(store, signal(payload={"approved": False}))
+    assert other_payload == "signal id s1 was already used with another event/payload"
+    assert await refusal(store, signal(event="shipping")) == other_payload
+    assert dict((await store.load("r1")).signals) == {"approval": signal()}
+
+
+async def test_a_second_signal_for_an_event_is_refused(store: SagaStore) -> None:
+    """Another signal id for an event already signalled is refused, naming the first id."""
+    await store.create(waiting_run())
+    await store.add_signal(signal("s1"))
+    assert await refusal(store, signal("s2")) == "it was already signalled (signal id s1)"
+    assert dict((await store.load("r1")).signals) == {"approval": signal("s1")}
+
+
+@pytest.mark.parametrize("status", ["completed", "compensated", "failed"])
+async def test_a_signal_for_a_finished_run_is_refused(store: SagaStore, status: str) -> None:
+    """A run in a terminal state takes no signal; the reason names its status."""
+    await store.create(make_run(status=status))
+    assert status in await refusal(store, signal())
+    assert dict((await store.load("r1")).signals) == {}
+
+
+async def test_a_duplicate_of_a_stored_signal_is_recognised_after_the_run_ends(
+    store: SagaStore,
+) -> None:
+    """A sender retrying a signal that was stored before the run ended gets False, not refused."""
+    await store.create(make_run())
+    await store.add_signal(signal())
+    await store.commit(make_commit(status="completed"))
+    assert await store.add_signal(signal()) is False
+
+
+@pytest.mark.parametrize(
+    "phase",
+    ["succeeded", "failed", "in_doubt", "compensating", "compensated", "compensation_failed"],
+)
+async def test_a_signal_for_a_wait_that_is_over_is_refused(store: SagaStore, phase: str) -> None:
+    """A signal whose event names a step past its wait is refused, naming the phase."""
+    await store.create(make_run())
+    await store.commit(make_commit(steps=[StepRecord("approval", phase, 1)]))
+    assert await refusal(store, signal()) == f"its wait is over: it is {phase}"
+    assert dict((await store.load("r1")).signals) == {}
+
+
+async def test_a_signal_for_a_wait_still_open_or_not_reached_is_stored(store: SagaStore) -> None:
+    """A step row that is still waiting (or running), or none yet, does not refuse a signal."""
+    await store.create(make_run())
+    steps = [StepRecord("approval", "waiting", 1), StepRecord("shipping", "running", 1)]
+    await store.commit(make_commit(steps=steps))
+    for event in ("approval", "shipping", "later"):
+        assert await store.add_signal(signal(f"id-{event}", event)) is True
+
+
+async def test_a_signal_for_an_unknown_run_is_not_found(store: SagaStore) -> None:
+    """add_signal for a run id nobody created raises RunNotFound and stores nothing."""
+    await store.create(waiting_run("r1"))
+    with pytest.raises(RunNotFound):
+        await store.add_signal(signal(run_id="nope"))
+    assert dict((await store.load("r1")).signals) == {}
+
+
+async def test_a_payload_json_cannot_hold_is_refused(store: SagaStore) -> None:
+    """A signal whose payload is not JSON data is a StoreError, and nothing is stored."""
+    await store.create(waiting_run())
+    with pytest.raises(StoreError):
+        await store.add_signal(signal(payload={"when": object()}))
+    assert dict((await store.load("r1")).signals) == {}
+
+
+async def test_a_signal_makes_a_waiting_run_due_at_once(store: SagaStore) -> None:
+    """A waiting run's wake_at becomes the signal's time (if sooner), its version unchanged."""
+    await store.create(waiting_run("far", FAR, version=4))
+    await store.create(waiting_run("soon", 100.0))
+    await store.add_signal(signal(run_id="far", at=500.0))
+    await store.add_signal(signal(run_id="soon", at=500.0))
+    far, soon = (await store.load("far")).run, (await store.load("soon")).run
+    assert (far.wake_at, far.version, far.status) == (500.0, 4, "waiting")
+    assert soon.wake_at == 100.0  # due sooner already
+    assert await store.unfinished(500.0) == ["far", "soon"]
+
+
+async def test_a_signal_wakes_a_waiting_run_without_a_timeout_by_now(store: SagaStore) -> None:
+    """A waiting run with no wake_at is due at min(now, signal time) once signalled."""
+    import time
+
+    await store.create(waiting_run("future", None))
+    await store.create(waiting_run("past", None))
+    before = time.time()
+    await store.add_signal(signal(run_id="future", at=before + 3600))
+    await store.add_signal(signal(run_id="past", at=500.0))
+    future = (await store.load("future")).run.wake_at
+    assert future is not None
+    assert before <= future <= time.time()
+    assert (await store.load("past")).run.wake_at == 500.0
+
+
+async def test_a_signal_leaves_a_running_run_and_its_driver_alone(store: SagaStore) -> None:
+    """A signal to a run being driven changes neither its wake_at nor its version."""
+    await store.create(make_run())
+    await store.add_signal(signal())
+    run = (await store.load("r1")).run
+    assert (run.wake_at, run.version) == (None, 0)
+    await store.commit(make_commit())  # the lease holder's next commit does not conflict
+    assert (await store.load("r1")).run.version == 1
+
+
+async def test_commits_write_wake_at_and_a_later_commit_clears_it(store: SagaStore) -> None:
+    """A commit parking a run writes its wake_at; the next commit, without one, writes None."""
+    await store.create(make_run())
+    await store.commit(make_commit(status="waiting", wake_at=1234.5))
+    assert (await store.load("r1")).run.wake_at == 1234.5
+    assert [r.run_id for r in await store.list_runs(status="waiting")] == ["r1"]
+    await store.commit(make_commit(version=1, seq=2))
+    run = (await store.load("r1")).run
+    assert (run.wake_at, run.status) == (None, "running")
+
+
+async def test_a_guarded_commit_fails_with_signal_arrived_and_writes_nothing(
+    store: SagaStore,
+) -> None:
+    """A commit whose unless_signals names a signalled event raises SignalArrived, naming it."""
+    await store.create(make_run())
+    await store.add_signal(signal(event="approval"))
+    before = await store.load("r1")
+    parked = make_commit(
+        status="waiting",
+        wake_at=2000.0,
+        unless_signals=("shipping", "approval"),
+        messages=[message(1)],
+    )
+    with pytest.raises(SignalArrived) as caught:
+        await store.commit(parked)
+    assert isinstance(caught.value, StoreError)
+    assert (caught.value.run_id, caught.value.events) == ("r1", ("approval",))
+    assert await store.load("r1") == before
+    assert await store.outbox_list() == []
+
+
+async def test_a_guarded_commit_applies_when_its_events_were_not_signalled(
+    store: SagaStore,
+) -> None:
+    """Signals of other events do not stop a guarded commit: it applies with its wake_at."""
+    await store.create(make_run())
+    await store.add_signal(signal(event="other"))
+    await store.commit(make_commit(status="waiting", wake_at=2000.0, unless_signals=("approval",)))
+    run = (await store.load("r1")).run
+    assert (run.status, run.wake_at, run.version) == ("waiting", 2000.0, 1)
+
+
+async def test_a_stale_guarded_commit_is_a_write_conflict(store: SagaStore) -> None:
+    """The version and lease are checked first: a stale guarded commit is a WriteConflict."""
+    await store.create(make_run())
+    await store.add_signal(signal())
+    with pytest.raises(WriteConflict):
+        await store.commit(make_commit(version=7, unless_signals=("approval",)))
+    with pytest.raises(WriteConflict):
+        await store.commit(make_commit(lease_owner="w2", unless_signals=("approval",)))
+
+
+async def test_a_guarded_commit_fails_alone_among_concurrent_commits(store: SagaStore) -> None:
+    """Committed together with others, a commit stopped by a signal fails alone."""
+    for i in range(12):
+        await store.create(make_run(f"r{i}"))
+    await store.add_signal(signal(run_id="r5"))
+    commits = [
+        make_commit(f"r{i}", status="waiting", wake_at=3000.0, unless_signals=("approval",))
+        for i in range(12)
+    ]
+    outcomes = await asyncio.gather(*(store.commit(c) for c in commits), return_exceptions=True)
+    assert isinstance(outcomes[5], SignalArrived)
+    assert [o for i, o in enumerate(outcomes) if i != 5] == [None] * 11
+    versions = [(await store.load(f"r{i}")).run.version for i in range(12)]
+    assert versions == [1] * 5 + [0] + [1] * 6
+
+
+async def test_unfinished_leaves_out_runs_asleep_in_a_wait(store: SagaStore) -> None:
+    """Waiting runs are polled only once due; a due one with a live lease is not."""
+    await store.create(make_run("running", lease_owner=None, lease_expires=None, created_at=1))
+    await store.create(waiting_run("no-timeout", None, created_at=2))
+    await store.create(waiting_run("later", NOW + 1, created_at=3))
+    await store.create(waiting_run("due", NOW, created_at=4))
+    await store.create(waiting_run("overdue", 10.0, created_at=5))
+    await store.create(waiting_run("leased", 10.0, lease_owner="w2", lease_expires=FAR))
+    await store.create(make_run("done", status="completed", lease_owner=None))
+    assert await store.unfinished(NOW) == ["running", "due", "overdue"]
+    assert await store.unfinished(NOW + 1) == ["running", "later", "due", "overdue"]
+    assert await store.unfinished(NOW, limit=2) == ["running", "due"]
+
+
+async def test_unfinished_keeps_the_oldest_first_across_waiting_and_runnable(
+    store: SagaStore,
+) -> None:
+    """Due waiting runs and runnable ones are merged oldest first before the limit applies."""
+    for i in range(6):
+        free = {"lease_owner": None, "lease_expires": None, "created_at": float(10 + i)}
+        if i % 2:
+            await store.create(waiting_run(f"r{i}", 5.0, **free))
+        else:
+            await store.create(make_run(f"r{i}", **free))
+    assert await store.unfinished(NOW, limit=4) == ["r0", "r1", "r2", "r3"]
+
+
+async def test_waiting_lists_the_soonest_first_and_those_without_timeout_last(
+    store: SagaStore,
+) -> None:
+    """waiting() lists only waiting runs, by wake_at, runs without one last; limit honoured."""
+    await store.create(waiting_run("none", None, created_at=1))
+    await store.create(waiting_run("late", 900.0, created_at=2))
+    await store.create(waiting_run("early", 200.0, created_at=3))
+    await store.create(waiting_run("mid", 500.0, created_at=4))
+    await store.create(make_run("running"))
+    waiting = await store.waiting()
+    assert [r.run_id for r in waiting] == ["early", "mid", "late", "none"]
+    assert waiting[0] == waiting_run("early", 200.0, created_at=3)
+    assert [r.run_id for r in await store.waiting(limit=2)] == ["early", "mid"]
+    listed = [r.run_id for r in await store.list_runs(status="waiting")]
+    assert listed == ["mid", "early", "late", "none"]
+
+
+async def test_concurrent_signals_for_one_event_store_exactly_one(store: SagaStore) -> None:
+    """Two signal ids for one event sent at once (through two connections): one is stored."""
+    other = twin(store)
+    await other.open()
+    try:
+        for n in range(8):
+            run_id = f"r{n}"
+            await store.create(waiting_run(run_id))
+            first, second = signal("a", run_id=run_id), signal("b", run_id=run_id)
+            outcomes = await asyncio.gather(
+                store.add_signal(first), other.add_signal(second), return_exceptions=True
+            )
+            assert sorted(map(repr, map(type, outcomes))) == [
+                repr(bool),
+                repr(SignalRefused),
+            ], outcomes
+            winner = first if outcomes[0] is True else second
+            assert dict((await store.load(run_id)).signals) == {"approval": winner}
+    finally:
+        if other is not store:
+            await other.close()
+
+
+async def test_a_signal_racing_a_guarded_commit_one_of_them_wins(store: SagaStore) -> None:
+    """A signal and a commit timing its wait out, at once: exactly one of them takes effect."""
+    other = twin(store)
+    await other.open()
+    try:
+        for n in range(8):
+            run_id = f"r{n}"
+            await store.create(make_run(run_id))
+            timed_out = make_commit(
+                run_id, steps=[StepRecord("approval", "failed", 1)], unless_signals=("approval",)
+            )
+            committed, signalled = await asyncio.gather(
+                store.commit(timed_out),
+                other.add_signal(signal(run_id=run_id)),
+                return_exceptions=True,
+            )
+            snapshot = await store.load(run_id)
+            if signalled is True:
+                assert isinstance(committed, SignalArrived)
+                assert snapshot.run.version == 0
+                assert list(snapshot.signals) == ["approval"]
+            else:
+                assert committed is None
+                assert isinstance(signalled, SignalRefused)
+                assert snapshot.steps["approval"].phase == "failed"
+                assert dict(snapshot.signals) == {}
+    finally:
+        if other is not store:
+            await other.close()

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from statesaga.store import (
+    SCHEMA_VERSION,
     SCHEMES,
     Commit,
     LeaseHeld,
@@ -170,7 +171,7 @@ def catalog(schema: str) -> list[tuple[Any, ...]]:
 
 
 async def test_open_creates_tables_and_indexes_in_the_schema(schema: str) -> None:
-    """open() creates the four tables and their indexes in the given schema, version 1."""
+    """open() creates the tables and their indexes in the given schema, at this version."""
     async with PostgresStore(URL, schema=schema):
         pass
     names = {name for name, _ in catalog(schema)}
@@ -184,7 +185,7 @@ async def test_open_creates_tables_and_indexes_in_the_schema(schema: str) -> Non
     definitions = dict(indexed)
     assert "(status, created_at)" in definitions["statesaga_runs_by_status"]
     assert "(saga, created_at)" in definitions["statesaga_runs_by_saga"]
-    assert admin(f'SELECT value FROM "{schema}".statesaga_meta') == [("1",)]
+    assert admin(f'SELECT value FROM "{schema}".statesaga_meta') == [(str(SCHEMA_VERSION),)]
     types = dict(
         admin(
             "SELECT column_name, data_type FROM information_schema.columns"
@@ -224,14 +225,14 @@ async def test_newer_schema_version_is_refused_and_nothing_changes(schema: str) 
     """A schema written by a newer statesaga is refused, and open() writes nothing to it."""
     async with PostgresStore(URL, schema=schema) as store:
         await store.create(make_run())
-    admin(f"UPDATE \"{schema}\".statesaga_meta SET value = '2'")
+    admin(f"UPDATE \"{schema}\".statesaga_meta SET value = '{SCHEMA_VERSION + 1}'")
     admin(f'DROP INDEX "{schema}".statesaga_runs_by_saga')  # open() would recreate it
     before = catalog(schema)
     with pytest.raises(StoreError, match="newer") as caught:
         await PostgresStore(URL, schema=schema).open()
-    assert "schema version 2" in str(caught.value)
+    assert f"schema version {SCHEMA_VERSION + 1}" in str(caught.value)
     assert catalog(schema) == before
-    assert admin(f'SELECT value FROM "{schema}".statesaga_meta') == [("2",)]
+    assert admin(f'SELECT value FROM "{schema}".statesaga_meta') == [(str(SCHEMA_VERSION + 1),)]
     assert admin(f'SELECT run_id, version FROM "{schema}".statesaga_runs') == [("r1", 0)]
 
 
@@ -632,3 +633,64 @@ async def test_a_schema_name_with_a_percent_sign_holds_the_tables(
         result = await Pair().execute(store=store, saga_id="pct")
         assert result.status is SagaStatus.COMPLETED
         assert (await store.load("pct")).run.status == "completed"
+
+
+# -- waits and signals -------------------------------------------------------------------------
+
+
+async def test_add_signal_notifies_the_run_id_when_stored(store: PostgresStore) -> None:
+    """A stored signal sends NOTIFY statesaga_signals with the run id; a refused one does not."""
+    from statesaga.store import SignalRecord, SignalRefused
+
+    await store.create(make_run(status="waiting", lease_owner=None, lease_expires=None))
+    await store.create(make_run("r2", status="completed"))
+    with psycopg.connect(URL, autocommit=True) as listener:
+        listener.execute("LISTEN statesaga_signals")
+        with pytest.raises(SignalRefused):
+            await store.add_signal(SignalRecord("r2", "s0", "approval", {}, 1.0))
+        assert await store.add_signal(SignalRecord("r1", "s1", "approval", {}, 1.0))
+        assert not await store.add_signal(SignalRecord("r1", "s1", "approval", {}, 1.0))
+        heard = [n.payload for n in listener.notifies(timeout=2.0, stop_after=2)]
+    assert heard == ["r1"]
+
+
+async def test_runs_asleep_in_a_wait_are_not_scanned_by_the_poll(store: PostgresStore) -> None:
+    """With 10,000 runs asleep in a wait, the poll reads only the partial indexes."""
+    schema = store.schema
+    await store.create(make_run("due", status="waiting", lease_owner=None, wake_at=5.0))
+    admin(
+        f'INSERT INTO "{schema}".statesaga_runs (run_id, saga, saga_path, fingerprint, input,'
+        " status, config, version, created_at, updated_at, wake_at)"
+        " SELECT 'w' || i, 's', 's:S', 'fp', '{}', 'waiting', '{}', 0, 0.5, 0.5,"
+        " CASE WHEN i % 2 = 0 THEN 1e9 + i END FROM generate_series(1, 10000) i"
+    )
+    admin(f'ANALYZE "{schema}".statesaga_runs')
+    query = store._q.unfinished.replace("%(now)s", "10").replace("%(limit)s", "5")
+    plan = "\n".join(row[0] for row in admin(f"EXPLAIN {query}"))
+    assert "statesaga_runs_runnable" in plan
+    assert "statesaga_runs_waking" in plan
+    assert "Seq Scan" not in plan
+    assert await store.unfinished(10.0) == ["due"]
+    assert len(await store.waiting(limit=20_000)) == 10_001
+
+
+async def test_a_guarded_commit_sees_a_signal_committed_while_it_waited(
+    store: PostgresStore,
+) -> None:
+    """A commit blocked by add_signal's lock on the run sees that signal once it commits."""
+    from statesaga.errors import SignalArrived
+
+    await store.create(make_run())
+    s = f'"{store.schema}"'
+    async with await psycopg.AsyncConnection.connect(URL) as sender:  # as add_signal does
+        await sender.execute(f"SELECT 1 FROM {s}.statesaga_runs WHERE run_id = 'r1' FOR UPDATE")
+        await sender.execute(
+            f"INSERT INTO {s}.statesaga_signals VALUES ('r1', 's1', 'approval', '{{}}', 1.0)"
+        )
+        guarded = asyncio.create_task(store.commit(make_commit(unless_signals=("approval",))))
+        await asyncio.sleep(0.3)  # the commit waits for the run's row
+        assert not guarded.done()
+        await sender.commit()
+    with pytest.raises(SignalArrived):
+        await guarded
+    assert (await store.load("r1")).run.version == 0

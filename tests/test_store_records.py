@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from statesaga.store.base import (
     Commit,
     RunRecord,
     RunSnapshot,
+    SignalRecord,
     StepRecord,
     TransitionRecord,
 )
@@ -67,6 +69,10 @@ run_records = st.builds(
     updated_at=times,
     failed_step=st.none() | names,
     error=st.none() | st.text(),
+    wake_at=st.none() | times,
+)
+signal_records = st.builds(
+    SignalRecord, run_id=names, signal_id=names, event=names, payload=json_objects, at=times
 )
 # Sequences come back from cattrs as tuples, so generate tuples to compare with ``==``.
 commits = st.builds(
@@ -81,12 +87,15 @@ commits = st.builds(
     updated_at=times,
     failed_step=st.none() | names,
     error=st.none() | st.text(),
+    wake_at=st.none() | times,
+    unless_signals=st.lists(names, max_size=3).map(tuple),
 )
 snapshots = st.builds(
     RunSnapshot,
     run=run_records,
     steps=st.dictionaries(names, step_records, max_size=3),
     history=st.lists(transition_records, max_size=3).map(tuple),
+    signals=st.dictionaries(names, signal_records, max_size=3),
 )
 
 
@@ -111,6 +120,12 @@ def test_transition_record_round_trips(record: TransitionRecord) -> None:
 @given(run_records)
 def test_run_record_round_trips(record: RunRecord) -> None:
     """Any RunRecord survives unstructure, JSON and structure unchanged."""
+    assert through_json(record) == record
+
+
+@given(signal_records)
+def test_signal_record_round_trips(record: SignalRecord) -> None:
+    """Any SignalRecord survives unstructure, JSON and structure unchanged."""
     assert through_json(record) == record
 
 
@@ -147,11 +162,14 @@ RUN = RunRecord(
     updated_at=1700000004.5,
     failed_step="charge",
     error="ValueError: declined",
+    wake_at=1700003600.0,
 )
+SIGNAL = SignalRecord("run-1", "sig-1", "approval", {"approved": True, "by": "ann"}, 1700000003.5)
 GOLDEN_RECORDS: dict[str, Any] = {
     "StepRecord": STEP,
     "TransitionRecord": TRANSITION,
     "RunRecord": RUN,
+    "SignalRecord": SIGNAL,
     "Commit": Commit(
         run_id="run-1",
         version=4,
@@ -163,8 +181,12 @@ GOLDEN_RECORDS: dict[str, Any] = {
         updated_at=1700000004.5,
         failed_step="charge",
         error="ValueError: declined",
+        wake_at=1700003600.0,
+        unless_signals=("approval",),
     ),
-    "RunSnapshot": RunSnapshot(run=RUN, steps={"charge": STEP}, history=(TRANSITION,)),
+    "RunSnapshot": RunSnapshot(
+        run=RUN, steps={"charge": STEP}, history=(TRANSITION,), signals={"approval": SIGNAL}
+    ),
 }
 
 
@@ -192,6 +214,26 @@ def test_current_records_unstructure_to_the_golden_data() -> None:
     golden = load_golden()
     for name, record in GOLDEN_RECORDS.items():
         assert json.loads(json.dumps(_codec.unstructure(record))) == golden[name], name
+
+
+def test_records_of_schema_version_1_still_structure() -> None:
+    """The golden records of version 1 structure into today's records, new fields defaulted."""
+    old = json.loads((GOLDEN.parent / "records_v1.json").read_text(encoding="utf-8"))
+    assert old.pop("schema_version") == 1
+    run = _codec.structure(old["RunRecord"], RunRecord)
+    assert run == attrs.evolve(RUN, wake_at=None)
+    commit = _codec.structure(old["Commit"], Commit)
+    assert (commit.wake_at, commit.unless_signals) == (None, ())
+    snapshot = _codec.structure(old["RunSnapshot"], RunSnapshot)
+    assert snapshot.signals == {}
+    assert snapshot.run == run
+
+
+def test_a_commit_without_waits_keeps_the_shape_of_version_1() -> None:
+    """A commit that neither parks a run nor names signals unstructures as in version 1."""
+    old = json.loads((GOLDEN.parent / "records_v1.json").read_text(encoding="utf-8"))
+    commit = attrs.evolve(GOLDEN_RECORDS["Commit"], wake_at=None, unless_signals=())
+    assert json.loads(json.dumps(_codec.unstructure(commit))) == old["Commit"]
 
 
 def test_config_json_is_the_same_as_dumps_and_remembered() -> None:

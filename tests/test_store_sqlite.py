@@ -429,3 +429,33 @@ async def test_two_stores_on_one_file_share_runs_and_leases(tmp_path: Path) -> N
         taken = await second.acquire("r1", "w2", expires=FAR + 2, now=FAR + 1)
         assert taken.run.lease_owner == "w2"
         assert await first.unfinished(now=FAR + 3) == ["r1"]
+
+
+async def test_runs_asleep_in_a_wait_cost_the_poll_nothing(tmp_path: Path) -> None:
+    """With 10,000 runs asleep in a wait, unfinished() finds the due ones through its indexes."""
+    from statesaga.store import _sqlite_sql as sql
+
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(path) as store:
+        await store.create(make_run("due"))
+        await store.release("due", "w1")
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE statesaga_runs SET status = 'waiting', wake_at = 5.0")
+        conn.executemany(
+            "INSERT INTO statesaga_runs (run_id, saga, saga_path, fingerprint, input, status,"
+            " config, version, created_at, updated_at, wake_at)"
+            " VALUES (?, 's', 's:S', 'fp', '{}', 'waiting', '{}', 0, 0.5, 0.5, ?)",
+            [(f"w{i:05}", None if i % 2 else 1e9 + i) for i in range(10_000)],
+        )
+    plan = " ".join(
+        row[-1]
+        for row in conn.execute(f"EXPLAIN QUERY PLAN {sql._UNFINISHED}", {"now": 10, "limit": 5})
+    )
+    conn.close()
+    assert "USING INDEX statesaga_runs_runnable" in plan  # small: no waiting runs in it
+    assert "SEARCH statesaga_runs USING INDEX statesaga_runs_waking (wake_at<?)" in plan
+    assert "statesaga_runs_by_status" not in plan  # it would read every waiting run
+    async with SQLiteStore(path) as store:
+        assert await store.unfinished(10.0) == ["due"]
+        assert len(await store.waiting(limit=20_000)) == 10_001

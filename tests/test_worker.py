@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections import Counter
 
 import pytest
 
 from statesaga import Saga, SagaStatus, Step
 from statesaga.context import Context
+from statesaga.errors import BrokerError
 from statesaga.store import MemoryStore
 from statesaga.worker import Worker, resume_all
 
@@ -169,3 +172,40 @@ async def test_an_unexpected_error_in_one_run_spares_the_others(
     assert recovered["s1"].result is not None
     assert recovered["s1"].result.status is SagaStatus.COMPLETED
     assert done == Counter({"s1:b": 1})
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("kafka://h:9092", "unknown broker URL scheme 'kafka'"),
+        ("amqp://h/?shards=-1", "shards='-1'"),
+    ],
+)
+def test_a_bad_broker_url_is_refused_when_the_worker_is_made(url: str, message: str) -> None:
+    """A broker URL naming no usable broker raises BrokerError at once, not on each run."""
+    with pytest.raises(BrokerError, match=re.escape(message)):
+        Worker(MemoryStore(), broker=url)
+
+
+def test_a_usable_broker_url_is_only_checked() -> None:
+    """A usable broker URL is taken as it is, nothing listening behind it: runs connect."""
+    url = "nats://127.0.0.1:1?shards=2"
+    assert Worker(MemoryStore(), broker=url).broker == url
+
+
+@pytest.mark.parametrize(("log_failures", "logged"), [(True, 1), (False, 0)])
+async def test_log_failures_says_whether_the_worker_logs_why_a_run_was_not_driven(
+    log_failures: bool, logged: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that cannot be driven is logged once by default, and not at all with
+    log_failures=False (its caller reports it); it is reported in the outcome either way."""
+    store = MemoryStore()
+    await stranded(store, 1)
+    import attrs
+
+    store._runs["s0"] = attrs.evolve(store._runs["s0"], saga_path="nowhere:Missing")
+    with caplog.at_level(logging.INFO, logger="statesaga.worker"):
+        recovered = await Worker(store, log_failures=log_failures).run_once()
+    assert [r.run_id for r in recovered if r.error is not None] == ["s0"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == logged

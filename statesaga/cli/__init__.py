@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import StatesagaError
-from . import machine, new, outbox, relay, runs, worker
+from . import bridge, machine, new, outbox, relay, runs, signals, worker
 
 __all__ = ["cli", "main"]
 
@@ -23,12 +23,15 @@ def cli() -> None:
     """Sagas as explicit state machines."""
 
 
+cli.add_command(bridge.bridge)
 cli.add_command(machine.machine)
 cli.add_command(machine.diagram)
 cli.add_command(new.new)
 cli.add_command(outbox.outbox)
 cli.add_command(relay.relay)
 cli.add_command(runs.runs)
+runs.runs.add_command(signals.signal_run)
+runs.runs.add_command(signals.cancel_run)
 cli.add_command(worker.worker)
 
 

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import click
 
+from ..errors import RunWaiting, StatesagaError
+from ..messaging.brokers import check_broker_url
 from ..store import DEFAULT_URL, ENV_VAR, SagaStore, hide_password, store_from_url
 from ..store.base import RunRecord, RunSnapshot
+from ..vocabulary import WAITING, parse_name
 from ..worker import Worker
 
 #: Environment variable naming the broker of the ``relay``, ``worker`` and ``runs resume``
@@ -39,11 +42,24 @@ store_option = click.option(
     help=f"Store URL (sqlite:///file.db, postgresql://..., memory://); ${ENV_VAR} sets it.",
 )
 
+
+def checked_broker_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--broker`` callback: a URL that names no usable broker is a usage error (exit code
+    2), refused before the command starts rather than found out by each run it drives."""
+    if value is not None:
+        try:
+            check_broker_url(value)
+        except StatesagaError as error:
+            raise click.BadParameter(str(error)) from None
+    return value
+
+
 #: The broker a command that drives runs publishes their emitted messages to.
 broker_option = click.option(
     "--broker",
     "broker_url",
     envvar=BROKER_ENV_VAR,
+    callback=checked_broker_url,
     help="Publish emitted messages right after each commit to this broker (amqp://...); "
     f"${BROKER_ENV_VAR} sets it. Without one they wait in the outbox for `statesaga relay`.",
 )
@@ -75,9 +91,20 @@ async def load_run(url: str | None, run_id: str) -> RunSnapshot:
         await store.close()
 
 
+def _until(waiting: RunWaiting) -> str:
+    if waiting.wake_at is None:
+        return ""
+    return f" until {when(waiting.wake_at)} UTC"
+
+
 async def drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
     """Drive what is free now (with ``wait``, also what other leases hold), printing each
-    outcome and what is left; whether a run could not be driven."""
+    outcome and what is left; whether a run it found could not be driven (it failed, its saga
+    could not be imported, or another worker leased it first). Runs leased to others when it
+    looked are not counted: they are being driven, or wait for their lease to run out.
+
+    The ``worker`` should not log failures itself (``log_failures=False``): each is printed
+    here."""
     if wait:
         recovered, left = await worker.run_waiting(_say_waiting)
     else:
@@ -88,14 +115,25 @@ async def drive_all(worker: Worker, wait: bool, *, nothing: str) -> bool:
             text = item.result.status.value
         elif item.finished_elsewhere:
             text = "finished meanwhile by another worker"
+        elif item.waiting is not None:
+            text = f"waiting for {', '.join(item.waiting.events)}{_until(item.waiting)}"
+        elif item.error is None:
+            text = "a signal came meanwhile: it goes on at the next look"
         else:
-            text = f"not resumed: {item.error}"
+            text = f"not resumed: {_why(item.error)}"
         click.echo(f"{item.run_id}: {text}")
     if not recovered and not left:
         click.echo(nothing)
     if left:
         click.echo(_leased_text(left, waited=waited))
     return any(item.error is not None for item in recovered)
+
+
+def _why(error: Exception | None) -> str:
+    # A statesaga error says what happened; another is a bug, named by its type.
+    if isinstance(error, StatesagaError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _say_waiting(records: Sequence[RunRecord]) -> None:
@@ -135,6 +173,15 @@ def when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def waits_of(record: RunRecord) -> list[str]:
+    """The events a stored run is waiting for (its regions in a wait's ``waiting`` state)."""
+    return [
+        step
+        for step, phase in map(parse_name, record.config.values())
+        if step is not None and phase == WAITING
+    ]
 
 
 def counted(n: int, noun: str) -> str:

@@ -12,7 +12,7 @@ import click
 
 from ..messaging.relay import BACKOFF, Relay
 from ..store import hide_password
-from ._common import BROKER_ENV_VAR, command_store, store_option
+from ._common import BROKER_ENV_VAR, checked_broker_url, command_store, store_option
 
 
 @click.command()
@@ -22,7 +22,8 @@ from ._common import BROKER_ENV_VAR, command_store, store_option
     "broker_url",
     envvar=BROKER_ENV_VAR,
     required=True,
-    help=f"Broker URL (amqp://..., nats://..., memory://); ${BROKER_ENV_VAR} sets it.",
+    callback=checked_broker_url,
+    help=f"Broker URL (amqp://..., nats://..., redis://..., memory://); ${BROKER_ENV_VAR} sets it.",
 )
 @click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))

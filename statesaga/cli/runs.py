@@ -11,10 +11,12 @@ import click
 
 from ..durable.drive import resume
 from ..durable.resources import shutdown
+from ..errors import RunWaiting
 from ..loader import unimportable
 from ..result import SagaResult
 from ..store import SagaStore
 from ..store.base import TERMINAL, LeaseHeld, RunRecord
+from ..vocabulary import WAITING_STATUS
 from ..worker import Worker
 from ._common import (
     broker_option,
@@ -25,11 +27,12 @@ from ._common import (
     store_option,
     table,
     wait_option,
+    waits_of,
     when,
 )
 
 #: What ``runs list --status`` accepts.
-STATUSES = ("pending", "running", "compensating", *sorted(TERMINAL))
+STATUSES = ("pending", "running", "waiting", "compensating", *sorted(TERMINAL))
 
 
 @click.group()
@@ -71,14 +74,16 @@ def list_runs(store_url: str, status: str | None, saga_name: str | None, limit: 
             r.failed_step or "-",
             when(r.created_at),
             when(r.updated_at),
+            _waits_text(r),
             "cannot be resumed here (see below)" if r.saga_path in problems else "",
         ]
         for r in records
     ]
-    headers = ["RUN", "SAGA", "STATUS", "FAILED STEP", "STARTED", "UPDATED", "NOTE"]
-    if not problems:
-        headers.pop()
-        rows = [row[:-1] for row in rows]
+    headers = ["RUN", "SAGA", "STATUS", "FAILED STEP", "STARTED", "UPDATED", "WAITS FOR", "NOTE"]
+    for column in ((7,) if not problems else ()) + ((6,) if not any(r[6] for r in rows) else ()):
+        del headers[column]
+        for row in rows:
+            del row[column]
     click.echo(table(headers, rows))
     if more:
         click.echo(f"(the newest {limit} shown; --limit shows more)")
@@ -88,6 +93,14 @@ def list_runs(store_url: str, status: str | None, saga_name: str | None, limit: 
             "resume` where it can be imported (module names are found from the current "
             "folder), or resume in code with resume(store, run_id, saga=TheSagaClass)."
         )
+
+
+def _waits_text(record: RunRecord) -> str:
+    """What a waiting run waits for, and when it gives up (empty for another run)."""
+    if record.status != WAITING_STATUS:
+        return ""
+    until = "no timeout" if record.wake_at is None else f"gives up {when(record.wake_at)}"
+    return f"{', '.join(waits_of(record))} ({until})"
 
 
 def _import_problems(records: Sequence[RunRecord]) -> dict[str, str]:
@@ -128,6 +141,8 @@ def show_run(store_url: str, run_id: str) -> None:
     click.echo(f"started   {when(run.created_at)}   updated {when(run.updated_at)}")
     if run.lease_owner and not run.finished:
         click.echo(f"lease     {run.lease_owner} until {when(run.lease_expires)} UTC")
+    if run.status == WAITING_STATUS:
+        click.echo(f"waits for {_waits_text(run)}")
     why = None if run.status in ("completed", "compensated") else unimportable(run.saga_path)
     if why is not None:
         click.echo(
@@ -151,6 +166,20 @@ def show_run(store_url: str, run_id: str) -> None:
         for t in snap.history
     ]
     click.echo(table(["#", "AT", "TRIGGER", "TRANSITION", "ATTEMPT", "ERROR"], history))
+    if snap.signals:
+        waiting = waits_of(run)
+        signals = [
+            [
+                sig.event,
+                sig.signal_id,
+                when(sig.at),
+                "taken" if sig.event in snap.steps and sig.event not in waiting else "pending",
+                json.dumps(sig.payload, sort_keys=True),
+            ]
+            for sig in snap.signals.values()
+        ]
+        click.echo("")
+        click.echo(table(["SIGNAL", "ID", "AT", "STATE", "PAYLOAD"], signals))
 
 
 @runs.command("resume")
@@ -191,10 +220,16 @@ async def _resume(
     store = await command_store(url, create=False)
     try:
         if run_id is not None:
-            result = await _resume_one(store, run_id, allow_changed, broker, wait)
+            try:
+                result = await _resume_one(store, run_id, allow_changed, broker, wait)
+            except RunWaiting as waits:
+                click.echo(f"{run_id}: waiting for {', '.join(waits.events)}")
+                return False
             click.echo(f"{run_id}: {result.status.value}")
             return False
-        worker = Worker(store, allow_changed_definition=allow_changed, broker=broker)
+        worker = Worker(
+            store, allow_changed_definition=allow_changed, broker=broker, log_failures=False
+        )
         return await drive_all(worker, wait, nothing="no unfinished runs to resume")
     finally:
         # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:

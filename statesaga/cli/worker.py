@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
 
 import click
 
@@ -51,6 +52,15 @@ def worker(
     A run is taken over once its lease runs out (30 s by default). The first Ctrl-C (or
     SIGTERM) takes no new run and lets the runs in hand finish, saying which; a second one
     stops at once, leaving those runs resumable by any worker.
+
+    \b
+    Exit codes:
+      0  stopped when asked; with --once, every run it found was resumed
+         (runs other workers hold leases on are not counted)
+      1  with --once, a run it found was not resumed (it failed to resume, its
+         saga could not be imported, another worker took it first, or a second
+         Ctrl-C left it); or the store or metrics port could not be opened
+      2  usage error: a bad option, such as a --broker URL naming no usable broker
     """
     if wait and not once:
         raise click.UsageError("--wait goes with --once (without it the worker waits anyway)")
@@ -65,10 +75,12 @@ def worker(
             raise click.ClickException(message) from None
         click.echo(f"metrics on http://0.0.0.0:{server.port}/metrics")
     try:
-        asyncio.run(_work(store_url, concurrency, poll, once, broker_url, wait))
+        failed = asyncio.run(_work(store_url, concurrency, poll, once, broker_url, wait))
     finally:
         if server is not None:
             server.close()
+    if failed:
+        raise SystemExit(1)
 
 
 async def _work(
@@ -78,45 +90,55 @@ async def _work(
     once: bool,
     broker: str | None = None,
     wait: bool = False,
-) -> None:
+) -> bool:
+    """Work until stopped, or with ``once`` drive what is there; whether a run it found (with
+    ``once``) was not resumed."""
     store = await command_store(url)
     stop = asyncio.Event()
-    w = Worker(store, concurrency=concurrency, poll=poll, broker=broker)
+    # With --once each outcome is printed, failures too: the worker does not log them again.
+    w = Worker(store, concurrency=concurrency, poll=poll, broker=broker, log_failures=not once)
     nothing = "nothing to recover"
     task = asyncio.ensure_future(drive_all(w, wait, nothing=nothing) if once else w.run(stop))
+    abandoned = 0
 
     def on_signal() -> None:
         # First signal: take no new runs, let the ones in hand finish. Second: stop now; the
         # runs in hand stay resumable and their leases are released.
+        nonlocal abandoned
         if stop.is_set():
+            abandoned = len(w.in_hand)
             click.echo(
-                f"stopping now: {counted(len(w.in_hand), 'run')} left for any worker to resume",
+                f"stopping now: {counted(abandoned, 'run')} left for any worker to resume",
                 err=True,
             )
             task.cancel()
             return
         stop.set()
         w.stop_taking()
-        hand = sorted(w.in_hand)
-        if not hand:
-            click.echo("stopping: no run in hand", err=True)
-            return
-        shown = ", ".join(hand[:5]) + (", ..." if len(hand) > 5 else "")
-        click.echo(
-            f"stopping: taking no new runs; waiting for {counted(len(hand), 'run')} in hand to "
-            f"finish ({shown}). Press Ctrl-C again to stop at once: "
-            "they stay resumable.",
-            err=True,
-        )
+        click.echo(stopping_text(sorted(w.in_hand)), err=True)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            return bool(await task) or (once and abandoned > 0)
+        return once and abandoned > 0
     finally:
         # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
         # the senders mark what they sent in the command's store.
         await shutdown()
         await store.close()
+
+
+def stopping_text(hand: Sequence[str]) -> str:
+    """What the first Ctrl-C says: the runs in ``hand`` (the first five named) that the worker
+    waits for, and that a second Ctrl-C leaves them resumable."""
+    if not hand:
+        return "stopping: no run in hand"
+    named = ", ".join(hand[:5]) + (", ..." if len(hand) > 5 else "")
+    they = "it stays" if len(hand) == 1 else "they stay"
+    return (
+        f"stopping: taking no new runs; waiting for {counted(len(hand), 'run')} in hand to "
+        f"finish ({named}). Press Ctrl-C again to stop at once: {they} resumable."
+    )

@@ -6,12 +6,14 @@ Pure and deterministic; the result is cached on the saga class.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..definition import (
     DEFAULT_COMPENSATE_RETRY,
     NO_RETRY,
     SagaDefinition,
     Step,
+    Wait,
     ancestors,
     dependencies,
     topological,
@@ -21,6 +23,9 @@ from ..errors import InvalidSagaError, MachineError, Problem
 from ..vocabulary import SAGA_REGION, TERMINAL_STATES, Phase, SagaState
 from .compiled import CompiledSaga, StepPlan
 from .edges import chain_edges, region_edges
+
+if TYPE_CHECKING:
+    from ..context import Context
 
 _CACHE_ATTR = "_statesaga_compiled_"
 
@@ -73,7 +78,7 @@ def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
             StepPlan(
                 name=name,
                 index=index,
-                action=s.action,
+                action=_no_action if isinstance(s, Wait) else s.action,
                 compensate=s.compensate,
                 retry=s.retry or NO_RETRY,
                 compensate_retry=s.compensate_retry or DEFAULT_COMPENSATE_RETRY,
@@ -83,9 +88,16 @@ def _plans(steps: Sequence[Step]) -> tuple[tuple[StepPlan, ...], bool]:
                 deps=deps[name],
                 dependants=tuple(dependants[name]),
                 ancestors=tuple(sorted(before[name], key=position.__getitem__, reverse=True)),
+                wait=isinstance(s, Wait),
+                on_timeout=s.on_timeout if isinstance(s, Wait) else None,
+                when=s.when,
             )
         )
     return tuple(plans), sequential
+
+
+async def _no_action(ctx: Context) -> None:
+    raise MachineError(f"wait {ctx.step!r} was called like a step; this is a bug in statesaga")
 
 
 def _compile(saga: type[SagaDefinition], steps: Sequence[Step]) -> CompiledSaga:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ..definition import Action, Retry, SagaDefinition
+from ..definition import Action, Condition, Retry, SagaDefinition
 from ..vocabulary import Event, parse_name, step_state, step_trigger
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ def _names(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(map(str, names))
 
 
+def _groups(groups: Sequence[Sequence[str]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(map(_names, groups))
+
+
 @attrs.frozen
 class Transition:
     """One edge of the machine.
@@ -44,6 +48,8 @@ class Transition:
         step: The step the edge belongs to, or ``None`` for the saga's own edges.
         failure: Whether the edge records a failure (drawn distinctly).
         requires: States other regions must be in (a DAG's join); empty in a chain.
+        requires_any: Groups of states of which other regions must be in one each: a join on
+            a conditional step, which may have succeeded or been skipped.
     """
 
     trigger: str = attrs.field(converter=_name)
@@ -53,6 +59,7 @@ class Transition:
     step: str | None = None
     failure: bool = False
     requires: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    requires_any: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=_groups)
 
 
 @attrs.frozen(eq=False)
@@ -71,6 +78,9 @@ class StepPlan:
     deps: tuple[str, ...]
     dependants: tuple[str, ...]
     ancestors: tuple[str, ...]  # every step it depends on, directly or not, latest first
+    wait: bool = False  # a Wait: it waits for the signal named like it
+    on_timeout: str | None = None  # a wait's: "fail" or "continue"
+    when: Condition | None = None  # a conditional step's condition
 
     # Trigger names, built once: the engine fires them on every run.
     t_start: str = attrs.field(init=False)
@@ -85,6 +95,9 @@ class StepPlan:
     t_compensation_fail: str = attrs.field(init=False)
     t_interrupt: str = attrs.field(init=False)
     t_push_forward: str = attrs.field(init=False)
+    t_wait: str = attrs.field(init=False)
+    t_signal: str = attrs.field(init=False)
+    t_skip: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         for event in Event:
@@ -180,6 +193,8 @@ class CompiledSaga:
                     "attempts": s.retry.attempts,
                     "compensate_attempts": s.compensate_retry.attempts,
                     "timeout": s.timeout,
+                    **({"wait": True, "on_timeout": s.on_timeout} if s.wait else {}),
+                    **({"when": _qualname(s.when)} if s.when is not None else {}),
                 }
                 for s in self.steps
             ],
@@ -193,6 +208,11 @@ class CompiledSaga:
                     "step": t.step,
                     "failure": t.failure,
                     "requires": list(t.requires),
+                    **(
+                        {"requires_any": [list(g) for g in t.requires_any]}
+                        if t.requires_any
+                        else {}
+                    ),
                 }
                 for t in self.transitions
             ],
@@ -218,7 +238,9 @@ def _fingerprint(compiled: CompiledSaga) -> str:
     """A short hash of what a stored run relies on to be resumed.
 
     It covers the steps in order, their dependencies, which ones are compensable, the
-    pivot, and ``MACHINE_VERSION``. Retries, timeouts and the deadline are left out:
+    pivot, which ones are waits (and what their timeout does) or conditional, and
+    ``MACHINE_VERSION``.
+    Retries, timeouts and the deadline are left out:
     tuning them keeps stored runs resumable. So are the edges this library derives, so a
     new version that adds one does not strand the runs an older one stored.
     """
@@ -226,11 +248,20 @@ def _fingerprint(compiled: CompiledSaga) -> str:
         "machine": MACHINE_VERSION,
         "sequential": compiled.sequential,
         "steps": [
-            [p.name, list(p.deps), p.compensate is not None, p.pivot] for p in compiled.steps
+            # A wait's marker only where there is one: sagas without waits keep their prints.
+            [p.name, list(p.deps), p.compensate is not None, p.pivot]
+            + (["wait", p.on_timeout] if p.wait else [])
+            + (["when"] if p.when is not None else [])
+            for p in compiled.steps
         ],
     }
     text = json.dumps(shape, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _qualname(fn: object) -> str:
+    """How diagrams and ``to_dict`` name a condition: its function's name."""
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
 
 
 def _trigger_effects(compiled: CompiledSaga) -> Mapping[str, tuple[str, str]]:

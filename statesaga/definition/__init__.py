@@ -1,4 +1,4 @@
-"""What users write: ``Saga``, ``Step`` and ``Retry``, and the checks that guard them.
+"""What users write: ``Saga``, ``Step``, ``Wait`` and ``Retry``, and the checks that guard them.
 
 ``SagaDefinition`` is here; ``Step`` and ``Retry`` are in ``step``, the checks of a saga's
 steps as a whole (and the order they run in) in ``validation``.
@@ -16,21 +16,26 @@ from .step import (
     NO_RETRY,
     RESERVED_NAMES,
     Action,
+    Condition,
     Retry,
     Step,
     is_number,
     to_seconds,
 )
 from .validation import ancestors, dependencies, topological, validate_steps
+from .wait import ON_TIMEOUT, Wait
 
 __all__ = [
     "DEFAULT_COMPENSATE_RETRY",
     "NO_RETRY",
+    "ON_TIMEOUT",
     "RESERVED_NAMES",
     "Action",
+    "Condition",
     "Retry",
     "SagaDefinition",
     "Step",
+    "Wait",
     "ancestors",
     "dependencies",
     "topological",

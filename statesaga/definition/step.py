@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: An action or compensation: ``async def f(ctx) -> Mapping | None``.
 Action = Callable[["Context"], Any]
+#: A step's condition: ``def f(ctx) -> bool``, a plain function of ``ctx.data`` and
+#: ``ctx.results``.
+Condition = Callable[["Context"], bool]
 
 #: Names steps may not take: the saga's own region and states use them.
 RESERVED_NAMES = frozenset({SAGA_REGION})
@@ -159,6 +162,9 @@ class Step:
         pivot: The point of no return: once it succeeds, later steps are retried forward and
             never compensated.
         compensate_retry: Retries of the compensation; ``None`` means ``Retry(attempts=3)``.
+        when: A condition, ``def f(ctx) -> bool``, evaluated when the step becomes ready:
+            false skips the step (it is never called nor compensated, and steps that depend
+            on it run without its result); raising fails it, without retries.
     """
 
     name: str
@@ -169,9 +175,35 @@ class Step:
     timeout: float | None = attrs.field(default=None, kw_only=True, converter=to_seconds)
     pivot: bool = attrs.field(default=False, kw_only=True)
     compensate_retry: Retry | None = attrs.field(default=None, kw_only=True)
+    when: Condition | None = attrs.field(default=None, kw_only=True)
 
     def problems(self) -> list[str]:
         """What is wrong with this step taken alone (empty when it is usable)."""
+        return [
+            *self._name_problems(),
+            *self._call_problems(),
+            *self._when_problems(),
+            *self._depends_on_problems(),
+        ]
+
+    def _when_problems(self) -> list[str]:
+        if self.when is None:
+            return []
+        if not callable(self.when):
+            return [f"when must be a function of the context, not {type(self.when).__name__}"]
+        if _async_kind(self.when) is not None:
+            return [
+                "when must be a plain function (def, not async def) returning True or False: "
+                "it decides from ctx.data and ctx.results, and calls nothing"
+            ]
+        if self.pivot is True:
+            return [
+                "the pivot cannot be conditional: the point of no return must be passed; "
+                "make the step before or after it conditional instead"
+            ]
+        return []
+
+    def _name_problems(self) -> list[str]:
         found = []
         if not isinstance(self.name, str):
             found.append(
@@ -184,7 +216,10 @@ class Step:
             found.append(f"name {self.name!r} is a Python keyword: choose another name")
         elif self.name in RESERVED_NAMES:
             found.append(f"name {self.name!r} is reserved for the saga's own states")
-        found += _callable_problems("action", self.action)
+        return found
+
+    def _call_problems(self) -> list[str]:
+        found = _callable_problems("action", self.action)
         if self.compensate is not None:
             found += _callable_problems("compensate", self.compensate)
         if not isinstance(self.pivot, bool):
@@ -203,7 +238,6 @@ class Step:
             found.append(
                 f"timeout={self.timeout!r}: a timeout must be a positive number of seconds"
             )
-        found += self._depends_on_problems()
         return found
 
     def _depends_on_problems(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -21,7 +22,7 @@ from ..loader import TargetError, load_saga, saga_reference, unimportable
 from ..result import SagaResult, SagaStatus
 from ..store import SagaStore, StoreError
 from ..store.base import LeaseHeld, RunRecord, RunSnapshot
-from ..vocabulary import TERMINAL, Phase, SagaState, SagaTrigger
+from ..vocabulary import CANCEL_EVENT, TERMINAL, Phase, SagaState, SagaTrigger
 from .journal import Journal
 from .leases import LEASE_SECONDS, owner_id
 from .resources import StoreLike, loop_resources, open_store
@@ -43,8 +44,15 @@ async def start(
     clock: Clock,
     store: StoreLike,
     broker: Broker | str | None = None,
+    *,
+    recorded: asyncio.Future[None] | None = None,
 ) -> SagaResult:
-    """Run a new saga durably: record it, then drive it, committing every step ahead."""
+    """Run a new saga durably: record it, then drive it, committing every step ahead.
+
+    With ``recorded``, the run is inserted on its own first and the future set then (or
+    given the error), for a caller that returns as soon as the run exists; otherwise the
+    insert rides on the run's first commit.
+    """
     # Refused before anything is stored; the run reads the stored form, as a resumed one will.
     data = as_stored(dict(data), what="input", run_id=saga_id)
     opened = await open_store(store)
@@ -77,8 +85,20 @@ async def start(
         created_at=now,
         updated_at=now,
     )
+    if recorded is not None:
+        try:
+            await opened.create(record)
+        except BaseException as error:
+            recorded.set_exception(error)
+            raise
+        recorded.set_result(None)
     journal = Journal(
-        opened, record, owner_id(), clock, create=True, sender=_sender(opened, broker)
+        opened,
+        record,
+        owner_id(),
+        clock,
+        create=recorded is None,
+        sender=_sender(opened, broker),
     )
     driver = Driver(RunState.new(compiled, data, saga_id), clock, journal)
     return await _drive_leased(driver, journal, opened)
@@ -196,7 +216,7 @@ async def drive_stored(
     snapshot = await opened.load(run_id)
     if snapshot.run.finished and not (retry_failed and retriable(snapshot)):
         return None
-    compiled = compile_saga(saga or _import(snapshot))
+    compiled = compile_saga(saga or saga_of(snapshot))
     if compiled.fingerprint != snapshot.run.fingerprint and not allow_changed_definition:
         raise DefinitionChangedError(
             run_id, snapshot.run.saga, snapshot.run.fingerprint, compiled.fingerprint
@@ -230,10 +250,13 @@ async def drive_stored(
         errors={name: step.error for name, step in snapshot.steps.items() if step.error},
     )
     driver = Driver(state, clock, journal)
+    # Asked to stop while it waited, or while another process drove it.
+    driver.cancel_requested = CANCEL_EVENT in snapshot.signals
     return await _drive_leased(driver, journal, opened, abandon_on_cancel=abandon_on_cancel)
 
 
-def _import(snapshot: RunSnapshot) -> type[SagaDefinition]:
+def saga_of(snapshot: RunSnapshot) -> type[SagaDefinition]:
+    """The saga class of a stored run, imported from the reference stored with it."""
     reference = snapshot.run.saga_path
     try:
         return load_saga(reference)
@@ -266,10 +289,12 @@ def finished_result(snapshot: RunSnapshot) -> SagaResult:
     """The result of a run that already reached a terminal state (no saga class needed)."""
     record = snapshot.run
     completed, compensated = progress(snapshot)
+    skipped = [n for n in completed if snapshot.steps[n].phase == Phase.SKIPPED]
     return SagaResult(
         status=SagaStatus(record.status),
         saga_id=record.run_id,
-        completed_steps=tuple(completed),
+        completed_steps=tuple(n for n in completed if n not in skipped),
+        skipped_steps=tuple(skipped),
         compensated_steps=tuple(compensated),
         failed_step=record.failed_step,
         error=RecordedError(record.error) if record.error else None,

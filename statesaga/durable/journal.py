@@ -11,7 +11,7 @@ from ..clock import Clock
 from ..json_data import as_stored
 from ..result import describe
 from ..store.base import Commit, RunRecord, SagaStore, StepRecord, TransitionRecord
-from ..vocabulary import SAGA_REGION, saga_status
+from ..vocabulary import CANCEL_EVENT, SAGA_REGION, WAITING_STATUS, saga_status
 from .leases import LEASE_SECONDS
 
 if TYPE_CHECKING:
@@ -74,6 +74,21 @@ class Journal:
         )
         return stored
 
+    parks = True
+
+    async def park(self, run: RunState, events: Sequence[str], wake_at: float | None) -> None:
+        """Commit the run as waiting for ``events`` until ``wake_at``, unless a signal for one
+        of them (or a cancellation) was committed first: then ``SignalArrived``."""
+        async with self._lock:
+            written = self._commit(
+                run,
+                status=WAITING_STATUS,
+                wake_at=wake_at,
+                unless_signals=(*events, CANCEL_EVENT),
+            )
+            assert written is not None  # made whatever is new: it has a status
+            await written
+
     def before_call(self, run: RunState) -> Awaitable[Any] | None:
         return self.flush(run)
 
@@ -96,8 +111,18 @@ class Journal:
             if pending is not None:
                 await pending
 
-    def _commit(self, run: RunState) -> Awaitable[Any] | None:
+    def _commit(
+        self,
+        run: RunState,
+        *,
+        status: str | None = None,
+        wake_at: float | None = None,
+        unless_signals: tuple[str, ...] = (),
+    ) -> Awaitable[Any] | None:
         """The commit of the run's new transitions, to await (``None``: nothing new).
+
+        ``status`` (a parked run's), ``wake_at`` and ``unless_signals`` go into the commit
+        as they are; with a ``status`` it is made even when there is nothing new.
 
         Without messages to send afterwards, the store's own awaitable is all there is to
         wait for. The journal counts the commit as made as soon as it is handed over; if the
@@ -107,7 +132,7 @@ class Journal:
         history = run.history
         end = len(history)
         start = self.flushed
-        if end == start:
+        if end == start and status is None:
             return None
         effects = run.compiled.trigger_effects
         errors = self.errors
@@ -139,7 +164,7 @@ class Journal:
             run_id=self.run_id,
             version=self.version,
             lease_owner=self.owner,
-            status=saga_status(config[SAGA_REGION]),
+            status=status or saga_status(config[SAGA_REGION]),
             config=dict(config),
             steps=list(touched.values()),
             transitions=transitions,
@@ -149,6 +174,8 @@ class Journal:
             create=self.create,
             messages=messages,
             claim_until=claim_until,
+            wake_at=wake_at,
+            unless_signals=unless_signals,
         )
         written = self.store.commit(commit)
         self.create = None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from collections import deque
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 from ..clock import Clock
 from ..compiler import StepPlan
-from ..errors import MachineError
+from ..errors import MachineError, RunWaiting
 from ..observe.registry import RunObservation, begin
 from ..result import SagaResult, SagaStatus
 from ..vocabulary import (
@@ -19,14 +21,17 @@ from ..vocabulary import (
     IN_DOUBT,
     RUNNING,
     SAGA_REGION,
+    SKIPPED,
     SUCCEEDED,
     SagaTrigger,
     saga_status,
 )
 from . import deadline
 from .calls import NOT_STARTED, Outcome, attempts
+from .conditions import guarded
 from .recorder import Recorder
 from .state import RunState
+from .waits import PARKED, due, is_waiting, wait_for
 
 # The saga's own triggers as they are recorded: plain strings.
 _ABORT: Final = SagaTrigger.ABORT.value
@@ -56,9 +61,11 @@ class Driver:
         "clock",
         "now",
         "observation",
+        "parked",
         "recorder",
         "state",
         "waiter",
+        "wakers",
     )
 
     def __init__(self, state: RunState, clock: Clock, recorder: Recorder) -> None:
@@ -70,6 +77,34 @@ class Driver:
         self.observation: RunObservation | None = None
         self.cancel_requested = False
         self.waiter: asyncio.Future[SagaResult] | None = None
+        self.parked: list[StepPlan] = []  # a recorded run's waits that have no signal yet
+        self.wakers: dict[str, asyncio.Future[None]] = {}  # an in-memory run's waits
+
+    # -- waits -------------------------------------------------------------------------------
+
+    async def sleep_until_signal(self, event: str, when: float) -> None:
+        """Sleep until ``wake`` is called for ``event`` (or for every wait), or until ``when``
+        (run-clock time) has passed."""
+        loop = asyncio.get_running_loop()
+        waker = self.wakers[event] = loop.create_future()
+        try:
+            if when == math.inf:
+                await waker
+                return
+            sleeper = loop.create_task(self.clock.sleep(max(0.0, when - self.now())))
+            try:
+                await asyncio.wait((waker, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+        finally:
+            if self.wakers.get(event) is waker:
+                del self.wakers[event]
+
+    def wake(self, event: str | None = None) -> None:
+        """Wake the wait for ``event`` (``None``: every wait) to look at the run again."""
+        for name, waker in list(self.wakers.items()):
+            if (event is None or name == event) and not waker.done():
+                waker.set_result(None)
 
     def fire(self, trigger: str, attempt: int = 0, error: BaseException | None = None) -> None:
         """Take ``trigger``'s edge from the current state of its region, or fail loudly."""
@@ -118,6 +153,8 @@ class Driver:
                 status = RUNNING
             if status == RUNNING and not state.failing:
                 await self.walk(*self.ahead(), False)
+                if self.parked:
+                    await self._park()
             ending = self._ending(status)
             if ending is _UNFINISHED:
                 # Cancelled past the point of no return: nothing may be compensated, so the
@@ -156,6 +193,22 @@ class Driver:
             self.waiter.set_result(result)
         return result
 
+    async def _park(self) -> None:
+        """The forward walk ended with waits that have no signal: if the run still goes
+        forward it is recorded as waiting and stops here (``RunWaiting``); otherwise they are
+        given up."""
+        state, parked = self.state, self.parked
+        self.parked = []
+        if not (state.failing or state.halting or self.cancel_requested):
+            wake = min(due(self, plan) for plan in parked)
+            wake_at = None if wake == math.inf else wake
+            events = [plan.name for plan in parked]
+            await self.recorder.park(state, events, wake_at)
+            raise RunWaiting(state.saga_id, events, wake_at)
+        for plan in parked:
+            await wait_for(self, plan)  # it takes t_fail at once
+            state.outcomes[plan.name] = FAILED
+
     def _ending(self, status: str) -> SagaStatus | _End | None:
         """How a run that went forward ends: a status, ``None`` when it goes back
         (compensates), or ``_UNFINISHED`` when it was cancelled past its pivot."""
@@ -165,7 +218,7 @@ class Driver:
         if state.halting:
             self.fire(_HALT)
             return SagaStatus.FAILED
-        if len(state.completed) == len(self.c.steps):
+        if len(state.completed) + len(state.skipped) == len(self.c.steps):
             self.fire(_COMPLETE)
             return SagaStatus.COMPLETED
         if state.pivoted:
@@ -181,6 +234,7 @@ class Driver:
             saga_id=state.saga_id,
             completed_steps=tuple(state.completed),
             compensated_steps=tuple(state.compensated),
+            skipped_steps=tuple(state.skipped),
             failed_step=state.failed_step,
             error=state.error,
             compensation_errors=state.compensation_errors,
@@ -197,7 +251,7 @@ class Driver:
         others waits for (a step runs once the steps it depends on have succeeded)."""
         steps, done = self.c.steps, self.state.outcomes
         if done:
-            ok = {name for name, phase in done.items() if phase == SUCCEEDED}
+            ok = {name for name, phase in done.items() if phase in (SUCCEEDED, SKIPPED)}
             waiting = {p.name: sum(d not in ok for d in p.deps) for p in steps if p.name not in ok}
         else:
             waiting = {p.name: len(p.deps) for p in steps}
@@ -211,6 +265,9 @@ class Driver:
             if state.outcomes.get(plan.name) == RUNNING:  # its process died while it ran
                 self.fire(plan.t_interrupt)
                 state.outcomes[plan.name] = IN_DOUBT
+            elif plan.wait and is_waiting(self, plan):  # given up: the run goes back
+                self.fire(plan.t_fail, 0, state.error)
+                state.outcomes[plan.name] = FAILED
         owed: tuple[str, ...] = (SUCCEEDED, IN_DOUBT, COMPENSATING)
         if state.reopening:
             owed += (COMPENSATION_FAILED,)
@@ -247,13 +304,13 @@ class Driver:
                 if not running and len(ready) == 1:
                     # Nothing else can become ready meanwhile: call it inline, no task.
                     plan = ready.popleft()
-                    self._settled(plan, await attempts(self, plan, back), back, waiting, ready)
+                    self._settled(plan, await self._call(plan, back), back, waiting, ready)
                     continue
                 if ready:
                     loop = asyncio.get_running_loop()
                     while ready:
                         plan = ready.popleft()
-                        running[loop.create_task(attempts(self, plan, back))] = plan
+                        running[loop.create_task(self._call(plan, back))] = plan
                 if not running:
                     return
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -264,6 +321,16 @@ class Driver:
         finally:
             for task in running:  # only when abandoning the run
                 task.cancel()
+
+    def _call(self, plan: StepPlan, back: bool) -> Coroutine[Any, Any, Outcome]:
+        if (
+            plan.when is not None
+            and not back
+            and plan.name not in self.state.resumed
+            and not (plan.wait and is_waiting(self, plan))
+        ):
+            return guarded(self, plan)
+        return wait_for(self, plan) if plan.wait else attempts(self, plan, back)
 
     def _settled(
         self,
@@ -280,7 +347,13 @@ class Driver:
                 state.compensation_errors[plan.name] = outcome[1]
             # Its dependencies are compensated after it, latest first, failed or not.
             names = plan.ancestors
-        elif outcome is NOT_STARTED or not state.settle(plan, outcome[0], outcome[1]):
+        elif outcome is NOT_STARTED:
+            return
+        elif outcome is PARKED:
+            self.parked.append(plan)
+            return
+        elif not state.settle(plan, outcome[0], outcome[1]):
+            self.wake()  # waits stop waiting: the run goes no further forward
             return
         else:
             names = plan.dependants
@@ -300,6 +373,7 @@ class Driver:
         if state.failing or state.halting or self.cancel_requested:
             # No new step starts; a resumed run still finishes the steps that were running
             # when its process died (past a pivot they must go forward).
-            owed = [p for p in ready if p.name in state.resumed]
+            # A wait that was waiting is given up (its t_fail) rather than left waiting.
+            owed = [p for p in ready if p.name in state.resumed or (p.wait and is_waiting(self, p))]
             ready.clear()
             ready.extend(owed)

@@ -9,7 +9,7 @@ nothing more (its history becomes ``HistoryEntry`` objects only if ``result.hist
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -37,9 +37,23 @@ class Recorder(Protocol):
         raises ``StoreError`` if it cannot be recorded."""
         ...
 
+    #: Whether a wait with no signal parks the run (it is recorded as waiting and its task
+    #: ends) rather than awaiting its signal in the run's task.
+    parks: bool
+
+    async def park(self, run: RunState, events: Sequence[str], wake_at: float | None) -> None:
+        """Record the run as waiting for ``events`` until ``wake_at`` (run-clock time);
+        raises ``SignalArrived`` if a signal for one of them was recorded meanwhile."""
+        ...
+
 
 class InMemory:
     """The recorder of a run that is not stored: the history in ``RunState`` is all."""
+
+    parks = False
+
+    async def park(self, run: RunState, events: Sequence[str], wake_at: float | None) -> None:
+        raise AssertionError("an in-memory run's waits await their signals: it never parks")
 
     def before_call(self, run: RunState) -> None:
         return None

@@ -20,11 +20,13 @@ from ..vocabulary import (
     PENDING,
     RUNNING,
     SAGA_REGION,
+    SKIPPED,
     SUCCEEDED,
     TERMINAL,
     Event,
     parse_name,
     saga_status,
+    step_state,
 )
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 
 # Phases a step that had succeeded can be in (its success is part of the run's progress).
-_SUCCEEDED_PHASES = frozenset({SUCCEEDED, COMPENSATING, COMPENSATED, COMPENSATION_FAILED})
+_SUCCEEDED_PHASES = frozenset({SUCCEEDED, COMPENSATING, COMPENSATED, COMPENSATION_FAILED, SKIPPED})
 
 
 def initial_config(compiled: CompiledSaga) -> dict[str, str]:
@@ -58,6 +60,7 @@ class RunState:
         outcomes: Each step's phase once the engine settled it (or the store had it).
         completed: Steps that succeeded, in that order.
         compensated: Steps whose compensation finished, in that order.
+        skipped: Conditional steps whose condition was false, in that order.
         compensation_errors: The error each failed compensation finally gave.
         failed_step: The first step whose failure stopped the run going forward.
         error: That step's error (or the deadline's).
@@ -71,6 +74,9 @@ class RunState:
             each with whether its outcome was unknown.
         deadline_at: When the saga's deadline passes (run-clock time), once the run started.
         outbox: What succeeded calls emitted, in commit order.
+        signals: The payload of each signal the run has received, by event (a wait takes
+            its own when it gets there).
+        wait_started: When each wait began (run-clock time): its timeout counts from then.
     """
 
     compiled: CompiledSaga
@@ -82,6 +88,7 @@ class RunState:
     outcomes: dict[str, str] = attrs.Factory(dict)
     completed: list[str] = attrs.Factory(list)
     compensated: list[str] = attrs.Factory(list)
+    skipped: list[str] = attrs.Factory(list)
     compensation_errors: dict[str, BaseException] = attrs.Factory(dict)
     failed_step: str | None = None
     error: BaseException | None = None
@@ -93,6 +100,8 @@ class RunState:
     pushing: dict[str, bool] = attrs.Factory(dict)
     deadline_at: float | None = None
     outbox: list[Message] = attrs.Factory(list)
+    signals: dict[str, Mapping[str, Any]] = attrs.Factory(dict)
+    wait_started: dict[str, float] = attrs.Factory(dict)
     #: ``results`` read-only, as actions see it.
     results_view: Mapping[str, Mapping[str, Any]] = attrs.field(init=False)
 
@@ -161,12 +170,23 @@ class RunState:
         if status == COMPENSATING or (status == FAILED and not push):
             run.failing = True
         run.completed, run.compensated = progress(snapshot)
+        run.skipped = [n for n in run.completed if n in run.outcomes and run.outcomes[n] == SKIPPED]
+        run.completed = [n for n in run.completed if n not in run.skipped]
         if push:
             if not run.pushing:
                 raise corrupt("it is failed past its pivot, but no step from the pivot on failed")
         else:
             run.failed_step = record.failed_step
             run.error = RecordedError(record.error) if record.error else None
+        run.signals = {
+            event: signal.payload
+            for event, signal in snapshot.signals.items()
+            if event in compiled.by_name
+        }
+        for entry in snapshot.history:  # a wait's timeout counts from when it began
+            waited, event = parse_name(entry.trigger)
+            if waited is not None and event == Event.WAIT:
+                run.wait_started[waited] = entry.at
         for name in [n for n, phase in run.outcomes.items() if phase == RUNNING]:
             if run.failing:
                 # Running beside a failure before the pivot: not called again; its outcome is
@@ -183,6 +203,8 @@ class RunState:
         if phase == SUCCEEDED:
             self.outcomes[name] = SUCCEEDED
             self.pivoted = self.pivoted or plan.pivot
+        elif phase == SKIPPED:
+            self.outcomes[name] = SKIPPED
         elif phase in (FAILED, IN_DOUBT) and push and (plan.pivot or plan.after_pivot):
             self.pushing[name] = phase == IN_DOUBT  # run again, with the same key
             self.resumed[name] = attempt + 1
@@ -210,6 +232,8 @@ class RunState:
             if plan.pivot:
                 self.pivoted = True
             return True
+        if phase == SKIPPED:
+            return True
         if self.failed_step is None:
             self.failed_step, self.error = plan.name, error
         if plan.after_pivot or (plan.pivot and phase == IN_DOUBT):
@@ -220,7 +244,8 @@ class RunState:
 
 
 def progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
-    """Steps that succeeded, and steps compensated, in the order the history shows."""
+    """Steps that succeeded or were skipped, and steps compensated, in the order the
+    history shows."""
     completed: list[str] = []
     compensated: list[str] = []
     for entry in snapshot.history:
@@ -228,7 +253,11 @@ def progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
         step = None if name is None else snapshot.steps.get(name)
         if name is None or step is None:
             continue
-        if event == Event.SUCCEED and step.phase in _SUCCEEDED_PHASES and name not in completed:
+        if (
+            entry.dest in (step_state(name, SUCCEEDED), step_state(name, SKIPPED))
+            and step.phase in _SUCCEEDED_PHASES
+            and name not in completed
+        ):
             completed.append(name)
         elif event == Event.COMPENSATION_DONE and step.phase == COMPENSATED:
             compensated.append(name)

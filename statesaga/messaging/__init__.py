@@ -2,7 +2,8 @@
 
 Steps emit with ``ctx.emit``; messages are committed with the step and published after the
 commit (``statesaga.messaging.relay.Relay`` delivers what that first attempt could not).
-Consumers apply each message once through an ``Inbox``. Brokers: ``broker_from_url``.
+Consumers apply each message once through an ``Inbox``. Brokers: ``broker_from_url``
+(``check_broker_url`` checks a URL without building or connecting anything).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .broker import Broker, BrokerError, Delivery
-from .brokers import MemoryBroker, broker_from_url
+from .brokers import MemoryBroker, broker_from_url, check_broker_url
 from .inbox import Inbox, InboxError, Outcome, consume
 from .inboxes import inbox_for
 from .message import Message
@@ -31,6 +32,7 @@ __all__ = [
     "PostgresInbox",
     "SQLiteInbox",
     "broker_from_url",
+    "check_broker_url",
     "consume",
     "inbox_for",
 ]

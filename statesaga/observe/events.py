@@ -35,7 +35,8 @@ class RunEvent:
 
 @attrs.frozen(slots=True)
 class StepEvent:
-    """Something happened to one attempt of a step's action or compensation.
+    """Something happened to one attempt of a step's action or compensation, or to a wait,
+    or a conditional step was skipped.
 
     Attributes:
         saga: The saga's name.
@@ -46,7 +47,11 @@ class StepEvent:
         at: When (epoch seconds).
         compensating: Whether this is about the compensation.
         error: The error that ended the attempt (failure, retry and timeout events).
-        duration: Seconds the attempt took (end events; retries measure the failed attempt).
+        duration: Seconds the attempt took (end events; retries measure the failed attempt;
+            a wait's end: how long it waited).
+        outcome: How a wait ended: ``"signalled"``, ``"timed_out"`` (with
+            ``on_timeout="continue"`` too) or ``"given_up"`` (the run was cancelled, passed
+            its deadline, or a sibling failed); ``None`` for other events.
     """
 
     saga: str
@@ -58,3 +63,4 @@ class StepEvent:
     compensating: bool = False
     error: BaseException | str | None = None
     duration: float | None = None
+    outcome: str | None = None

@@ -51,3 +51,13 @@ class Observer:
 
     def compensation_failed(self, event: StepEvent) -> None:
         """A step's compensation gave up: the run will end ``FAILED``, needing attention."""
+
+    def step_skipped(self, event: StepEvent) -> None:
+        """A conditional step's condition was false: it is skipped, never called."""
+
+    def wait_started(self, event: StepEvent) -> None:
+        """A wait began: the run waits for the signal named like it (``event.step``)."""
+
+    def wait_ended(self, event: StepEvent) -> None:
+        """A wait ended: ``event.outcome`` says how, ``event.duration`` how long it waited
+        (across processes for a stored run), ``event.error`` why it failed if it did."""

@@ -12,8 +12,9 @@ from typing import Protocol
 import attrs
 
 from ..clock import Clock
+from ..compiler import CompiledSaga
 from ..result import SagaStatus
-from ..vocabulary import Event, SagaTrigger, idempotency_key, parse_name
+from ..vocabulary import Event, Outcome, SagaTrigger, idempotency_key, parse_name
 from .events import RunEvent, StepEvent
 from .observer import Observer
 
@@ -38,6 +39,15 @@ _STEP_HOOKS: dict[str, str] = {
     Event.COMPENSATE: "compensation_started",
     Event.COMPENSATION_DONE: "compensation_succeeded",
     Event.COMPENSATION_FAIL: "compensation_failed",
+    Event.SKIP: "step_skipped",
+}
+#: A wait's events (``fail`` and ``time_out`` are also a step's: told apart by the plan).
+_OF_WAITS = frozenset((Event.WAIT, Event.SIGNAL, Event.TIME_OUT, Event.FAIL))
+#: How each event that ends a wait ends it.
+_WAIT_OUTCOMES: dict[str, str] = {
+    Event.SIGNAL: "signalled",
+    Event.TIME_OUT: Outcome.TIMED_OUT.value,
+    Event.FAIL: "given_up",
 }
 _STARTS_ATTEMPT = frozenset((Event.START, Event.COMPENSATE))
 _ENDS_ATTEMPT = frozenset(
@@ -101,8 +111,10 @@ def observing(*added: Observer) -> Iterator[None]:
 
 
 class _RunView(Protocol):
+    compiled: CompiledSaga
     failed_step: str | None
     error: BaseException | None
+    wait_started: dict[str, float]
 
 
 class RunObservation:
@@ -153,6 +165,14 @@ class RunObservation:
             # The failed attempt was reported by ``retrying``; this starts the next one (the
             # trigger carries the previous error, which the start event does not).
             kind, error = _RETRIES[kind], None
+        # A wait's fail before it began is its condition raising: a step's failure.
+        if (
+            kind in _OF_WAITS
+            and self._run.compiled.by_name[step].wait
+            and (kind == Event.WAIT or step in self._run.wait_started)
+        ):
+            self._wait(step, kind, error)
+            return
         hook = _STEP_HOOKS.get(kind)
         if hook is None:
             return  # interrupt, cancellation bookkeeping: no hook
@@ -162,6 +182,18 @@ class RunObservation:
         elif kind in _ENDS_ATTEMPT:
             duration = self._attempt_duration(step, compensating)
         self._emit(hook, self._step_event(step, attempt, compensating, error, duration))
+
+    def _wait(self, step: str, kind: str, error: BaseException | None) -> None:
+        if kind == Event.WAIT:
+            self._emit("wait_started", self._step_event(step, 0, False, None))
+            return
+        began = self._run.wait_started.get(step)
+        event = attrs.evolve(
+            self._step_event(step, 0, False, error),
+            duration=None if began is None else max(0.0, self._clock.time() - began),
+            outcome=_WAIT_OUTCOMES[kind],
+        )
+        self._emit("wait_ended", event)
 
     def _attempt_duration(self, step: str, compensating: bool) -> float | None:
         """Seconds since the current attempt of ``step`` (or its compensation) began."""

@@ -15,8 +15,8 @@ converter = cattrs.Converter()
 # Named tuples are stored as objects, like every other record.
 converter.register_unstructure_hook(TransitionRecord, lambda t: t._asdict())
 converter.register_structure_hook(TransitionRecord, lambda d, _: TransitionRecord(**d))
-# A commit's outbox fields are left out when unused, so commits without messages keep the
-# shape of schema version 1 (the fields were added later, with defaults).
+# A commit's outbox and wait fields are left out when unused, so commits without messages or
+# waits keep the shape of schema version 1 (the fields were added later, with defaults).
 converter.register_unstructure_hook(
     Commit,
     make_dict_unstructure_fn(
@@ -24,6 +24,8 @@ converter.register_unstructure_hook(
         converter,
         messages=override(omit_if_default=True),
         claim_until=override(omit_if_default=True),
+        wake_at=override(omit_if_default=True),
+        unless_signals=override(omit_if_default=True),
     ),
 )
 

@@ -260,11 +260,13 @@ class Connections:
                 continue
             await self._writer.write(state, batch, self._check_after)
 
-    async def read(self, operation: Callable[[Conn], Awaitable[_R]], *, retry: bool = True) -> _R:
+    async def read(
+        self, operation: Callable[[Conn], Awaitable[_R]], *, retry: bool = True, what: str = "read"
+    ) -> _R:
         """``operation`` run on a pooled connection, never waiting behind the writer.
 
         With ``retry``, an operation that met a pooled connection the server dropped runs once
-        more on a new one.
+        more on a new one. ``what`` names the operation in the error it may raise.
         """
         state = self.current()
         async with state.read_slots:
@@ -279,7 +281,7 @@ class Connections:
                     if broken and reused and attempt == 1:
                         continue  # a pooled connection the server dropped: reads can retry
                     raise StoreError(
-                        f"PostgreSQL store {self.safe_url}: read failed ({self.reason(error)})"
+                        f"PostgreSQL store {self.safe_url}: {what} failed ({self.reason(error)})"
                     ) from None
                 except BaseException:
                     await self._give_back(state, conn)

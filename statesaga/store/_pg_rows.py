@@ -10,7 +10,7 @@ import attrs
 
 from ._codec import dumps
 from ._pg_sql import Row
-from ._rows import message_rows, run_from_row, steps_from_rows
+from ._rows import message_rows, run_from_row, signal_from_row, steps_from_rows
 from .base import Commit, RunSnapshot, TransitionRecord
 
 
@@ -30,6 +30,11 @@ class CommitRows:
         run_id: str = self.run[0]
         return run_id
 
+    @property
+    def guarded(self) -> bool:
+        """Whether signals can stop the commit (``Commit.unless_signals``)."""
+        return self.run[-1] is not None
+
 
 def commit_rows(commit: Commit) -> CommitRows:
     """The rows ``commit`` writes, its values serialised (a bad one raises ``StoreError``)."""
@@ -46,6 +51,8 @@ def commit_rows(commit: Commit) -> CommitRows:
             float(commit.updated_at),
             commit.failed_step,
             nul_free(commit.error),
+            None if commit.wake_at is None else float(commit.wake_at),
+            dumps(list(commit.unless_signals)) if commit.unless_signals else None,
         ),
         [
             (
@@ -87,7 +94,7 @@ def _outbox_rows(commit: Commit) -> list[tuple[Any, ...]]:
 def commit_params(commits: Sequence[CommitRows]) -> list[list[Any]]:
     """The commit statement's parameters: one array per column of each of its three tables."""
     tables = [
-        ([c.run for c in commits], 8),
+        ([c.run for c in commits], 10),
         ([row for c in commits for row in c.steps], 6),
         ([row for c in commits for row in c.history], 8),
     ]
@@ -107,9 +114,12 @@ def nul_free(error: str | None) -> str | None:
     return error.replace("\x00", "\ufffd") if error and "\x00" in error else error
 
 
-def snapshot(run_row: Row, step_rows: list[Row], history_rows: list[Row]) -> RunSnapshot:
-    """A run's snapshot from its run row, its step rows and its history rows."""
+def snapshot(
+    run_row: Row, step_rows: list[Row], history_rows: list[Row], signal_rows: list[Row]
+) -> RunSnapshot:
+    """A run's snapshot from its run row, its step rows, its history rows and its signals."""
     run = run_from_row(run_row)
     steps = steps_from_rows(run.run_id, step_rows)
     history = tuple(TransitionRecord(*row) for row in history_rows)
-    return RunSnapshot(run=run, steps=steps, history=history)
+    signals = (signal_from_row(run.run_id, row) for row in signal_rows)
+    return RunSnapshot(run, steps, history, {s.event: s for s in signals})

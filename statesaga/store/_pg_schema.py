@@ -1,6 +1,7 @@
 """Setting up a PostgreSQL store's schema: check the version of its tables, create what is missing.
 
-A schema holding another version is refused before anything is written to it.
+A schema of an older version is migrated in place; one of a newer version is refused before
+anything is written to it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ OBJECTS = frozenset(
         "statesaga_runs",
         "statesaga_runs_by_status",
         "statesaga_runs_by_saga",
-        "statesaga_runs_unfinished",
+        "statesaga_runs_runnable",
+        "statesaga_runs_waking",
+        "statesaga_signals",
         "statesaga_steps",
         "statesaga_history",
         "statesaga_outbox",
@@ -25,10 +28,18 @@ OBJECTS = frozenset(
 )
 
 
+#: The older versions a schema is migrated from (``Queries.migrations``).
+MIGRATABLE = frozenset({1})
+
+
 async def prepare_schema(
     conn: Conn, q: Queries, *, schema: str, lock_key: int, store: str, create: bool = True
 ) -> None:
-    """Check the version of the tables in ``schema``, and create any that are missing.
+    """Check the version of the tables in ``schema``, migrate them from an older version, and
+    create any that are missing.
+
+    A store of an older version is migrated with ``create`` false too: a store that exists opens
+    for reads and writes alike, and every statement names the current tables.
 
     Args:
         conn: A connection in autocommit mode.
@@ -41,7 +52,7 @@ async def prepare_schema(
 
     Raises:
         StoreNotFound: ``create`` is false and ``schema`` holds no statesaga store.
-        StoreError: The schema holds another version than this statesaga's (it is left as it was).
+        StoreError: The schema holds a version this statesaga cannot use (it is left as it was).
         psycopg.Error: The server refused a statement.
     """
     # Read-only first, so a schema we refuse is left exactly as it was.
@@ -54,7 +65,7 @@ async def prepare_schema(
         reason = f"schema {schema!r} holds statesaga tables but no schema version"
         raise StoreNotFound(store, reason, foreign=True)
     _check_version(version, schema, store)
-    if version is not None and present >= OBJECTS:
+    if version == SCHEMA_VERSION and present >= OBJECTS:
         return
     async with conn.transaction():
         # Workers starting together would race on CREATE ... IF NOT EXISTS (which is not
@@ -64,6 +75,11 @@ async def prepare_schema(
         _check_version(version, schema, store)
         if not has_schema:  # not always: CREATE SCHEMA needs a privilege we may lack
             await conn.execute(q.create_schema, ())  # (): so that %% reads as %
+        # DDL is transactional: a migration applies whole or not at all.
+        while version is not None and version < SCHEMA_VERSION:
+            for statement in q.migrations[version]:
+                await conn.execute(statement, ())
+            version += 1
         *tables, insert_version = q.schema
         for statement in tables:
             await conn.execute(statement, ())
@@ -97,7 +113,7 @@ async def _inspect(
 
 
 def _check_version(version: int | None, schema: str, store: str) -> None:
-    if version is None or version == SCHEMA_VERSION:
+    if version is None or version == SCHEMA_VERSION or version in MIGRATABLE:
         return
     where = f"PostgreSQL store {store} (schema {schema!r})"
     if version > SCHEMA_VERSION:

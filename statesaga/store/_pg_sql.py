@@ -16,9 +16,11 @@ Row = tuple[Any, ...]
 Statement = tuple[str, Any]
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL)) + ")"
+#: Unfinished runs that are not waiting: what workers poll (the condition of a partial index).
+_RUNNABLE = _TERMINAL_SQL[:-1] + ", 'waiting')"
 _RUN_COLUMNS = (
     "run_id, saga, saga_path, fingerprint, input::text, status, config::text, version,"
-    " lease_owner, lease_expires, created_at, updated_at, failed_step, error"
+    " lease_owner, lease_expires, created_at, updated_at, failed_step, error, wake_at"
 )
 _OUTBOX_SELECT = OUTBOX_COLUMNS.replace("payload", "payload::text").replace(
     "headers", "headers::text"
@@ -31,8 +33,9 @@ class Queries:
     def __init__(self, schema: str) -> None:
         # Quoted, so any name works; ``%`` doubled because psycopg reads it as a placeholder.
         s = '"' + schema.replace('"', '""').replace("%", "%%") + '"'
-        runs, steps, history, meta, outbox = (
-            f"{s}.statesaga_{name}" for name in ("runs", "steps", "history", "meta", "outbox")
+        runs, steps, history, meta, outbox, signals = (
+            f"{s}.statesaga_{name}"
+            for name in ("runs", "steps", "history", "meta", "outbox", "signals")
         )
         self.schema = (
             f"CREATE TABLE IF NOT EXISTS {meta} (key text PRIMARY KEY, value text NOT NULL)",
@@ -43,12 +46,22 @@ class Queries:
             " fingerprint text NOT NULL, input json NOT NULL, status text NOT NULL,"
             " config json NOT NULL, version bigint NOT NULL, lease_owner text,"
             " lease_expires double precision, created_at double precision NOT NULL,"
-            " updated_at double precision NOT NULL, failed_step text, error text)",
+            " updated_at double precision NOT NULL, failed_step text, error text,"
+            " wake_at double precision)",
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_status ON {runs} (status, created_at)",
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_saga ON {runs} (saga, created_at)",
-            # What the recovery loop scans: stays small however many finished runs pile up.
-            f"CREATE INDEX IF NOT EXISTS statesaga_runs_unfinished ON {runs} (created_at, run_id)"
-            f" WHERE status NOT IN {_TERMINAL_SQL}",
+            # What the recovery loop scans: stays small however many finished runs pile up,
+            # and however many runs sleep in a wait ...
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_runnable ON {runs} (created_at, run_id)"
+            f" WHERE status NOT IN {_RUNNABLE}",
+            # ... which are found by when they wake.
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_waking ON {runs} (wake_at, run_id)"
+            " WHERE status = 'waiting'",
+            f"CREATE TABLE IF NOT EXISTS {signals} ("
+            ' run_id text COLLATE "C" NOT NULL, signal_id text COLLATE "C" NOT NULL,'
+            ' event text COLLATE "C" NOT NULL, payload json NOT NULL,'
+            " at double precision NOT NULL, PRIMARY KEY (run_id, signal_id),"
+            " UNIQUE (run_id, event))",
             f"CREATE TABLE IF NOT EXISTS {steps} ("
             ' run_id text COLLATE "C" NOT NULL, step text COLLATE "C" NOT NULL,'
             " phase text NOT NULL, attempt bigint NOT NULL, result json, error text,"
@@ -71,28 +84,43 @@ class Queries:
             "CREATE INDEX IF NOT EXISTS statesaga_outbox_unsent_keys"
             f" ON {outbox} (key, seq) WHERE status <> 'sent'",
             f"INSERT INTO {meta} (key, value) VALUES ('schema_version', %s)"
-            " ON CONFLICT (key) DO NOTHING",
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
         )
+        # What brings a schema of each older version to the next; ``schema`` then adds what
+        # is new.
+        self.migrations = {
+            1: (
+                f"ALTER TABLE {runs} ADD COLUMN IF NOT EXISTS wake_at double precision",
+                # Replaced by statesaga_runs_runnable, which leaves waiting runs out.
+                f"DROP INDEX IF EXISTS {s}.statesaga_runs_unfinished",
+            ),
+        }
         self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
         self.version = f"SELECT value FROM {meta} WHERE key = 'schema_version'"
         self.create = (
             f"INSERT INTO {runs} (run_id, saga, saga_path, fingerprint, input, status, config,"
-            " version, lease_owner, lease_expires, created_at, updated_at, failed_step, error)"
-            " VALUES (%s, %s, %s, %s, %s::json, %s, %s::json, %s::bigint, %s, %s::float8,"
-            " %s::float8, %s::float8, %s, %s)"
+            " version, lease_owner, lease_expires, created_at, updated_at, failed_step, error,"
+            " wake_at) VALUES (%s, %s, %s, %s, %s::json, %s, %s::json, %s::bigint, %s,"
+            " %s::float8, %s::float8, %s::float8, %s, %s, %s::float8)"
             " ON CONFLICT (run_id) DO NOTHING RETURNING true"
         )
         # One statement for any number of commits (of distinct runs): the step and history
         # rows of a commit are written only if its guarded UPDATE matched, so a stale commit
-        # writes nothing and raises nothing, and the others still apply.
+        # writes nothing and raises nothing, and the others still apply. ``unless`` is the
+        # JSON array of a commit's ``unless_signals`` (NULL without): a signal of one of
+        # them makes its UPDATE match nothing too.
         commit = (
             "WITH x AS (SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[],"
-            " %b::text[], %b::float8[], %b::text[], %b::text[])"
-            " AS x(run_id, version, owner, status, config, updated_at, failed_step, error)),"
+            " %b::text[], %b::float8[], %b::text[], %b::text[], %b::float8[], %b::text[])"
+            " AS x(run_id, version, owner, status, config, updated_at, failed_step, error,"
+            " wake_at, unless)),"
             f" run AS (UPDATE {runs} AS r SET status = x.status, config = x.config::json,"
             " version = r.version + 1, updated_at = x.updated_at, failed_step = x.failed_step,"
-            " error = x.error FROM x WHERE r.run_id = x.run_id AND r.version = x.version"
-            " AND r.lease_owner = x.owner RETURNING r.run_id),"
+            " error = x.error, wake_at = x.wake_at FROM x WHERE r.run_id = x.run_id"
+            " AND r.version = x.version AND r.lease_owner = x.owner AND (x.unless IS NULL OR"
+            f" NOT EXISTS (SELECT 1 FROM {signals} g WHERE g.run_id = x.run_id"
+            " AND g.event IN (SELECT json_array_elements_text(x.unless::json))))"
+            " RETURNING r.run_id),"
             f" steps AS (INSERT INTO {steps} (run_id, step, phase, attempt, result, error)"
             " SELECT s.run_id, s.step, s.phase, s.attempt, s.result::json, s.error"
             " FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[],"
@@ -148,7 +176,16 @@ class Queries:
             f"UPDATE {runs} SET lease_owner = NULL, lease_expires = NULL"
             " WHERE run_id = %s AND lease_owner = %s"
         )
-        self.leases = f"SELECT run_id, version, lease_owner FROM {runs} WHERE run_id = ANY(%s)"
+        self.leases = (
+            f"SELECT run_id, version, lease_owner, ARRAY(SELECT event FROM {signals} g"
+            f" WHERE g.run_id = r.run_id) FROM {runs} r WHERE run_id = ANY(%s)"
+        )
+        # Taken before commits guarded by signals, in a statement of its own: the commit's
+        # statement then starts after any signal stored meanwhile has committed, and sees it
+        # (a statement sees what committed before it started, not what it waited for).
+        self.lock_runs = (
+            f"SELECT 1 FROM {runs} WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR UPDATE"
+        )
         self.run = f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE run_id = %s"
         self.steps = (
             f"SELECT step, phase, attempt, result::text, error FROM {steps}"
@@ -158,11 +195,37 @@ class Queries:
             f'SELECT seq, "trigger", source, dest, at, attempt, error FROM {history}'
             " WHERE run_id = %s ORDER BY seq"
         )
-        self.unfinished = (
-            f"SELECT run_id FROM {runs} WHERE status NOT IN {_TERMINAL_SQL}"
-            " AND (lease_owner IS NULL OR COALESCE(lease_expires, 0) < %s::float8)"
-            " ORDER BY created_at, run_id LIMIT %s"
+        self.signals = (
+            f"SELECT signal_id, event, payload::text, at FROM {signals} WHERE run_id = %s"
         )
+        # Runnable runs and waiting runs that are due, each through its own partial index, so
+        # runs asleep in a wait cost the poll nothing however many there are.
+        free = "(lease_owner IS NULL OR COALESCE(lease_expires, 0) < %(now)s::float8)"
+        self.unfinished = (
+            f"SELECT run_id FROM ((SELECT run_id, created_at FROM {runs}"
+            f" WHERE status NOT IN {_RUNNABLE} AND {free}"
+            " ORDER BY created_at, run_id LIMIT %(limit)s)"
+            f" UNION ALL (SELECT run_id, created_at FROM {runs} WHERE status = 'waiting'"
+            f" AND wake_at <= %(now)s::float8 AND {free}"
+            " ORDER BY created_at, run_id LIMIT %(limit)s)) u"
+            " ORDER BY created_at, run_id LIMIT %(limit)s"
+        )
+        self.waiting = (
+            f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE status = 'waiting'"
+            " ORDER BY wake_at NULLS LAST, created_at, run_id LIMIT %s"
+        )
+        # add_signal: the run row locked first, so it is serialised with the run's commits.
+        self.signal_run = f"SELECT status, wake_at FROM {runs} WHERE run_id = %s FOR UPDATE"
+        self.same_signal = (
+            f"SELECT signal_id, event, payload::text, at FROM {signals}"
+            " WHERE run_id = %s AND (signal_id = %s OR event = %s)"
+        )
+        self.signal_phase = f"SELECT phase FROM {steps} WHERE run_id = %s AND step = %s"
+        self.insert_signal = (
+            f"INSERT INTO {signals} (run_id, signal_id, event, payload, at)"
+            " VALUES (%s, %s, %s, %s::json, %s::float8)"
+        )
+        self.wake = f"UPDATE {runs} SET wake_at = %s::float8 WHERE run_id = %s"
         self.leased = (
             f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE status NOT IN {_TERMINAL_SQL}"
             " AND lease_owner IS NOT NULL AND lease_expires >= %s::float8"

@@ -16,7 +16,7 @@ from psycopg.rows import TupleRow
 
 from ._pg_rows import CommitRows, commit_params
 from ._pg_sql import Conn, Queries, Row, Statement
-from .base import RunNotFound, StoreError, WriteConflict
+from .base import RunNotFound, SignalArrived, StoreError, WriteConflict
 
 if TYPE_CHECKING:
     from ._pg_connections import PostgresStats, State
@@ -31,13 +31,15 @@ _ATTEMPTS = 3
 
 
 class Stale(Exception):
-    """A commit's guarded UPDATE matched nothing: a conflict, or an unknown run."""
+    """A commit's guarded UPDATE matched nothing: a conflict, an unknown run, or a signal of
+    one of the events in ``unless``."""
 
-    def __init__(self, run_id: str, version: int, owner: str) -> None:
+    def __init__(self, run_id: str, version: int, owner: str, unless: Sequence[str] = ()) -> None:
         super().__init__(run_id)
         self.run_id = run_id
         self.version = version
         self.owner = owner
+        self.unless = tuple(unless)
 
 
 @attrs.define(eq=False)
@@ -149,8 +151,10 @@ class Writer:
         if len(commits) == len(batch) > 1 and len({c.run_id for c in commits}) == len(commits):
             # The usual batch: commits of different runs, all in one statement.
             merged = (self._commit_statement(commits), commit_params(commits))
-            rows = await pipeline(conn, [("BEGIN", None), merged, ("COMMIT", None)])
-            applied = {row[0]: row for row in rows[1]}
+            rows = await pipeline(
+                conn, [("BEGIN", None), *self._locks(commits), merged, ("COMMIT", None)]
+            )
+            applied = {row[0]: row for row in rows[-2]}
             return [[[applied[c.run_id]] if c.run_id in applied else []] for c in commits]
         statements: list[Statement] = [("BEGIN", None)]
         sizes = []
@@ -168,9 +172,16 @@ class Writer:
         return by_job
 
     def _statements(self, job: Job) -> list[Statement]:
+        """A job's statements; a commit's own comes last (its ``decode`` reads that one)."""
         if job.commit is not None:
-            return [(self._commit_statement([job.commit]), commit_params([job.commit]))]
+            commit = [job.commit]
+            return [*self._locks(commit), (self._commit_statement(commit), commit_params(commit))]
         return job.statements
+
+    def _locks(self, commits: list[CommitRows]) -> list[Statement]:
+        """The statement locking the runs of the commits signals can stop, if there are any."""
+        guarded = sorted(c.run_id for c in commits if c.guarded)
+        return [(self._q.lock_runs, (guarded,))] if guarded else []
 
     def _commit_statement(self, commits: list[CommitRows]) -> str:
         # Commits without messages (the hot path) keep the statement without the outbox.
@@ -207,12 +218,17 @@ class Writer:
     async def _explain_stale(
         self, conn: Conn, outcomes: list[tuple[bool, Any]], stale: list[int]
     ) -> None:
-        """Turn ``Stale`` outcomes into ``WriteConflict`` or ``RunNotFound`` (one query)."""
+        """Turn ``Stale`` outcomes into ``WriteConflict``, ``RunNotFound`` or ``SignalArrived``
+        (one query).
+
+        A run at the version and lease its commit expected was stopped by a signal: signals
+        are never deleted, so the one that stopped it is still there.
+        """
         marks: list[Stale] = [outcomes[i][1] for i in stale]
-        found: dict[str, tuple[int, str | None]] | None
+        found: dict[str, tuple[int, str | None, list[str]]] | None
         try:
             cur = await conn.execute(self._q.leases, ([m.run_id for m in marks],))
-            found = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+            found = {row[0]: (row[1], row[2], row[3]) for row in await cur.fetchall()}
         except psycopg.Error:
             found = None  # the conflict stands; only its details are missing
         for index, mark in zip(stale, marks, strict=True):
@@ -222,10 +238,14 @@ class Writer:
             elif mark.run_id not in found:
                 error = RunNotFound(mark.run_id)
             else:
-                version, owner = found[mark.run_id]
-                error = WriteConflict(
-                    mark.run_id, f"{expected}, found version {version} leased to {owner}"
-                )
+                version, owner, events = found[mark.run_id]
+                arrived = [e for e in mark.unless if e in events]
+                if (version, owner) == (mark.version, mark.owner) and arrived:
+                    error = SignalArrived(mark.run_id, arrived)
+                else:
+                    error = WriteConflict(
+                        mark.run_id, f"{expected}, found version {version} leased to {owner}"
+                    )
             outcomes[index] = (False, error)
 
     async def _connection(self, state: State, check_after: float) -> Conn:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._codec import dumps, loads
-from .base import OutboxRecord, RunRecord, StepRecord, StoreError
+from .base import OutboxRecord, RunRecord, SignalRecord, StepRecord, StoreError
 
 logger = logging.getLogger("statesaga.store")
 
@@ -71,6 +71,13 @@ def steps_from_rows(run_id: str, rows: Iterable[tuple[Any, ...]]) -> dict[str, S
     }
 
 
+def signal_from_row(run_id: str, row: tuple[Any, ...]) -> SignalRecord:
+    """A row ``(signal_id, event, payload JSON, at)`` of run ``run_id`` as a record."""
+    signal_id, event, payload, at = row
+    data = loads(payload, run_id=run_id, what=f"payload of signal {signal_id}")
+    return SignalRecord(run_id, signal_id, event, data, at)
+
+
 def run_row(run: RunRecord) -> tuple[Any, ...]:
     """A run as a row of ``statesaga_runs`` (JSON serialised here, on the caller's side)."""
     run_id = run.run_id
@@ -89,6 +96,7 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         run.updated_at,
         run.failed_step,
         run.error,
+        run.wake_at,
     )
 
 

@@ -6,7 +6,17 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ..vocabulary import TERMINAL, WAITING_STATUS
 from .base import SCHEMA_VERSION, StoreError, StoreNotFound
+
+# Partial indexes are used only for queries that repeat their condition word for word, so the
+# queries take these texts too.
+#: Unfinished runs that are not waiting: what workers poll.
+RUNNABLE = "status NOT IN ({})".format(
+    ", ".join(f"'{status}'" for status in (*sorted(TERMINAL), WAITING_STATUS))
+)
+#: Runs parked in a wait.
+WAITING = f"status = '{WAITING_STATUS}'"
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS statesaga_meta"
@@ -16,9 +26,20 @@ SCHEMA = (
     " run_id TEXT PRIMARY KEY NOT NULL, saga TEXT NOT NULL, saga_path TEXT NOT NULL,"
     " fingerprint TEXT NOT NULL, input TEXT NOT NULL, status TEXT NOT NULL,"
     " config TEXT NOT NULL, version INTEGER NOT NULL, lease_owner TEXT, lease_expires REAL,"
-    " created_at REAL NOT NULL, updated_at REAL NOT NULL, failed_step TEXT, error TEXT)",
+    " created_at REAL NOT NULL, updated_at REAL NOT NULL, failed_step TEXT, error TEXT,"
+    " wake_at REAL)",
     "CREATE INDEX IF NOT EXISTS statesaga_runs_by_status ON statesaga_runs (status, created_at)",
     "CREATE INDEX IF NOT EXISTS statesaga_runs_by_saga ON statesaga_runs (saga, created_at)",
+    # What workers poll, without the runs that sleep in a wait (however many) ...
+    "CREATE INDEX IF NOT EXISTS statesaga_runs_runnable ON statesaga_runs (created_at, run_id)"
+    f" WHERE {RUNNABLE}",
+    # ... which are found by when they wake.
+    "CREATE INDEX IF NOT EXISTS statesaga_runs_waking ON statesaga_runs (wake_at, run_id)"
+    f" WHERE {WAITING}",
+    "CREATE TABLE IF NOT EXISTS statesaga_signals ("
+    " run_id TEXT NOT NULL, signal_id TEXT NOT NULL, event TEXT NOT NULL,"
+    " payload TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (run_id, signal_id),"
+    " UNIQUE (run_id, event)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS statesaga_steps ("
     " run_id TEXT NOT NULL, step TEXT NOT NULL, phase TEXT NOT NULL, attempt INTEGER NOT NULL,"
     " result TEXT, error TEXT, PRIMARY KEY (run_id, step)) WITHOUT ROWID",
@@ -39,6 +60,10 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS statesaga_outbox_unsent_keys ON statesaga_outbox (key, seq)"
     " WHERE status <> 'sent'",
 )
+#: What brings a store of each older version to the next; ``SCHEMA`` then adds what is new.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE statesaga_runs ADD COLUMN wake_at REAL",),
+}
 OBJECTS = frozenset(
     {
         "statesaga_outbox",
@@ -48,6 +73,9 @@ OBJECTS = frozenset(
         "statesaga_runs",
         "statesaga_runs_by_status",
         "statesaga_runs_by_saga",
+        "statesaga_runs_runnable",
+        "statesaga_runs_waking",
+        "statesaga_signals",
         "statesaga_steps",
         "statesaga_history",
     }
@@ -150,7 +178,9 @@ def require_store(path: str, url: str) -> None:
 
 
 def prepare(conn: sqlite3.Connection, path: str, url: str, synchronous: str, create: bool) -> None:
-    """Check the schema version, switch to WAL and ``synchronous``, create missing tables.
+    """Check the schema version, switch to WAL and ``synchronous``, create missing tables, and
+    migrate a store of an older version in place (also with ``create`` false: a store that
+    exists opens for reads and writes alike, and every query names the current tables).
 
     Raises:
         StoreNotFound: ``create`` is false and the tables went away since the file was found.
@@ -167,16 +197,20 @@ def prepare(conn: sqlite3.Connection, path: str, url: str, synchronous: str, cre
     if str(mode).lower() != "wal":
         raise StoreError(f"SQLite store {path!r} cannot use WAL journal mode ({mode})")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    if version is not None and present >= OBJECTS:
+    if version == SCHEMA_VERSION and present >= OBJECTS:
         return
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")  # DDL is transactional: a migration applies whole or not
     try:
-        version, _ = inspect(conn)  # another process may have created it meanwhile
+        version, _ = inspect(conn)  # another process may have created or migrated it meanwhile
         check_version(path, version)
+        while version is not None and version < SCHEMA_VERSION:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
         for statement in SCHEMA:
             conn.execute(statement)
         conn.execute(
-            "INSERT OR IGNORE INTO statesaga_meta (key, value) VALUES ('schema_version', ?)",
+            "INSERT OR REPLACE INTO statesaga_meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
         conn.execute("COMMIT")
@@ -188,7 +222,7 @@ def prepare(conn: sqlite3.Connection, path: str, url: str, synchronous: str, cre
 
 def check_version(path: str, version: int | None) -> None:
     """Raise ``StoreError`` unless ``version`` (``None``: no schema yet) is this statesaga's."""
-    if version is None or version == SCHEMA_VERSION:
+    if version is None or version == SCHEMA_VERSION or version in MIGRATIONS:
         return
     if version > SCHEMA_VERSION:
         raise StoreError(

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ..vocabulary import TERMINAL
+from . import _signals
 from ._codec import dumps, dumps_config
 from ._rows import (
     decoded_runs,
@@ -14,15 +15,19 @@ from ._rows import (
     message_rows,
     run_from_row,
     run_row,
+    signal_from_row,
     steps_from_rows,
 )
 from ._sqlite_outbox import Claim, insert_messages
+from ._sqlite_schema import RUNNABLE, WAITING
 from .base import (
     Commit,
     LeaseHeld,
     RunNotFound,
     RunRecord,
     RunSnapshot,
+    SignalArrived,
+    SignalRecord,
     StoreError,
     TransitionRecord,
     WriteConflict,
@@ -30,14 +35,15 @@ from .base import (
 
 _RUN_COLUMNS = (
     "run_id, saga, saga_path, fingerprint, input, status, config, version, lease_owner,"
-    " lease_expires, created_at, updated_at, failed_step, error"
+    " lease_expires, created_at, updated_at, failed_step, error, wake_at"
 )
-INSERT_RUN = f"INSERT INTO statesaga_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+INSERT_RUN = f"INSERT INTO statesaga_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM statesaga_runs WHERE run_id = ?"
 _SELECT_LEASE = "SELECT version, lease_owner, lease_expires FROM statesaga_runs WHERE run_id = ?"
+_SELECT_WAKE = "SELECT status, wake_at FROM statesaga_runs WHERE run_id = ?"
 COMMIT_RUN = (
     "UPDATE statesaga_runs SET status = ?, config = ?, version = version + 1, updated_at = ?,"
-    " failed_step = ?, error = ? WHERE run_id = ? AND version = ? AND lease_owner = ?"
+    " failed_step = ?, error = ?, wake_at = ? WHERE run_id = ? AND version = ? AND lease_owner = ?"
 )
 UPSERT_STEP = (
     "INSERT OR REPLACE INTO statesaga_steps (run_id, step, phase, attempt, result, error)"
@@ -66,11 +72,34 @@ _RELEASE = (
     " WHERE run_id = ? AND lease_owner = ?"
 )
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
+# Runnable runs and waiting runs that are due, each through its own partial index, so runs
+# asleep in a wait cost the poll nothing however many there are. The indexes are named: the
+# planner, without statistics, would take statesaga_runs_by_status for the waiting runs and
+# read every one of them.
+_FREE = "(lease_owner IS NULL OR COALESCE(lease_expires, 0) < :now)"
 _UNFINISHED = (
-    f"SELECT run_id FROM statesaga_runs WHERE status NOT IN ({_TERMINAL_SQL})"
-    " AND (lease_owner IS NULL OR COALESCE(lease_expires, 0) < ?)"
-    " ORDER BY created_at, run_id LIMIT ?"
+    "SELECT run_id FROM (SELECT * FROM (SELECT run_id, created_at FROM statesaga_runs"
+    f" INDEXED BY statesaga_runs_runnable WHERE {RUNNABLE} AND {_FREE}"
+    " ORDER BY created_at, run_id LIMIT :limit)"
+    " UNION ALL SELECT * FROM (SELECT run_id, created_at FROM statesaga_runs"
+    f" INDEXED BY statesaga_runs_waking WHERE {WAITING} AND wake_at <= :now AND {_FREE}"
+    " ORDER BY created_at, run_id LIMIT :limit)) ORDER BY created_at, run_id LIMIT :limit"
 )
+_WAITING = (
+    f"SELECT {_RUN_COLUMNS} FROM statesaga_runs INDEXED BY statesaga_runs_waking"
+    f" WHERE {WAITING} ORDER BY wake_at IS NULL, wake_at, created_at, run_id LIMIT ?"
+)
+_SIGNALS = "SELECT signal_id, event, payload, at FROM statesaga_signals WHERE run_id = ?"
+_SIGNALS_ARRIVED = "SELECT event FROM statesaga_signals WHERE run_id = ? AND event IN ({})"
+_SAME_SIGNAL = (
+    "SELECT signal_id, event, payload, at FROM statesaga_signals"
+    " WHERE run_id = ? AND (signal_id = ? OR event = ?)"
+)
+_INSERT_SIGNAL = (
+    "INSERT INTO statesaga_signals (run_id, signal_id, event, payload, at) VALUES (?, ?, ?, ?, ?)"
+)
+_PHASE = "SELECT phase FROM statesaga_steps WHERE run_id = ? AND step = ?"
+_WAKE = "UPDATE statesaga_runs SET wake_at = ? WHERE run_id = ?"
 _LEASED = (
     f"SELECT {_RUN_COLUMNS} FROM statesaga_runs WHERE status NOT IN ({_TERMINAL_SQL})"
     " AND lease_owner IS NOT NULL AND lease_expires >= ? ORDER BY lease_expires, run_id LIMIT ?"
@@ -79,7 +108,8 @@ LIST_RUNS = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM statesaga_runs", "?")
 
 
 #: What ``commit`` writes: the run row to insert (a new run), the run's update, its steps'
-#: rows, its history rows, its messages' rows and how they are claimed.
+#: rows, its history rows, its messages' rows and how they are claimed; and the events whose
+#: signals stop it (``Commit.unless_signals``).
 CommitRows = tuple[
     tuple[Any, ...] | None,
     tuple[Any, ...],
@@ -87,6 +117,7 @@ CommitRows = tuple[
     list[tuple[Any, ...]],
     list[tuple[Any, ...]],
     Claim,
+    tuple[str, ...],
 ]
 
 
@@ -112,6 +143,7 @@ def commit_rows(commit: Commit) -> CommitRows:
         commit.updated_at,
         commit.failed_step,
         commit.error,
+        commit.wake_at,
         run_id,
         commit.version,
         commit.lease_owner,
@@ -123,7 +155,7 @@ def commit_rows(commit: Commit) -> CommitRows:
         messages = message_rows(commit.messages, run_id)
         if commit.claim_until is not None:
             claim = (commit.lease_owner, commit.claim_until, time.time())
-    return create, update, steps, history, messages, claim
+    return create, update, steps, history, messages, claim, tuple(commit.unless_signals)
 
 
 def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -136,11 +168,11 @@ def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 
 
 def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
-    create_row, update, steps, history, messages, claim = arg
+    create_row, update, steps, history, messages, claim, unless = arg
     if create_row is not None:
         create(conn, create_row)
     if conn.execute(COMMIT_RUN, update).rowcount == 0:
-        run_id, version, owner = update[5:]
+        run_id, version, owner = update[6:]
         row = conn.execute(_SELECT_LEASE, (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
@@ -149,6 +181,11 @@ def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
             f"expected version {version} leased to {owner}, found version {row[0]} leased to "
             f"{row[1]}",
         )
+    if unless:  # after the version check, in the same transaction: undone with the commit
+        query = _SIGNALS_ARRIVED.format(", ".join("?" * len(unless)))
+        arrived = {row[0] for row in conn.execute(query, (update[6], *unless))}
+        if arrived:
+            raise SignalArrived(update[6], [e for e in unless if e in arrived])
     if steps:
         conn.executemany(UPSERT_STEP, steps)
     if history:
@@ -191,7 +228,41 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
 
 def unfinished(conn: sqlite3.Connection, arg: tuple[float, int]) -> list[str]:
     now, limit = arg
-    return [row[0] for row in conn.execute(_UNFINISHED, (now, max(limit, 0)))]
+    return [row[0] for row in conn.execute(_UNFINISHED, {"now": now, "limit": max(limit, 0)})]
+
+
+def waiting(conn: sqlite3.Connection, limit: int) -> list[RunRecord]:
+    return decoded_runs(conn.execute(_WAITING, (max(limit, 0),)), "SQLite")
+
+
+def add_signal(conn: sqlite3.Connection, arg: tuple[SignalRecord, str]) -> bool:
+    """Store a signal (``as_stored``, its payload's JSON given) by the rules of ``_signals``."""
+    signal, payload = arg
+    run_id = signal.run_id
+    row = conn.execute(_SELECT_WAKE, (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFound(run_id)
+    status, wake_at = row
+    same_id = same_event = None
+    for found in conn.execute(_SAME_SIGNAL, (run_id, signal.signal_id, signal.event)):
+        record = signal_from_row(run_id, found)
+        if record.signal_id == signal.signal_id:
+            same_id = (record.event, record.payload)
+        else:
+            same_event = record.signal_id
+    phase = conn.execute(_PHASE, (run_id, signal.event)).fetchone()
+    if not _signals.check(
+        signal,
+        status=status,
+        same_id=same_id,
+        same_event=same_event,
+        phase=None if phase is None else phase[0],
+    ):
+        return False
+    conn.execute(_INSERT_SIGNAL, (run_id, signal.signal_id, signal.event, payload, signal.at))
+    if status == _signals.WAITING:
+        conn.execute(_WAKE, (_signals.wake_at(wake_at, signal, time.time()), run_id))
+    return True
 
 
 def leased(conn: sqlite3.Connection, arg: tuple[float, int]) -> list[RunRecord]:
@@ -208,4 +279,5 @@ def _snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
     history = tuple(
         TransitionRecord(*row) for row in conn.execute(_SELECT_HISTORY, (run_id,)).fetchall()
     )
-    return RunSnapshot(run=run, steps=steps, history=history)
+    signals = (signal_from_row(run_id, row) for row in conn.execute(_SIGNALS, (run_id,)))
+    return RunSnapshot(run=run, steps=steps, history=history, signals={s.event: s for s in signals})

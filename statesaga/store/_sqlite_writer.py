@@ -153,7 +153,8 @@ class Writer:
                 self._patient = True
             # The usual batch: commits of different runs. Try it as one statement per table;
             # if any commit conflicts, that is undone and the one-savepoint-per-write path runs.
-            if len(batch) > 1 and all(job[0] is sql.commit for job in batch):
+            # A commit guarded by signals (a run parking in a wait) takes that path too.
+            if len(batch) > 1 and all(job[0] is sql.commit and not job[1][6] for job in batch):
                 outcomes = self._commit_all(conn, batch)
                 if outcomes is not None:
                     return outcomes
@@ -211,7 +212,7 @@ class Writer:
         """Apply a batch of commits with one statement per table; ``None`` if one conflicts."""
         creates, updates, steps, history = [], [], [], []
         for job in batch:
-            create, update, job_steps, job_history, _, _ = job[1]
+            create, update, job_steps, job_history, *_ = job[1]
             if create is not None:
                 creates.append(create)
             updates.append(update)

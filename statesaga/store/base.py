@@ -5,7 +5,8 @@ A run is one row (``RunRecord``), one row per step (``StepRecord``) and an appen
 the transitions taken since the previous one plus the run's and changed steps' new state, and is
 applied atomically, only if the writer still holds the run's lease and saw its latest version.
 Backends may group concurrent commits into one transaction (group commit), but each commit
-succeeds or fails on its own.
+succeeds or fails on its own. A ``waiting`` run is only rows (no lease) until a signal
+(``SignalRecord``, ``SagaStore.add_signal``) or its ``wake_at`` makes it due again.
 
 A commit may also carry messages a step emitted (``Commit.messages``): they are written to the
 outbox in the same transaction, and the ``outbox_*`` methods let the relay claim, publish and
@@ -21,6 +22,8 @@ import attrs
 
 from ..errors import LeaseHeld as LeaseHeld
 from ..errors import RunNotFound as RunNotFound
+from ..errors import SignalArrived as SignalArrived
+from ..errors import SignalRefused as SignalRefused
 from ..errors import StoreError as StoreError
 from ..errors import StoreNotFound as StoreNotFound
 from ..errors import WriteConflict as WriteConflict
@@ -28,7 +31,7 @@ from ..messaging.message import Message
 from ..vocabulary import TERMINAL as TERMINAL
 
 #: Bumped when stored records change shape; a store refuses data from a newer version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The states of an outbox message: waiting to be published, published, given up on.
 OUTBOX_STATUSES = ("pending", "sent", "dead")
@@ -44,7 +47,8 @@ class RunRecord:
         saga_path: ``module:QualifiedName`` of the saga class, for resuming.
         fingerprint: The compiled machine's fingerprint when the run started.
         input: The saga's input (JSON-serialisable).
-        status: The saga region's state: ``running``, ``compensating`` or a terminal state.
+        status: The saga region's state: ``running``, ``compensating``, ``waiting`` (for a
+            signal: no lease, not finished) or a terminal state.
         config: The current state of every region of the machine.
         version: Bumped by every commit; a commit must name the version it follows.
         lease_owner: The worker driving the run, if any.
@@ -53,6 +57,7 @@ class RunRecord:
         updated_at: When it was last written.
         failed_step: The step whose failure stopped the run, if any.
         error: That failure, as text.
+        wake_at: When a waiting run's timeout falls due (epoch seconds); ``None``: never.
     """
 
     run_id: str
@@ -69,6 +74,7 @@ class RunRecord:
     updated_at: float
     failed_step: str | None = None
     error: str | None = None
+    wake_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -139,6 +145,9 @@ class Commit:
     optimistic sending, except a keyed message while another unsent message of its key is
     claimed by someone else or by nobody (it would overtake that one): those are left to the
     relay. ``commit`` returns the ids it claimed.
+
+    Every commit writes ``wake_at`` to the run (``None`` unless it parks the run); one that
+    passes its checks fails with ``SignalArrived`` if an event of ``unless_signals`` was signalled.
     """
 
     run_id: str
@@ -154,15 +163,37 @@ class Commit:
     create: RunRecord | None = None
     messages: Sequence[Message] = ()
     claim_until: float | None = None
+    wake_at: float | None = None
+    unless_signals: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class SignalRecord:
+    """A signal delivered to a run: the outside event one of its waits is for.
+
+    Attributes:
+        run_id: The run.
+        signal_id: The sender's id for it: sending it again is recognised as a duplicate.
+        event: The event (the name of the wait it ends).
+        payload: What came with it (JSON data).
+        at: When it was sent (epoch seconds).
+    """
+
+    run_id: str
+    signal_id: str
+    event: str
+    payload: Mapping[str, Any]
+    at: float
 
 
 @attrs.frozen
 class RunSnapshot:
-    """Everything stored about one run."""
+    """Everything stored about one run: its steps, its history and its signals by event."""
 
     run: RunRecord
     steps: Mapping[str, StepRecord]
     history: tuple[TransitionRecord, ...]
+    signals: Mapping[str, SignalRecord] = attrs.field(factory=dict)
 
 
 def check_purgeable(status: str) -> None:
@@ -252,11 +283,9 @@ class SagaStore(Protocol):
 
     async def __aenter__(self) -> Self:
         """``async with store:`` opens it (creating it where missing) ..."""
-        ...
 
     async def __aexit__(self, *exc: object) -> None:
         """... and closes it at the end."""
-        ...
 
     async def create(self, run: RunRecord) -> None:
         """Insert a new run (version 0). Raises ``StoreError`` if the id exists."""
@@ -298,7 +327,22 @@ class SagaStore(Protocol):
         ...
 
     async def unfinished(self, now: float, limit: int = 100) -> list[str]:
-        """Ids of unfinished runs that nobody holds a live lease on, oldest first."""
+        """Ids of unfinished runs that nobody holds a live lease on, oldest first; a waiting
+        run only once its ``wake_at`` is at or before ``now``."""
+        ...
+
+    async def waiting(self, limit: int = 100) -> list[RunRecord]:
+        """Waiting runs, the soonest ``wake_at`` first (those without one last)."""
+        ...
+
+    async def add_signal(self, signal: SignalRecord) -> bool:
+        """Store ``signal`` atomically; ``False`` if it was stored already (same id, event
+        and payload). A waiting run's ``wake_at`` becomes at most ``signal.at`` (due at once);
+        its version stays, so its driver's commits do not conflict.
+
+        Raises ``RunNotFound``, or ``SignalRefused`` if the id was used with another event or
+        payload, the run finished, the event was signalled, or its step is past its wait.
+        """
         ...
 
     async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from . import _signals
 from ._codec import dumps
 from .base import (
     AsyncContext,
@@ -20,6 +21,8 @@ from .base import (
     RunNotFound,
     RunRecord,
     RunSnapshot,
+    SignalArrived,
+    SignalRecord,
     StepRecord,
     StoreError,
     TransitionRecord,
@@ -40,6 +43,7 @@ class MemoryStore(AsyncContext):
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._history: dict[str, list[TransitionRecord]] = {}
+        self._signals: dict[str, dict[str, SignalRecord]] = {}  # by run, then signal id
         self._outbox: dict[str, OutboxRecord] = {}  # by id, in seq order
         # The ids of messages not sent yet, in seq order: what claims and key checks look at,
         # however many sent messages pile up.
@@ -64,6 +68,7 @@ class MemoryStore(AsyncContext):
         self._runs[run.run_id] = attrs.evolve(run, input=data)
         self._steps[run.run_id] = {}
         self._history[run.run_id] = []
+        self._signals[run.run_id] = {}
 
     async def commit(self, commit: Commit) -> Sequence[str] | None:
         if commit.create is not None:
@@ -77,6 +82,11 @@ class MemoryStore(AsyncContext):
                 f"expected version {commit.version} leased to {commit.lease_owner}, found "
                 f"version {run.version} leased to {run.lease_owner}",
             )
+        if commit.unless_signals:
+            arrived = {s.event for s in self._signals[commit.run_id].values()}
+            if arrived.intersection(commit.unless_signals):
+                events = [e for e in commit.unless_signals if e in arrived]
+                raise SignalArrived(commit.run_id, events)
         # Serialise first: a commit that cannot be stored changes nothing.
         steps = [
             attrs.evolve(
@@ -96,6 +106,7 @@ class MemoryStore(AsyncContext):
             updated_at=commit.updated_at,
             failed_step=commit.failed_step,
             error=commit.error,
+            wake_at=commit.wake_at,
         )
         self._steps[commit.run_id].update((step.step, step) for step in steps)
         self._history[commit.run_id].extend(commit.transitions)
@@ -159,6 +170,7 @@ class MemoryStore(AsyncContext):
             run=run,
             steps=copy.deepcopy(self._steps[run_id]),
             history=tuple(self._history[run_id]),
+            signals=copy.deepcopy({s.event: s for s in self._signals[run_id].values()}),
         )
 
     async def list_runs(
@@ -202,10 +214,40 @@ class MemoryStore(AsyncContext):
         runs = [
             r
             for r in self._runs.values()
-            if not r.finished and (r.lease_owner is None or (r.lease_expires or 0) < now)
+            if not r.finished
+            and (r.lease_owner is None or (r.lease_expires or 0) < now)
+            and (r.status != _signals.WAITING or (r.wake_at is not None and r.wake_at <= now))
         ]
         runs.sort(key=lambda r: (r.created_at, r.run_id))
         return [r.run_id for r in runs[:limit]]
+
+    async def waiting(self, limit: int = 100) -> list[RunRecord]:
+        runs = [r for r in self._runs.values() if r.status == _signals.WAITING]
+        runs.sort(key=lambda r: (r.wake_at is None, r.wake_at or 0, r.created_at, r.run_id))
+        return runs[: max(limit, 0)]
+
+    async def add_signal(self, signal: SignalRecord) -> bool:
+        run = self._runs.get(signal.run_id)
+        if run is None:
+            raise RunNotFound(signal.run_id)
+        signal = _signals.as_stored(signal)
+        signals = self._signals[signal.run_id]
+        same_id = signals.get(signal.signal_id)
+        same_event = next((s.signal_id for s in signals.values() if s.event == signal.event), None)
+        step = self._steps[signal.run_id].get(signal.event)
+        if not _signals.check(
+            signal,
+            status=run.status,
+            same_id=None if same_id is None else (same_id.event, same_id.payload),
+            same_event=same_event,
+            phase=None if step is None else step.phase,
+        ):
+            return False
+        signals[signal.signal_id] = signal
+        if run.status == _signals.WAITING:
+            wake_at = _signals.wake_at(run.wake_at, signal, time.time())
+            self._runs[signal.run_id] = attrs.evolve(run, wake_at=wake_at)
+        return True
 
     async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
         runs = [

@@ -33,8 +33,10 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
+from . import _signals
 from ._pg_connections import Connections, PostgresStats
 from ._pg_rows import commit_rows, nul_free, snapshot
+from ._pg_signals import add_signal
 from ._pg_sql import Conn, Row, Statement
 from ._pg_writer import Stale, nothing, pipeline
 from ._rows import decoded_runs, outbox_from_row, run_from_row, run_row
@@ -46,6 +48,7 @@ from .base import (
     RunNotFound,
     RunRecord,
     RunSnapshot,
+    SignalRecord,
     StoreError,
     check_purgeable,
 )
@@ -124,7 +127,8 @@ class PostgresStore(AsyncContext):
 
     async def create(self, run: RunRecord) -> None:
         run_id = run.run_id
-        row = (*run_row(run)[:-1], nul_free(run.error))
+        row = run_row(run)
+        row = (*row[:13], nul_free(run.error), row[14])
 
         def decode(rows: list[list[Row]]) -> None:
             if not rows[0]:
@@ -140,9 +144,11 @@ class PostgresStore(AsyncContext):
         rows = commit_rows(commit)
 
         def decode(rows: list[list[Row]]) -> Sequence[str] | None:
-            if not rows[0]:  # the applied run ids, filtered to this one
-                raise Stale(run_id, commit.version, commit.lease_owner)
-            row = rows[0][0]
+            # The commit statement's rows come last (a guarded commit's lock comes first): the
+            # applied run ids, filtered to this one.
+            if not rows[-1]:
+                raise Stale(run_id, commit.version, commit.lease_owner, commit.unless_signals)
+            row = rows[-1][0]
             return list(row[1] or ()) if len(row) > 1 else None  # the message ids it claimed
 
         claimed: Sequence[str] | None = await self._db.write([], decode, run_id, rows)
@@ -157,14 +163,15 @@ class PostgresStore(AsyncContext):
             (q.run, (run_id,)),
             (q.steps, (run_id,)),
             (q.history, (run_id,)),
+            (q.signals, (run_id,)),
         ]
 
         def decode(rows: list[list[Row]]) -> RunSnapshot:
-            leased, run_rows, step_rows, history_rows = rows
+            leased, run_rows, step_rows, history_rows, signal_rows = rows
             if not run_rows:
                 raise RunNotFound(run_id)
             if leased:
-                return snapshot(run_rows[0], step_rows, history_rows)
+                return snapshot(run_rows[0], step_rows, history_rows, signal_rows)
             owner_now, until = run_rows[0][8], run_rows[0][9]
             raise LeaseHeld(run_id, owner_now or "", until or 0)
 
@@ -187,6 +194,17 @@ class PostgresStore(AsyncContext):
 
     async def release(self, run_id: str, owner: str) -> None:
         await self._db.write([(self._q.release, (run_id, owner))], nothing, run_id)
+
+    async def add_signal(self, signal: SignalRecord) -> bool:
+        """See ``SagaStore.add_signal``; also notifies channel ``statesaga_signals`` with the
+        run's id when the signal is stored (see ``_pg_signals``)."""
+        stored = _signals.as_stored(signal)
+        added: bool = await self._db.read(
+            lambda conn: add_signal(conn, self._q, stored),
+            retry=False,  # it writes: never twice
+            what=f"signal {signal.event!r} for run {signal.run_id}",
+        )
+        return added
 
     # -- the outbox ----------------------------------------------------------------------------
 
@@ -270,12 +288,13 @@ class PostgresStore(AsyncContext):
                 (q.run, (run_id,)),
                 (q.steps, (run_id,)),
                 (q.history, (run_id,)),
+                (q.signals, (run_id,)),
                 ("COMMIT", None),
             ]
-            run_rows, step_rows, history_rows = (await pipeline(conn, statements))[1:-1]
+            run_rows, *rest = (await pipeline(conn, statements))[1:-1]
             if not run_rows:
                 raise RunNotFound(run_id)
-            return snapshot(run_rows[0], step_rows, history_rows)
+            return snapshot(run_rows[0], *rest)
 
         return await self._db.read(read)
 
@@ -315,8 +334,16 @@ class PostgresStore(AsyncContext):
 
     async def unfinished(self, now: float, limit: int = 100) -> list[str]:
         async def read(conn: Conn) -> list[str]:
-            cur = await conn.execute(self._q.unfinished, (now, max(limit, 0)))
+            params = {"now": now, "limit": max(limit, 0)}
+            cur = await conn.execute(self._q.unfinished, params)
             return [row[0] for row in await cur.fetchall()]
+
+        return await self._db.read(read)
+
+    async def waiting(self, limit: int = 100) -> list[RunRecord]:
+        async def read(conn: Conn) -> list[RunRecord]:
+            cur = await conn.execute(self._q.waiting, (max(limit, 0),))
+            return decoded_runs(await cur.fetchall(), "PostgreSQL")
 
         return await self._db.read(read)
 

@@ -41,9 +41,11 @@ from typing import Any, TypeVar
 import attrs
 
 from ..vocabulary import TERMINAL
+from . import _signals
 from . import _sqlite_outbox as outbox
 from . import _sqlite_schema as schema
 from . import _sqlite_sql as sql
+from ._codec import dumps
 from ._rows import run_from_row, run_row
 from ._sqlite_writer import Job, Writer, resolve
 from .base import (
@@ -52,6 +54,7 @@ from .base import (
     OutboxRecord,
     RunRecord,
     RunSnapshot,
+    SignalRecord,
     StoreError,
     check_purgeable,
 )
@@ -266,6 +269,13 @@ class SQLiteStore(AsyncContext):
         self._runs.discard(run_id)  # its driver let go of it: no longer in flight here
         await self._write(sql.release, (run_id, owner), run_id)
 
+    async def add_signal(self, signal: SignalRecord) -> bool:
+        # The writer thread applies writes one at a time, so what the rules read stays true
+        # until the signal is stored: no commit of the run can slip in between.
+        signal = _signals.as_stored(signal)
+        payload = dumps(signal.payload, run_id=signal.run_id)
+        return await self._write(sql.add_signal, (signal, payload), signal.run_id)
+
     # -- the outbox ----------------------------------------------------------------------------
 
     async def outbox_claim(
@@ -339,6 +349,9 @@ class SQLiteStore(AsyncContext):
 
     async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
         return await asyncio.to_thread(self._read, sql.leased, (now, limit))
+
+    async def waiting(self, limit: int = 100) -> list[RunRecord]:
+        return await asyncio.to_thread(self._read, sql.waiting, limit)
 
     def _read(self, operation: Callable[[sqlite3.Connection, _A], _R], arg: _A) -> _R:
         with self._read_lock:

@@ -1,7 +1,8 @@
 """Message brokers behind one interface, chosen by URL.
 
-``memory://`` is in-process; ``amqp://`` is RabbitMQ and ``nats://`` NATS JetStream, both
-needing ``pip install 'statesaga[messaging]'`` (imported only when first connected).
+``memory://`` is in-process; ``amqp://`` is RabbitMQ, ``nats://`` NATS JetStream and
+``redis://`` Redis Streams, each needing ``pip install 'statesaga[messaging]'`` (imported only
+when first connected).
 """
 
 from __future__ import annotations
@@ -11,43 +12,81 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 from ..broker import Broker, BrokerError, hide_credentials
 from .memory import MemoryBroker
 
-__all__ = ["SCHEMES", "MemoryBroker", "broker_from_url"]
+__all__ = ["SCHEMES", "MemoryBroker", "broker_from_url", "check_broker_url"]
 
 #: URL schemes ``broker_from_url`` understands.
-SCHEMES = ("memory", "amqp", "amqps", "nats", "tls")
+SCHEMES = ("memory", "amqp", "amqps", "nats", "tls", "redis", "rediss")
 
 
 def broker_from_url(url: str) -> Broker:
     """A (not yet connected) broker for ``url``.
 
-    ``memory://``, ``amqp://user:password@host:5672/vhost`` (RabbitMQ; ``amqps://`` for TLS)
-    and ``nats://host:4222`` (NATS JetStream; ``tls://`` for TLS) are understood. A
+    ``memory://``, ``amqp://user:password@host:5672/vhost`` (RabbitMQ; ``amqps://`` for TLS),
+    ``nats://host:4222`` (NATS JetStream; ``tls://`` for TLS) and
+    ``redis://[:password@]host:6379/0`` (Redis Streams; ``rediss://`` for TLS) are understood. A
     ``?shards=N`` query sets how many ordered shards a topic is split into (default 4; every
-    publisher and consumer of a topic must use the same number).
+    publisher and consumer of a topic must use the same number). A Redis URL also takes
+    ``?claim_after=SECONDS`` and ``?max_age=SECONDS``.
 
     Raises:
-        BrokerError: The scheme is unknown (the message lists the known ones), or ``shards`` is
-            not a positive integer.
+        BrokerError: ``url`` is not usable (see ``check_broker_url``).
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        known = ", ".join(f"{s}://" for s in SCHEMES)
-        raise BrokerError(f"unknown broker URL scheme {scheme!r} in {_hide(url)!r}: use {known}")
+    scheme, plain, shards, seconds = _parse(url)
     if scheme == "memory":
         return MemoryBroker()
-    query = parse_qs(parts.query, keep_blank_values=True)
-    shards = _shards(query.pop("shards", ["4"])[-1], url)
-    # Re-encoded, so a value holding '&', '=' or '%' reaches the client as it was written.
-    rest = urlencode({name: values[-1] for name, values in query.items()})
-    plain = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
     if scheme in ("amqp", "amqps"):
         from .rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(plain, shards=shards)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisBroker
+
+        broker = RedisBroker(plain, shards=shards)
+        broker.claim_after = seconds.get("claim_after", broker.claim_after)
+        broker.max_age = seconds.get("max_age", broker.max_age)
+        return broker
     from .nats import NatsBroker
 
     return NatsBroker(plain, shards=shards)
+
+
+def check_broker_url(url: str) -> None:
+    """Refuse a broker URL that ``broker_from_url`` could not use, without connecting or
+    importing a broker's client: a process taking one checks it when it starts.
+
+    Raises:
+        BrokerError: ``url`` is empty, its scheme is unknown (the message lists the known
+            ones), its ``shards`` is not a positive integer, or a Redis URL's seconds are not
+            positive numbers.
+    """
+    _parse(url)
+
+
+def _parse(url: str) -> tuple[str, str, int, dict[str, float]]:
+    """``url``'s scheme (lower case), the URL its client is given, its shard count, and a
+    Redis URL's ``claim_after`` and ``max_age``."""
+    known = ", ".join(f"{s}://" for s in SCHEMES)
+    if not url.strip():
+        raise BrokerError(f"an empty broker URL names no broker: use {known}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise BrokerError(f"unknown broker URL scheme {scheme!r} in {_hide(url)!r}: use {known}")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    shards = _shards(query.pop("shards", ["4"])[-1], url)
+    seconds: dict[str, float] = {
+        name: _seconds(name, query.pop(name)[-1], url)
+        for name in ("claim_after", "max_age")
+        if scheme in ("redis", "rediss") and name in query
+    }
+    # Re-encoded, so a value holding '&', '=' or '%' reaches the client as it was written.
+    rest = urlencode({name: values[-1] for name, values in query.items()})
+    return (
+        scheme,
+        urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)),
+        shards,
+        seconds,
+    )
 
 
 def _shards(text: str, url: str) -> int:
@@ -55,6 +94,16 @@ def _shards(text: str, url: str) -> int:
     if shards < 1:
         raise BrokerError(f"shards={text!r} in {_hide(url)!r} is not a positive integer")
     return shards
+
+
+def _seconds(name: str, text: str, url: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise BrokerError(f"{name}={text!r} in {_hide(url)!r} is not a positive number of seconds")
+    return seconds
 
 
 def _hide(url: str) -> str:
