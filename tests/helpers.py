@@ -12,6 +12,19 @@ from statesaga.store.base import Commit, StoreError
 from statesaga.testing import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden"
+REGENERATE = "STATESAGA_REGENERATE_GOLDEN"
+
+
+def check_golden(name: str, text: str) -> None:
+    """``text`` is the committed golden file ``tests/golden/<name>`` (rewritten first when
+    the environment sets ``STATESAGA_REGENERATE_GOLDEN``)."""
+    path = GOLDEN / name
+    if os.environ.get(REGENERATE):
+        path.write_text(text, encoding="utf-8")
+    hint = f"{path} is stale or missing: check the change, then rerun with {REGENERATE}=1"
+    assert path.exists(), hint
+    assert text == path.read_text(encoding="utf-8"), hint
 
 
 def run_cli(

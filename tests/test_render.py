@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import shutil
 import subprocess
 from collections import Counter
@@ -11,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import run_cli, write_orders_saga
+from helpers import check_golden, run_cli, write_orders_saga
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +24,6 @@ from statesaga.render.graph import Graph
 from statesaga.render.mermaid import to_mermaid
 from statesaga.store import TransitionRecord
 
-GOLDEN = Path(__file__).parent / "golden"
-REGENERATE = "STATESAGA_REGENERATE_GOLDEN"
 HAS_DOT = shutil.which("dot") is not None
 MAGIC = {"svg": b"<svg", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}
 
@@ -81,15 +78,6 @@ def recorded(moves: list[tuple[str, str, str]]) -> list[TransitionRecord]:
         TransitionRecord(n, trigger, source, dest, 0.0)
         for n, (trigger, source, dest) in enumerate(moves, start=1)
     ]
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get(REGENERATE):
-        path.write_text(text, encoding="utf-8")
-    hint = f"{path} is stale or missing: check the change, then rerun with {REGENERATE}=1"
-    assert path.exists(), hint
-    assert text == path.read_text(encoding="utf-8"), hint
 
 
 @pytest.mark.parametrize(

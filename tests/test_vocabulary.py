@@ -238,7 +238,10 @@ OTHER_SENSES: dict[str, dict[str, str]] = {
         "start": "a node's kind",
         "compensating": "the legend's text for compensating edges",
     },
-    "render/mermaid.py": {"compensate": "an edge's kind"},
+    "render/mermaid.py": {
+        "compensate": "an edge's kind",
+        "waiting": "a Mermaid class, named like the Node attribute it draws",
+    },
     **{
         module: {"pending": "an outbox message's status"}
         for module in (

@@ -7,6 +7,9 @@ the steps, and the picture becomes a fan of long crossing lines). ``failed``, wh
 past the pivot halts in, is drawn beside each of those steps for the same reason. Each drawing
 is a node whose ``state`` names the state it draws; Mermaid, which shows the machine as text,
 merges them.
+
+A wait (``Wait``) begins in ``waiting`` where a step begins in ``running`` (``begun``), and has
+no ``in_doubt``: a wait that failed has nothing to undo, like a step that raised.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ..vocabulary import Event, Phase, SagaState, SagaTrigger, parse_name
 from .model import Edge
 
 if TYPE_CHECKING:
-    from ..compiler import CompiledSaga, Transition
+    from ..compiler import CompiledSaga, StepPlan, Transition
 
 HUB: Final = SagaState.COMPENSATING.value
 FAILED: Final = SagaState.FAILED.value
@@ -35,6 +38,11 @@ _OUTCOMES = tuple(
         Phase.COMPENSATION_FAILED,
     )
 )
+
+
+def begun(plan: StepPlan) -> str:
+    """The state ``plan``'s step enters when it begins: ``running``, or a wait's ``waiting``."""
+    return plan.state(Phase.WAITING if plan.wait else Phase.RUNNING)
 
 
 class Chain:
@@ -126,15 +134,15 @@ def _either(value: int | None, default: int) -> int:
 
 
 def chain_columns(compiled: CompiledSaga, drawn: set[str]) -> tuple[tuple[str, ...], ...]:
-    """A chain's columns of ``drawn`` nodes: each step's running state over the drawings of
-    ``compensating`` and ``failed`` the step before leads to, over its compensation; then its
-    outcomes."""
+    """A chain's columns of ``drawn`` nodes: each step's running (a wait's waiting) state over
+    the drawings of ``compensating`` and ``failed`` the step before leads to, over its
+    compensation; then its outcomes."""
     columns = []
     before = ""
     for p in compiled.steps:
         beside = (f"{FAILED}@{before}", f"{HUB}@{before}") if before else (HUB,)
         for column in (
-            (p.state(Phase.RUNNING), *beside, p.state(Phase.COMPENSATING)),
+            (begun(p), *beside, p.state(Phase.COMPENSATING)),
             tuple(p.state(phase) for phase in _OUTCOMES),
         ):
             column = tuple(n for n in column if n in drawn)

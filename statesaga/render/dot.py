@@ -29,6 +29,9 @@ TAKEN = "#e08a00"
 VISITED_FILL = "#ffe9b3"
 CURRENT_FILL = "#ffb74d"
 PIVOT_FILL = "#ede7f6"
+#: A wait's ``waiting`` state: a hexagon, teal, its outline dashed (nothing runs in it).
+WAIT_FILL = "#e0f2f1"
+WAIT_LINE = "#00897b"
 
 
 def _quote(text: str) -> str:
@@ -51,11 +54,16 @@ def _node(n: Node) -> str:
     elif n.kind == "final":
         a["shape"] = "doublecircle"
         a["fixedsize"] = "false"
-    if n.kind in ("state", "final"):
+    elif n.kind == "sample":
+        a["fontsize"] = "9"
+    if n.kind in ("state", "final", "sample"):
         fill = "white"
         if n.pivot:
             fill = PIVOT_FILL
             a["peripheries"] = "2" if n.kind == "state" else "3"
+        if n.waiting:
+            fill = WAIT_FILL
+            a.update(shape="hexagon", style="filled,dashed", color=WAIT_LINE)
         if n.visited:
             fill = VISITED_FILL
         if n.current:

@@ -4,7 +4,9 @@ The model is plain data in a stable order (the compiled machine's own order), so
 (Graphviz, Mermaid) renders identical input to identical text.
 
 A chain draws its ``compensating`` and ``failed`` states beside the steps that lead to them
-(``chain``); a run's path is laid over the graph by ``overlay``.
+(``chain``); a run's path is laid over the graph by ``overlay``. A wait's ``waiting`` state is
+marked (``Node.waiting``) and labelled with its timeout, and its edges say what they do: a
+signal arrives, the timeout fails it or lets the run continue, the run gives it up.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..errors import RenderError as RenderError
 from ..vocabulary import SAGA_REGION, Event, Phase, SagaState, SagaTrigger, parse_name, step_state
-from .chain import FAILED, HUB, SPLIT, Chain, chain_columns
+from .chain import FAILED, HUB, SPLIT, Chain, begun, chain_columns
 from .model import (
     LEGEND,
     START,
@@ -30,7 +32,7 @@ from .model import (
 from .overlay import Move, overlay, trace
 
 if TYPE_CHECKING:
-    from ..compiler import CompiledSaga, Transition
+    from ..compiler import CompiledSaga, StepPlan, Transition
 
 __all__ = [
     "LEGEND",
@@ -92,12 +94,17 @@ def _states(compiled: CompiledSaga, drawn: set[str]) -> list[Node]:
     for state in compiled.states:
         step, phase = parse_name(state)
         kind: NodeKind = "final" if state in compiled.terminal_states else "state"
+        plan = None if step is None else compiled.by_name[step]
+        waiting = False
+        if plan is not None and plan.wait and phase == Phase.WAITING:
+            waiting = True
+            phase = f"{CLOCK} {phase}\n({_timeout(plan)})"
         # In a DAG the region's cluster names the step already.
         label = f"{step}\n{phase}" if step is not None and compiled.sequential else phase
         if step in pivots and phase == Phase.RUNNING:
             label += "\n(pivot)"
         if state in drawn or state not in SPLIT or not compiled.sequential:
-            nodes.append(Node(state, label, kind, pivot=step in pivots))
+            nodes.append(Node(state, label, kind, pivot=step in pivots, waiting=waiting))
         if step is not None and state == last[step]:
             beside = [(f"{split}@{step}", split) for split in SPLIT]
             nodes += [
@@ -123,16 +130,56 @@ def _transitions(compiled: CompiledSaga, chain: Chain | None, moves: Sequence[Mo
         shown += [e for e in taken.get((t.trigger, t.source, t.dest), ()) if e not in shown]
         # A step's failure aborts to the drawing of ``compensating`` on its left.
         back = chain is not None and t.dest == HUB and _step_phase(t.source) == Phase.FAILED
-        edges += [_edge(t, a, b, compiled.terminal_states, back) for a, b in shown]
+        label = _label(compiled.by_name[t.step] if t.step else None, t.trigger)
+        edges += [_edge(t, a, b, label, compiled.terminal_states, back) for a, b in shown]
     return edges
+
+
+#: Marks of a wait: its waiting state (a clock) and a signal arriving (a letter). Glyphs the
+#: common fonts have (DejaVu, Helvetica's usual stand-in), so that PNG and PDF show them too.
+CLOCK: Final = "◷"
+LETTER: Final = "✉"
+
+
+def _label(plan: StepPlan | None, trigger: str) -> str:
+    """An edge's label: its event; for a wait's edges, also what happens on them."""
+    event = parse_name(trigger)[1]
+    if plan is None or not plan.wait:
+        return event
+    if event == Event.SIGNAL:
+        return f"{LETTER} {event} arrives"
+    if event == Event.TIME_OUT:
+        return f"{event} → {'continues' if plan.on_timeout == 'continue' else 'fails'}"
+    if event == Event.FAIL:
+        return f"{event} (given up)"  # cancelled, past the deadline, or a sibling failed
+    return event
+
+
+def _timeout(plan: StepPlan) -> str:
+    return "no timeout" if plan.timeout is None else f"timeout {duration(plan.timeout)}"
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person writes it: ``1h``, ``1h30m``, ``1d2h``, ``0.5s``."""
+    whole = int(seconds)
+    rest = seconds - whole
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if whole or rest or not parts:
+        parts.append(f"{whole + rest:g}s")
+    return "".join(parts)
 
 
 _ADMINISTRATIVE = frozenset({SagaTrigger.REOPEN, SagaTrigger.PROCEED})
 
 
 def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
-    """Edges a picture leaves out: retries a step never makes (``Retry`` of one attempt),
-    pushing a halted run forward, and in a chain, cancellation between steps and reopening."""
+    """Edges a picture leaves out: retries a step never makes (``Retry`` of one attempt), the
+    timeout of a wait that has none, pushing a halted run forward, and in a chain,
+    cancellation between steps and reopening."""
     event = parse_name(t.trigger)[1]
     if event == Event.PUSH_FORWARD:  # a step's, or a DAG's saga trigger of the same name
         return True  # a person's doing, once the run has ended failed
@@ -142,6 +189,8 @@ def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
             return True
         if event == Event.RETRY_COMPENSATION and plan.compensate_retry.attempts == 1:
             return True
+        if event == Event.TIME_OUT and plan.wait and plan.timeout is None:
+            return True  # a wait without a timeout: only given up, never timed out
     if not compiled.sequential:
         return False
     if t.trigger in _ADMINISTRATIVE:
@@ -157,20 +206,22 @@ def _step_phase(state: str) -> str | None:
     return None if step is None else phase
 
 
-_MAIN_EVENTS = frozenset({Event.START, Event.SUCCEED, SagaTrigger.COMPLETE})
+_MAIN_EVENTS = frozenset(
+    {Event.START, Event.SUCCEED, Event.WAIT, Event.SIGNAL, SagaTrigger.COMPLETE}
+)
 _BACK_EVENTS = frozenset(
     {Event.COMPENSATE, Event.RETRY_COMPENSATION, Event.COMPENSATION_DONE, Event.COMPENSATION_FAIL}
 )
 
 
 def _edge(
-    t: Transition, source: str, dest: str, terminal: Sequence[str], back: bool = False
+    t: Transition, source: str, dest: str, label: str, terminal: Sequence[str], back: bool
 ) -> Edge:
-    label = parse_name(t.trigger)[1]
+    event = parse_name(t.trigger)[1]
     # Compensations run right to left, under the forward chain they undo.
-    back = back or (t.step is not None and label in _BACK_EVENTS)
+    back = back or (t.step is not None and event in _BACK_EVENTS)
     loose = t.source in terminal
-    main = label in _MAIN_EVENTS and t.source != t.dest and not t.failure
+    main = event in _MAIN_EVENTS and t.source != t.dest and not t.failure
     kind: EdgeKind = "failure" if t.failure else t.kind
     style: EdgeStyle = "dashed" if t.kind == "compensate" else "solid"
     return Edge(source, dest, label, kind, style, t.trigger, 0, "", main, back, loose)
@@ -180,7 +231,7 @@ def _forks_and_joins(compiled: CompiledSaga) -> list[Edge]:
     """Fork from the saga's ``running``, joins on dependencies, join into ``completed``."""
     edges: list[Edge] = []
     for p in compiled.steps:
-        target = p.state(Phase.RUNNING)
+        target = begun(p)
         if not p.deps:
             edges.append(Edge(_RUNNING, target, "fork", "join", "dotted"))
         edges += [
@@ -205,6 +256,8 @@ def _regions(compiled: CompiledSaga) -> list[Cluster]:
         label = f"saga {compiled.name}" if region == SAGA_REGION else f"step {region}"
         if region in pivots:
             label += " (pivot)"
+        elif region in compiled.by_name and compiled.by_name[region].wait:
+            label += " (wait)"
         clusters.append(Cluster(region, label, tuple(members[region])))
     return clusters
 
@@ -240,4 +293,7 @@ def _legend(
         notes.append(f"{subject} beside\neach step that halts the run")
     if notes:
         legend_nodes.append(Node(f"{LEGEND}.note", "\n".join(notes), "note"))
+    if any(p.wait for p in compiled.steps):
+        text = f"{CLOCK} waiting for a signal\n(or its timeout)"
+        legend_nodes.append(Node(f"{LEGEND}.wait", text, "sample", waiting=True))
     return legend_nodes, legend_edges

@@ -4,6 +4,7 @@ Mermaid cannot style single transitions, so the edge kind shows in its label: co
 transitions start with ``↩``, failures with ``✗``, fork/join with ``⋔``, taken ones end in ``●``.
 A state the graph draws more than once (a chain's ``compensating`` and ``failed``, beside each
 step) is one Mermaid state: the text shows the machine itself, and leaves layout to Mermaid.
+A wait's ``waiting`` state has the class ``waiting`` (teal, dashed outline, as Graphviz draws it).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import re
 
 import attrs
 
-from .graph import LEGEND, START, Edge, Graph, Node
+from .dot import WAIT_FILL, WAIT_LINE
+from .graph import CLOCK, LEGEND, LETTER, START, Edge, Graph, Node
 
 _MARK = {"compensate": "↩ ", "failure": "✗ ", "join": "⋔ "}
 _CLASSES = (
     ("pivot", "fill:#ede7f6,stroke:#5e35b1"),
+    ("waiting", f"fill:{WAIT_FILL},stroke:{WAIT_LINE},stroke-dasharray:5 3"),
     ("visited", "fill:#ffe9b3"),
     ("current", "fill:#ffb74d,stroke:#000,stroke-width:3px"),
 )
@@ -73,8 +76,10 @@ def to_mermaid(graph: Graph) -> str:
         "        legend: plain label = forward",
         "        ↩ = compensating, ✗ = failure, ⋔ = fork/join"
         + (", ● = taken by this run" if graph.overlay else ""),
-        "    end note",
     ]
+    if any(n.waiting for n in nodes.values()):
+        lines.append(f"        {CLOCK} = waiting for a signal, {LETTER} = the signal arrives")
+    lines.append("    end note")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ from typing import Literal, Protocol
 
 import attrs
 
-NodeKind = Literal["start", "state", "final", "legend", "note"]
+NodeKind = Literal["start", "state", "final", "legend", "note", "sample"]
 EdgeKind = Literal["initial", "forward", "compensate", "failure", "join", "rail", "legend"]
 EdgeStyle = Literal["solid", "dashed", "dotted"]
 
@@ -38,8 +38,10 @@ class Node:
             ``compensating`` state drawn beside ``<step>``.
         label: Text to show.
         kind: ``start`` (initial point), ``state``, ``final``, ``legend`` (a legend sample's
-            end) or ``note`` (a line of legend text).
+            end), ``note`` (a line of legend text) or ``sample`` (a legend's sample of a
+            state, drawn like the states it stands for).
         pivot: Whether the state belongs to a pivot step.
+        waiting: Whether the state is a wait's ``waiting`` (or a legend's sample of one).
         visited: Whether the overlaid run entered it.
         current: Whether the overlaid run is (or ended) in it.
         state: The machine state it draws (its id unless it is one of several drawings).
@@ -49,6 +51,7 @@ class Node:
     label: str
     kind: NodeKind
     pivot: bool = False
+    waiting: bool = False
     visited: bool = False
     current: bool = False
     state: str = attrs.field(default=attrs.Factory(lambda node: node.id, takes_self=True))
