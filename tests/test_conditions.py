@@ -183,3 +183,16 @@ async def test_compensation_steps_over_a_skipped_step_in_a_chain() -> None:
     assert ("a.compensate", "c.compensated", "a.compensating") in {
         (t.trigger, t.source, t.dest) for t in compile_saga(Long).transitions
     }
+
+
+def test_diagrams_draw_the_skip_with_its_condition() -> None:
+    from statesaga.render import dot_of, mermaid_of
+
+    chain = mermaid_of(Trade)
+    assert "s_reserve__succeeded --> s_review__skipped : skip (not is_large)" in chain
+    assert "s_reserve__succeeded --> s_review__running : start (if is_large)" in chain
+    assert "s_review__skipped --> s_execute__running : start" in chain
+    assert "s_review__skipped --> s_compensating" not in chain  # cancelling between steps
+    dag = mermaid_of(DagTrade)
+    assert "s_review__skipped --> s_execute__running : ⋔" in dag  # the join takes a skip too
+    assert "skip (not is_large)" in dot_of(DagTrade)

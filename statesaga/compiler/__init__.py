@@ -8,6 +8,14 @@ states and edges (``edges``: one chain, or a DAG's regions) and proves it sound;
 from __future__ import annotations
 
 from .build import compile_saga
-from .compiled import MACHINE_VERSION, CompiledSaga, Kind, StepPlan, Transition
+from .compiled import MACHINE_VERSION, CompiledSaga, Kind, StepPlan, Transition, condition_name
 
-__all__ = ["MACHINE_VERSION", "CompiledSaga", "Kind", "StepPlan", "Transition", "compile_saga"]
+__all__ = [
+    "MACHINE_VERSION",
+    "CompiledSaga",
+    "Kind",
+    "StepPlan",
+    "Transition",
+    "compile_saga",
+    "condition_name",
+]

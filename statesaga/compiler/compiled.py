@@ -194,7 +194,7 @@ class CompiledSaga:
                     "compensate_attempts": s.compensate_retry.attempts,
                     "timeout": s.timeout,
                     **({"wait": True, "on_timeout": s.on_timeout} if s.wait else {}),
-                    **({"when": _qualname(s.when)} if s.when is not None else {}),
+                    **({"when": condition_name(s.when)} if s.when is not None else {}),
                 }
                 for s in self.steps
             ],
@@ -259,7 +259,7 @@ def _fingerprint(compiled: CompiledSaga) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _qualname(fn: object) -> str:
+def condition_name(fn: object) -> str:
     """How diagrams and ``to_dict`` name a condition: its function's name."""
     return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
 

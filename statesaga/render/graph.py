@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
+from ..compiler import condition_name
 from ..errors import RenderError as RenderError
-from ..vocabulary import SAGA_REGION, Event, Phase, SagaState, SagaTrigger, parse_name, step_state
+from ..vocabulary import SAGA_REGION, Event, Phase, SagaState, SagaTrigger, parse_name
 from .chain import FAILED, HUB, SPLIT, Chain, begun, chain_columns
 from .model import (
     LEGEND,
@@ -144,6 +145,12 @@ LETTER: Final = "✉"
 def _label(plan: StepPlan | None, trigger: str) -> str:
     """An edge's label: its event; for a wait's edges, also what happens on them."""
     event = parse_name(trigger)[1]
+    if plan is not None and plan.when is not None:
+        guard = condition_name(plan.when).rpartition(".")[2]
+        if event == Event.SKIP:
+            return f"{event} (not {guard})"
+        if event in (Event.START, Event.WAIT):
+            return f"{event} (if {guard})"
     if plan is None or not plan.wait:
         return event
     if event == Event.SIGNAL:
@@ -195,7 +202,7 @@ def _administrative(compiled: CompiledSaga, t: Transition) -> bool:
         return False
     if t.trigger in _ADMINISTRATIVE:
         return True
-    if t.trigger == SagaTrigger.ABORT and _step_phase(t.source) == Phase.SUCCEEDED:
+    if t.trigger == SagaTrigger.ABORT and _step_phase(t.source) in (Phase.SUCCEEDED, Phase.SKIPPED):
         return True
     return t.trigger == SagaTrigger.GIVE_UP and t.source == HUB
 
@@ -235,15 +242,25 @@ def _forks_and_joins(compiled: CompiledSaga) -> list[Edge]:
         if not p.deps:
             edges.append(Edge(_RUNNING, target, "fork", "join", "dotted"))
         edges += [
-            Edge(step_state(d, Phase.SUCCEEDED), target, "", "join", "dotted") for d in p.deps
+            Edge(done, target, "", "join", "dotted")
+            for d in p.deps
+            for done in _done(compiled.by_name[d])
         ]
     completed = SagaState.COMPLETED.value
     edges += [
-        Edge(p.state(Phase.SUCCEEDED), completed, "join", "join", "dotted")
+        Edge(done, completed, "join", "join", "dotted")
         for p in compiled.steps
         if not p.dependants
+        for done in _done(p)
     ]
     return edges
+
+
+def _done(plan: StepPlan) -> list[str]:
+    """The states a join waits for: succeeded, or (a conditional step) skipped too."""
+    return [plan.state(Phase.SUCCEEDED)] + (
+        [plan.state(Phase.SKIPPED)] if plan.when is not None else []
+    )
 
 
 def _regions(compiled: CompiledSaga) -> list[Cluster]:
