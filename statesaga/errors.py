@@ -108,10 +108,17 @@ class SagaDeadlineError(ExecutionError, TimeoutError):
         deadline: The saga's deadline in seconds.
         interrupted: Whether it cut a running attempt short (whose outcome is then unknown,
             so the step is compensated), rather than stopping a step before an attempt.
+        waiting: Whether it ended a wait (``step`` is the wait).
     """
 
     def __init__(
-        self, saga_id: str, step: str | None, deadline: float, *, interrupted: bool
+        self,
+        saga_id: str,
+        step: str | None,
+        deadline: float,
+        *,
+        interrupted: bool,
+        waiting: bool = False,
     ) -> None:
         self.saga_id = saga_id
         self.step = step
@@ -119,6 +126,8 @@ class SagaDeadlineError(ExecutionError, TimeoutError):
         self.interrupted = interrupted
         if step is None:
             where = "before its next step"
+        elif waiting:
+            where = f"while it waited for {step!r}"
         elif interrupted:
             where = f"while step {step!r} ran"
         else:

@@ -320,6 +320,7 @@ async def test_the_saga_deadline_ends_a_wait_before_the_pivot() -> None:
     assert result.status == SagaStatus.COMPENSATED
     assert result.failed_step == "paid"
     assert isinstance(result.error, SagaDeadlineError)
+    assert "passed its deadline of 0.03 s while it waited for 'paid'" in str(result.error)
     assert CALLS == ["reserve", "release"]
 
 

@@ -53,8 +53,14 @@ def past(driver: Driver, plan: StepPlan, *, starting: bool = True) -> bool:
     return True
 
 
-def error(driver: Driver, step: str | None, *, interrupted: bool) -> SagaDeadlineError:
-    """The error of a run (or of its ``step``) the deadline stopped."""
+def error(
+    driver: Driver, step: str | None, *, interrupted: bool, waiting: bool = False
+) -> SagaDeadlineError:
+    """The error of a run (or of its ``step``, or its wait) the deadline stopped."""
     return SagaDeadlineError(
-        driver.state.saga_id, step, driver.c.deadline or 0.0, interrupted=interrupted
+        driver.state.saga_id,
+        step,
+        driver.c.deadline or 0.0,
+        interrupted=interrupted,
+        waiting=waiting,
     )

@@ -94,7 +94,7 @@ def _settle(driver: Driver, plan: StepPlan) -> Outcome | None:
         driver.fire(plan.t_time_out, 0, late)
         return FAILED, late
     if deadline.binds(driver, plan) and deadline.left(driver) <= 0.0:
-        late_run = deadline.error(driver, name, interrupted=False)
+        late_run = deadline.error(driver, name, interrupted=False, waiting=True)
         driver.fire(plan.t_fail, 0, late_run)
         return FAILED, late_run
     return None
