@@ -156,11 +156,33 @@ class Worker:
         and return when the runs in hand have ended."""
         stop = self._stop = stop or asyncio.Event()
         self._stopping = False
-        while not stop.is_set():
-            done = await self.run_once()
-            if not any(item.result is not None for item in done):  # nothing to do, or stuck
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll)
+        store = await open_store(self.store)
+        signalled = asyncio.Event()
+        listening = _listen(store, signalled)
+        try:
+            while not stop.is_set():
+                signalled.clear()
+                done = await self.run_once()
+                if not any(item.result is not None for item in done):  # nothing to do, or stuck
+                    await self._idle(store, stop, signalled)
+        finally:
+            if listening is not None:
+                listening.cancel()
+                await asyncio.wait([listening])
+
+    async def _idle(self, store: SagaStore, stop: asyncio.Event, signalled: asyncio.Event) -> None:
+        """Wait ``poll`` seconds, less when a waiting run's timeout falls due sooner, until a
+        signal is heard (a store that announces them), or until ``stop``."""
+        delay = self.poll
+        soonest = await store.waiting(limit=1)
+        if soonest and soonest[0].wake_at is not None:
+            delay = min(delay, max(0.0, soonest[0].wake_at - time.time()))
+        woken = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(signalled.wait())]
+        try:
+            await asyncio.wait(woken, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in woken:
+                waiter.cancel()
 
     @property
     def taking(self) -> bool:
@@ -257,6 +279,27 @@ class Worker:
             return Recovered(run_id, error=error)
         finally:
             self._busy.discard(run_id)
+
+
+def _listen(store: SagaStore, signalled: asyncio.Event) -> asyncio.Task[None] | None:
+    """A task that sets ``signalled`` whenever ``store`` announces a signal (PostgreSQL's
+    notifications), or ``None`` for a store that does not (it is polled)."""
+    heard = getattr(store, "signals_heard", None)
+    if heard is None:
+        return None
+
+    async def listen() -> None:
+        while True:
+            try:
+                async for _ in heard():
+                    signalled.set()
+            except StatesagaError as error:  # the connection went: poll meanwhile, then again
+                log.warning("not hearing signals (%s); polling until it works again", error)
+            except Exception:
+                log.exception("not hearing signals; polling until it works again")
+            await asyncio.sleep(5.0)
+
+    return asyncio.get_running_loop().create_task(listen(), name="statesaga:signals")
 
 
 async def resume_all(store: StoreLike, **options: object) -> list[Recovered]:

@@ -9,6 +9,8 @@ id, delivered when it commits, so a worker in another process can react without 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from . import _signals
 from ._codec import dumps
@@ -16,6 +18,9 @@ from ._pg_sql import Conn, Queries, Statement
 from ._pg_writer import pipeline, rollback
 from ._rows import signal_from_row
 from .base import RunNotFound, SignalRecord
+
+if TYPE_CHECKING:
+    from ._pg_connections import Connections
 
 #: The channel ``add_signal`` notifies; the payload is the run's id.
 CHANNEL = "statesaga_signals"
@@ -68,3 +73,15 @@ async def add_signal(conn: Conn, q: Queries, signal: SignalRecord) -> bool:
         await rollback(conn)
         raise
     return True
+
+
+async def heard(connections: Connections) -> AsyncIterator[str]:
+    """The run ids of signals committed from now on, by any process, as they are committed:
+    ``LISTEN`` on a connection of its own, closed when the iteration ends."""
+    conn = await connections.connect()
+    try:
+        await conn.execute(f"LISTEN {CHANNEL}")
+        async for notice in conn.notifies():
+            yield notice.payload
+    finally:
+        await conn.close()

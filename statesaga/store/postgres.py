@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from . import _signals
 from ._pg_connections import Connections, PostgresStats
 from ._pg_rows import commit_rows, nul_free, snapshot
-from ._pg_signals import add_signal
+from ._pg_signals import add_signal, heard
 from ._pg_sql import Conn, Row, Statement
 from ._pg_writer import Stale, nothing, pipeline
 from ._rows import decoded_runs, outbox_from_row, run_from_row, run_row
@@ -346,6 +346,11 @@ class PostgresStore(AsyncContext):
             return decoded_runs(await cur.fetchall(), "PostgreSQL")
 
         return await self._db.read(read)
+
+    def signals_heard(self) -> AsyncIterator[str]:
+        """The run ids of signals committed from now on, by any process (PostgreSQL's
+        notifications): a worker drives a signalled run at once instead of at its next poll."""
+        return heard(self._db)
 
     async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
         async def read(conn: Conn) -> list[RunRecord]:
