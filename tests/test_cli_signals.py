@@ -1,0 +1,143 @@
+"""``statesaga runs signal|cancel`` and waiting runs in ``runs list|show``, as real commands."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from helpers import run_cli
+
+from statesaga.durable import open_store, shutdown
+
+SAGA = """
+from statesaga import Saga, Step, Wait
+
+async def reserve(ctx):
+    return None
+
+async def release(ctx):
+    return None
+
+async def ship(ctx):
+    return {"paid": ctx.results["paid"].get("amount")}
+
+class Booking(Saga):
+    steps = (
+        Step("reserve", reserve, compensate=release),
+        Wait("paid", timeout=3600),
+        Step("ship", ship),
+    )
+"""
+
+
+@pytest.fixture
+def sagas(tmp_path: Path) -> Iterator[ModuleType]:
+    (tmp_path / "cli_waits_saga.py").write_text(SAGA, encoding="utf-8")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield importlib.import_module("cli_waits_saga")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("cli_waits_saga", None)
+
+
+@pytest.fixture
+async def parked(sagas: ModuleType, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """A store URL and a run of Booking waiting in it, followed by nobody."""
+    url = f"sqlite:///{tmp_path / 'sagas.db'}"
+    run = await sagas.Booking().start(store=url)
+    store = await open_store(url)
+    for _ in range(500):
+        if (await store.load(run.saga_id)).run.status == "waiting":
+            break
+        await asyncio.sleep(0.01)
+    task = run._task
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await shutdown()
+    yield url, run.saga_id
+
+
+def _cli(tmp_path: Path, *args: str) -> tuple[int, str]:
+    done = run_cli(*args, cwd=tmp_path)
+    return done.returncode, done.stdout + done.stderr
+
+
+async def test_list_and_show_tell_what_a_run_waits_for(
+    parked: tuple[str, str], tmp_path: Path
+) -> None:
+    url, run_id = parked
+    code, out = _cli(tmp_path, "runs", "list", "--store", url, "--status", "waiting")
+    assert code == 0, out
+    assert run_id in out
+    assert "WAITS FOR" in out
+    assert "paid (gives up " in out
+    code, out = _cli(tmp_path, "runs", "show", "--store", url, run_id)
+    assert code == 0, out
+    assert "waits for paid (gives up" in out
+    assert "paid.wait" in out
+
+
+async def test_signal_accepts_once_reports_duplicates_and_refuses(
+    parked: tuple[str, str], tmp_path: Path
+) -> None:
+    url, run_id = parked
+    base = ("runs", "signal", "--store", url, run_id, "paid")
+    code, out = _cli(tmp_path, *base, "--data", '{"amount": 42}', "--id", "pay-77")
+    assert (code, f"{run_id}: signal 'paid' accepted") == (0, out.strip())
+    code, out = _cli(tmp_path, *base, "--data", '{"amount": 42}', "--id", "pay-77")
+    assert code == 0, out
+    assert "duplicate" in out
+    code, out = _cli(tmp_path, *base, "--data", '{"amount": 43}', "--id", "pay-77")
+    assert code == 1, out
+    assert "pay-77" in out
+    code, out = _cli(tmp_path, "runs", "signal", "--store", url, run_id, "shipped")
+    assert code == 1, out
+    assert "has no wait for it" in out
+    code, out = _cli(tmp_path, "runs", "signal", "--store", url, "nope", "paid")
+    assert code == 1, out
+    assert "no run 'nope'" in out
+    code, out = _cli(tmp_path, "runs", "show", "--store", url, run_id)
+    assert "pay-77" in out
+    assert '{"amount": 42}' in out
+    # A worker drives it on: the step after the wait read the payload.
+    code, out = _cli(tmp_path, "worker", "--store", url, "--once")
+    assert code == 0, out
+    assert f"{run_id}: completed" in out
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [("{not json", "not JSON"), ("[1, 2]", "must be a JSON object")],
+)
+async def test_bad_data_is_a_usage_error(
+    parked: tuple[str, str], tmp_path: Path, data: str, says: str
+) -> None:
+    url, run_id = parked
+    code, out = _cli(tmp_path, "runs", "signal", "--store", url, run_id, "paid", "--data", data)
+    assert code == 2, out
+    assert says in out
+
+
+async def test_cancel_compensates_a_waiting_run(parked: tuple[str, str], tmp_path: Path) -> None:
+    url, run_id = parked
+    code, out = _cli(tmp_path, "runs", "cancel", "--store", url, run_id)
+    assert (code, out.strip()) == (0, f"{run_id}: cancellation requested")
+    code, out = _cli(tmp_path, "runs", "cancel", "--store", url, run_id)
+    assert (code, out.strip()) == (0, f"{run_id}: already requested")
+    code, out = _cli(tmp_path, "worker", "--store", url, "--once")
+    assert code == 0, out
+    assert f"{run_id}: compensated" in out
+
+
+async def test_resuming_a_waiting_run_says_it_waits(
+    parked: tuple[str, str], tmp_path: Path
+) -> None:
+    url, run_id = parked
+    code, out = _cli(tmp_path, "runs", "resume", "--store", url, run_id)
+    assert (code, out.strip()) == (0, f"{run_id}: waiting for paid")
