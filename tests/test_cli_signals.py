@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -47,7 +47,7 @@ def sagas(tmp_path: Path) -> Iterator[ModuleType]:
 
 
 @pytest.fixture
-async def parked(sagas: ModuleType, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+async def parked(sagas: ModuleType, tmp_path: Path) -> tuple[str, str]:
     """A store URL and a run of Booking waiting in it, followed by nobody."""
     url = f"sqlite:///{tmp_path / 'sagas.db'}"
     run = await sagas.Booking().start(store=url)
@@ -60,7 +60,7 @@ async def parked(sagas: ModuleType, tmp_path: Path) -> AsyncIterator[tuple[str, 
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await shutdown()
-    yield url, run.saga_id
+    return url, run.saga_id
 
 
 def _cli(tmp_path: Path, *args: str) -> tuple[int, str]:
