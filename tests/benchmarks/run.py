@@ -17,9 +17,10 @@ printed is measured in this run; the goals are the only constants.
    linear.
 
 Sections 3 (durable runs), 3b (one durable run at a time), 3c (beside DBOS), 5 (PostgreSQL),
-6 (observability), 7 (messaging), 8 (consumer inbox) and 9 (import time) are described in the
-modules beside this script: ``durable.py``, ``one_at_a_time.py``, ``dbos_compare.py``,
-``postgres.py``, ``observe.py``, ``messaging.py``, ``inbox.py`` and ``imports.py``.
+6 (observability), 7 (messaging), 8 (consumer inbox), 9 (import time) and 10 (waits) are
+described in the modules beside this script: ``durable.py``, ``one_at_a_time.py``,
+``dbos_compare.py``, ``postgres.py``, ``observe.py``, ``messaging.py``, ``inbox.py``,
+``imports.py`` and ``waits.py``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ from messaging import bench_messaging
 from messaging import reachable as rabbitmq_reachable
 from observe import bench_observe
 from one_at_a_time import bench_one_at_a_time
+from postgres import URL as PG_URL
 from postgres import bench_postgres
 from postgres import reachable as postgres_reachable
+from waits import Latency, ManyWaiting, bench_latency, bench_many_waiting
 
 from statesaga import Saga, SagaStatus, Step, compile_saga
 
@@ -69,6 +72,12 @@ DBOS_IN_FLIGHT = 100
 RATIO_GOAL = 3.0  # engine time per saga / hand-written time per saga, 4-step chain
 COMPILE_GOAL_MS = 50.0  # class creation + compile_saga, 200-step DAG
 IMPORT_GOAL = 2.0  # import statesaga / import asyncio, each timed in a fresh interpreter
+WAITING_RUNS = (100, 10_000)  # runs waiting for a worker over one SQLite store (10a)
+WAITS_DUE = 200  # of them, timeouts that fall due while the worker runs
+WAIT_START_GOAL_S = 2.0  # worker start -> a wait due before it started has ended
+WAIT_LATE_GOAL_MS = 1000.0  # how late a timeout may fire
+SIGNAL_GOAL_MS = 50.0  # signal -> next step, median, same process and to a PostgreSQL worker
+SIGNAL_SAMPLES = 30
 COMPILE_SIZES = (50, 100, 200)
 SEED = 20240601
 MAX_DEPS = 3
@@ -814,7 +823,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
 
+    many, latencies = _waits(args.quick, why_not)
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
+    checks += [m.first_due_s <= WAIT_START_GOAL_S for m in many]
+    checks += [max(m.late_ms) <= WAIT_LATE_GOAL_MS for m in many if m.late_ms]
+    checks += [lat.median <= SIGNAL_GOAL_MS for lat in latencies if "SQLite" not in lat.where]
     checks.append(alone.passed)
     if beside is not None:
         checks.append(beside.passed)
@@ -841,6 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "observe": [asdict(o) for o in observed],
             "inbox": [{**asdict(r), "ratio": r.ratio} for r in inboxed],
             "imports": asdict(imported),
+            "waits": [asdict(m) for m in many],
+            "signal_latency_ms": [asdict(lat) for lat in latencies],
             "diagram_ms": None if drawn is None else {"dot_text": drawn[0], "svg": drawn[1]},
             "diagram_chain_ms": (
                 None if drawn_chain is None else {"dot_text": drawn_chain[0], "svg": drawn_chain[1]}
@@ -851,6 +866,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
+
+
+def _waits(quick: bool, why_not_pg: str | None) -> tuple[list[ManyWaiting], list[Latency]]:
+    """Section 10, printed; what it measured."""
+    counts = (WAITING_RUNS[0], 2000) if quick else WAITING_RUNS
+    gc.collect()
+    many = asyncio.run(bench_many_waiting(counts, WAITS_DUE))
+    print(
+        "10a. waiting runs on SQLite: a `statesaga worker` process over 100, then "
+        f"{counts[-1]:,} runs parked at a wait; {WAITS_DUE} of them fall due while it runs"
+    )
+    print(
+        table(
+            [
+                "waiting runs",
+                "worker RSS MB",
+                "start -> due wait ended",
+                "timeouts late p50",
+                "p99",
+                "max",
+                "goal",
+            ],
+            [
+                [
+                    f"{m.waiting:,}",
+                    f"{m.rss_mb:.1f}",
+                    f"{m.first_due_s:.2f} s",
+                    f"{statistics.median(m.late_ms):.0f} ms",
+                    f"{sorted(m.late_ms)[int(0.99 * (len(m.late_ms) - 1))]:.0f} ms",
+                    f"{max(m.late_ms):.0f} ms",
+                    verdict(
+                        m.first_due_s <= WAIT_START_GOAL_S and max(m.late_ms) <= WAIT_LATE_GOAL_MS
+                    ),
+                ]
+                for m in many
+            ],
+        )
+    )
+    print(
+        f"   goals: started and a due wait ended within {WAIT_START_GOAL_S:.0f} s; every timeout "
+        f"fired within {WAIT_LATE_GOAL_MS / 1000:.0f} s of its due time; RSS flat as runs grow"
+    )
+    print()
+    schema = f"bench_waits_{os.getpid()}"
+    pg = None if why_not_pg else f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
+    try:
+        latencies = asyncio.run(bench_latency(pg, 10 if quick else SIGNAL_SAMPLES))
+    finally:
+        if pg is not None:
+            _drop_schema(schema)
+    print("10b. signal -> the step after the wait starts, milliseconds")
+    print(
+        table(
+            ["where", "median", "p90", "goal"],
+            [
+                [
+                    lat.where,
+                    f"{lat.median:.1f}",
+                    f"{lat.p90:.1f}",
+                    "within the poll" if "SQLite" in lat.where else f"<= {SIGNAL_GOAL_MS:.0f}",
+                ]
+                for lat in latencies
+            ],
+        )
+    )
+    if why_not_pg:
+        print(f"   PostgreSQL skipped: server unreachable ({why_not_pg})")
+    print()
+    return many, latencies
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 if __name__ == "__main__":
