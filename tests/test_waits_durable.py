@@ -15,7 +15,7 @@ import pytest
 import statesaga
 from statesaga import Saga, SagaStatus, SignalRefused, Step, Wait, WaitTimeoutError
 from statesaga.context import Context
-from statesaga.durable import open_store, shutdown
+from statesaga.durable import follow, open_store, shutdown
 from statesaga.errors import RunNotFound, StoreError
 from statesaga.store.base import Commit, SagaStore, SignalRecord
 from statesaga.worker import Worker
@@ -263,3 +263,30 @@ async def test_a_signal_committed_before_the_park_wins(url: str) -> None:
     assert result.status == SagaStatus.COMPLETED
     assert result.results["paid"] == {"amount": 9}
     assert CALLS.count(f"reserve:{result.saga_id}:reserve") == 1
+
+
+class AfterPivot(Saga):
+    steps = (
+        Step("reserve", reserve, compensate=release),
+        Step("charge", reserve, pivot=True),
+        Wait("paid", timeout=0.2),
+        Step("ship", ship),
+    )
+
+
+async def test_a_wait_past_the_pivot_halts_and_a_person_pushes_it_forward(url: str) -> None:
+    result = await asyncio.wait_for(AfterPivot().execute(store=url), 10)
+    assert result.status == SagaStatus.FAILED
+    assert result.failed_step == "paid"
+    assert "release" not in CALLS
+    # A person resumes it: the wait waits again, its timeout counted afresh.
+    again = asyncio.create_task(statesaga.resume(url, result.saga_id, saga=AfterPivot))
+    store = await open_store(url)
+    await _until(store, result.saga_id, "waiting")
+    await asyncio.gather(again, return_exceptions=True)  # it stopped at the wait
+    await statesaga.signal(url, result.saga_id, "paid", {"amount": 3}, saga=AfterPivot)
+    done = await asyncio.wait_for(
+        follow(store, result.saga_id, saga=AfterPivot, clock=None, broker=None), 10
+    )
+    assert done.status == SagaStatus.COMPLETED
+    assert done.results["ship"] == {"paid": 3}

@@ -185,7 +185,7 @@ class RunState:
         }
         for entry in snapshot.history:  # a wait's timeout counts from when it began
             waited, event = parse_name(entry.trigger)
-            if waited is not None and event == Event.WAIT:
+            if waited is not None and event in (Event.WAIT, Event.PUSH_FORWARD):
                 run.wait_started[waited] = entry.at
         for name in [n for n, phase in run.outcomes.items() if phase == RUNNING]:
             if run.failing:

@@ -48,6 +48,10 @@ def due(driver: Driver, plan: StepPlan) -> float:
 async def wait_for(driver: Driver, plan: StepPlan) -> Outcome:
     """Take ``plan``'s wait from where it is to its outcome (or to ``PARKED``)."""
     state, name = driver.state, plan.name
+    if name in state.pushing:
+        # A person pushed the halted run forward: the wait begins again, its timeout afresh.
+        state.resumed.pop(name, None)
+        state.wait_started[name] = driver.now()
     if not is_waiting(driver, plan):
         if state.failing or state.halting or driver.cancel_requested:
             return (Phase.PENDING.value, None)  # a sibling already failed: it never begins
