@@ -7,6 +7,7 @@ step ran, with which idempotency key and which payload; the store's rows are rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,7 +49,8 @@ class Backend:
     def rows(self, query: str) -> list[tuple[Any, ...]]:
         """Run ``query``, its ``{t}`` naming where statesaga's tables are."""
         if self.kind == "sqlite":
-            with sqlite3.connect(self.db) as conn:
+            # Read-write but never created here: the processes under test create the store.
+            with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=rw", uri=True)) as conn:
                 return conn.execute(query.format(t="")).fetchall()
         with psycopg.connect(URL) as pg:
             return pg.execute(query.format(t=f'"{self.schema}".')).fetchall()
