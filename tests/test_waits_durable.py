@@ -34,7 +34,7 @@ async def release(ctx: Context) -> None:
 
 async def ship(ctx: Context) -> dict[str, Any]:
     CALLS.append("ship")
-    return {"paid": ctx.results["paid"].get("amount")}
+    return {"paid": ctx.results.get("paid", {}).get("amount")}
 
 
 class Booking(Saga):
@@ -290,3 +290,48 @@ async def test_a_wait_past_the_pivot_halts_and_a_person_pushes_it_forward(url: s
     )
     assert done.status == SagaStatus.COMPLETED
     assert done.results["ship"] == {"paid": 3}
+
+
+EVALUATED: list[str] = []
+
+
+def small(ctx: Context) -> bool:
+    EVALUATED.append(ctx.saga_id)
+    return bool(ctx.data["amount"] < 100)
+
+
+def large(ctx: Context) -> bool:
+    EVALUATED.append(ctx.saga_id)
+    return bool(ctx.data["amount"] >= 100)
+
+
+class Conditional(Saga):
+    steps = (
+        Step("reserve", reserve, compensate=release),
+        Step("review", reserve, compensate=release, when=large),
+        Wait("paid", when=small),
+        Step("ship", ship),
+    )
+
+
+async def test_a_skip_is_committed_and_a_resumed_run_keeps_it(url: str) -> None:
+    EVALUATED.clear()
+    run = await Conditional(amount=5).start(store=url)
+    store = await open_store(url)
+    await _until(store, run.saga_id, "waiting")
+    snapshot = await store.load(run.saga_id)
+    assert snapshot.steps["review"].phase == "skipped"
+    assert [t.trigger for t in snapshot.history].count("review.skip") == 1
+    await _abandon(run)
+    await statesaga.signal(url, run.saga_id, "paid", {"amount": 5}, saga=Conditional)
+    result = await asyncio.wait_for(
+        follow(store, run.saga_id, saga=Conditional, clock=None, broker=None), 10
+    )
+    assert result.status == SagaStatus.COMPLETED
+    assert result.skipped_steps == ("review",)
+    assert EVALUATED.count(run.saga_id) == 2  # once per condition, not again on resume
+    large = await asyncio.wait_for(Conditional(amount=500).execute(store=url), 10)
+    assert large.skipped_steps == ("paid",)  # the wait itself was skipped: no signal needed
+    assert large.completed_steps == ("reserve", "review", "ship")
+    stored = statesaga.durable.finished_result(await store.load(large.saga_id))
+    assert stored.skipped_steps == ("paid",)
