@@ -642,16 +642,18 @@ async def test_add_signal_notifies_the_run_id_when_stored(store: PostgresStore) 
     """A stored signal sends NOTIFY statesaga_signals with the run id; a refused one does not."""
     from statesaga.store import SignalRecord, SignalRefused
 
-    await store.create(make_run(status="waiting", lease_owner=None, lease_expires=None))
-    await store.create(make_run("r2", status="completed"))
+    # Run ids of their own: the channel is the database's, and other tests may use it meanwhile.
+    waiting, ended = f"r1-{uuid.uuid4().hex}", f"r2-{uuid.uuid4().hex}"
+    await store.create(make_run(waiting, status="waiting", lease_owner=None, lease_expires=None))
+    await store.create(make_run(ended, status="completed"))
     with psycopg.connect(URL, autocommit=True) as listener:
         listener.execute("LISTEN statesaga_signals")
         with pytest.raises(SignalRefused):
-            await store.add_signal(SignalRecord("r2", "s0", "approval", {}, 1.0))
-        assert await store.add_signal(SignalRecord("r1", "s1", "approval", {}, 1.0))
-        assert not await store.add_signal(SignalRecord("r1", "s1", "approval", {}, 1.0))
-        heard = [n.payload for n in listener.notifies(timeout=2.0, stop_after=2)]
-    assert heard == ["r1"]
+            await store.add_signal(SignalRecord(ended, "s0", "approval", {}, 1.0))
+        assert await store.add_signal(SignalRecord(waiting, "s1", "approval", {}, 1.0))
+        assert not await store.add_signal(SignalRecord(waiting, "s1", "approval", {}, 1.0))
+        heard = [n.payload for n in listener.notifies(timeout=2.0)]
+    assert [run_id for run_id in heard if run_id in (waiting, ended)] == [waiting]
 
 
 async def test_runs_asleep_in_a_wait_are_not_scanned_by_the_poll(store: PostgresStore) -> None:

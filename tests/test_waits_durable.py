@@ -137,6 +137,9 @@ async def test_a_signal_from_anywhere_before_the_wait_is_kept(url: str) -> None:
 async def test_signals_are_accepted_once_and_refused_with_reasons(url: str) -> None:
     run = await Booking().start(store=url)
     rid = run.saga_id
+    store = await open_store(url)
+    await _until(store, rid, "waiting")
+    await _abandon(run)  # nobody drives it on while the signals are tried
     assert await statesaga.signal(url, rid, "paid", {"amount": 1}, signal_id="s1") is True
     assert await statesaga.signal(url, rid, "paid", {"amount": 1}, signal_id="s1") is False
     with pytest.raises(SignalRefused, match="s1"):
@@ -150,7 +153,7 @@ async def test_signals_are_accepted_once_and_refused_with_reasons(url: str) -> N
         await statesaga.signal(url, "no-such-run", "paid")
     with pytest.raises(StoreError, match="signal payload"):
         await statesaga.signal(url, rid, "paid", {"x": float("nan")}, signal_id="s3")
-    result = await asyncio.wait_for(run.result(), 10)
+    result = await asyncio.wait_for(follow(store, rid, saga=Booking, clock=None, broker=None), 10)
     assert result.results["paid"] == {"amount": 1}
     with pytest.raises(SignalRefused, match="completed"):
         await statesaga.signal(url, rid, "paid", signal_id="s4")
