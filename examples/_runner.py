@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 
-from statesaga import HistoryEntry, Saga, SagaResult, StatesagaError
+from statesaga import HistoryEntry, RunHandle, Saga, SagaResult, StatesagaError
 from statesaga.store import SagaStore, store_from_url
 
 
@@ -25,6 +25,19 @@ class World(Protocol):
 
 
 @attrs.frozen
+class Recorded:
+    """Where ``--store`` records the runs: the open store, and the URL it was given as."""
+
+    store: SagaStore
+    url: str
+
+
+#: What a story does while its run runs (such as sending the signal a person would send):
+#: given the run's handle, and where it is recorded (``None`` in memory).
+Meanwhile = Callable[[RunHandle, Recorded | None], Awaitable[None]]
+
+
+@attrs.frozen
 class Story:
     """One run to show.
 
@@ -32,11 +45,13 @@ class Story:
         title: What the run shows.
         saga: The saga with its input.
         setup: Prepares the world after its reset (such as making a service flaky).
+        meanwhile: Runs beside the run, which is then started rather than executed.
     """
 
     title: str
     saga: Saga
     setup: Callable[[], None] | None = None
+    meanwhile: Meanwhile | None = None
 
 
 def main(
@@ -74,22 +89,33 @@ async def tell(world: World, stories: Sequence[Story], store: str | None = None)
     opened = store_from_url(store)
     await opened.open()
     try:
-        await _tell(world, stories, opened)
+        await _tell(world, stories, Recorded(opened, store))
     finally:
         await opened.close()
 
 
-async def _tell(world: World, stories: Sequence[Story], store: SagaStore | None) -> None:
+async def _tell(world: World, stories: Sequence[Story], recorded: Recorded | None) -> None:
     for number, story in enumerate(stories, 1):
         world.reset()
         if story.setup is not None:
             story.setup()
         print(f"\n{number}. {story.title}\n   {story.saga!r}")
         print(f"   before: {world.describe()}")
-        result = await story.saga.execute(store=store)
+        result = await run(story, recorded)
         for line in account(result):
             print(f"   {line}")
         print(f"   after:  {world.describe()}")
+
+
+async def run(story: Story, recorded: Recorded | None = None) -> SagaResult:
+    """Run one story's saga (in memory, or in ``recorded``'s store) to its end, with what the
+    story does meanwhile; the world is left as it is."""
+    store = recorded.store if recorded is not None else None
+    if story.meanwhile is None:
+        return await story.saga.execute(store=store)
+    handle = await story.saga.start(store=store)
+    await story.meanwhile(handle, recorded)
+    return await handle.result()
 
 
 def account(result: SagaResult) -> list[str]:
@@ -103,6 +129,9 @@ def account(result: SagaResult) -> list[str]:
 
 #: Step event -> how the account names it; events not listed are left out.
 _EVENTS = {
+    "skip": "skipped",
+    "wait": "waiting",
+    "signal": "signalled",
     "retry": "retried",
     "succeed": "done",
     "fail": "FAILED",
@@ -121,7 +150,7 @@ def _line(entry: HistoryEntry, results: Mapping[str, Mapping[str, Any]]) -> str:
     label = _EVENTS.get(event)
     if label is None:
         return ""
-    if event == "succeed":
+    if event in {"succeed", "signal"}:
         detail = ", ".join(f"{k}={v}" for k, v in results.get(step, {}).items())
     elif event in {"retry", "retry_compensation"}:
         detail = f"attempt {entry.attempt} after {entry.error}"

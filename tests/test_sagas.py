@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
@@ -23,6 +24,7 @@ from statesaga import (
     SagaResult,
     SagaStatus,
     StepTimeoutError,
+    WaitTimeoutError,
 )
 from statesaga.testing import FakeClock
 
@@ -231,7 +233,7 @@ class TestTravelBookingSaga:
 
 
 class TestTradeExecutionSaga:
-    """examples/trade_execution: a pivot; cash, holds, approvals, fills, positions."""
+    """examples/trade_execution: conditional steps, a person's approval (a wait), a pivot."""
 
     trade = staticmethod(
         functools.partial(
@@ -243,6 +245,8 @@ class TestTradeExecutionSaga:
             price=150.00,
         )
     )
+    #: A trade of 150,000: screened, and approved by a person.
+    large = staticmethod(functools.partial(trade, quantity=1_000))
 
     def assert_no_trace(self) -> None:
         assert broker.ledger.cash == INITIAL_CASH
@@ -251,24 +255,79 @@ class TestTradeExecutionSaga:
         assert broker.compliance.approvals == {}
         assert broker.exchange.fills == {}
 
-    async def test_a_small_trade_is_executed_and_settled_without_review(
-        self, clock: FakeClock
-    ) -> None:
-        """Below the review threshold the review does nothing; cash turns into shares."""
+    async def approved(
+        self, clock: FakeClock, approval: dict[str, Any] | None = None, **changes: Any
+    ) -> SagaResult:
+        """A large trade's run, sent ``approval`` (by default m.jones's, up to 250,000)."""
+        if approval is None:
+            approval = {"approver": "m.jones", "limit": 250_000}
+        run = await self.large(**changes).start(clock=clock)
+        await run.signal("trade_approved", approval)
+        return await run.result()
+
+    async def test_a_small_trade_skips_screening_and_approval(self, clock: FakeClock) -> None:
+        """Below the threshold the three large-trade steps are skipped; cash turns into shares."""
         result = await self.trade().execute(clock=clock)
         assert result.status is COMPLETED
-        assert result.results["review_large_trade"] == {"skipped": True}
+        assert result.skipped_steps == ("screen_large_trade", "trade_approved", "record_approval")
+        assert "trade_approved.skip" in triggers(result)
+        assert "trade_approved" not in result.results
         assert broker.compliance.approvals == {}
         assert broker.ledger.cash["ACC-123"] == INITIAL_CASH["ACC-123"] - 15_000
         assert broker.ledger.positions == {("ACC-123", "AAPL"): 100}
         assert broker.risk.holds == {}
 
-    async def test_a_large_trade_is_reviewed(self, clock: FakeClock) -> None:
-        """A trade of 150,000 gets compliance's approval before it is executed."""
-        result = await self.trade(quantity=1_000).execute(clock=clock)
+    async def test_a_large_trade_waits_for_a_person_and_records_the_approval(
+        self, clock: FakeClock
+    ) -> None:
+        """A trade of 150,000 is executed once a person approves it; the approver is recorded."""
+        result = await self.approved(clock)
         assert result.status is COMPLETED
-        assert list(broker.compliance.approvals.values()) == ["AAPL"]
+        assert result.skipped_steps == ()
+        assert result.results["trade_approved"] == {"approver": "m.jones", "limit": 250_000}
+        assert result.results["record_approval"] == {"approved_by": "m.jones"}
+        assert list(broker.compliance.approvals.values()) == [("AAPL", "m.jones")]
         assert broker.ledger.positions == {("ACC-123", "AAPL"): 1_000}
+        assert broker.risk.holds == {}
+
+    async def test_a_large_trade_nobody_approves_releases_the_hold(self, clock: FakeClock) -> None:
+        """No approval within the 15-minute window: the wait times out, the hold is released."""
+        result = await self.large().execute(clock=clock)
+        assert (result.status, result.failed_step) == (COMPENSATED, "trade_approved")
+        assert isinstance(result.error, WaitTimeoutError)
+        assert "trade_approved.time_out" in triggers(result)
+        assert result.compensated_steps == ("check_risk",)
+        assert clock.now - FakeClock().now >= 15 * 60
+        self.assert_no_trace()
+
+    async def test_a_person_refuses_at_once_by_cancelling_the_run(self) -> None:
+        """Cancelling the waiting run releases the hold without waiting for the window."""
+        run = await self.large().start()  # the real clock: a fake one would time out at once
+        await asyncio.sleep(0.05)  # the steps before the wait take microseconds
+        result = await run.cancel()
+        assert (result.status, result.failed_step) == (COMPENSATED, "trade_approved")
+        assert "trade_approved.fail" in triggers(result)  # it was waiting, and gave up
+        assert result.compensated_steps == ("check_risk",)
+        self.assert_no_trace()
+
+    @pytest.mark.parametrize(
+        "approval",
+        [
+            {"approver": "a.smith", "limit": 100_000},
+            {"approver": "a.smith"},
+            {"limit": 250_000},
+            {},
+        ],
+        ids=["over-limit", "no-limit", "no-approver", "empty"],
+    )
+    async def test_an_approval_the_next_step_rejects_is_compensated(
+        self, approval: dict[str, Any], clock: FakeClock
+    ) -> None:
+        """An approval beyond the approver's limit, or missing who or how much, is refused."""
+        result = await self.approved(clock, approval)
+        assert (result.status, result.failed_step) == (COMPENSATED, "record_approval")
+        assert result.results["trade_approved"] == approval
+        self.assert_no_trace()
 
     async def test_settlement_is_retried_forward(self, clock: FakeClock) -> None:
         """Past the pivot a flaky ledger is retried until the trade settles."""
@@ -298,7 +357,7 @@ class TestTradeExecutionSaga:
             ({"price": 200.00}, "validate_order"),
             ({"account_id": "ACC-456"}, "check_risk"),
             ({"quantity": 20_000}, "check_risk"),
-            ({"symbol": "XYZ", "quantity": 10_000, "price": 20.00}, "review_large_trade"),
+            ({"symbol": "XYZ", "quantity": 10_000, "price": 20.00}, "screen_large_trade"),
         ],
         ids=["halted", "unlisted", "fat-finger", "poor-account", "too-large", "restricted"],
     )
@@ -308,23 +367,25 @@ class TestTradeExecutionSaga:
         """A refusal before the trade is compensated: no hold, no approval, no position."""
         result = await self.trade(**changes).execute(clock=clock)
         assert (result.status, result.failed_step) == (COMPENSATED, failed)
+        assert "trade_approved.wait" not in triggers(result)  # no person was asked
         self.assert_no_trace()
 
-    async def test_a_small_trade_in_a_restricted_symbol_needs_no_review(
+    async def test_a_small_trade_in_a_restricted_symbol_needs_no_screening(
         self, clock: FakeClock
     ) -> None:
         """The restriction applies to large trades only."""
         result = await self.trade(symbol="XYZ", quantity=10, price=20.00).execute(clock=clock)
         assert result.status is COMPLETED
+        assert "screen_large_trade" in result.skipped_steps
 
-    async def test_an_order_the_exchange_rejects_undoes_review_and_hold(
+    async def test_an_order_the_exchange_rejects_undoes_approval_and_hold(
         self, clock: FakeClock
     ) -> None:
         """The pivot fails: approval withdrawn, then the hold released."""
         broker.exchange.reject_orders = True
-        result = await self.trade(quantity=1_000).execute(clock=clock)
+        result = await self.approved(clock)
         assert (result.status, result.failed_step) == (COMPENSATED, "execute_trade")
-        assert result.compensated_steps == ("review_large_trade", "check_risk")
+        assert result.compensated_steps == ("record_approval", "check_risk")
         self.assert_no_trace()
 
 

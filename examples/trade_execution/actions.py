@@ -1,4 +1,5 @@
-"""The trade saga's forward steps, from checks that change nothing to the trade itself."""
+"""The trade saga's forward steps, from checks that change nothing to the trade itself, and
+the condition that decides which trades need a person's approval."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from statesaga import Context
 
 from .services import PRICE_BAND, OrderRefused, world
 
-#: Trades of at least this amount need compliance's approval.
+#: Trades of at least this amount are screened by compliance and need a person's approval.
 LARGE_TRADE = 100_000.00
 
 
@@ -16,6 +17,15 @@ def _amount(ctx: Context) -> float:
     quantity: int = ctx.data["quantity"]
     price: float = ctx.data["price"]
     return round(quantity * price, 2)
+
+
+def is_large_trade(ctx: Context) -> bool:
+    """Whether the trade is large enough for compliance and a person to look at it.
+
+    A step's condition (``when=``): a plain function of the input that calls nothing, so a
+    resumed run decides the same way.
+    """
+    return _amount(ctx) >= LARGE_TRADE
 
 
 async def validate_order(ctx: Context) -> dict[str, Any]:
@@ -34,17 +44,28 @@ async def check_risk(ctx: Context) -> dict[str, Any]:
     return {"held": amount}
 
 
-async def review_large_trade(ctx: Context) -> dict[str, Any]:
-    """Ask compliance to approve the trade, when it is large; otherwise do nothing.
-
-    The step is in the saga for every trade and decides at run time whether it applies, so
-    the machine and its diagram stay the same for every input.
-    """
+async def screen_large_trade(ctx: Context) -> dict[str, Any]:
+    """Have compliance screen the trade automatically (restricted symbols), before a person
+    is asked to look at it."""
     amount = _amount(ctx)
-    if amount < LARGE_TRADE:
-        return {"skipped": True}
-    await world.compliance.approve(ctx.idempotency_key, ctx.data["symbol"], amount)
-    return {"approved": amount}
+    await world.compliance.screen(ctx.data["symbol"], amount)
+    return {"screened": amount}
+
+
+async def record_approval(ctx: Context) -> dict[str, Any]:
+    """Check the approval the person sent (the ``trade_approved`` wait's payload) against
+    their limit, and record it with compliance."""
+    approval = ctx.results["trade_approved"]
+    approver, limit = approval.get("approver"), approval.get("limit")
+    if not isinstance(approver, str) or not approver:
+        raise OrderRefused(f"the approval names no approver: {dict(approval)}")
+    if not isinstance(limit, int | float):
+        raise OrderRefused(f"the approval by {approver} gives no limit: {dict(approval)}")
+    amount = _amount(ctx)
+    if amount > limit:
+        raise OrderRefused(f"{approver} may approve up to {limit:,.2f}, not {amount:,.2f}")
+    await world.compliance.record(ctx.idempotency_key, ctx.data["symbol"], approver)
+    return {"approved_by": approver}
 
 
 async def execute_trade(ctx: Context) -> dict[str, Any]:

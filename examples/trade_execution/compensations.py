@@ -1,7 +1,8 @@
 """The trade saga's compensations: only the steps before the trade have any.
 
-Each finds the action's effect by the action's key and tolerates finding nothing (a review
-that was skipped, or a hold whose outcome was unknown).
+Each finds the action's effect by the action's key and tolerates finding nothing (a hold
+whose outcome was unknown). A step that was skipped (a small trade's approval) is not
+compensated at all.
 """
 
 from __future__ import annotations
@@ -17,5 +18,5 @@ async def release_hold(ctx: Context) -> None:
 
 
 async def withdraw_approval(ctx: Context) -> None:
-    """Withdraw compliance's approval (nothing to do when the review was skipped)."""
+    """Withdraw the approval recorded with compliance: the trade it approved did not happen."""
     await world.compliance.withdraw(ctx.action_key)

@@ -18,7 +18,7 @@ INITIAL_CASH = {"ACC-123": 2_000_000.00, "ACC-456": 1_000.00}
 
 
 class OrderRefused(Exception):
-    """The exchange, the risk desk or compliance said no; asking again will not help."""
+    """The exchange, the risk desk, compliance or an approver said no: do not ask again."""
 
 
 class LedgerUnavailable(ConnectionError):
@@ -96,16 +96,19 @@ class RiskDesk:
 
 
 class Compliance:
-    """Approvals of large trades."""
+    """Compliance's automatic screening of large trades, and the approvals people gave."""
 
     def __init__(self) -> None:
-        self.approvals: dict[str, str] = {}  # key -> symbol
+        self.approvals: dict[str, tuple[str, str]] = {}  # key -> symbol, approver
 
-    async def approve(self, key: str, symbol: str, amount: float) -> None:
-        """Approve a large trade once per key, unless its symbol is restricted."""
+    async def screen(self, symbol: str, amount: float) -> None:
+        """Refuse a large trade in a restricted symbol (changes nothing)."""
         if symbol in RESTRICTED:
             raise OrderRefused(f"compliance refuses a trade of {amount:,.2f} in {symbol}")
-        self.approvals.setdefault(key, symbol)
+
+    async def record(self, key: str, symbol: str, approver: str) -> None:
+        """Record once per key that ``approver`` approved a trade in ``symbol``."""
+        self.approvals.setdefault(key, (symbol, approver))
 
     async def withdraw(self, key: str) -> bool:
         """Withdraw an approval; ``False`` when there was none."""
