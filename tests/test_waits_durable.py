@@ -338,3 +338,8 @@ async def test_a_skip_is_committed_and_a_resumed_run_keeps_it(url: str) -> None:
     assert large.completed_steps == ("reserve", "review", "ship")
     stored = statesaga.durable.finished_result(await store.load(large.saga_id))
     assert stored.skipped_steps == ("paid",)
+
+
+async def test_a_resumed_run_s_duration_counts_from_its_start(url: str) -> None:
+    result = await asyncio.wait_for(Sleep().execute(store=url), 10)
+    assert result.duration >= 0.3  # its sleep included, not only the last stretch

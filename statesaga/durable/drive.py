@@ -249,6 +249,7 @@ async def drive_stored(
         sender=_sender(opened, broker),
         errors={name: step.error for name, step in snapshot.steps.items() if step.error},
     )
+    state.earlier = max(0.0, now - snapshot.run.created_at)
     driver = Driver(state, clock, journal)
     # Asked to stop while it waited, or while another process drove it.
     driver.cancel_requested = CANCEL_EVENT in snapshot.signals

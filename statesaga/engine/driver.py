@@ -171,7 +171,7 @@ class Driver:
                 else:
                     ending = SagaStatus.COMPENSATED
                     self.fire(_FINISH)
-            result = self.result(ending, self.clock.monotonic() - started)
+            result = self.result(ending, state.earlier + self.clock.monotonic() - started)
             pending = recorder.at_end(state)
             if pending is not None:
                 await pending

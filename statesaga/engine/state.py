@@ -77,6 +77,8 @@ class RunState:
         signals: The payload of each signal the run has received, by event (a wait takes
             its own when it gets there).
         wait_started: When each wait began (run-clock time): its timeout counts from then.
+        earlier: Seconds the run had lasted before this process drove it (a stored run's
+            time since it started, waits included), counted into its result's duration.
     """
 
     compiled: CompiledSaga
@@ -102,6 +104,7 @@ class RunState:
     outbox: list[Message] = attrs.Factory(list)
     signals: dict[str, Mapping[str, Any]] = attrs.Factory(dict)
     wait_started: dict[str, float] = attrs.Factory(dict)
+    earlier: float = 0.0
     #: ``results`` read-only, as actions see it.
     results_view: Mapping[str, Mapping[str, Any]] = attrs.field(init=False)
 
