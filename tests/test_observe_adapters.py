@@ -26,12 +26,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
-from statesaga import NonRetryableError, Retry, Saga, SagaStatus, Step
+from statesaga import NonRetryableError, Retry, Saga, SagaStatus, Step, Wait
 from statesaga.context import Context
 from statesaga.observe import OBSERVER_ERRORS, Observer, RunEvent, observing
 from statesaga.observe.logs import LoggingObserver, render_json, render_kv
-from statesaga.observe.metrics import MissingExtraError, PrometheusObserver
+from statesaga.observe.metrics import MissingExtraError, PrometheusObserver, WaitingRuns
 from statesaga.observe.traces import TracingObserver
+from statesaga.store import MemoryStore
 from statesaga.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,18 @@ class BadUndo(Saga):
 
 class Slow(Saga):
     steps = (Step("a", ok, compensate=ok), Step("b", stuck, compensate=ok, timeout=0.01))
+
+
+def never(ctx: Context) -> bool:
+    return False
+
+
+class Sleep(Saga):
+    steps = (Wait("w", timeout=0.01, on_timeout="continue"), Step("s", ok, when=never))
+
+
+class Parks(Saga):
+    steps = (Wait("w"),)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -462,8 +475,14 @@ async def test_metric_reference_matches_what_is_exported(clock: FakeClock) -> No
         documented[name] = (kind, set(re.findall(r"`(\w+)`", labels)), outcomes)
     watch = Observed()
     with observing(*watch.observers):
-        for saga in (Flaky, BadUndo, Slow, Undone):
+        for saga in (Flaky, BadUndo, Slow, Undone, Sleep):
             await saga().execute(clock=clock)
+        store = MemoryStore()
+        await Parks().start(store=store)
+        waiting = WaitingRuns(store)
+        watch.registry.register(waiting)
+        await until_parked(store)
+        await waiting.refresh()  # a scrape in the store's loop reports the last count
 
     exported = {}
     for family in watch.registry.collect():
@@ -479,6 +498,14 @@ async def test_metric_reference_matches_what_is_exported(clock: FakeClock) -> No
         assert not labels or labels == doc_labels, name
         if outcomes:
             assert outcomes <= doc_outcomes, f"{name}: {outcomes - doc_outcomes} undocumented"
+
+
+async def until_parked(store: MemoryStore) -> None:
+    for _ in range(1000):
+        if await store.count_waiting():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the run never parked")
 
 
 def test_metrics_can_be_registered_again_after_unregister() -> None:

@@ -1004,6 +1004,21 @@ async def test_waiting_lists_the_soonest_first_and_those_without_timeout_last(
     assert listed == ["mid", "early", "late", "none"]
 
 
+async def test_count_waiting_counts_the_waiting_runs_of_each_saga(store: SagaStore) -> None:
+    """count_waiting() counts waiting runs by saga, leaving out other runs and idle sagas."""
+    assert await store.count_waiting() == {}
+    await store.create(waiting_run("a1", None))
+    await store.create(waiting_run("a2", 500.0, lease_owner="w2", lease_expires=FAR))
+    await store.create(waiting_run("b1", 200.0, saga="Booking"))
+    await store.create(make_run("running"))
+    await store.create(make_run("done", status="completed", lease_owner=None))
+    await store.create(make_run("idle", saga="Idle", status="compensated", lease_owner=None))
+    assert await store.count_waiting() == {"OrderSaga": 2, "Booking": 1}
+    await store.acquire("a1", "w1", FAR, NOW)  # woken and driven again
+    await store.commit(make_commit("a1", version=1, status="running"))
+    assert await store.count_waiting() == {"OrderSaga": 1, "Booking": 1}
+
+
 async def test_concurrent_signals_for_one_event_store_exactly_one(store: SagaStore) -> None:
     """Two signal ids for one event sent at once (through two connections): one is stored."""
     other = twin(store)

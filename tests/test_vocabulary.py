@@ -230,7 +230,8 @@ OTHER_SENSES: dict[str, dict[str, str]] = {
         "compensating": "a log field",
         "compensation_failed": "an observer hook's name",
     },
-    "observe/metrics.py": {"saga": "a metric label"},
+    "observe/collectors.py": {"saga": "a metric label"},
+    "observe/metrics.py": {"saga": "a metric label", "wait": "a metric label"},
     "observe/registry.py": {"compensation_failed": "an observer hook's name"},
     "render/dot.py": {"compensate": "an edge's kind", "start": "a node's kind"},
     "render/graph.py": {

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import click
 
 from ..durable.resources import shutdown
-from ..observe.metrics import start_metrics_server
+from ..observe.metrics import MetricsServer, WaitingRuns, start_metrics_server
 from ..worker import Worker
 from ._common import (
     broker_option,
@@ -36,7 +36,8 @@ from ._common import (
     default=0,
     type=click.IntRange(0, 65535),
     metavar="PORT",
-    help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics (0: off).",
+    help="Serve Prometheus metrics, the store's waiting runs among them, on "
+    "http://0.0.0.0:PORT/metrics (0: off).",
 )
 def worker(
     store_url: str,
@@ -75,7 +76,7 @@ def worker(
             raise click.ClickException(message) from None
         click.echo(f"metrics on http://0.0.0.0:{server.port}/metrics")
     try:
-        failed = asyncio.run(_work(store_url, concurrency, poll, once, broker_url, wait))
+        failed = asyncio.run(_work(store_url, concurrency, poll, once, broker_url, wait, server))
     finally:
         if server is not None:
             server.close()
@@ -90,10 +91,17 @@ async def _work(
     once: bool,
     broker: str | None = None,
     wait: bool = False,
+    metrics: MetricsServer | None = None,
 ) -> bool:
     """Work until stopped, or with ``once`` drive what is there; whether a run it found (with
-    ``once``) was not resumed."""
+    ``once``) was not resumed. With ``metrics``, its endpoint also counts the store's waiting
+    runs, asked on this loop at each scrape."""
     store = await command_store(url)
+    waiting = None
+    if metrics is not None:
+        observer = metrics.observer
+        waiting = WaitingRuns(store, namespace=observer.namespace, labels=observer.labels)
+        observer.registry.register(waiting)
     stop = asyncio.Event()
     # With --once each outcome is printed, failures too: the worker does not log them again.
     w = Worker(store, concurrency=concurrency, poll=poll, broker=broker, log_failures=not once)
@@ -128,6 +136,8 @@ async def _work(
         # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
         # the senders mark what they sent in the command's store.
         await shutdown()
+        if metrics is not None and waiting is not None:
+            metrics.observer.registry.unregister(waiting)
         await store.close()
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ..errors import RunWaiting
 from ..result import SagaStatus
 from .events import RunEvent, StepEvent
 from .observer import Observer
@@ -33,9 +34,10 @@ DEFAULT_LOGGER = "statesaga.events"
 class LoggingObserver(Observer):
     """Logs every hook as one event carrying the run's, step's and attempt's fields.
 
-    Levels: ``level`` (INFO by default) for starts and successes, WARNING for retries,
-    failures, time-outs, compensated and suspended runs, ERROR for a failed compensation and
-    a run that ended ``failed``.
+    Levels: ``level`` (INFO by default) for starts, successes, waits, skipped steps and runs
+    parked at their waits, WARNING for retries, failures, time-outs, waits that failed or were
+    given up, compensated and suspended runs, ERROR for a failed compensation and a run that
+    ended ``failed``.
 
     Args:
         logger: A ``logging.Logger`` or a structlog logger (whose processors then render the
@@ -88,8 +90,19 @@ class LoggingObserver(Observer):
             self._emit(level, _run_fields("run_finished", event))
 
     def run_suspended(self, event: RunEvent) -> None:
-        if self._enabled(logging.WARNING):
-            self._emit(logging.WARNING, _run_fields("run_suspended", event))
+        waits = event.error
+        if not isinstance(waits, RunWaiting):
+            if self._enabled(logging.WARNING):
+                self._emit(logging.WARNING, _run_fields("run_suspended", event))
+            return
+        # Parked at its waits: stored, due again on a signal or a timer. Not an error.
+        if self._enabled(self.level):
+            fields = _run_fields("run_suspended", event)
+            del fields["error"]
+            fields["waiting_for"] = ",".join(waits.events)
+            if waits.wake_at is not None:
+                fields["wake_at"] = _iso(waits.wake_at)
+            self._emit(self.level, fields)
 
     # -- attempts -----------------------------------------------------------------------------
 
@@ -119,6 +132,29 @@ class LoggingObserver(Observer):
 
     def compensation_failed(self, event: StepEvent) -> None:
         self._step("compensation_failed", event, logging.ERROR)
+
+    # -- waits and skipped steps --------------------------------------------------------------
+
+    def step_skipped(self, event: StepEvent) -> None:
+        if self._enabled(self.level):
+            self._emit(self.level, _wait_fields("step_skipped", event))
+
+    def wait_started(self, event: StepEvent) -> None:
+        if self._enabled(self.level):
+            self._emit(self.level, _wait_fields("wait_started", event))
+
+    def wait_ended(self, event: StepEvent) -> None:
+        # A timeout with on_timeout="continue" ends it without an error: a durable sleep.
+        level = self.level if event.error is None else logging.WARNING
+        if not self._enabled(level):
+            return
+        fields = _wait_fields("wait_ended", event)
+        fields["outcome"] = event.outcome
+        if event.duration is not None:
+            fields["waited"] = round(event.duration, 6)
+        if event.error is not None:
+            fields["error"] = _describe(event.error)
+        self._emit(level, fields)
 
     def _step(self, name: str, event: StepEvent, level: int) -> None:
         if not self._enabled(level):
@@ -157,6 +193,16 @@ def _run_fields(name: str, event: RunEvent) -> Fields:
     if event.error is not None:
         fields["error"] = _describe(event.error)
     return fields
+
+
+def _wait_fields(name: str, event: StepEvent) -> Fields:
+    return {
+        "event": name,
+        "timestamp": _iso(event.at),
+        "saga": event.saga,
+        "saga_id": event.saga_id,
+        "step": event.step,
+    }
 
 
 def _iso(epoch: float) -> str:

@@ -7,15 +7,18 @@ observer is created. ``docs/observability.md`` lists every metric.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RunWaiting
 from ..result import SagaStatus
 from ..vocabulary import Outcome
+from ._buckets import DEFAULT_BUCKETS, DEFAULT_RUN_BUCKETS, DEFAULT_WAIT_BUCKETS
 from ._extras import MissingExtraError, needs
+from .collectors import WaitingRuns, observer_errors_collector, outbox_collector
 from .events import RunEvent, StepEvent
 from .observer import Observer
-from .registry import OBSERVER_ERRORS, add_observer, observers
+from .registry import add_observer, observers
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -23,52 +26,16 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUCKETS",
     "DEFAULT_RUN_BUCKETS",
+    "DEFAULT_WAIT_BUCKETS",
     "MetricsServer",
     "MissingExtraError",
     "PrometheusObserver",
+    "WaitingRuns",
     "start_metrics_server",
 ]
 
-#: Step and compensation durations, seconds: from a local call to a slow remote service.
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-)
-#: Whole-run durations, seconds: runs include retries' pauses, so they reach further.
-DEFAULT_RUN_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-)
 #: Label names the metrics use themselves; constant labels may not reuse them.
-_OWN_LABELS = frozenset(("saga", "step", "status", "outcome", "phase"))
+_OWN_LABELS = frozenset(("saga", "step", "status", "outcome", "phase", "wait"))
 
 
 class _Family:
@@ -89,7 +56,8 @@ class _Family:
 
 
 class PrometheusObserver(Observer):
-    """Counts runs, step attempts, retries and compensations; times steps and runs.
+    """Counts runs, step attempts, retries, compensations, waits and skipped steps; times
+    steps, runs and waits. (A store's waiting runs are counted by ``WaitingRuns``.)
 
     Args:
         registry: The ``prometheus_client`` registry to register the metrics in (by default
@@ -98,6 +66,7 @@ class PrometheusObserver(Observer):
         labels: Constant labels added to every metric (such as ``{"service": "orders"}``).
         buckets: Histogram buckets (seconds) for step and compensation durations.
         run_buckets: Histogram buckets (seconds) for whole-run durations.
+        wait_buckets: Histogram buckets (seconds) for how long waits waited.
 
     Raises:
         MissingExtraError: ``prometheus-client`` is not installed.
@@ -113,6 +82,7 @@ class PrometheusObserver(Observer):
         labels: Mapping[str, str] | None = None,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         run_buckets: Sequence[float] = DEFAULT_RUN_BUCKETS,
+        wait_buckets: Sequence[float] = DEFAULT_WAIT_BUCKETS,
     ) -> None:
         with needs("PrometheusObserver", "prometheus_client", "prometheus"):
             import prometheus_client as prom
@@ -156,6 +126,12 @@ class PrometheusObserver(Observer):
             "an error).",
             ("saga",),
         )
+        self._runs_parked = family(
+            prom.Counter,
+            "runs_parked_total",
+            "Runs stored waiting at their waits, left by this process until they are due.",
+            ("saga",),
+        )
         self._in_flight = family(
             prom.Gauge, "runs_in_flight", "Runs being driven by this process now.", ("saga",)
         )
@@ -197,9 +173,28 @@ class PrometheusObserver(Observer):
             "Failed attempts followed by another, of actions or compensations.",
             ("saga", "step", "phase"),
         )
+        self._waits = family(
+            prom.Counter,
+            "waits_total",
+            "Waits that ended, by how: signalled, timed_out or given_up.",
+            ("saga", "wait", "outcome"),
+        )
+        self._wait_duration = family(
+            prom.Histogram,
+            "wait_duration_seconds",
+            "Seconds from a wait's start to its end (across processes for a stored run).",
+            ("saga", "wait", "outcome"),
+            buckets=tuple(wait_buckets),
+        )
+        self._skipped = family(
+            prom.Counter,
+            "steps_skipped_total",
+            "Conditional steps skipped: their condition was false.",
+            ("saga", "step"),
+        )
         for collector in (
-            _observer_errors_collector(namespace, names, values),
-            _outbox_collector(namespace, names, values),
+            observer_errors_collector(namespace, names, values),
+            outbox_collector(namespace, names, values),
         ):
             reg.register(collector)
             self._collectors.append(collector)
@@ -240,7 +235,10 @@ class PrometheusObserver(Observer):
 
     def run_suspended(self, event: RunEvent) -> None:
         self._in_flight(event.saga).dec()
-        self._runs_suspended(event.saga).inc()
+        if isinstance(event.error, RunWaiting):  # parked: the normal way to wait, not trouble
+            self._runs_parked(event.saga).inc()
+        else:
+            self._runs_suspended(event.saga).inc()
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -262,6 +260,17 @@ class PrometheusObserver(Observer):
         if event.duration is not None:
             self._step_duration(event.saga, event.step, outcome).observe(event.duration)
 
+    def step_skipped(self, event: StepEvent) -> None:
+        self._skipped(event.saga, event.step).inc()
+
+    # -- waits --------------------------------------------------------------------------------
+
+    def wait_ended(self, event: StepEvent) -> None:
+        outcome = event.outcome or "unknown"
+        self._waits(event.saga, event.step, outcome).inc()
+        if event.duration is not None:
+            self._wait_duration(event.saga, event.step, outcome).observe(event.duration)
+
     # -- compensations ------------------------------------------------------------------------
 
     def compensation_succeeded(self, event: StepEvent) -> None:
@@ -278,62 +287,6 @@ class PrometheusObserver(Observer):
         self._compensation_attempts(event.saga, event.step, outcome).inc()
         if event.duration is not None:
             self._compensation_duration(event.saga, event.step, outcome).observe(event.duration)
-
-
-def _observer_errors_collector(
-    namespace: str, names: tuple[str, ...], values: tuple[str, ...]
-) -> Any:
-    """A collector reading ``OBSERVER_ERRORS`` at scrape time (the hot path never touches it)."""
-    from prometheus_client.core import CounterMetricFamily
-    from prometheus_client.registry import Collector
-
-    name = f"{namespace}_observer_errors" if namespace else "observer_errors"
-
-    class ObserverErrorsCollector(Collector):
-        def collect(self) -> Iterator[CounterMetricFamily]:
-            family = CounterMetricFamily(
-                name, "Exceptions raised by observers' hooks (logged, never raised).", labels=names
-            )
-            family.add_metric(list(values), OBSERVER_ERRORS.count)
-            yield family
-
-    return ObserverErrorsCollector()
-
-
-#: Outbox counters: (outcome label, ``OutboxStats`` attribute). ``optimistic`` and ``fallback``
-#: together say how often the relay was needed.
-_OUTBOX_OUTCOMES = (
-    ("optimistic", "optimistic_sent"),
-    ("fallback", "fallback"),
-    ("relay_sent", "relay_sent"),
-    ("relay_failed", "relay_failed"),
-    ("dead", "dead"),
-)
-
-
-def _outbox_collector(namespace: str, names: tuple[str, ...], values: tuple[str, ...]) -> Any:
-    """A collector reading ``OUTBOX_STATS`` at scrape time, like the observer errors."""
-    from prometheus_client.core import CounterMetricFamily
-    from prometheus_client.registry import Collector
-
-    from ..messaging.stats import OUTBOX_STATS
-
-    name = f"{namespace}_outbox_messages" if namespace else "outbox_messages"
-
-    class OutboxCollector(Collector):
-        def collect(self) -> Iterator[CounterMetricFamily]:
-            family = CounterMetricFamily(
-                name,
-                "Emitted messages by how they left this process: published right after their "
-                "commit (optimistic), left to the relay (fallback), published, failed or "
-                "dead-lettered by a relay.",
-                labels=(*names, "outcome"),
-            )
-            for outcome, attribute in _OUTBOX_OUTCOMES:
-                family.add_metric([*values, outcome], getattr(OUTBOX_STATS, attribute))
-            yield family
-
-    return OutboxCollector()
 
 
 class MetricsServer:

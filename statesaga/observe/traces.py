@@ -1,4 +1,4 @@
-"""OpenTelemetry spans: one per run, a child per step attempt and per compensation attempt.
+"""OpenTelemetry spans: one per run, a child per step attempt, compensation attempt and wait.
 
 Needs ``opentelemetry-api`` (and an SDK to export): ``pip install 'statesaga[otel]'``,
 imported when the observer is created.
@@ -11,11 +11,13 @@ which is what makes attaching the span's context there safe.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..errors import RunWaiting
 from ..result import SagaStatus
-from ..vocabulary import Outcome
+from ..vocabulary import WAITING_STATUS, Outcome
 from ._extras import MissingExtraError, needs
 from .events import RunEvent, StepEvent
 from .observer import Observer
@@ -40,6 +42,9 @@ STATUS = "statesaga.status"
 RESUMED = "statesaga.resumed"
 FAILED_STEP = "statesaga.failed_step"
 ERROR = "statesaga.error"
+WAITED = "statesaga.waited"
+WAITING_FOR = "statesaga.waiting_for"
+WAKE_AT = "statesaga.wake_at"
 
 
 def _task() -> asyncio.Task[Any] | None:
@@ -63,20 +68,23 @@ class _Open:
 class _RunSpans:
     """One run's span and the attempt spans open under it."""
 
-    __slots__ = ("context", "open", "run")
+    __slots__ = ("context", "open", "run", "started", "waits")
 
-    def __init__(self, run: _Open, context: OtelContext) -> None:
+    def __init__(self, run: _Open, context: OtelContext, started: int) -> None:
         self.run = run
         self.context = context  # the run span's context: every attempt's parent
+        self.started = started  # when this process began driving the run (ns since the epoch)
         self.open: dict[tuple[str, bool], _Open] = {}
+        self.waits: dict[str, _Open] = {}
 
 
 class TracingObserver(Observer):
-    """Traces runs: a span per run and, under it, a span per attempt of an action or undo.
+    """Traces runs: a span per run and, under it, a span per attempt of an action or undo,
+    and per wait.
 
-    Span names: ``saga <Saga>`` for a run, ``step <step>`` for an attempt of an action and
-    ``compensate <step>`` for an attempt of a compensation. A run's span is a child of the span
-    current where the run was started.
+    Span names: ``saga <Saga>`` for a run, ``step <step>`` for an attempt of an action,
+    ``compensate <step>`` for an attempt of a compensation and ``wait <wait>`` for a wait. A
+    run's span is a child of the span current where the run was started.
 
     Args:
         tracer_provider: Where spans go; by default OpenTelemetry's global provider.
@@ -99,14 +107,17 @@ class TracingObserver(Observer):
     # -- runs ---------------------------------------------------------------------------------
 
     def run_started(self, event: RunEvent) -> None:
+        started = time.time_ns()
         span = self._tracer.start_span(
             f"saga {event.saga}",
             attributes={SAGA: event.saga, SAGA_ID: event.saga_id, RESUMED: event.resumed},
+            start_time=started,
         )
         context = self._in_context(span)
         # Current for the run's own task too, so that anything traced between steps (a
         # store's queries, say) lands under the run.
-        self._runs[event.saga_id] = _RunSpans(_Open(span, self._attach(context)), context)
+        opened = _Open(span, self._attach(context))
+        self._runs[event.saga_id] = _RunSpans(opened, context, started)
 
     def run_finished(self, event: RunEvent) -> None:
         spans = self._runs.pop(event.saga_id, None)
@@ -132,13 +143,25 @@ class TracingObserver(Observer):
         if spans is None:
             return
         self._close_attempts(spans, Outcome.ABANDONED)
-        spans.run.span.set_attribute(STATUS, "suspended")
-        spans.run.span.add_event("suspended")
-        if event.error is not None:  # stopped by a store failure or a bug, not cancelled
-            self._fail(spans.run.span, event.error, f"stopped: {_describe(event.error)}")
+        span, waits = spans.run.span, event.error
+        if isinstance(waits, RunWaiting):  # parked at its waits: only rows until it is due
+            span.set_attribute(STATUS, WAITING_STATUS)
+            details: dict[str, Any] = {WAITING_FOR: list(waits.events)}
+            if waits.wake_at is not None:
+                details[WAKE_AT] = waits.wake_at
+            span.add_event(WAITING_STATUS, details)
+        else:
+            span.set_attribute(STATUS, "suspended")
+            span.add_event("suspended")
+            if waits is not None:  # stopped by a store failure or a bug, not cancelled
+                self._fail(span, waits, f"stopped: {_describe(waits)}")
         self._end(spans.run)
 
     def _close_attempts(self, spans: _RunSpans, outcome: Outcome) -> None:
+        for wait in spans.waits.values():  # no context attached: any order
+            wait.span.set_attribute(OUTCOME, outcome.value)
+            self._end(wait)
+        spans.waits.clear()
         # Latest first: tokens attached in this task are detached in reverse order.
         for key in reversed(list(spans.open)):
             attempt = spans.open.pop(key)
@@ -207,6 +230,39 @@ class TracingObserver(Observer):
             self._fail(span, event.error, f"{outcome}: {_describe(event.error)}")
         self._end(opened)
 
+    # -- waits --------------------------------------------------------------------------------
+
+    def wait_started(self, event: StepEvent) -> None:
+        spans = self._runs.get(event.saga_id)
+        if spans is not None:
+            # Not made current: nothing runs inside a wait, and it may end in another task.
+            span = self._tracer.start_span(
+                f"wait {event.step}", context=spans.context, attributes=_wait_attributes(event)
+            )
+            spans.waits[event.step] = _Open(span, None)
+
+    def wait_ended(self, event: StepEvent) -> None:
+        spans = self._runs.get(event.saga_id)
+        if spans is None:
+            return
+        opened = spans.waits.pop(event.step, None)
+        if opened is None:  # begun before this process resumed the run: the rest of it
+            span = self._tracer.start_span(
+                f"wait {event.step}",
+                context=spans.context,
+                attributes={**_wait_attributes(event), RESUMED: True},
+                start_time=spans.started,
+            )
+            opened = _Open(span, None)
+        span = opened.span
+        span.set_attribute(OUTCOME, event.outcome or "unknown")
+        if event.duration is not None:
+            span.set_attribute(WAITED, event.duration)
+        # A timeout that fails the wait is its own failure; a wait given up failed elsewhere.
+        if event.error is not None and event.outcome == Outcome.TIMED_OUT:
+            self._fail(span, event.error, f"{event.outcome}: {_describe(event.error)}")
+        self._end(opened)
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _fail(self, span: Span, error: BaseException | str | None, description: str) -> None:
@@ -222,6 +278,10 @@ class TracingObserver(Observer):
         if opened.token is not None and opened.task is _task():
             self._detach(opened.token)
         opened.span.end()
+
+
+def _wait_attributes(event: StepEvent) -> dict[str, Any]:
+    return {SAGA: event.saga, SAGA_ID: event.saga_id, STEP: event.step}
 
 
 def _describe(error: BaseException | str) -> str:

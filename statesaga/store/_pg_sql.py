@@ -214,6 +214,10 @@ class Queries:
             f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE status = 'waiting'"
             " ORDER BY wake_at NULLS LAST, created_at, run_id LIMIT %s"
         )
+        # The waiting runs alone, through statesaga_runs_waking: sleeping runs cost a scrape.
+        self.count_waiting = (
+            f"SELECT saga, count(*) FROM {runs} WHERE status = 'waiting' GROUP BY saga"
+        )
         # add_signal: the run row locked first, so it is serialised with the run's commits.
         self.signal_run = f"SELECT status, wake_at FROM {runs} WHERE run_id = %s FOR UPDATE"
         self.same_signal = (

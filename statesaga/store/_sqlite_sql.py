@@ -89,6 +89,11 @@ _WAITING = (
     f"SELECT {_RUN_COLUMNS} FROM statesaga_runs INDEXED BY statesaga_runs_waking"
     f" WHERE {WAITING} ORDER BY wake_at IS NULL, wake_at, created_at, run_id LIMIT ?"
 )
+# Only the waiting runs are read (the index is partial), however many runs there are.
+_COUNT_WAITING = (
+    "SELECT saga, COUNT(*) FROM statesaga_runs INDEXED BY statesaga_runs_waking"
+    f" WHERE {WAITING} GROUP BY saga"
+)
 _SIGNALS = "SELECT signal_id, event, payload, at FROM statesaga_signals WHERE run_id = ?"
 _SIGNALS_ARRIVED = "SELECT event FROM statesaga_signals WHERE run_id = ? AND event IN ({})"
 _SAME_SIGNAL = (
@@ -233,6 +238,10 @@ def unfinished(conn: sqlite3.Connection, arg: tuple[float, int]) -> list[str]:
 
 def waiting(conn: sqlite3.Connection, limit: int) -> list[RunRecord]:
     return decoded_runs(conn.execute(_WAITING, (max(limit, 0),)), "SQLite")
+
+
+def count_waiting(conn: sqlite3.Connection, _: None) -> dict[str, int]:
+    return {saga: int(n) for saga, n in conn.execute(_COUNT_WAITING)}
 
 
 def add_signal(conn: sqlite3.Connection, arg: tuple[SignalRecord, str]) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -225,6 +226,9 @@ class MemoryStore(AsyncContext):
         runs = [r for r in self._runs.values() if r.status == _signals.WAITING]
         runs.sort(key=lambda r: (r.wake_at is None, r.wake_at or 0, r.created_at, r.run_id))
         return runs[: max(limit, 0)]
+
+    async def count_waiting(self) -> dict[str, int]:
+        return dict(Counter(r.saga for r in self._runs.values() if r.status == _signals.WAITING))
 
     async def add_signal(self, signal: SignalRecord) -> bool:
         run = self._runs.get(signal.run_id)

@@ -352,6 +352,13 @@ class PostgresStore(AsyncContext):
         notifications): a worker drives a signalled run at once instead of at its next poll."""
         return heard(self._db)
 
+    async def count_waiting(self) -> dict[str, int]:
+        async def read(conn: Conn) -> dict[str, int]:
+            cur = await conn.execute(self._q.count_waiting)
+            return {saga: int(n) for saga, n in await cur.fetchall()}
+
+        return await self._db.read(read)
+
     async def leased(self, now: float, limit: int = 100) -> list[RunRecord]:
         async def read(conn: Conn) -> list[RunRecord]:
             cur = await conn.execute(self._q.leased, (now, max(limit, 0)))

@@ -353,6 +353,9 @@ class SQLiteStore(AsyncContext):
     async def waiting(self, limit: int = 100) -> list[RunRecord]:
         return await asyncio.to_thread(self._read, sql.waiting, limit)
 
+    async def count_waiting(self) -> dict[str, int]:
+        return await asyncio.to_thread(self._read, sql.count_waiting, None)
+
     def _read(self, operation: Callable[[sqlite3.Connection, _A], _R], arg: _A) -> _R:
         with self._read_lock:
             conn = self._reader
