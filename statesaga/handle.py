@@ -123,8 +123,10 @@ class InMemoryRun(RunHandle):
 
 
 class DurableRun(RunHandle):
-    """The handle of a stored run. While something awaits ``result`` in this process, it
-    drives the run on whenever the run is due (workers may too: the lease decides)."""
+    """The handle of a stored run. While this process runs, it drives the run on whenever
+    the run is due (workers may too: the lease decides). If the process's event loop ends
+    first (a script that returns after ``start``), the run is left unfinished with no lease,
+    for a worker to take over at once, as after a crash."""
 
     def __init__(
         self,
@@ -154,7 +156,18 @@ class DurableRun(RunHandle):
         loop = asyncio.get_running_loop()
         recorded: asyncio.Future[None] = loop.create_future()
         task = loop.create_task(
-            execute(compiled, data, saga_id, clock, store, broker, recorded=recorded),
+            # Cancelled only when its loop shuts down (a script that returns): the run is
+            # then left to a worker, as after a crash, not compensated.
+            execute(
+                compiled,
+                data,
+                saga_id,
+                clock,
+                store,
+                broker,
+                recorded=recorded,
+                abandon_on_cancel=True,
+            ),
             name=compiled.task_name,
         )
         await asyncio.wait((recorded, task), return_when=asyncio.FIRST_COMPLETED)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -141,3 +143,56 @@ async def test_resuming_a_waiting_run_says_it_waits(
     url, run_id = parked
     code, out = _cli(tmp_path, "runs", "resume", "--store", url, run_id)
     assert (code, out.strip()) == (0, f"{run_id}: waiting for paid")
+
+
+SCRIPT = """
+import asyncio, sys
+from cli_waits_saga import Booking
+
+async def main():
+    run = await Booking().start(store=sys.argv[1], saga_id="S-1")
+    print("started", run.saga_id)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_script_that_returns_after_start_leaves_the_run_to_a_worker(
+    sagas: ModuleType, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sagas.db'}"
+    (tmp_path / "start_and_go.py").write_text(SCRIPT, encoding="utf-8")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "start_and_go.py", url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "started S-1" in done.stdout
+    store = await open_store(url)
+    record = (await store.load("S-1")).run
+    await shutdown()
+    assert record.status in ("running", "waiting")  # not compensated: the run goes on
+    assert record.lease_owner is None or (record.lease_expires or 0) <= time.time() + 1
+    code, out = _cli(tmp_path, "worker", "--store", url, "--once")
+    assert code == 0, out
+    if record.status == "running":
+        assert "S-1: waiting for paid" in out
+    code, out = _cli(tmp_path, "runs", "list", "--store", url, "--status", "waiting")
+    assert "S-1" in out
+
+
+async def test_a_signal_after_a_cancel_request_is_refused(
+    parked: tuple[str, str], tmp_path: Path
+) -> None:
+    url, run_id = parked
+    assert _cli(tmp_path, "runs", "cancel", "--store", url, run_id)[0] == 0
+    code, out = _cli(tmp_path, "runs", "signal", "--store", url, run_id, "paid")
+    assert code == 1, out
+    assert "asked to stop" in out
+    code, out = _cli(tmp_path, "worker", "--store", url, "--once")
+    assert f"{run_id}: compensated" in out

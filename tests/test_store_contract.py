@@ -30,6 +30,7 @@ from statesaga.store import (
     hide_password,
 )
 from statesaga.store.sqlite import SQLiteStore
+from statesaga.vocabulary import CANCEL_EVENT
 
 FAR = 1e12  # a lease expiry far in the future (epoch seconds)
 NOW = 1_000.0
@@ -789,6 +790,16 @@ async def test_a_signal_id_used_with_another_payload_or_event_is_refused(store: 
     assert other_payload == "signal id s1 was already used with another event/payload"
     assert await refusal(store, signal(event="shipping")) == other_payload
     assert dict((await store.load("r1")).signals) == {"approval": signal()}
+
+
+async def test_a_signal_after_a_cancel_request_is_refused(store: SagaStore) -> None:
+    """Once a run was asked to stop (the ``saga.cancel`` signal), later signals lose."""
+    await store.create(waiting_run())
+    assert await store.add_signal(signal("stop", CANCEL_EVENT, payload={}))
+    reason = await refusal(store, signal("s1"))
+    assert reason == "the run was asked to stop (statesaga runs cancel)"
+    assert list((await store.load("r1")).signals) == [CANCEL_EVENT]
+    assert await store.add_signal(signal("stop", CANCEL_EVENT, payload={})) is False
 
 
 async def test_a_second_signal_for_an_event_is_refused(store: SagaStore) -> None:

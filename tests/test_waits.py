@@ -365,3 +365,13 @@ async def test_a_sibling_failing_gives_the_wait_up() -> None:
     assert result.compensated_steps == ("reserve",)
     given_up = [e for e in result.history if e.trigger == "paid.fail"]
     assert len(given_up) == 1
+
+
+async def test_a_signal_after_cancel_is_refused() -> None:
+    run = await WaitForever().start()
+    await _waiting(run)
+    cancelling = asyncio.ensure_future(run.cancel())
+    await asyncio.sleep(0)  # the cancellation is asked for
+    with pytest.raises(SignalRefused, match="asked to stop"):
+        await run.signal("paid")
+    assert (await cancelling).status == SagaStatus.COMPENSATED

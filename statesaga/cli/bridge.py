@@ -66,7 +66,8 @@ async def _bridge(
     concurrency: int,
 ) -> None:
     broker = broker_from_url(broker_url)
-    async with await command_store(store_url) as store:
+    # The runs it signals are in the store already: a store that is not there is a wrong URL.
+    async with await command_store(store_url, create=False) as store:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(

@@ -99,7 +99,12 @@ def _waits_text(record: RunRecord) -> str:
     """What a waiting run waits for, and when it gives up (empty for another run)."""
     if record.status != WAITING_STATUS:
         return ""
-    until = "no timeout" if record.wake_at is None else f"gives up {when(record.wake_at)}"
+    if record.wake_at is None:
+        until = "no timeout"
+    elif record.wake_at <= time.time():
+        until = "due now: a signal came or its time is up"
+    else:
+        until = f"gives up {when(record.wake_at)} UTC"
     return f"{', '.join(waits_of(record))} ({until})"
 
 

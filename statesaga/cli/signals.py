@@ -17,14 +17,28 @@ def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     if value is None:
         return None
     try:
-        data = json.loads(value)
+        data = json.loads(value, parse_constant=_not_json)
     except json.JSONDecodeError as error:
         raise click.BadParameter(f"not JSON ({error.msg} at character {error.pos})") from None
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
     if not isinstance(data, dict):
-        raise click.BadParameter(
-            f"must be a JSON object such as '{{\"amount\": 42}}', not {type(data).__name__}"
-        )
+        kind = "null" if data is None else _JSON_KINDS.get(type(data), type(data).__name__)
+        raise click.BadParameter(f"must be a JSON object such as '{{\"amount\": 42}}', not {kind}")
     return data
+
+
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"not JSON: {name} is not a JSON number")
 
 
 @click.command("signal")

@@ -46,6 +46,7 @@ async def start(
     broker: Broker | str | None = None,
     *,
     recorded: asyncio.Future[None] | None = None,
+    abandon_on_cancel: bool = False,
 ) -> SagaResult:
     """Run a new saga durably: record it, then drive it, committing every step ahead.
 
@@ -101,7 +102,7 @@ async def start(
         sender=_sender(opened, broker),
     )
     driver = Driver(RunState.new(compiled, data, saga_id), clock, journal)
-    return await _drive_leased(driver, journal, opened)
+    return await _drive_leased(driver, journal, opened, abandon_on_cancel=abandon_on_cancel)
 
 
 def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:

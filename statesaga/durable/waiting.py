@@ -90,6 +90,9 @@ async def request_cancel(store: StoreLike, run_id: str) -> bool:
     once by a process following it or by a worker); a run being driven elsewhere stops when
     it next waits or is resumed. ``False`` if it was asked before."""
     opened = await open_store(store)
+    record = (await opened.load(run_id)).run
+    if record.finished:  # checked first: a request made before it ended is no answer now
+        raise SignalRefused(run_id, "cancel", f"the run has finished: it is {record.status}")
     try:
         accepted = await opened.add_signal(
             SignalRecord(run_id, CANCEL_EVENT, CANCEL_EVENT, {}, time.time())
@@ -132,9 +135,13 @@ async def follow(
     saga: type[SagaDefinition] | None,
     clock: Clock | None,
     broker: Broker | str | None,
+    abandon_on_cancel: bool = False,
 ) -> SagaResult:
     """Drive a stored run on whenever it is due (a signal came, a timeout passed, or its
-    driver went away), until it ends; its result."""
+    driver went away), until it ends; its result.
+
+    ``abandon_on_cancel``: cancelling it while it drives leaves the run to a worker (as a
+    crash would) instead of compensating it."""
     while True:
         snapshot = await store.load(run_id)
         record = snapshot.run
@@ -151,7 +158,7 @@ async def follow(
                 saga=saga,
                 allow_changed_definition=False,
                 clock=clock,
-                abandon_on_cancel=False,
+                abandon_on_cancel=abandon_on_cancel,
                 broker=broker,
             )
         except (RunWaiting, SignalArrived):
@@ -198,13 +205,29 @@ async def execute(
     broker: Broker | str | None = None,
     *,
     recorded: asyncio.Future[None] | None = None,
+    abandon_on_cancel: bool = False,
 ) -> SagaResult:
     """Run a new saga durably to its end: drive it, and whenever it waits, follow it until
-    its signals or timeouts let it go on (see ``drive.start`` for ``recorded``)."""
+    its signals or timeouts let it go on (see ``drive.start`` for ``recorded``, ``follow``
+    for ``abandon_on_cancel``)."""
     try:
-        return await start(compiled, data, saga_id, clock, store, broker, recorded=recorded)
+        return await start(
+            compiled,
+            data,
+            saga_id,
+            clock,
+            store,
+            broker,
+            recorded=recorded,
+            abandon_on_cancel=abandon_on_cancel,
+        )
     except (RunWaiting, SignalArrived):
         pass
     return await follow(
-        await open_store(store), saga_id, saga=compiled.saga, clock=clock, broker=broker
+        await open_store(store),
+        saga_id,
+        saga=compiled.saga,
+        clock=clock,
+        broker=broker,
+        abandon_on_cancel=abandon_on_cancel,
     )

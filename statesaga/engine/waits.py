@@ -124,6 +124,8 @@ def check_signal(driver: Driver, event: str) -> None:
         )
     if state.status in TERMINAL:
         raise SignalRefused(state.saga_id, event, f"the run has finished: it is {state.status}")
+    if driver.cancel_requested:
+        raise SignalRefused(state.saga_id, event, "the run was asked to stop (cancel)")
     if event in state.signals:
         raise SignalRefused(state.saga_id, event, "it was already signalled")
     phase = state.outcomes.get(event)

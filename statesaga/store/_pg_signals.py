@@ -45,18 +45,22 @@ async def add_signal(conn: Conn, q: Queries, signal: SignalRecord) -> bool:
             raise RunNotFound(run_id)
         status, wake_at = run_rows[0]
         same_id = same_event = None
+        cancelled = False
         for row in signal_rows:
             found = signal_from_row(run_id, row)
             if found.signal_id == signal.signal_id:
                 same_id = (found.event, found.payload)
-            else:
+            elif found.event == signal.event:
                 same_event = found.signal_id
+            else:
+                cancelled = True
         if not _signals.check(
             signal,
             status=status,
             same_id=same_id,
             same_event=same_event,
             phase=phase_rows[0][0] if phase_rows else None,
+            cancelled=cancelled,
         ):
             await conn.execute("ROLLBACK")
             return False

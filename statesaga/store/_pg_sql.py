@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
-from ..vocabulary import TERMINAL
+from ..vocabulary import CANCEL_EVENT, TERMINAL
 from ._rows import OUTBOX_COLUMNS, list_runs_queries
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -222,7 +222,8 @@ class Queries:
         self.signal_run = f"SELECT status, wake_at FROM {runs} WHERE run_id = %s FOR UPDATE"
         self.same_signal = (
             f"SELECT signal_id, event, payload::text, at FROM {signals}"
-            " WHERE run_id = %s AND (signal_id = %s OR event = %s)"
+            " WHERE run_id = %s AND (signal_id = %s OR event = %s"
+            f" OR event = '{CANCEL_EVENT}')"
         )
         self.signal_phase = f"SELECT phase FROM {steps} WHERE run_id = %s AND step = %s"
         self.insert_signal = (

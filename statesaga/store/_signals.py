@@ -38,6 +38,7 @@ def check(
     same_id: tuple[str, Mapping[str, Any]] | None,
     same_event: str | None,
     phase: str | None,
+    cancelled: bool = False,
 ) -> bool:
     """Whether to store ``signal`` (``as_stored``): ``False`` for a duplicate.
 
@@ -47,6 +48,7 @@ def check(
         same_id: The event and payload of the run's signal with ``signal.signal_id``, if any.
         same_event: The id of the run's signal for ``signal.event``, if any.
         phase: The phase of the run's step named ``signal.event``, if that step has a row.
+        cancelled: Whether the run was asked to stop before (a later signal loses to that).
 
     Raises:
         SignalRefused: Saying why the signal cannot be stored.
@@ -62,6 +64,8 @@ def check(
         )
     if status in TERMINAL:
         raise SignalRefused(run_id, event, f"the run has finished: it is {status}")
+    if cancelled:
+        raise SignalRefused(run_id, event, "the run was asked to stop (statesaga runs cancel)")
     if same_event is not None:
         raise SignalRefused(run_id, event, f"it was already signalled (signal id {same_event})")
     if phase in WAIT_OVER:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ..vocabulary import TERMINAL
+from ..vocabulary import CANCEL_EVENT, TERMINAL
 from . import _signals
 from ._codec import dumps, dumps_config
 from ._rows import (
@@ -98,7 +98,7 @@ _SIGNALS = "SELECT signal_id, event, payload, at FROM statesaga_signals WHERE ru
 _SIGNALS_ARRIVED = "SELECT event FROM statesaga_signals WHERE run_id = ? AND event IN ({})"
 _SAME_SIGNAL = (
     "SELECT signal_id, event, payload, at FROM statesaga_signals"
-    " WHERE run_id = ? AND (signal_id = ? OR event = ?)"
+    f" WHERE run_id = ? AND (signal_id = ? OR event = ? OR event = '{CANCEL_EVENT}')"
 )
 _INSERT_SIGNAL = (
     "INSERT INTO statesaga_signals (run_id, signal_id, event, payload, at) VALUES (?, ?, ?, ?, ?)"
@@ -253,12 +253,15 @@ def add_signal(conn: sqlite3.Connection, arg: tuple[SignalRecord, str]) -> bool:
         raise RunNotFound(run_id)
     status, wake_at = row
     same_id = same_event = None
+    cancelled = False
     for found in conn.execute(_SAME_SIGNAL, (run_id, signal.signal_id, signal.event)):
         record = signal_from_row(run_id, found)
         if record.signal_id == signal.signal_id:
             same_id = (record.event, record.payload)
-        else:
+        elif record.event == signal.event:
             same_event = record.signal_id
+        else:
+            cancelled = True
     phase = conn.execute(_PHASE, (run_id, signal.event)).fetchone()
     if not _signals.check(
         signal,
@@ -266,6 +269,7 @@ def add_signal(conn: sqlite3.Connection, arg: tuple[SignalRecord, str]) -> bool:
         same_id=same_id,
         same_event=same_event,
         phase=None if phase is None else phase[0],
+        cancelled=cancelled,
     ):
         return False
     conn.execute(_INSERT_SIGNAL, (run_id, signal.signal_id, signal.event, payload, signal.at))

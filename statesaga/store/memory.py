@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ..vocabulary import CANCEL_EVENT
 from . import _signals
 from ._codec import dumps
 from .base import (
@@ -244,6 +245,8 @@ class MemoryStore(AsyncContext):
             status=run.status,
             same_id=None if same_id is None else (same_id.event, same_id.payload),
             same_event=same_event,
+            cancelled=signal.event != CANCEL_EVENT
+            and any(s.event == CANCEL_EVENT for s in signals.values()),
             phase=None if step is None else step.phase,
         ):
             return False
