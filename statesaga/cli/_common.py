@@ -4,10 +4,14 @@ leases are shown."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,6 +56,35 @@ def checked_broker_url(ctx: click.Context, param: click.Parameter, value: str | 
         except StatesagaError as error:
             raise click.BadParameter(str(error)) from None
     return value
+
+
+#: The broker a command reads from or publishes to, which it cannot do without.
+required_broker_option = click.option(
+    "--broker",
+    "broker_url",
+    envvar=BROKER_ENV_VAR,
+    required=True,
+    callback=checked_broker_url,
+    help=f"Broker URL (amqp://..., nats://..., redis://..., memory://); ${BROKER_ENV_VAR} sets it.",
+)
+
+
+async def until_signalled(run: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
+    """Run ``run(stop)`` until it returns. Ctrl-C or SIGTERM sets ``stop`` (finish what is in
+    hand); a second one cancels it (stop now)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(run(stop))
+
+    def on_signal() -> None:
+        if stop.is_set():
+            task.cancel()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 #: The broker a command that drives runs publishes their emitted messages to.

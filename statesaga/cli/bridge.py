@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 
 import click
 
@@ -13,19 +11,12 @@ from ..bridge import bridge as run_bridge
 from ..durable.resources import shutdown
 from ..messaging.brokers import broker_from_url
 from ..store import hide_password
-from ._common import BROKER_ENV_VAR, checked_broker_url, command_store, store_option
+from ._common import command_store, required_broker_option, store_option, until_signalled
 
 
 @click.command()
 @store_option
-@click.option(
-    "--broker",
-    "broker_url",
-    envvar=BROKER_ENV_VAR,
-    required=True,
-    callback=checked_broker_url,
-    help=f"Broker URL (amqp://..., nats://..., redis://..., memory://); ${BROKER_ENV_VAR} sets it.",
-)
+@required_broker_option
 @click.option("--topic", required=True, help="The topic whose messages become signals.")
 @click.option("--event", required=True, help="The signal each message becomes (a wait's name).")
 @click.option(
@@ -68,22 +59,12 @@ async def _bridge(
     broker = broker_from_url(broker_url)
     # The runs it signals are in the store already: a store that is not there is a wrong URL.
     async with await command_store(store_url, create=False) as store:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(
-            run_bridge(store, broker, topic, event, group=group, concurrency=concurrency, stop=stop)
-        )
-
-        def on_signal() -> None:
-            if stop.is_set():
-                task.cancel()
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await until_signalled(
+                lambda stop: run_bridge(
+                    store, broker, topic, event, group=group, concurrency=concurrency, stop=stop
+                )
+            )
         finally:
             await broker.close()
             await shutdown()

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 
 import attrs
 import click
 
 from ..messaging.relay import BACKOFF, Relay
 from ..store import hide_password
-from ._common import BROKER_ENV_VAR, checked_broker_url, command_store, store_option
+from ._common import command_store, required_broker_option, store_option, until_signalled
 
 
 @click.command()
 @store_option
-@click.option(
-    "--broker",
-    "broker_url",
-    envvar=BROKER_ENV_VAR,
-    required=True,
-    callback=checked_broker_url,
-    help=f"Broker URL (amqp://..., nats://..., redis://..., memory://); ${BROKER_ENV_VAR} sets it.",
-)
+@required_broker_option
 @click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.01, 3600))
 @click.option(
@@ -62,18 +53,6 @@ async def _relay(
                 if done.failed:
                     break  # the broker is failing: what is left waits for its backoff
             return sent
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(relay.run(stop))
-
-        def on_signal() -> None:
-            # First signal: finish the round in hand. Second: stop now (claims run out).
-            if stop.is_set():
-                task.cancel()
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # First signal: finish the round in hand. Second: stop now (claims run out).
+        await until_signalled(relay.run)
         return sent

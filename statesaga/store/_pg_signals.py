@@ -44,16 +44,9 @@ async def add_signal(conn: Conn, q: Queries, signal: SignalRecord) -> bool:
         if not run_rows:
             raise RunNotFound(run_id)
         status, wake_at = run_rows[0]
-        same_id = same_event = None
-        cancelled = False
-        for row in signal_rows:
-            found = signal_from_row(run_id, row)
-            if found.signal_id == signal.signal_id:
-                same_id = (found.event, found.payload)
-            elif found.event == signal.event:
-                same_event = found.signal_id
-            else:
-                cancelled = True
+        same_id, same_event, cancelled = _signals.found(
+            signal, (signal_from_row(run_id, row) for row in signal_rows)
+        )
         if not _signals.check(
             signal,
             status=status,

@@ -8,10 +8,18 @@ stores the signal, and asks ``check`` whether to store it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..vocabulary import COMPENSATION_PHASES, FAILED, IN_DOUBT, SUCCEEDED, TERMINAL, WAITING_STATUS
+from ..vocabulary import (
+    CANCEL_EVENT,
+    COMPENSATION_PHASES,
+    FAILED,
+    IN_DOUBT,
+    SUCCEEDED,
+    TERMINAL,
+    WAITING_STATUS,
+)
 from ._codec import dumps
 from .base import SignalRecord, SignalRefused
 
@@ -29,6 +37,24 @@ def as_stored(signal: SignalRecord) -> SignalRecord:
     if not isinstance(payload, dict):
         raise SignalRefused(signal.run_id, signal.event, "its payload is not a JSON object")
     return SignalRecord(signal.run_id, signal.signal_id, signal.event, payload, float(signal.at))
+
+
+def found(
+    signal: SignalRecord, stored: Iterable[SignalRecord]
+) -> tuple[tuple[str, Mapping[str, Any]] | None, str | None, bool]:
+    """What ``check`` needs to know of the run's stored signals that matter to ``signal``
+    (those with its id, its event, or the cancellation): ``same_id``, ``same_event`` and
+    ``cancelled``."""
+    same_id = same_event = None
+    cancelled = False
+    for record in stored:
+        if record.signal_id == signal.signal_id:
+            same_id = (record.event, record.payload)
+        elif record.event == signal.event:
+            same_event = record.signal_id
+        elif record.event == CANCEL_EVENT:
+            cancelled = True
+    return same_id, same_event, cancelled
 
 
 def check(

@@ -252,16 +252,13 @@ def add_signal(conn: sqlite3.Connection, arg: tuple[SignalRecord, str]) -> bool:
     if row is None:
         raise RunNotFound(run_id)
     status, wake_at = row
-    same_id = same_event = None
-    cancelled = False
-    for found in conn.execute(_SAME_SIGNAL, (run_id, signal.signal_id, signal.event)):
-        record = signal_from_row(run_id, found)
-        if record.signal_id == signal.signal_id:
-            same_id = (record.event, record.payload)
-        elif record.event == signal.event:
-            same_event = record.signal_id
-        else:
-            cancelled = True
+    same_id, same_event, cancelled = _signals.found(
+        signal,
+        (
+            signal_from_row(run_id, row)
+            for row in conn.execute(_SAME_SIGNAL, (run_id, signal.signal_id, signal.event))
+        ),
+    )
     phase = conn.execute(_PHASE, (run_id, signal.event)).fetchone()
     if not _signals.check(
         signal,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..vocabulary import CANCEL_EVENT
 from . import _signals
 from ._codec import dumps
 from .base import (
@@ -237,16 +236,14 @@ class MemoryStore(AsyncContext):
             raise RunNotFound(signal.run_id)
         signal = _signals.as_stored(signal)
         signals = self._signals[signal.run_id]
-        same_id = signals.get(signal.signal_id)
-        same_event = next((s.signal_id for s in signals.values() if s.event == signal.event), None)
+        same_id, same_event, cancelled = _signals.found(signal, signals.values())
         step = self._steps[signal.run_id].get(signal.event)
         if not _signals.check(
             signal,
             status=run.status,
-            same_id=None if same_id is None else (same_id.event, same_id.payload),
+            same_id=same_id,
             same_event=same_event,
-            cancelled=signal.event != CANCEL_EVENT
-            and any(s.event == CANCEL_EVENT for s in signals.values()),
+            cancelled=cancelled,
             phase=None if step is None else step.phase,
         ):
             return False
