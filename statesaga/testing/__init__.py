@@ -7,6 +7,9 @@ from ..store.memory import MemoryStore
 from .kit import FakeClock, InjectedFault, fail_step
 from .runner import Outcome, Report, Scenario, explore, scenarios
 
+# Shown (and matched by tests) as the test kit's own, wherever it is defined.
+InjectedFault.__module__ = __name__
+
 __all__ = [
     "FakeClock",
     "InjectedFault",
