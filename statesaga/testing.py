@@ -1,5 +1,4 @@
-"""The classic kit: fault injection by hand, an instant clock (re-exported by
-``statesaga.testing``)."""
+"""Tools for testing sagas: fault injection, an instant clock and an in-memory store."""
 
 from __future__ import annotations
 
@@ -8,9 +7,10 @@ import random as _random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .._faults import FAULTS, Fault
+from ._faults import FAULTS, Fault
+from .store.memory import MemoryStore
 
-__all__ = ["FakeClock", "InjectedFault", "fail_step"]
+__all__ = ["FakeClock", "InjectedFault", "MemoryStore", "fail_step"]
 
 
 class InjectedFault(Exception):
