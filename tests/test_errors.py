@@ -11,7 +11,12 @@ from statesaga import errors
 from statesaga.errors import StatesagaError
 
 # Simulated faults the test kit raises inside actions: not statesaga's own errors.
-SIMULATED = {"statesaga.testing.InjectedFault"}
+SIMULATED = {
+    "statesaga.testing.InjectedFault",
+    "statesaga.testing.inject.SimulatedCrash",
+    "statesaga.testing.inject.InjectedError",
+    "statesaga.testing.inject.InjectedNonRetryable",
+}
 
 
 def public_modules() -> list[str]:

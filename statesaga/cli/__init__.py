@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import StatesagaError
-from . import bridge, machine, new, outbox, relay, runs, signals, worker
+from . import bridge, check, machine, new, outbox, relay, runs, signals, worker
 
 __all__ = ["cli", "main"]
 
@@ -24,6 +24,7 @@ def cli() -> None:
 
 
 cli.add_command(bridge.bridge)
+cli.add_command(check.check)
 cli.add_command(machine.machine)
 cli.add_command(machine.diagram)
 cli.add_command(new.new)

@@ -181,6 +181,13 @@ class RunState:
         else:
             run.failed_step = record.failed_step
             run.error = RecordedError(record.error) if record.error else None
+            if run.failed_step is None:
+                # A DAG commits a step's failure before the run notes it as the one that
+                # stopped it: a crash in between leaves only the step's row to say so.
+                run.failed_step = _first_failure(snapshot)
+                failed = snapshot.steps.get(run.failed_step or "")
+                if failed is not None and failed.error:
+                    run.error = RecordedError(failed.error)
         run.signals = {
             event: signal.payload
             for event, signal in snapshot.signals.items()
@@ -265,3 +272,12 @@ def progress(snapshot: RunSnapshot) -> tuple[list[str], list[str]]:
         elif event == Event.COMPENSATION_DONE and step.phase == COMPENSATED:
             compensated.append(name)
     return completed, compensated
+
+
+def _first_failure(snapshot: RunSnapshot) -> str | None:
+    """The first step the stored history shows failing (or ending in doubt) going forward."""
+    for entry in snapshot.history:
+        step, phase = parse_name(entry.dest)
+        if step is not None and phase in (FAILED, IN_DOUBT):
+            return step
+    return None

@@ -1,4 +1,5 @@
-"""Tools for testing sagas: fault injection, an instant clock and an in-memory store."""
+"""The classic kit: fault injection by hand, an instant clock (re-exported by
+``statesaga.testing``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import random as _random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._faults import FAULTS, Fault
-from .store.memory import MemoryStore
+from .._faults import FAULTS, Fault
 
-__all__ = ["FakeClock", "InjectedFault", "MemoryStore", "fail_step"]
+__all__ = ["FakeClock", "InjectedFault", "fail_step"]
 
 
 class InjectedFault(Exception):
