@@ -343,3 +343,31 @@ async def test_a_skip_is_committed_and_a_resumed_run_keeps_it(url: str) -> None:
 async def test_a_resumed_run_s_duration_counts_from_its_start(url: str) -> None:
     result = await asyncio.wait_for(Sleep().execute(store=url), 10)
     assert result.duration >= 0.3  # its sleep included, not only the last stretch
+
+
+class _ShiftedClock:
+    """The wall clock moved by ``offset`` seconds: a run's clock need not be the machine's."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def random(self) -> float:
+        return 0.5
+
+
+@pytest.mark.parametrize("offset", [-86_400.0, 86_400.0], ids=["behind", "ahead"])
+async def test_a_followed_wait_times_out_on_the_run_s_own_clock(url: str, offset: float) -> None:
+    """The process following a parked run reads its timeout on the clock the run keeps."""
+    clock = _ShiftedClock(offset)
+    result = await asyncio.wait_for(Sleep().execute(store=url, clock=clock), 10)
+    assert result.status == SagaStatus.COMPLETED
+    assert result.results["paid"] == {}

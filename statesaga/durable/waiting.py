@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..clock import Clock
+from ..clock import SYSTEM_CLOCK, Clock
 from ..compiler import CompiledSaga, compile_saga
 from ..errors import LeaseHeld, RunWaiting, SignalArrived, SignalRefused
 from ..ids import new_run_id
@@ -147,7 +147,7 @@ async def follow(
         record = snapshot.run
         if record.finished:
             return finished_result(snapshot)
-        now = time.time()
+        now = (clock or SYSTEM_CLOCK).time()  # wake_at is the run's clock's time
         if record.status == WAITING_STATUS and (record.wake_at is None or record.wake_at > now):
             await _sleep(run_id, math.inf if record.wake_at is None else record.wake_at - now)
             continue

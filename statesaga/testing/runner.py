@@ -13,13 +13,15 @@ import attrs
 
 from ..compiler import CompiledSaga, compile_saga
 from ..definition import SagaDefinition
-from ..durable.drive import drive_stored, finished_result
+from ..durable.drive import drive_stored, finished_result, start
 from ..durable.resources import StoreLike, open_store
-from ..errors import StoreError
+from ..durable.waiting import signal
+from ..errors import RunWaiting, SignalArrived, SignalRefused
 from ..ids import new_run_id
 from ..result import SagaResult
 from ..store.base import RunSnapshot, SagaStore
 from ..store.memory import MemoryStore
+from ..vocabulary import Phase, step_state
 from .checks import problems
 from .inject import CrashingStore, Runtime, SimulatedCrash, derive
 from .kit import FakeClock
@@ -168,18 +170,27 @@ async def _drive(
 ) -> tuple[SagaResult, RunSnapshot | None, RunSnapshot | None]:
     """Run the scenario to its end: crash where it says, then resume as a worker would."""
     derived = derive(saga, compiled, runtime)
+    plan = compile_saga(derived)
     inner: SagaStore = MemoryStore() if store is None else await open_store(store)
     wrapped: Any = CrashingStore(inner, runtime)
     clock = FakeClock()
     run_id = new_run_id()
     at_crash: RunSnapshot | None = None
+
+    def again() -> Awaitable[SagaResult | None]:
+        # As a worker resumes it: a run that ended meanwhile is reported, not tried again.
+        return drive_stored(
+            wrapped,
+            run_id,
+            saga=derived,
+            allow_changed_definition=False,
+            clock=clock,
+            abandon_on_cancel=True,
+        )
+
     try:
-        handle = await derived(**data).start(saga_id=run_id, store=wrapped, clock=clock)  # type: ignore[attr-defined]
-        for plan in compiled.steps:
-            if plan.wait and plan.name not in runtime.plan.unsignalled:
-                with contextlib.suppress(StoreError):  # it ended (or crashed) before
-                    await handle.signal(plan.name, {})
-        result: SagaResult = await handle.result()
+        first = start(plan, data, run_id, clock, wrapped, abandon_on_cancel=True)
+        result = await _through_waits(first, again, inner, run_id, plan, runtime, clock)
     except BaseException:
         if not runtime.crashed:
             raise
@@ -191,18 +202,51 @@ async def _drive(
                 task.exception()
         at_crash = await inner.load(run_id)
         runtime.life = 1
-        # As a worker resumes it: a run that ended meanwhile is reported, not tried again.
-        resumed = await drive_stored(
-            wrapped,
-            run_id,
-            saga=derived,
-            allow_changed_definition=False,
-            clock=clock,
-            abandon_on_cancel=True,
-        )
-        result = resumed or finished_result(await inner.load(run_id))
+        result = await _through_waits(again(), again, inner, run_id, plan, runtime, clock)
     stored = await inner.load(run_id)
     return result, stored, at_crash
+
+
+async def _through_waits(
+    first: Awaitable[SagaResult | None],
+    again: Callable[[], Awaitable[SagaResult | None]],
+    store: SagaStore,
+    run_id: str,
+    plan: CompiledSaga,
+    runtime: Runtime,
+    clock: FakeClock,
+) -> SagaResult:
+    """Drive the run to its end; each time it parks, answer its waits as the scenario says
+    (a signal, or the clock moved past the timeout) and drive it again."""
+    drive = first
+    for _ in range(2 * len(plan.steps) + 2):  # each round settles at least one wait
+        try:
+            result = await drive
+        except (RunWaiting, SignalArrived):
+            await _answer_waits(store, run_id, plan, runtime, clock)
+            drive = again()
+            continue
+        return result or finished_result(await store.load(run_id))
+    raise RuntimeError(f"run {run_id} kept waiting after its waits were answered")
+
+
+async def _answer_waits(
+    store: SagaStore, run_id: str, plan: CompiledSaga, runtime: Runtime, clock: FakeClock
+) -> None:
+    """Signal the waits the scenario signals; for the ones left silent, let time pass."""
+    record = (await store.load(run_id)).run
+    silent = False
+    for step in plan.steps:
+        waiting = step_state(step.name, Phase.WAITING)
+        if not step.wait or record.config.get(plan.region_of_state[waiting]) != waiting:
+            continue
+        if step.name in runtime.plan.unsignalled:
+            silent = True
+            continue
+        with contextlib.suppress(SignalRefused):  # signalled before
+            await signal(store, run_id, step.name, {}, saga=plan.saga)
+    if silent and record.wake_at is not None:
+        clock.now = max(clock.now, record.wake_at)
 
 
 @attrs.frozen
