@@ -104,6 +104,10 @@ async def test_a_correct_saga_holds_in_every_scenario(saga: type[Saga]) -> None:
     kinds = {s.kind for s in report.scenarios}
     assert kinds == {"fault", "crash"}
     assert all("crash" in s.name for s in report.scenarios if s.kind == "crash")
+    if saga is OrderWait:  # the wait is tried both ways: signalled, and left to time out
+        names = [s.name for s in report.scenarios if s.kind == "fault"]
+        assert "approved: signal arrives -> completed" in names
+        assert "approved: wait times out (60 s) -> compensated: reserve" in names
 
 
 def test_scenarios_are_named_for_a_person() -> None:

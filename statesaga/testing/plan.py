@@ -194,9 +194,9 @@ def single_faults(compiled: CompiledSaga) -> Iterator[tuple[Fault, ...]]:
         if not _eligible(plan):
             continue
         if plan.wait:
-            # A wait's timeout firing is not generated yet: a parked durable run is woken
-            # on the wall clock, so it would take the wait's real timeout.
             yield (Fault(plan.name, SIGNAL_ARRIVES),)
+            if plan.timeout is not None:  # the scenario's clock moves past it at once
+                yield (Fault(plan.name, WAIT_TIMES_OUT),)
             continue
         attempts = plan.retry.attempts
         if attempts >= 2:
