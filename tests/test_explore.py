@@ -296,3 +296,17 @@ def test_the_check_command_exits_2_on_a_usage_error(tmp_path: Path, args: tuple[
     (tmp_path / "shop.py").write_text(SAGA_FILE)
     done = run_cli("check", *args, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
+
+
+async def test_a_dag_step_fails_while_its_siblings_are_still_running() -> None:
+    """The sibling is held running until the failure is raised; it finishes and is undone."""
+    names = [s.name for s in scenarios(OrderDag, crashes=False)]
+    assert "charge: fails while label is running -> compensated: label, reserve" in names
+    [scenario] = [s for s in scenarios(OrderDag, crashes=False) if "fails while label" in s.name]
+    outcome = await scenario.run(setup=reset, check=check_money)
+    assert outcome.ok, outcome.explain()
+    assert outcome.result is not None
+    order = [(e.trigger, e.dest) for e in outcome.result.history]
+    failed = next(i for i, (_, dest) in enumerate(order) if dest == "charge.failed")
+    label_done = next(i for i, (_, dest) in enumerate(order) if dest == "label.succeeded")
+    assert failed < label_done, order

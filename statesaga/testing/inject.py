@@ -17,6 +17,7 @@ from ..errors import NonRetryableError, OutcomeUnknownError, StepTimeoutError
 from ..store.base import Commit, SagaStore
 from .plan import (
     FAILS,
+    FAILS_AMID,
     FAILS_ONCE,
     NON_MAPPING,
     NON_RETRYABLE,
@@ -73,6 +74,9 @@ class Runtime:
     #: The tasks the crash was raised in: their exception is retrieved once it is handled.
     dying: list[asyncio.Task[Any]] = attrs.Factory(list)
     _seen: dict[tuple[str, bool], int] = attrs.Factory(dict)
+    #: For ``FAILS_AMID``: the held steps that started, and whether the failure was raised.
+    _held: set[str] = attrs.Factory(set)
+    _amid_failed: asyncio.Event = attrs.Factory(asyncio.Event)
 
     def fault(self, step: str, back: bool) -> Fault | None:
         for fault in self.plan.faults:
@@ -96,9 +100,10 @@ class Runtime:
         where = f"injected by scenario: {call.step}{' compensation' if call.back else ''}"
         count = self._seen.get((call.step, call.back), 0)
         self._seen[(call.step, call.back)] = count + 1
+        await self._amid(call, kind)
         if (kind == FAILS_ONCE and count == 0) or kind == FAILS:
             raise InjectedError(where)
-        if kind == NON_RETRYABLE:
+        if kind in (NON_RETRYABLE, FAILS_AMID):
             raise InjectedNonRetryable(where)
         if kind == TIMES_OUT:
             raise StepTimeoutError(ctx.saga_id, call.step, limit or 0.0)
@@ -108,6 +113,22 @@ class Runtime:
         if kind == REPLY_LOST and count == 0:
             raise OutcomeUnknownError(f"{where}: the effect happened, the reply was lost")
         return value
+
+    async def _amid(self, call: Call, kind: str | None) -> None:
+        """Hold the steps beside a ``FAILS_AMID`` step running until it fails; make it wait
+        (a bounded number of turns of the loop) until they all started."""
+        amid = next((f for f in self.plan.faults if f.kind == FAILS_AMID), None)
+        if amid is None or call.back:
+            return
+        if kind == FAILS_AMID:
+            for _ in range(1000):
+                if self._held >= set(amid.amid):
+                    break
+                await asyncio.sleep(0)
+            self._amid_failed.set()
+        elif call.step in amid.amid and not self._amid_failed.is_set():
+            self._held.add(call.step)
+            await self._amid_failed.wait()
 
 
 def _wrap(fn: Action, step: str, back: bool, timeout: float | None, runtime: Runtime) -> Action:

@@ -23,6 +23,7 @@ NON_RETRYABLE: Final = "non_retryable"  # raises NonRetryableError
 TIMES_OUT: Final = "times_out"  # every attempt is cut short by its timeout
 NON_MAPPING: Final = "non_mapping"  # the real function runs, then 42 is returned
 REPLY_LOST: Final = "reply_lost"  # the real function runs, then OutcomeUnknownError (once)
+FAILS_AMID: Final = "fails_amid_siblings"  # fails (non-retryable) while its siblings run
 # Wait faults:
 SIGNAL_ARRIVES: Final = "signal_arrives"
 WAIT_TIMES_OUT: Final = "wait_times_out"
@@ -44,6 +45,8 @@ class Fault:
     step: str
     kind: str
     back: bool = False
+    #: With ``FAILS_AMID``: the steps of a DAG held running until this one has failed.
+    amid: tuple[str, ...] = ()
 
     def ends_step(self, plan: StepPlan) -> bool:
         """Whether the step's action finally fails (or ends in doubt) under this fault."""
@@ -70,6 +73,8 @@ class Fault:
             TIMES_OUT: f"times out ({plan.timeout:g} s)" if plan.timeout else "times out",
             NON_MAPPING: "returns a non-mapping",
             REPLY_LOST: "reply lost after its effect (OutcomeUnknownError)",
+            FAILS_AMID: f"fails while {', '.join(self.amid)} "
+            + ("is running" if len(self.amid) == 1 else "are running"),
             SIGNAL_ARRIVES: "signal arrives",
             WAIT_TIMES_OUT: f"wait times out ({plan.timeout:g} s)" if plan.timeout else "",
         }[self.kind]
@@ -170,10 +175,11 @@ def predict(compiled: CompiledSaga, faults: Sequence[Fault]) -> Expected:
         kept = [n for n in names if compiled.by_name[n].compensate is not None]
         return tuple(sorted(kept, key=position.__getitem__, reverse=True))
 
-    must = undoable([*plan.ancestors, *([plan.name] if doubt else [])])
+    # Steps running beside the failure finish (nothing cancels an effect) and are undone.
+    must = undoable([*plan.ancestors, *fault.amid, *([plan.name] if doubt else [])])
     maybe: tuple[str, ...] = ()
     if not compiled.sequential:
-        related = {plan.name, *plan.ancestors}
+        related = {plan.name, *plan.ancestors, *fault.amid}
         later = {p.name for p in compiled.steps if plan.name in p.ancestors}
         maybe = undoable([p.name for p in compiled.steps if p.name not in related | later])
     exhausted = {f.step for f in faults if f.back and f.kind == FAILS}
@@ -208,6 +214,9 @@ def single_faults(compiled: CompiledSaga) -> Iterator[tuple[Fault, ...]]:
             yield (Fault(plan.name, TIMES_OUT),)
         yield (Fault(plan.name, NON_MAPPING),)
         yield (Fault(plan.name, REPLY_LOST),)
+        beside = concurrent_with(compiled, plan)
+        if beside:
+            yield (Fault(plan.name, FAILS_AMID, amid=beside),)
     for plan in compiled.steps:
         if plan.compensate is None or not _eligible(plan):
             continue
@@ -217,6 +226,25 @@ def single_faults(compiled: CompiledSaga) -> Iterator[tuple[Fault, ...]]:
         if plan.compensate_retry.attempts >= 2:
             yield (Fault(plan.name, FAILS_ONCE, back=True), trigger)
         yield (Fault(plan.name, FAILS, back=True), trigger)
+
+
+def concurrent_with(compiled: CompiledSaga, plan: StepPlan) -> tuple[str, ...]:
+    """The steps of a DAG that may be running when ``plan`` fails: neither before nor after
+    it, and ready once its own dependencies are (empty when a pivot is involved: past it,
+    nothing is compensated, which is another scenario)."""
+    if compiled.sequential or plan.pivot or plan.after_pivot:
+        return ()
+    before = set(plan.ancestors)
+    found = []
+    for other in compiled.steps:
+        if other.name == plan.name or other.name in before or plan.name in other.ancestors:
+            continue
+        if not set(other.ancestors) <= before:
+            continue
+        if other.wait or other.pivot or other.after_pivot or not _eligible(other):
+            return ()
+        found.append(other.name)
+    return tuple(found)
 
 
 def _trigger_for(compiled: CompiledSaga, plan: StepPlan) -> Fault | None:
