@@ -180,7 +180,8 @@ def predict(compiled: CompiledSaga, faults: Sequence[Fault]) -> Expected:
     maybe: tuple[str, ...] = ()
     if not compiled.sequential:
         related = {plan.name, *plan.ancestors, *fault.amid}
-        later = {p.name for p in compiled.steps if plan.name in p.ancestors}
+        held = {plan.name, *fault.amid}  # what depends on these cannot start before
+        later = {p.name for p in compiled.steps if held & set(p.ancestors)}
         maybe = undoable([p.name for p in compiled.steps if p.name not in related | later])
     exhausted = {f.step for f in faults if f.back and f.kind == FAILS}
     gave_up = tuple(n for n in must if n in exhausted)
