@@ -322,3 +322,61 @@ async def test_a_dag_step_fails_while_its_siblings_are_still_running() -> None:
     assert order.index("charge.failed") < order.index("label.succeeded"), order
     report = await explore(Split, setup=reset, check=check_money)
     assert report.ok, report.summary()
+
+
+LEDGER: list[str] = []
+
+
+async def open_account(ctx: Context) -> dict[str, Any]:
+    LEDGER.append("open")
+    return {}
+
+
+async def close_account(ctx: Context) -> None:
+    if "deposit" in LEDGER and "withdraw" not in LEDGER:
+        LEDGER.append("closed holding money")
+    LEDGER.append("close")
+
+
+async def deposit(ctx: Context) -> dict[str, Any]:
+    LEDGER.append("deposit")
+    return {}
+
+
+async def withdraw(ctx: Context) -> None:
+    LEDGER.append("withdraw")
+
+
+def reset_ledger() -> None:
+    LEDGER.clear()
+
+
+def no_account_closed_holding_money(result: SagaResult, scenario: Scenario) -> None:
+    if result.compensation_errors:
+        return  # a withdrawal that gave up leaves the money for a person to return
+    assert "closed holding money" not in LEDGER, f"the ledger went {LEDGER}"
+
+
+def _bank(deposit_depends: tuple[str, ...]) -> type[Saga]:
+    steps = (
+        Step("open", open_account, compensate=close_account),
+        Step("deposit", deposit, compensate=withdraw, depends_on=deposit_depends),
+        Step("notify", nothing, depends_on=("open", "deposit")),
+    )
+    return type("Bank", (Saga,), {"steps": steps, "__module__": __name__})
+
+
+async def test_a_dag_whose_dependencies_give_the_wrong_compensation_order_is_caught() -> None:
+    """``deposit`` needs ``open`` but does not say so: its money can be left in an account
+    closed before it is withdrawn; declared, compensations run in reverse dependency order."""
+    wrong = await explore(
+        _bank(()), setup=reset_ledger, check=no_account_closed_holding_money, crashes=False
+    )
+    failed = [s for s in wrong.scenarios if not s.ok]
+    assert failed, wrong.summary()
+    assert all("closed holding money" in (s.error or "") for s in failed)
+    assert any(s.name.startswith("deposit compensation: fails once") for s in failed)
+    right = await explore(
+        _bank(("open",)), setup=reset_ledger, check=no_account_closed_holding_money
+    )
+    assert right.ok, right.summary()
