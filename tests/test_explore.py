@@ -13,6 +13,7 @@ from statesaga import Retry, Saga, Step, Wait
 from statesaga.context import Context
 from statesaga.result import SagaResult
 from statesaga.testing import Scenario, explore, scenarios
+from statesaga.vocabulary import idempotency_key
 
 # A fake payment service: what it charged and refunded, by idempotency key.
 CHARGES: dict[str, float] = {}
@@ -380,3 +381,55 @@ async def test_a_dag_whose_dependencies_give_the_wrong_compensation_order_is_cau
         _bank(("open",)), setup=reset_ledger, check=no_account_closed_holding_money
     )
     assert right.ok, right.summary()
+
+
+WRAPPED: list[str] = []
+
+
+def wants_gift(ctx: Context) -> bool:
+    return bool(ctx.data.get("gift"))
+
+
+async def wrap(ctx: Context) -> dict[str, Any]:
+    WRAPPED.append(ctx.idempotency_key)
+    return {}
+
+
+async def unwrap(ctx: Context) -> None:
+    key = idempotency_key(ctx.saga_id, "wrap")
+    if key in WRAPPED:
+        WRAPPED.remove(key)
+
+
+class Gift(Saga):
+    steps = (
+        Step("reserve", reserve, compensate=release),
+        Step("wrap", wrap, compensate=unwrap, when=wants_gift),
+        Step("charge", charge, compensate=refund),
+    )
+
+
+def reset_gift() -> None:
+    reset()
+    WRAPPED.clear()
+
+
+def nothing_left_wrapped(result: SagaResult, scenario: Scenario) -> None:
+    check_money(result, scenario)
+    if result.status.value != "completed" and "wrap" not in result.compensation_errors:
+        assert not WRAPPED, f"left wrapped: {WRAPPED}"
+
+
+@pytest.mark.parametrize("gift", [True, False])
+async def test_a_conditional_step_s_faults_strike_when_it_runs(gift: bool) -> None:
+    """Faults are generated for a conditional step; when its condition is false for the
+    data, the prediction is the one without them, and the outcome says it was skipped."""
+    report = await explore(Gift, data={"gift": gift}, setup=reset_gift, check=nothing_left_wrapped)
+    assert report.ok, report.summary()
+    [fails] = [s for s in report.scenarios if s.name.startswith("wrap (if it runs): fails (")]
+    assert fails.name.endswith("-> compensated: reserve")
+    if gift:
+        assert fails.observed == "compensated: reserve"
+    else:
+        assert fails.observed == "completed"
+        assert fails.expected == "completed (wrap skipped for this data)"

@@ -65,6 +65,8 @@ class Fault:
     def describe(self, plan: StepPlan) -> str:
         """The fault in words, as scenario names show it."""
         where = f"{plan.name} compensation" if self.back else plan.name
+        if plan.when is not None:
+            where += " (if it runs)"
         attempts = (plan.compensate_retry if self.back else plan.retry).attempts
         what = {
             FAILS_ONCE: "fails once, then succeeds",
@@ -159,8 +161,12 @@ def _eligible(plan: StepPlan) -> bool:
     return plan.when is None
 
 
-def predict(compiled: CompiledSaga, faults: Sequence[Fault]) -> Expected:
-    """What the machine does under ``faults`` (at most one of which ends its step)."""
+def predict(
+    compiled: CompiledSaga, faults: Sequence[Fault], skipped: Sequence[str] = ()
+) -> Expected:
+    """What the machine does under ``faults`` (at most one of which ends its step), when the
+    ``skipped`` steps' conditions are false (their faults never strike)."""
+    faults = [f for f in faults if f.step not in skipped]
     ending = [f for f in faults if f.ends_step(compiled.by_name[f.step])]
     if not ending:
         return Expected(SagaStatus.COMPLETED)
@@ -197,9 +203,7 @@ def predict(compiled: CompiledSaga, faults: Sequence[Fault]) -> Expected:
 
 def single_faults(compiled: CompiledSaga) -> Iterator[tuple[Fault, ...]]:
     """Each fault alone; a compensation's faults come with the failure that makes it run."""
-    for plan in compiled.steps:
-        if not _eligible(plan):
-            continue
+    for plan in compiled.steps:  # a conditional step's faults strike only if it runs
         if plan.wait:
             yield (Fault(plan.name, SIGNAL_ARRIVES),)
             if plan.timeout is not None:  # the scenario's clock moves past it at once
@@ -219,7 +223,7 @@ def single_faults(compiled: CompiledSaga) -> Iterator[tuple[Fault, ...]]:
         if beside:
             yield (Fault(plan.name, FAILS_AMID, amid=beside),)
     for plan in compiled.steps:
-        if plan.compensate is None or not _eligible(plan):
+        if plan.compensate is None:
             continue
         trigger = _trigger_for(compiled, plan)
         if trigger is None:
@@ -319,7 +323,8 @@ def calls_of(compiled: CompiledSaga, plan: Plan) -> list[tuple[str, bool]]:
             continue
         if last is None or p.name in compiled.by_name[last].ancestors or p.name == last:
             forward.append((p.name, False))
-    back = [(name, True) for name in (*plan.expected.compensated, *plan.expected.gave_up)]
+    undone = (*plan.expected.compensated, *plan.expected.gave_up)
+    back = [(name, True) for name in undone if _eligible(compiled.by_name[name])]
     return forward + back
 
 
@@ -329,6 +334,8 @@ def _crash_plans(compiled: CompiledSaga, bases: Sequence[Plan]) -> Iterator[Plan
     fault is on that very call."""
     seen: set[tuple[str, bool]] = set()
     for base in bases:
+        if any(compiled.by_name[f.step].when is not None for f in base.faults):
+            continue  # whether its calls happen at all depends on the data
         faulted = {(f.step, f.back) for f in base.faults}
         for call in calls_of(compiled, base):
             if call in seen and call not in faulted:
@@ -359,3 +366,11 @@ def _after_crash(compiled: CompiledSaga, base: Plan, crash: Crash) -> Expected:
         if not ((f.step, f.back) == (crash.step, crash.back) and f.kind in _ONCE)
     ]
     return predict(compiled, kept)
+
+
+def as_run(compiled: CompiledSaga, plan: Plan, skipped: Sequence[str]) -> Plan:
+    """``plan`` with its prediction for a run in which the ``skipped`` steps did not run
+    (their conditions were false for its data): their faults never struck."""
+    if not {f.step for f in plan.faults} & set(skipped):
+        return plan
+    return attrs.evolve(plan, expected=predict(compiled, plan.faults, skipped))

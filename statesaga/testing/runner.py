@@ -25,7 +25,7 @@ from ..vocabulary import Phase, step_state
 from .checks import problems
 from .inject import CrashingStore, Runtime, SimulatedCrash, derive
 from .kit import FakeClock
-from .plan import Expected, Kind, Plan, describe_outcome, plans
+from .plan import Expected, Kind, Plan, as_run, describe_outcome, plans
 
 __all__ = ["Outcome", "Report", "Scenario", "explore", "scenarios"]
 
@@ -131,7 +131,11 @@ class Scenario:
         observed = describe_outcome(
             result.status, result.compensated_steps, sorted(result.compensation_errors)
         )
-        found = problems(compiled, self.plan, result, runtime, stored, at_crash)
+        plan = as_run(compiled, self.plan, result.skipped_steps)
+        expected = str(plan.expected)
+        if plan is not self.plan:
+            expected += f" ({', '.join(result.skipped_steps)} skipped for this data)"
+        found = problems(compiled, plan, result, runtime, stored, at_crash)
         if not found and check is not None:
             try:
                 await _maybe_await(check(result, self))
@@ -141,7 +145,7 @@ class Scenario:
         return Outcome(
             self.name,
             self.kind,
-            str(self.expected),
+            expected,
             observed,
             not found,
             "\n".join(found) or None,
