@@ -433,3 +433,30 @@ async def test_a_conditional_step_s_faults_strike_when_it_runs(gift: bool) -> No
     else:
         assert fails.observed == "completed"
         assert fails.expected == "completed (wrap skipped for this data)"
+
+
+async def test_explore_runs_every_scenario_on_a_stored_url(tmp_path: Path) -> None:
+    """``store=URL`` keeps every scenario's run in that store, crashes and resumes included."""
+    from statesaga.durable import open_store, shutdown
+
+    url = f"sqlite:///{tmp_path / 'explore.db'}"
+    try:
+        report = await explore(OrderDag, setup=reset, check=check_money, store=url)
+        assert report.ok, report.summary()
+        store = await open_store(url)
+        runs = await store.list_runs(limit=10_000)
+        assert len(runs) == len(report.scenarios)
+        assert all(r.finished for r in runs)
+    finally:
+        await shutdown()
+
+
+def test_the_check_command_takes_a_store_url(tmp_path: Path) -> None:
+    """``statesaga check --store URL`` runs the scenarios on that store."""
+    (tmp_path / "shop.py").write_text(SAGA_FILE)
+    url = f"sqlite:///{tmp_path / 'check.db'}"
+    done = run_cli("check", "shop:Shop", "--store", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = run_cli("runs", "list", "--store", url, "--limit", "1000", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("Shop") >= 9

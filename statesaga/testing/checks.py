@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from ..compiler import CompiledSaga
 from ..result import SagaResult
 from ..store.base import RunSnapshot
-from ..vocabulary import COMPENSATED, SUCCEEDED, TERMINAL, idempotency_key
+from ..vocabulary import COMPENSATED, SUCCEEDED, TERMINAL, Phase, idempotency_key
 from .inject import Runtime
 from .plan import Plan
 
@@ -81,6 +81,10 @@ def _ledger(
 ) -> Iterator[str]:
     ledger = runtime.ledger
     started = {c.step for c in ledger if not c.back}
+    # A step stored as running when the process died may have taken effect: undoing it is
+    # right, though the dying process had not called it yet.
+    if at_crash is not None:
+        started |= {n for n, s in at_crash.steps.items() if s.phase == Phase.RUNNING}
     for name in result.compensated_steps:
         if name not in started:
             yield f"{name} was compensated, but its action never started"
