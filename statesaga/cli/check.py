@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -50,6 +50,11 @@ def _load_function(target: str, option: str) -> Callable[..., Any]:
 @click.option("--setup", "setup_ref", help="module:function run before each scenario.")
 @click.option("--check", "check_ref", help="module:function(result, scenario) run after each.")
 @click.option("--no-crashes", is_flag=True, help="Leave out the crash points.")
+@click.option(
+    "--process-crashes",
+    is_flag=True,
+    help="Kill a real process at each crash point (runs on SQLite) instead of simulating it.",
+)
 @click.option("--pairs", is_flag=True, help="Add two faults at once.")
 @click.option("--store", "store_url", help="Store URL for the runs [a memory store each].")
 def check(
@@ -58,6 +63,7 @@ def check(
     setup_ref: str | None,
     check_ref: str | None,
     no_crashes: bool,
+    process_crashes: bool,
     pairs: bool,
     store_url: str | None,
 ) -> None:
@@ -82,8 +88,13 @@ def check(
     proofs = prove(compiled)
     for proof in proofs:
         click.echo(str(proof))
-    crashes = not no_crashes
-    count = len(scenarios(saga, crashes=crashes, pairs=pairs))
+    if no_crashes and process_crashes:
+        raise click.UsageError("--no-crashes and --process-crashes contradict each other")
+    crashes: bool | Literal["process"] = "process" if process_crashes else not no_crashes
+    try:
+        count = len(scenarios(saga, crashes=crashes, pairs=pairs, store=store_url))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     click.echo(f"{compiled.name}: {count} scenarios")
 
     def show(outcome: Outcome) -> None:

@@ -5,7 +5,7 @@ whose actions wrap the user's, and a store wrapper that dies at a commit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -74,9 +74,26 @@ class Runtime:
     #: The tasks the crash was raised in: their exception is retrieved once it is handled.
     dying: list[asyncio.Task[Any]] = attrs.Factory(list)
     _seen: dict[tuple[str, bool], int] = attrs.Factory(dict)
+    #: Called at the crash point instead of raising (a real process kills itself there).
+    on_death: Callable[[], None] | None = None
     #: For ``FAILS_AMID``: the held steps that started, and whether the failure was raised.
     _held: set[str] = attrs.Factory(set)
     _amid_failed: asyncio.Event = attrs.Factory(asyncio.Event)
+
+    def carry_on(self, ledger: Sequence[Call], crash_call: int | None) -> None:
+        """Take over from a process that died (``crash_call``: its crash call's index in
+        ``ledger``, ``None`` if it never crashed): its calls count, as faults that strike
+        once have struck."""
+        self.ledger = list(ledger)
+        for call in ledger:
+            self._seen[call.step, call.back] = self._seen.get((call.step, call.back), 0) + 1
+            fault = self.fault(call.step, call.back)
+            if fault is not None and fault.kind == FAILS_AMID:
+                self._amid_failed.set()
+        if crash_call is not None:
+            self.crashed = True
+            self.crash_call = ledger[crash_call]
+        self.life = 1
 
     def fault(self, step: str, back: bool) -> Fault | None:
         for fault in self.plan.faults:
@@ -211,6 +228,8 @@ class CrashingStore:
         assert crash is not None
         if crash.after:
             await self.inner.commit(commit)
+        if self.runtime.on_death is not None:
+            self.runtime.on_death()
         self.runtime.crashed = True
         # The tasks the crash will end: the one raising it, and the run's own task (a DAG's
         # steps run in tasks of their own, the run's task awaits them).

@@ -3,29 +3,21 @@ machine, run against the user's own actions and services, and checked."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
-from ..compiler import CompiledSaga, compile_saga
+from ..compiler import compile_saga
 from ..definition import SagaDefinition
-from ..durable.drive import drive_stored, finished_result, start
-from ..durable.resources import StoreLike, open_store
-from ..durable.waiting import signal
-from ..errors import RunWaiting, SignalArrived, SignalRefused
-from ..ids import new_run_id
+from ..durable.resources import StoreLike
 from ..result import SagaResult
-from ..store.base import RunSnapshot, SagaStore
-from ..store.memory import MemoryStore
-from ..vocabulary import Phase, step_state
 from .checks import problems
-from .inject import CrashingStore, Runtime, SimulatedCrash, derive
-from .kit import FakeClock
+from .driving import drive
+from .inject import Runtime, SimulatedCrash
 from .plan import Expected, Kind, Plan, as_run, describe_outcome, plans
+from .process import drive_in_a_process, needs_sqlite, reference_of
 
 __all__ = ["Outcome", "Report", "Scenario", "explore", "scenarios"]
 
@@ -91,6 +83,9 @@ class Scenario:
     saga: type[SagaDefinition] = attrs.field(repr=False)
     plan: Plan = attrs.field(repr=False)
     store: StoreLike | None = attrs.field(default=None, repr=False)
+    #: Its crash is a real process killed (``crashes="process"``), made with ``pairs``.
+    process: bool = attrs.field(default=False, repr=False)
+    pairs: bool = attrs.field(default=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -122,9 +117,14 @@ class Scenario:
         runtime = Runtime(self.plan, compiled.task_name)
         replay = _replay(self, data or {})
         try:
-            result, stored, at_crash = await _drive(
-                compiled, self.saga, dict(data or {}), runtime, self.store
-            )
+            if self.process and self.plan.crash is not None:
+                result, stored, at_crash = await drive_in_a_process(
+                    self.saga, compiled, dict(data or {}), runtime, self.store, self.pairs
+                )
+            else:
+                result, stored, at_crash = await drive(
+                    compiled, self.saga, dict(data or {}), runtime, self.store
+                )
         except (Exception, SimulatedCrash) as error:
             observed = f"did not end: {type(error).__name__}: {error}"
             return Outcome(self.name, self.kind, str(self.expected), observed, False, observed)
@@ -165,94 +165,6 @@ def _replay(scenario: Scenario, data: Mapping[str, Any]) -> str:
     )
 
 
-async def _drive(
-    compiled: CompiledSaga,
-    saga: type[SagaDefinition],
-    data: dict[str, Any],
-    runtime: Runtime,
-    store: StoreLike | None,
-) -> tuple[SagaResult, RunSnapshot | None, RunSnapshot | None]:
-    """Run the scenario to its end: crash where it says, then resume as a worker would."""
-    derived = derive(saga, compiled, runtime)
-    plan = compile_saga(derived)
-    inner: SagaStore = MemoryStore() if store is None else await open_store(store)
-    wrapped: Any = CrashingStore(inner, runtime)
-    clock = FakeClock()
-    run_id = new_run_id()
-    at_crash: RunSnapshot | None = None
-
-    def again() -> Awaitable[SagaResult | None]:
-        # As a worker resumes it: a run that ended meanwhile is reported, not tried again.
-        return drive_stored(
-            wrapped,
-            run_id,
-            saga=derived,
-            allow_changed_definition=False,
-            clock=clock,
-            abandon_on_cancel=True,
-        )
-
-    try:
-        first = start(plan, data, run_id, clock, wrapped, abandon_on_cancel=True)
-        result = await _through_waits(first, again, inner, run_id, plan, runtime, clock)
-    except BaseException:
-        if not runtime.crashed:
-            raise
-        # The process died: whatever its other tasks raised on their way out is moot.
-        for _ in range(8):
-            await asyncio.sleep(0)
-        for task in runtime.dying:  # the crash was handled: no "never retrieved" warning
-            if task.done() and not task.cancelled():
-                task.exception()
-        at_crash = await inner.load(run_id)
-        runtime.life = 1
-        result = await _through_waits(again(), again, inner, run_id, plan, runtime, clock)
-    stored = await inner.load(run_id)
-    return result, stored, at_crash
-
-
-async def _through_waits(
-    first: Awaitable[SagaResult | None],
-    again: Callable[[], Awaitable[SagaResult | None]],
-    store: SagaStore,
-    run_id: str,
-    plan: CompiledSaga,
-    runtime: Runtime,
-    clock: FakeClock,
-) -> SagaResult:
-    """Drive the run to its end; each time it parks, answer its waits as the scenario says
-    (a signal, or the clock moved past the timeout) and drive it again."""
-    drive = first
-    for _ in range(2 * len(plan.steps) + 2):  # each round settles at least one wait
-        try:
-            result = await drive
-        except (RunWaiting, SignalArrived):
-            await _answer_waits(store, run_id, plan, runtime, clock)
-            drive = again()
-            continue
-        return result or finished_result(await store.load(run_id))
-    raise RuntimeError(f"run {run_id} kept waiting after its waits were answered")
-
-
-async def _answer_waits(
-    store: SagaStore, run_id: str, plan: CompiledSaga, runtime: Runtime, clock: FakeClock
-) -> None:
-    """Signal the waits the scenario signals; for the ones left silent, let time pass."""
-    record = (await store.load(run_id)).run
-    silent = False
-    for step in plan.steps:
-        waiting = step_state(step.name, Phase.WAITING)
-        if not step.wait or record.config.get(plan.region_of_state[waiting]) != waiting:
-            continue
-        if step.name in runtime.plan.unsignalled:
-            silent = True
-            continue
-        with contextlib.suppress(SignalRefused):  # signalled before
-            await signal(store, run_id, step.name, {}, saga=plan.saga)
-    if silent and record.wake_at is not None:
-        clock.now = max(clock.now, record.wake_at)
-
-
 @attrs.frozen
 class Report:
     """What ``explore`` found.
@@ -289,7 +201,7 @@ class Report:
 def scenarios(
     saga: type[SagaDefinition],
     *,
-    crashes: bool = True,
+    crashes: bool | Literal["process"] = True,
     pairs: bool = False,
     store: StoreLike | None = None,
 ) -> list[Scenario]:
@@ -297,13 +209,23 @@ def scenarios(
 
     Args:
         saga: The saga class.
-        crashes: Add the crash points (the process dies before and after each commit).
+        crashes: Add the crash points (the process dies before and after each commit):
+            simulated in this process, or with ``"process"`` a real process killed there
+            (on SQLite; the saga must be importable, and ``check`` sees only services
+            outside the process, such as files or databases).
         pairs: Add two faults at once.
         store: Where the runs are stored (a store or its URL); a fresh in-memory store per
-            scenario by default.
+            scenario by default (a fresh SQLite file for a killed process).
     """
     compiled = compile_saga(saga)
-    return [Scenario(saga, p, store) for p in plans(compiled, crashes=crashes, pairs=pairs)]
+    process = crashes == "process"
+    if process:
+        needs_sqlite(store)
+        reference_of(saga)
+    return [
+        Scenario(saga, p, store, process, pairs)
+        for p in plans(compiled, crashes=bool(crashes), pairs=pairs)
+    ]
 
 
 async def explore(
@@ -312,7 +234,7 @@ async def explore(
     *,
     setup: Setup | None = None,
     check: Check | None = None,
-    crashes: bool = True,
+    crashes: bool | Literal["process"] = True,
     pairs: bool = False,
     store: StoreLike | None = None,
     on_outcome: Callable[[Outcome], Awaitable[None] | None] | None = None,
@@ -325,7 +247,7 @@ async def explore(
         setup: Called (plain or async) before each scenario: reset your fake services.
         check: Called as ``check(result, scenario)`` (plain or async) after each; raising
             (a plain ``assert``) fails the scenario.
-        crashes: Include the crash points.
+        crashes: Include the crash points (``"process"``: kill a real process there).
         pairs: Include two faults at once.
         store: Where the runs are stored; a fresh in-memory store per scenario by default.
         on_outcome: Called with each outcome as it is known (the CLI prints them).
