@@ -66,6 +66,7 @@ LAYERS: tuple[Layer, ...] = (
         (
             "statesaga.definition",
             "statesaga.store.base",
+            "statesaga.store.browse",
             "statesaga.store._codec",
             "statesaga.messaging.message",
             "statesaga.messaging.broker",
