@@ -345,3 +345,38 @@ def test_pages_carry_a_content_security_policy(client: TestClient) -> None:
     policy = client.get("/").headers["content-security-policy"]
     assert "script-src 'self'" in policy
     assert "frame-ancestors 'none'" in policy
+
+
+def test_command_says_where_it_listens_and_warns_off_loopback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`statesaga ui` names the store (no password) and warns when bound beyond loopback."""
+    import uvicorn
+    from click.testing import CliRunner
+
+    from statesaga.cli import cli
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    url = f"postgresql://app:{SECRET}@127.0.0.1/test"
+    local = CliRunner().invoke(cli, ["ui", "--store", url])
+    assert local.exit_code == 0
+    assert "127.0.0.1 only" in local.output
+    assert SECRET not in local.output
+    wide = CliRunner().invoke(cli, ["ui", "--store", url, "--host", "0.0.0.0", "--allow-actions"])
+    assert wide.output.count("warning:") == 2
+    assert served[-1] == {"host": "0.0.0.0", "port": 8080, "log_level": "warning"}
+
+
+def test_command_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without starlette or uvicorn the command says to install the ui extra."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from statesaga.cli import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = CliRunner().invoke(cli, ["ui", "--store", "sqlite:///x.db"])
+    assert result.exit_code == 1
+    assert "pip install 'statesaga[ui]'" in result.output
