@@ -25,12 +25,10 @@ import click
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..cli.runs import _resume_one
-from ..cli.signals import _payload
 from ..durable.waiting import request_cancel, signal
 from ..errors import RunWaiting, StatesagaError
 from ..store import SagaStore
-from .queries import InvalidParameter
+from .queries import _InvalidParameter
 from .views import inspector_of
 
 if TYPE_CHECKING:
@@ -47,11 +45,13 @@ Form = dict[str, str]
 def _field(form: Form, name: str) -> str:
     value = form.get(name, "").strip()
     if not value:
-        raise InvalidParameter(f"the form has no {name}: fill it in and send it again")
+        raise _InvalidParameter(f"the form has no {name}: fill it in and send it again")
     return value
 
 
 async def _resume(inspector: Inspector, store: SagaStore, form: Form) -> str:
+    from ..cli.runs import _resume_one  # what `statesaga runs resume RUN` does
+
     run_id = _field(form, "run_id")
     task = asyncio.create_task(_resume_one(store, run_id, False, None, False))
     inspector.tasks.add(task)
@@ -76,6 +76,8 @@ def _resumed(inspector: Inspector, run_id: str, task: asyncio.Task[Any]) -> None
 
 
 async def _signal(inspector: Inspector, store: SagaStore, form: Form) -> str:
+    from ..cli.signals import _payload  # read as `statesaga runs signal --data` reads it
+
     run_id, event = _field(form, "run_id"), _field(form, "event")
     try:
         payload = _payload(
@@ -84,7 +86,7 @@ async def _signal(inspector: Inspector, store: SagaStore, form: Form) -> str:
             form.get("payload", "").strip() or None,
         )
     except click.BadParameter as error:
-        raise InvalidParameter(f"payload: {error.message}") from None
+        raise _InvalidParameter(f"payload: {error.message}") from None
     accepted = await signal(store, run_id, event, payload)
     return f"{run_id}: signal {event!r} " + ("accepted" if accepted else "was a duplicate")
 
@@ -98,7 +100,7 @@ async def _cancel(inspector: Inspector, store: SagaStore, form: Form) -> str:
 async def _retry(inspector: Inspector, store: SagaStore, form: Form) -> str:
     message_id = _field(form, "message_id")
     if not await store.outbox_retry([message_id], time.time()):
-        raise InvalidParameter(f"{message_id}: not requeued (no such message, or already sent)")
+        raise _InvalidParameter(f"{message_id}: not requeued (no such message, or already sent)")
     return f"{message_id}: requeued, due now"
 
 
@@ -108,7 +110,7 @@ async def _purge(inspector: Inspector, store: SagaStore, form: Form) -> str:
     except ValueError:
         days = -1.0
     if not days >= 0:
-        raise InvalidParameter("days must be a number of days, 0 or more")
+        raise _InvalidParameter("days must be a number of days, 0 or more")
     count = await store.outbox_purge("dead", time.time() - days * 86_400)
     return f"deleted {count} dead message{'' if count == 1 else 's'} older than {days:g} days"
 
@@ -138,7 +140,7 @@ async def act(request: Request) -> Response:
     store = await inspector.store()
     try:
         message = await action(inspector, store, form)
-    except (InvalidParameter, StatesagaError) as error:
+    except (_InvalidParameter, StatesagaError) as error:
         logger.warning("statesaga ui: %s %s refused: %s", name, asked, error)
         return _answer(request, 409, f"{name} refused", str(error), form)
     logger.info("statesaga ui: %s %s: %s", name, asked, message)

@@ -20,12 +20,11 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..cli._common import shown, when
 from ..durable.resources import shutdown
 from ..errors import RunNotFound, StoreError
 from ..store import SagaStore, hide_password, store_from_url
 from . import actions, views
-from .queries import InvalidParameter, cursor_text, time_text
+from .queries import _InvalidParameter, cursor_text, time_text
 
 logger = logging.getLogger("statesaga.ui")
 
@@ -48,6 +47,8 @@ class Inspector:
     """
 
     def __init__(self, url: str, *, allow_actions: bool = False) -> None:
+        from ..cli._common import shown, when  # shown as the commands show them
+
         self.url = url
         self.shown_url = shown(url)
         self.allow_actions = allow_actions
@@ -169,7 +170,7 @@ def create_app(url: str, *, allow_actions: bool = False) -> Starlette:
         exception_handlers={
             RunNotFound: _not_found,
             StoreError: _store_failed,
-            InvalidParameter: _bad_parameter,
+            _InvalidParameter: _bad_parameter,
             404: _missing,
         },
     )

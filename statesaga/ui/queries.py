@@ -12,7 +12,6 @@ from typing import Any
 
 import attrs
 
-from ..cli.runs import STATUSES, _import_problems, _waits_text
 from ..durable.drive import retriable
 from ..store import OUTBOX_STATUSES, OutboxRecord, SagaStore
 from ..store.base import RunRecord, RunSnapshot
@@ -29,7 +28,7 @@ OUTBOX_LIMIT = 500
 SAGA_PARAM = attrs.fields(RunQuery).saga.name
 
 
-class InvalidParameter(ValueError):
+class _InvalidParameter(ValueError):
     """A request parameter that cannot be used; the message says which and what to give."""
 
 
@@ -62,12 +61,14 @@ def parse_filters(params: Mapping[str, str]) -> RunFilters:
     ``after``); empty ones are no filter.
 
     Raises:
-        InvalidParameter: A status that is none of ``STATUSES``, a time or cursor that cannot
+        _InvalidParameter: A status that is none of ``STATUSES``, a time or cursor that cannot
             be read.
     """
+    from ..cli.runs import STATUSES  # the command line's words, imported when first asked
+
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
-        raise InvalidParameter(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        raise _InvalidParameter(f"status {status!r} is not one of {', '.join(STATUSES)}")
     since, until = (_time(params.get(name, ""), name) for name in ("since", "until"))
     after = params.get("after") or None
     return RunFilters(
@@ -92,13 +93,13 @@ def _time(text: str, name: str) -> float | None:
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidParameter(
+            raise _InvalidParameter(
                 f"{name} {text!r} is not a time: give an ISO 8601 date and time "
                 "(2024-05-01T12:00, UTC unless it names its offset) or epoch seconds"
             ) from None
         return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     if not math.isfinite(value):
-        raise InvalidParameter(f"{name} {text!r} is not a time: give a finite number")
+        raise _InvalidParameter(f"{name} {text!r} is not a time: give a finite number")
     return value
 
 
@@ -120,7 +121,7 @@ def parse_cursor(text: str) -> RunCursor:
     except ValueError:
         value = math.nan
     if not sep or not math.isfinite(value):
-        raise InvalidParameter(
+        raise _InvalidParameter(
             f"page cursor {text!r} is not one this inspector wrote: start again from the first page"
         )
     return RunCursor(value, run_id)
@@ -150,11 +151,15 @@ async def runs_page(store: SagaStore, filters: RunFilters, limit: int = PAGE_SIZ
     more = len(runs) > limit
     runs = runs[:limit]
     following = RunCursor.after(runs[-1]) if more else None
+    from ..cli.runs import _import_problems
+
     return RunsPage(runs, following, counts, _import_problems(runs))
 
 
 def waits_text(run: RunRecord) -> str:
     """What a waiting run waits for and until when (as ``runs list`` shows it)."""
+    from ..cli.runs import _waits_text
+
     return _waits_text(run) if run.status == WAITING_STATUS else ""
 
 

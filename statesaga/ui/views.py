@@ -10,7 +10,6 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..cli._common import waits_of
 from . import queries
 from .diagrams import run_diagram, saga_diagram
 from .queries import cursor_text, detail_json, parse_filters, run_json
@@ -41,6 +40,8 @@ async def run_page(request: Request) -> Response:
     inspector = inspector_of(request)
     detail = await queries.run_detail(await inspector.store(), request.path_params["run_id"])
     diagram = await run_diagram(detail.snapshot)
+    from ..cli._common import waits_of
+
     fragment = request.query_params.get("fragment") == "1"
     return inspector.page(
         request,
