@@ -31,7 +31,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@if [ ! -x "$(PY)" ]; then $(PYTHON) -m venv "$(VENV)"; fi
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,postgres,prometheus,otel,logs,messaging]'
+	$(PY) -m pip install -q -e '.[dev,postgres,prometheus,otel,logs,messaging,ui]'
 	@touch "$@"
 
 graphviz:

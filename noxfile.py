@@ -23,7 +23,7 @@ from pathlib import Path
 import nox
 
 PYTHONS = ("3.11", "3.12", "3.13")
-EXTRAS = "dev,postgres,prometheus,otel,logs,messaging"  # as `make install`
+EXTRAS = "dev,postgres,prometheus,otel,logs,messaging,ui"  # as `make install`
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
 nox.options.sessions = ["tests"]

@@ -66,6 +66,7 @@ LAYERS: tuple[Layer, ...] = (
         (
             "statesaga.definition",
             "statesaga.store.base",
+            "statesaga.store.browse",
             "statesaga.store._codec",
             "statesaga.messaging.message",
             "statesaga.messaging.broker",
@@ -102,7 +103,7 @@ LAYERS: tuple[Layer, ...] = (
     ),
     Layer(
         "entry points",
-        "public API, worker, relay, CLI, observers, scaffold, test kit",
+        "public API, worker, relay, CLI, inspector, observers, scaffold, test kit",
         (
             "statesaga",
             "statesaga.saga",
@@ -114,6 +115,7 @@ LAYERS: tuple[Layer, ...] = (
             "statesaga.observe",
             "statesaga.scaffold",
             "statesaga.testing",
+            "statesaga.ui",
         ),
     ),
 )

@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import StatesagaError
-from . import bridge, check, machine, new, outbox, relay, runs, signals, worker
+from . import bridge, check, machine, new, outbox, relay, runs, signals, ui, worker
 
 __all__ = ["cli", "main"]
 
@@ -33,6 +33,7 @@ cli.add_command(relay.relay)
 cli.add_command(runs.runs)
 runs.runs.add_command(signals.signal_run)
 runs.runs.add_command(signals.cancel_run)
+cli.add_command(ui.ui)
 cli.add_command(worker.worker)
 
 

@@ -16,6 +16,7 @@ OBJECTS = frozenset(
         "statesaga_runs",
         "statesaga_runs_by_status",
         "statesaga_runs_by_saga",
+        "statesaga_runs_by_created",
         "statesaga_runs_runnable",
         "statesaga_runs_waking",
         "statesaga_signals",
@@ -23,6 +24,7 @@ OBJECTS = frozenset(
         "statesaga_history",
         "statesaga_outbox",
         "statesaga_outbox_by_status",
+        "statesaga_outbox_by_run",
         "statesaga_outbox_unsent_keys",
     }
 )

@@ -50,6 +50,8 @@ class Queries:
             " wake_at double precision)",
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_status ON {runs} (status, created_at)",
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_saga ON {runs} (saga, created_at)",
+            # Pages of runs, newest first, however deep (``browse``'s keyset pages).
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_by_created ON {runs} (created_at, run_id)",
             # What the recovery loop scans: stays small however many finished runs pile up,
             # and however many runs sleep in a wait ...
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_runnable ON {runs} (created_at, run_id)"
@@ -79,6 +81,7 @@ class Queries:
             " retry_at double precision NOT NULL, claim_owner text,"
             " claim_until double precision, sent_at double precision, last_error text)",
             f"CREATE INDEX IF NOT EXISTS statesaga_outbox_by_status ON {outbox} (status, seq)",
+            f"CREATE INDEX IF NOT EXISTS statesaga_outbox_by_run ON {outbox} (run_id, seq)",
             # What the per-key order checks look at: stays small however many sent messages
             # pile up.
             "CREATE INDEX IF NOT EXISTS statesaga_outbox_unsent_keys"
@@ -237,6 +240,12 @@ class Queries:
             " ORDER BY lease_expires, run_id LIMIT %s"
         )
         self.list_runs = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM {runs}", "%s")
+        # The browsing reads (``_pg_browse``): the runs table, its columns, one run's messages.
+        self.runs = runs
+        self.select_runs = f"SELECT {_RUN_COLUMNS} FROM {runs}"
+        self.outbox_of_run = (
+            f"SELECT {_OUTBOX_SELECT} FROM {outbox} WHERE run_id = %s ORDER BY seq LIMIT %s"
+        )
         # Claims are serialised by an advisory lock (see PostgresStore.outbox_claim); the row
         # conditions are those of the SQLite store.
         # Each key's state is found in one pass over the unsent messages, not once per

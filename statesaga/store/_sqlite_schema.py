@@ -30,6 +30,8 @@ SCHEMA = (
     " wake_at REAL)",
     "CREATE INDEX IF NOT EXISTS statesaga_runs_by_status ON statesaga_runs (status, created_at)",
     "CREATE INDEX IF NOT EXISTS statesaga_runs_by_saga ON statesaga_runs (saga, created_at)",
+    # Pages of runs, newest first, however deep (``browse``'s keyset pages).
+    "CREATE INDEX IF NOT EXISTS statesaga_runs_by_created ON statesaga_runs (created_at, run_id)",
     # What workers poll, without the runs that sleep in a wait (however many) ...
     "CREATE INDEX IF NOT EXISTS statesaga_runs_runnable ON statesaga_runs (created_at, run_id)"
     f" WHERE {RUNNABLE}",
@@ -56,6 +58,7 @@ SCHEMA = (
     " attempts INTEGER NOT NULL, retry_at REAL NOT NULL, claim_owner TEXT, claim_until REAL,"
     " sent_at REAL, last_error TEXT)",
     "CREATE INDEX IF NOT EXISTS statesaga_outbox_by_status ON statesaga_outbox (status, seq)",
+    "CREATE INDEX IF NOT EXISTS statesaga_outbox_by_run ON statesaga_outbox (run_id, seq)",
     # What the per-key order checks look at: stays small however many sent messages pile up.
     "CREATE INDEX IF NOT EXISTS statesaga_outbox_unsent_keys ON statesaga_outbox (key, seq)"
     " WHERE status <> 'sent'",
@@ -68,11 +71,13 @@ OBJECTS = frozenset(
     {
         "statesaga_outbox",
         "statesaga_outbox_by_status",
+        "statesaga_outbox_by_run",
         "statesaga_outbox_unsent_keys",
         "statesaga_meta",
         "statesaga_runs",
         "statesaga_runs_by_status",
         "statesaga_runs_by_saga",
+        "statesaga_runs_by_created",
         "statesaga_runs_runnable",
         "statesaga_runs_waking",
         "statesaga_signals",

@@ -29,6 +29,7 @@ from ..errors import StoreNotFound as StoreNotFound
 from ..errors import WriteConflict as WriteConflict
 from ..messaging.message import Message
 from ..vocabulary import TERMINAL as TERMINAL
+from .browse import RunBrowser
 
 #: Bumped when stored records change shape; a store refuses data from a newer version.
 SCHEMA_VERSION = 2
@@ -252,8 +253,8 @@ class AsyncContext:
 
 
 @runtime_checkable
-class SagaStore(Protocol):
-    """A durable home for runs. Every method is safe to call from many tasks at once."""
+class SagaStore(RunBrowser, Protocol):
+    """A durable home for runs, with ``RunBrowser``'s reads. Safe to call from many tasks."""
 
     url: str
 

@@ -14,6 +14,7 @@ import attrs
 
 from . import _signals
 from ._codec import dumps
+from ._memory_browse import MemoryBrowsing
 from .base import (
     AsyncContext,
     Commit,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ..messaging.message import Message
 
 
-class MemoryStore(AsyncContext):
+class MemoryStore(MemoryBrowsing, AsyncContext):
     """Keeps runs in a dict: for tests, and for runs that need history but not durability."""
 
     url = "memory://"

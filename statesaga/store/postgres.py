@@ -34,6 +34,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from . import _signals
+from ._pg_browse import PostgresBrowsing
 from ._pg_connections import Connections, PostgresStats
 from ._pg_rows import commit_rows, nul_free, snapshot
 from ._pg_signals import add_signal, heard
@@ -62,7 +63,7 @@ MAX_BATCH = 500
 WRITER_CHECK_AFTER = 5.0
 
 
-class PostgresStore(AsyncContext):
+class PostgresStore(PostgresBrowsing, AsyncContext):
     """Runs in a PostgreSQL database, written through a group-committing writer task.
 
     Args:

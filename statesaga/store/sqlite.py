@@ -47,6 +47,7 @@ from . import _sqlite_schema as schema
 from . import _sqlite_sql as sql
 from ._codec import dumps
 from ._rows import run_from_row, run_row
+from ._sqlite_browse import SQLiteBrowsing
 from ._sqlite_writer import Job, Writer, resolve
 from .base import (
     AsyncContext,
@@ -87,7 +88,7 @@ class SQLiteStats:
     inline: int = 0
 
 
-class SQLiteStore(AsyncContext):
+class SQLiteStore(SQLiteBrowsing, AsyncContext):
     """Runs in one SQLite file, written through a group-committing writer thread.
 
     Args:

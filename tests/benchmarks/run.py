@@ -53,6 +53,7 @@ from one_at_a_time import bench_one_at_a_time
 from postgres import URL as PG_URL
 from postgres import bench_postgres
 from postgres import reachable as postgres_reachable
+from ui_pages import PageTiming, bench_ui
 from waits import Latency, ManyWaiting, bench_latency, bench_many_waiting
 
 from statesaga import Saga, SagaStatus, Step, compile_saga
@@ -824,11 +825,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
 
     many, latencies = _waits(args.quick, why_not)
+    pages = _ui(why_not, args.quick)
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
     checks += [m.first_due_s <= WAIT_START_GOAL_S for m in many]
     checks += [max(m.late_ms) <= WAIT_LATE_GOAL_MS for m in many if m.late_ms]
     checks += [lat.median <= SIGNAL_GOAL_MS for lat in latencies if "SQLite" not in lat.where]
     checks.append(alone.passed)
+    checks += [p.passed for p in pages]
     if beside is not None:
         checks.append(beside.passed)
     checks.append(imported.passed)
@@ -856,6 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "imports": asdict(imported),
             "waits": [asdict(m) for m in many],
             "signal_latency_ms": [asdict(lat) for lat in latencies],
+            "ui_pages_ms": [asdict(p) for p in pages],
             "diagram_ms": None if drawn is None else {"dot_text": drawn[0], "svg": drawn[1]},
             "diagram_chain_ms": (
                 None if drawn_chain is None else {"dot_text": drawn_chain[0], "svg": drawn_chain[1]}
@@ -935,6 +939,42 @@ def _waits(quick: bool, why_not_pg: str | None) -> tuple[list[ManyWaiting], list
         print(f"   PostgreSQL skipped: server unreachable ({why_not_pg})")
     print()
     return many, latencies
+
+
+def _ui(why_not_pg: str | None, quick: bool) -> list[PageTiming]:
+    """Section 11, printed; what it measured."""
+    schema = f"bench_ui_{os.getpid()}"
+    pg = None if why_not_pg else f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
+    try:
+        pages = bench_ui(pg, quick)
+    finally:
+        if pg is not None:
+            _drop_schema(schema)
+    print(
+        "11. statesaga ui on 100,000 runs: each page through the ASGI app in process (TestClient), "
+        "request to last byte, milliseconds; baseline: the store's reads of the runs page alone"
+    )
+    print(
+        table(
+            ["store", "page", "median", "p90", "baseline", "goal", "result"],
+            [
+                [
+                    p.backend,
+                    p.page,
+                    f"{p.median_ms:.1f}",
+                    f"{p.p90_ms:.1f}",
+                    "-" if p.baseline_ms is None else f"{p.baseline_ms:.1f}",
+                    f"< {p.goal_ms:.0f}",
+                    verdict(p.passed),
+                ]
+                for p in pages
+            ],
+        )
+    )
+    if why_not_pg:
+        print(f"   PostgreSQL skipped: server unreachable ({why_not_pg})")
+    print()
+    return pages
 
 
 def _drop_schema(schema: str) -> None:
