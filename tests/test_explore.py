@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -220,15 +219,14 @@ def _chain(length: int) -> type[Saga]:
     return type("Chain20", (Saga,), {"steps": steps, "__module__": __name__})
 
 
-async def test_a_20_step_chain_default_set_runs_in_memory_quickly() -> None:
-    """The default set of a 20-step chain runs in memory in seconds (a generous guard)."""
+async def test_a_20_step_chain_s_default_set_is_counted_before_it_runs() -> None:
+    """The count is known from the machine; every scenario holds (its speed is measured by
+    ``make bench``, section 12)."""
     saga = _chain(20)
-    began = time.monotonic()
+    assert len(scenarios(saga)) == 461
     report = await explore(saga)
-    took = time.monotonic() - began
-    print(f"20-step chain: {len(report.scenarios)} scenarios in {took:.2f} s")
     assert report.ok, report.summary()
-    assert took < 30
+    assert len(report.scenarios) == 461
 
 
 SAGA_FILE = """

@@ -33,7 +33,7 @@ async def drive(
     store: StoreLike | None,
 ) -> tuple[SagaResult, RunSnapshot | None, RunSnapshot | None]:
     """Run the scenario to its end: crash where it says, then resume as a worker would."""
-    derived = derive(saga, compiled, runtime)
+    derived = derive(saga, compiled)
     plan = compile_saga(derived)
     inner: SagaStore = MemoryStore() if store is None else await open_store(store)
     wrapped: Any = CrashingStore(inner, runtime)

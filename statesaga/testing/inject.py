@@ -5,7 +5,10 @@ whose actions wrap the user's, and a store wrapper that dies at a commit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+import contextvars
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -148,8 +151,28 @@ class Runtime:
             await self._amid_failed.wait()
 
 
-def _wrap(fn: Action, step: str, back: bool, timeout: float | None, runtime: Runtime) -> Action:
+#: The scenario being run in this context (the run's tasks inherit it).
+_CURRENT: contextvars.ContextVar[Runtime] = contextvars.ContextVar("statesaga_scenario")
+
+#: Each saga's derived class: one per saga, so its machine is compiled once.
+_DERIVED: weakref.WeakKeyDictionary[type[SagaDefinition], type[SagaDefinition]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.contextmanager
+def running(runtime: Runtime) -> Iterator[None]:
+    """Within this block the derived sagas' calls go through ``runtime``."""
+    token = _CURRENT.set(runtime)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def _wrap(fn: Action, step: str, back: bool, timeout: float | None) -> Action:
     async def call(ctx: Context) -> Any:
+        runtime = _CURRENT.get()
         entry = Call(step, back, ctx.idempotency_key, ctx.attempt, runtime.life)
         runtime.ledger.append(entry)
         try:
@@ -164,12 +187,17 @@ def _wrap(fn: Action, step: str, back: bool, timeout: float | None, runtime: Run
     return call
 
 
-def derive(
-    saga: type[SagaDefinition], compiled: CompiledSaga, runtime: Runtime
-) -> type[SagaDefinition]:
+def derive(saga: type[SagaDefinition], compiled: CompiledSaga) -> type[SagaDefinition]:
     """A saga of the same name, steps and shape as ``saga`` (so the same machine and
-    fingerprint) whose actions and compensations are the user's, wrapped with the
-    scenario's faults and recorded in its ledger."""
+    fingerprint) whose actions and compensations are the user's, wrapped with the faults of
+    the scenario ``running`` names and recorded in its ledger."""
+    derived = _DERIVED.get(saga)
+    if derived is None:
+        derived = _DERIVED[saga] = _derived(saga, compiled)
+    return derived
+
+
+def _derived(saga: type[SagaDefinition], compiled: CompiledSaga) -> type[SagaDefinition]:
     steps: list[Step] = []
     for step in saga.steps:
         if step.action is None:  # a wait
@@ -180,8 +208,8 @@ def derive(
         steps.append(
             attrs.evolve(
                 step,
-                action=_wrap(step.action, step.name, False, timeout, runtime),
-                compensate=None if undo is None else _wrap(undo, step.name, True, timeout, runtime),
+                action=_wrap(step.action, step.name, False, timeout),
+                compensate=None if undo is None else _wrap(undo, step.name, True, timeout),
             )
         )
     namespace = {

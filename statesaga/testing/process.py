@@ -33,7 +33,7 @@ from ..result import SagaResult
 from ..store import store_from_url
 from ..store.base import RunSnapshot, SagaStore
 from .driving import through_waits
-from .inject import Call, CrashingStore, Runtime, derive
+from .inject import Call, CrashingStore, Runtime, derive, running
 from .kit import FakeClock
 from .plan import plans
 
@@ -112,7 +112,7 @@ async def drive_in_a_process(
             # A worker takes the run once the dead process's lease expires: at once here.
             await inner.release(run_id, death["owner"])
             clock = FakeClock(start=death["clock"])
-            derived = derive(saga, compiled, runtime)
+            derived = derive(saga, compiled)
             wrapped: Any = CrashingStore(inner, runtime)
 
             def again() -> Any:
@@ -189,10 +189,12 @@ async def _child(spec: dict[str, Any]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     runtime.on_death = die
-    derived = derive(saga, compiled, runtime)
+    derived = derive(saga, compiled)
     run_id = spec["run_id"]
     async with store_from_url(spec["store"]) as store:
         wrapped: Any = CrashingStore(store, runtime)
+        scenario = running(runtime)
+        scenario.__enter__()  # for good: this process ends with the scenario
 
         def again() -> Any:
             return drive_stored(

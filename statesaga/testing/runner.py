@@ -15,7 +15,7 @@ from ..durable.resources import StoreLike
 from ..result import SagaResult
 from .checks import problems
 from .driving import drive
-from .inject import Runtime, SimulatedCrash
+from .inject import Runtime, SimulatedCrash, running
 from .plan import Expected, Kind, Plan, as_run, describe_outcome, plans
 from .process import drive_in_a_process, needs_sqlite, reference_of
 
@@ -117,14 +117,15 @@ class Scenario:
         runtime = Runtime(self.plan, compiled.task_name)
         replay = _replay(self, data or {})
         try:
-            if self.process and self.plan.crash is not None:
-                result, stored, at_crash = await drive_in_a_process(
-                    self.saga, compiled, dict(data or {}), runtime, self.store, self.pairs
-                )
-            else:
-                result, stored, at_crash = await drive(
-                    compiled, self.saga, dict(data or {}), runtime, self.store
-                )
+            with running(runtime):
+                if self.process and self.plan.crash is not None:
+                    result, stored, at_crash = await drive_in_a_process(
+                        self.saga, compiled, dict(data or {}), runtime, self.store, self.pairs
+                    )
+                else:
+                    result, stored, at_crash = await drive(
+                        compiled, self.saga, dict(data or {}), runtime, self.store
+                    )
         except (Exception, SimulatedCrash) as error:
             observed = f"did not end: {type(error).__name__}: {error}"
             return Outcome(self.name, self.kind, str(self.expected), observed, False, observed)

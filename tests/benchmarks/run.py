@@ -44,6 +44,7 @@ from typing import Any
 from dbos_compare import bench_dbos
 from dbos_compare import missing as dbos_missing
 from durable import bench_durable  # tests/benchmarks/durable.py, beside this script
+from explore import ExploreTiming, bench_explore
 from imports import bench_imports
 from inbox import bench_inbox
 from messaging import bench_messaging
@@ -826,12 +827,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     many, latencies = _waits(args.quick, why_not)
     pages = _ui(why_not, args.quick)
+    explored = _explore()
     checks = [r.passed for r in runtime] + [c.passed for c in compiles] + [durable.passed]
     checks += [m.first_due_s <= WAIT_START_GOAL_S for m in many]
     checks += [max(m.late_ms) <= WAIT_LATE_GOAL_MS for m in many if m.late_ms]
     checks += [lat.median <= SIGNAL_GOAL_MS for lat in latencies if "SQLite" not in lat.where]
     checks.append(alone.passed)
     checks += [p.passed for p in pages]
+    checks += [e.passed for e in explored if e.passed is not None]
     if beside is not None:
         checks.append(beside.passed)
     checks.append(imported.passed)
@@ -860,6 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "waits": [asdict(m) for m in many],
             "signal_latency_ms": [asdict(lat) for lat in latencies],
             "ui_pages_ms": [asdict(p) for p in pages],
+            "explore": [asdict(e) for e in explored],
             "diagram_ms": None if drawn is None else {"dot_text": drawn[0], "svg": drawn[1]},
             "diagram_chain_ms": (
                 None if drawn_chain is None else {"dot_text": drawn_chain[0], "svg": drawn_chain[1]}
@@ -975,6 +979,35 @@ def _ui(why_not_pg: str | None, quick: bool) -> list[PageTiming]:
         print(f"   PostgreSQL skipped: server unreachable ({why_not_pg})")
     print()
     return pages
+
+
+def _explore() -> list[ExploreTiming]:
+    """Section 12, printed; what it measured."""
+    explored = bench_explore()
+    print(
+        "12. explore: the default failure space (faults and crash points) run in memory; "
+        "baseline: one plain in-memory run of the same saga"
+    )
+    print(
+        table(
+            ["saga", "scenarios", "total", "per scenario", "plain run", "ratio", "goal", "result"],
+            [
+                [
+                    e.saga,
+                    str(e.scenarios),
+                    f"{e.total_s:.2f} s",
+                    f"{e.per_scenario_ms:.2f} ms",
+                    f"{e.plain_run_ms:.3f} ms",
+                    f"{e.ratio:.1f}x",
+                    "-" if e.goal_s is None else f"<= {e.goal_s:.0f} s",
+                    verdict(e.passed),
+                ]
+                for e in explored
+            ],
+        )
+    )
+    print()
+    return explored
 
 
 def _drop_schema(schema: str) -> None:
