@@ -244,19 +244,23 @@ class Worker:
             len(hand),
             "" if limit is None else f" (at most {limit:g} s)",
         )
+        until = None if limit is None else time.monotonic() + limit
+        while self._tasks and (until is None or time.monotonic() < until):
+            self.beaten_at = time.monotonic()  # draining is alive too
+            left = self.poll if until is None else min(self.poll, until - time.monotonic())
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, left))
         if self._tasks:
-            _, late = await asyncio.wait(list(self._tasks), timeout=limit)
-            if late:
-                log.warning(
-                    "drain timed out after %g s: abandoning %d run(s) still running (%s); "
-                    "their leases run out for another worker",
-                    limit,
-                    len(late),
-                    ", ".join(sorted(self._busy)),
-                )
-                for task in late:
-                    task.cancel()
-                await asyncio.wait(late)
+            late = list(self._tasks)
+            log.warning(
+                "drain timed out after %g s: abandoning %d run(s) still running (%s); "
+                "their leases are released for another worker",
+                limit,
+                len(late),
+                ", ".join(sorted(self._busy)),
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late)
         log.info("drained: every run in hand committed and its lease released")
 
     async def _idle(
