@@ -702,11 +702,10 @@ async def test_a_publisher_with_more_shards_than_a_group_is_refused(kind: str) -
     """Publishers and consumers that disagree on ``shards``: a message on a shard the group was
     not declared with raises, rather than being kept where no consumer reads it."""
     h = Harness(kind)
-    require(
-        *{"rabbitmq": (AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")}.get(
-            kind, (NATS_URL, "NATS", "STATESAGA_TEST_NATS")
-        )
-    )
+    if kind == "rabbitmq":
+        require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    else:
+        require(NATS_URL, "NATS", "STATESAGA_TEST_NATS")
     topic, group = h.topic(), h.group()
     try:
         consumer, publisher = h.broker(), h.broker()
