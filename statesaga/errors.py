@@ -182,6 +182,21 @@ class RunWaiting(ExecutionError):
         super().__init__(f"run {run_id} waits for {', '.join(map(repr, self.events))}")
 
 
+class RunPaused(ExecutionError):
+    """A durable run stopped between steps because its driver was asked to pause (a worker
+    draining before it exits): the steps that were running finished and were committed, no
+    new one started, and the run is left unfinished, its lease released, for any worker to
+    go on with.
+
+    Attributes:
+        run_id: The run.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} paused between steps: any worker may go on with it")
+
+
 class RecordedError(ExecutionError):
     """An error recorded by an earlier process: only its text survives in the store."""
 

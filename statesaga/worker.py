@@ -16,7 +16,8 @@ from .definition import SagaDefinition
 from .durable.drive import drive_stored
 from .durable.leases import owner_id
 from .durable.resources import StoreLike, open_store
-from .errors import RunWaiting, SagaNotImportable, SignalArrived, StatesagaError
+from .durable.waiting import listen_for_signals
+from .errors import RunPaused, RunWaiting, SagaNotImportable, SignalArrived, StatesagaError
 from .result import SagaResult
 from .store.base import LeaseHeld, RunRecord, SagaStore
 
@@ -40,6 +41,8 @@ class Recovered:
         finished_elsewhere: Another worker finished it between listing and taking it.
         waiting: It went on until its waits and is stored waiting again (what for, and
             until when).
+        paused: The worker was draining: the run stopped between steps, committed, its
+            lease released.
     """
 
     run_id: str
@@ -47,6 +50,7 @@ class Recovered:
     error: Exception | None = None
     finished_elsewhere: bool = False
     waiting: RunWaiting | None = None
+    paused: bool = False
 
 
 class Worker:
@@ -108,6 +112,12 @@ class Worker:
         # Runs whose saga could not be imported, and when to try each again: the error is
         # logged once per run, not once per poll.
         self._unimportable: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}  # runs that failed, not taken before then
+        self._tasks: set[asyncio.Task[Recovered]] = set()
+        self._freed = asyncio.Event()  # a run in hand ended
+        self._pause = asyncio.Event()  # set while draining: the runs in hand stop between steps
+        #: When ``run``'s loop last went round (``time.monotonic()``): its heartbeat.
+        self.beaten_at = time.monotonic()
         self._stopping = False
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None  # cuts run_waiting's wait short
@@ -151,33 +161,123 @@ class Worker:
                 return outcomes  # nothing could be driven: do not spin
         return outcomes
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Recover runs until ``stop`` is set (or forever); once it is set, take no new run
-        and return when the runs in hand have ended."""
+    async def run(
+        self, stop: asyncio.Event | None = None, *, drain_timeout: float | None = None
+    ) -> None:
+        """Recover runs until ``stop`` is set (or forever), then drain and return.
+
+        It takes runs as its concurrency frees up, at most as many as it can start at once,
+        and looks for more every ``poll`` seconds while it has room, busy or not: a run whose
+        worker died is taken over within its lease and one poll.
+
+        Draining: it takes no new run; each run in hand finishes the steps it is running,
+        starts no new one, commits, and releases its lease, so that any worker goes on with
+        it at once. Runs still running after ``drain_timeout`` seconds (``None``: no limit)
+        are abandoned (left resumable, as a second cancellation does).
+        """
         stop = self._stop = stop or asyncio.Event()
         self._stopping = False
+        self._pause.clear()
         store = await open_store(self.store)
         signalled = asyncio.Event()
-        listening = _listen(store, signalled)
+        listening = listen_for_signals(store, signalled)
         try:
             while not stop.is_set():
+                self.beaten_at = time.monotonic()
                 signalled.clear()
-                done = await self.run_once()
-                if not any(item.result is not None for item in done):  # nothing to do, or stuck
-                    await self._idle(store, stop, signalled)
+                self._freed.clear()
+                room = self.concurrency - len(self._tasks)
+                full = room > 0 and len(await self._take(store, room)) == room
+                # Listing full: more may be free, look again as soon as a run ends.
+                await self._idle(store, stop, signalled, self._freed if full else None)
+            await self._drain(drain_timeout)
         finally:
+            for task in self._tasks:  # cancelled (a second signal): abandon what is in hand
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
             if listening is not None:
                 listening.cancel()
                 await asyncio.wait([listening])
 
-    async def _idle(self, store: SagaStore, stop: asyncio.Event, signalled: asyncio.Event) -> None:
+    @property
+    def draining(self) -> bool:
+        """Whether ``run`` was asked to stop and is letting the runs in hand settle."""
+        return self._pause.is_set()
+
+    async def _take(self, store: SagaStore, room: int) -> list[str]:
+        """Start driving up to ``room`` free runs, each in a task of its own; their ids."""
+        now = time.time()
+        skipped = {*self._unimportable, *self._backoff}
+        ids = [
+            i
+            for i in await store.unfinished(now, limit=room + len(self._busy) + len(skipped))
+            if i not in self._busy
+            and self._unimportable.get(i, 0.0) <= now
+            and self._backoff.get(i, 0.0) <= now
+        ][:room]
+        for run_id in ids:
+            self._busy.add(run_id)  # now: the next listing may come before the task starts
+            task = asyncio.ensure_future(self._recover(store, run_id, self._pause))
+            self._tasks.add(task)
+            task.add_done_callback(self._ended)
+        return ids
+
+    def _ended(self, task: asyncio.Task[Recovered]) -> None:
+        self._tasks.discard(task)
+        self._freed.set()
+        if task.cancelled():
+            return
+        done = task.result()
+        if done.error is not None and not isinstance(done.error, SagaNotImportable):
+            # Not taken again before the next poll: a run that fails at once must not spin.
+            self._backoff[done.run_id] = time.time() + self.poll
+        else:
+            self._backoff.pop(done.run_id, None)
+
+    async def _drain(self, limit: float | None) -> None:
+        """Let the runs in hand settle their running steps and stop (see ``run``)."""
+        self._pause.set()
+        hand = sorted(self._busy)
+        log.info(
+            "draining: taking no new runs; %d run(s) in hand finish their running steps%s",
+            len(hand),
+            "" if limit is None else f" (at most {limit:g} s)",
+        )
+        until = None if limit is None else time.monotonic() + limit
+        while self._tasks and (until is None or time.monotonic() < until):
+            self.beaten_at = time.monotonic()  # draining is alive too
+            left = self.poll if until is None else min(self.poll, until - time.monotonic())
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, left))
+        if self._tasks:
+            late = list(self._tasks)
+            log.warning(
+                "drain timed out after %g s: abandoning %d run(s) still running (%s); "
+                "their leases are released for another worker",
+                limit,
+                len(late),
+                ", ".join(sorted(self._busy)),
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late)
+        log.info("drained: every run in hand committed and its lease released")
+
+    async def _idle(
+        self,
+        store: SagaStore,
+        stop: asyncio.Event,
+        signalled: asyncio.Event,
+        freed: asyncio.Event | None = None,
+    ) -> None:
         """Wait ``poll`` seconds, less when a waiting run's timeout falls due sooner, until a
-        signal is heard (a store that announces them), or until ``stop``."""
+        signal is heard (a store that announces them), ``freed`` is set, or until ``stop``."""
         delay = self.poll
         soonest = await store.waiting(limit=1)
         if soonest and soonest[0].wake_at is not None:
             delay = min(delay, max(0.0, soonest[0].wake_at - time.time()))
-        woken = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(signalled.wait())]
+        events = (stop, signalled) if freed is None else (stop, signalled, freed)
+        woken = [asyncio.ensure_future(event.wait()) for event in events]
         try:
             await asyncio.wait(woken, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -237,7 +337,9 @@ class Worker:
             outcomes += await self.run_once()
         return outcomes, leased
 
-    async def _recover(self, store: SagaStore, run_id: str) -> Recovered:
+    async def _recover(
+        self, store: SagaStore, run_id: str, pause: asyncio.Event | None = None
+    ) -> Recovered:
         self._busy.add(run_id)
         try:
             saga = None
@@ -251,6 +353,7 @@ class Worker:
                 clock=self.clock,
                 abandon_on_cancel=True,  # a worker stopping leaves runs for another one
                 broker=self.broker,
+                pause=pause,
             )
             if result is None:
                 return Recovered(run_id, finished_elsewhere=True)
@@ -262,6 +365,9 @@ class Worker:
             return Recovered(run_id, waiting=waits)
         except SignalArrived:  # it is due again at once: the next look takes it
             return Recovered(run_id)
+        except RunPaused:
+            log.info("run %s paused between steps: committed, its lease released", run_id)
+            return Recovered(run_id, paused=True)
         except LeaseHeld as error:
             return Recovered(run_id, error=error)
         except SagaNotImportable as error:
@@ -279,27 +385,6 @@ class Worker:
             return Recovered(run_id, error=error)
         finally:
             self._busy.discard(run_id)
-
-
-def _listen(store: SagaStore, signalled: asyncio.Event) -> asyncio.Task[None] | None:
-    """A task that sets ``signalled`` whenever ``store`` announces a signal (PostgreSQL's
-    notifications), or ``None`` for a store that does not (it is polled)."""
-    heard = getattr(store, "signals_heard", None)
-    if heard is None:
-        return None
-
-    async def listen() -> None:
-        while True:
-            try:
-                async for _ in heard():
-                    signalled.set()
-            except StatesagaError as error:  # the connection went: poll meanwhile, then again
-                log.warning("not hearing signals (%s); polling until it works again", error)
-            except Exception:
-                log.exception("not hearing signals; polling until it works again")
-            await asyncio.sleep(5.0)
-
-    return asyncio.get_running_loop().create_task(listen(), name="statesaga:signals")
 
 
 async def resume_all(store: StoreLike, **options: object) -> list[Recovered]:

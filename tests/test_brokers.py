@@ -695,3 +695,31 @@ async def test_rabbitmq_queues_are_classic_whatever_the_vhost_default() -> None:
         assert "statesaga.billing.orders.0\tclassic" in listing
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "nats"])
+async def test_a_publisher_with_more_shards_than_a_group_is_refused(kind: str) -> None:
+    """Publishers and consumers that disagree on ``shards``: a message on a shard the group was
+    not declared with raises, rather than being kept where no consumer reads it."""
+    h = Harness(kind)
+    if kind == "rabbitmq":
+        require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    else:
+        require(NATS_URL, "NATS", "STATESAGA_TEST_NATS")
+    topic, group = h.topic(), h.group()
+    try:
+        consumer, publisher = h.broker(), h.broker()
+        assert isinstance(consumer, RabbitMQBroker | NatsBroker)
+        assert isinstance(publisher, RabbitMQBroker | NatsBroker)
+        consumer.shards, publisher.shards = 2, 8
+        await h.declare(consumer, topic, group)
+        from statesaga.messaging.brokers import _wire
+
+        keys = [f"k{i}" for i in range(40)]
+        inside = next(k for k in keys if _wire.shard(message(topic, 0, key=k), 8) < 2)
+        outside = next(k for k in keys if _wire.shard(message(topic, 0, key=k), 8) >= 2)
+        await publisher.publish(message(topic, 1, key=inside))
+        with pytest.raises(BrokerError, match=r"shard|no queue is bound"):
+            await publisher.publish(message(topic, 2, key=outside))
+    finally:
+        await h.cleanup()

@@ -191,7 +191,7 @@ def test_first_ctrl_c_says_what_the_worker_waits_for_and_takes_no_new_run(
     finally:
         worker.kill()
     assert worker.returncode == 0, err
-    assert "waiting for 1 run in hand to finish (run-0)" in err
+    assert "waiting for 1 run in hand to finish their running steps (at most 30 s) (run-0)" in err
     assert "Press Ctrl-C again to stop at once: it stays resumable." in err
     assert not (tmp_path / "started-run-1").exists()
     listed = statesaga(tmp_path, "runs", "list", "--store", url).stdout

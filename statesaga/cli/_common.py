@@ -69,9 +69,11 @@ required_broker_option = click.option(
 )
 
 
-async def until_signalled(run: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
+async def until_signalled(
+    run: Callable[[asyncio.Event], Awaitable[Any]], stopping: Callable[[], None] | None = None
+) -> None:
     """Run ``run(stop)`` until it returns. Ctrl-C or SIGTERM sets ``stop`` (finish what is in
-    hand); a second one cancels it (stop now)."""
+    hand; ``stopping`` is called then); a second one cancels it (stop now)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(run(stop))
@@ -79,6 +81,8 @@ async def until_signalled(run: Callable[[asyncio.Event], Awaitable[Any]]) -> Non
     def on_signal() -> None:
         if stop.is_set():
             task.cancel()
+        elif stopping is not None:
+            stopping()
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

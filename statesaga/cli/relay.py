@@ -9,8 +9,12 @@ import attrs
 import click
 
 from ..messaging.relay import BACKOFF, Relay
+from ..observe.health import broker_check, store_check
 from ..store import hide_password
 from ._common import command_store, required_broker_option, store_option, until_signalled
+from ._health import Endpoints, health_port_option, metrics_port_option
+
+log = logging.getLogger("statesaga.relay")
 
 
 @click.command()
@@ -26,19 +30,39 @@ from ._common import command_store, required_broker_option, store_option, until_
     help="Attempts at one message before it is dead.",
 )
 @click.option("--once", is_flag=True, help="Publish what is due now, then exit.")
+@metrics_port_option
+@health_port_option
 def relay(
-    store_url: str, broker_url: str, batch: int, poll: float, max_attempts: int, once: bool
+    store_url: str,
+    broker_url: str,
+    batch: int,
+    poll: float,
+    max_attempts: int,
+    once: bool,
+    metrics_port: int = 0,
+    health_port: int = 0,
 ) -> None:
-    """Publish the outbox messages that were not sent right after their commit."""
+    """Publish the outbox messages that were not sent right after their commit.
+
+    The first SIGTERM (or Ctrl-C) finishes the batch being published and exits 0 (/readyz
+    answers 503 meanwhile); a second one stops at once (its claims run out for another relay).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"relay from {hide_password(store_url)} to {hide_password(broker_url)}")
-    sent = asyncio.run(_relay(store_url, broker_url, batch, poll, max_attempts, once))
+    options = (batch, poll, max_attempts, once, (metrics_port, health_port))
+    sent = asyncio.run(_relay(store_url, broker_url, *options))
     if once:
         click.echo(f"published {sent} message{'s' if sent != 1 else ''}")
 
 
 async def _relay(
-    store_url: str, broker_url: str, batch: int, poll: float, max_attempts: int, once: bool
+    store_url: str,
+    broker_url: str,
+    batch: int,
+    poll: float,
+    max_attempts: int,
+    once: bool,
+    ports: tuple[int, int] = (0, 0),
 ) -> int:
     backoff = attrs.evolve(BACKOFF, attempts=max_attempts)
     # The relay closes the broker it opens from the URL, then the command closes its store.
@@ -53,6 +77,18 @@ async def _relay(
                 if done.failed:
                     break  # the broker is failing: what is left waits for its backoff
             return sent
-        # First signal: finish the round in hand. Second: stop now (claims run out).
-        await until_signalled(relay.run)
+        checks = {"store": store_check(store), "broker": broker_check(broker_url)}
+        served = Endpoints(*ports, lambda: relay.beaten_at, poll, checks)
+
+        def stopping() -> None:
+            if served.health is not None:
+                served.health.draining = True
+            log.info("stopping: finishing the batch in hand (a second signal stops at once)")
+
+        try:
+            # First signal: finish the round in hand. Second: stop now (claims run out).
+            await until_signalled(relay.run, stopping)
+        finally:
+            served.close()
+        log.info("relay stopped")
         return sent

@@ -207,12 +207,14 @@ async def drive_stored(
     abandon_on_cancel: bool,
     broker: Broker | str | None = None,
     retry_failed: bool = False,
+    pause: asyncio.Event | None = None,
 ) -> SagaResult | None:
     """``resume``, but ``None`` instead of a result when the run had ended before (a worker
     must not report a run another worker finished as one it recovered).
 
     ``retry_failed``: a run that ended ``failed`` is tried again (``resume`` does this; a
-    worker does not: a person decides).
+    worker does not: a person decides). ``pause``: once set, the run starts no new step; the
+    running ones settle, are committed, and ``RunPaused`` is raised (its lease released).
     """
     snapshot = await opened.load(run_id)
     if snapshot.run.finished and not (retry_failed and retriable(snapshot)):
@@ -254,6 +256,7 @@ async def drive_stored(
     driver = Driver(state, clock, journal)
     # Asked to stop while it waited, or while another process drove it.
     driver.cancel_requested = CANCEL_EVENT in snapshot.signals
+    driver.pause = pause
     return await _drive_leased(driver, journal, opened, abandon_on_cancel=abandon_on_cancel)
 
 

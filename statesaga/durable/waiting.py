@@ -8,6 +8,7 @@ started it does while it awaits the result. Workers find due runs on their own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import weakref
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..compiler import CompiledSaga, compile_saga
-from ..errors import LeaseHeld, RunWaiting, SignalArrived, SignalRefused
+from ..errors import LeaseHeld, RunWaiting, SignalArrived, SignalRefused, StatesagaError
 from ..ids import new_run_id
 from ..json_data import as_stored
 from ..result import SagaResult
@@ -28,6 +29,8 @@ from .resources import StoreLike, open_store
 if TYPE_CHECKING:
     from ..definition import SagaDefinition
     from ..messaging.broker import Broker
+
+_log = logging.getLogger("statesaga.worker")
 
 #: How often a process following a waiting run looks at the store, when no signal sent from
 #: this process wakes it first (a signal from another process is seen within this).
@@ -231,3 +234,24 @@ async def execute(
         broker=broker,
         abandon_on_cancel=abandon_on_cancel,
     )
+
+
+def listen_for_signals(store: SagaStore, signalled: asyncio.Event) -> asyncio.Task[None] | None:
+    """A task that sets ``signalled`` whenever ``store`` announces a signal (PostgreSQL's
+    notifications), or ``None`` for a store that does not (it is polled)."""
+    heard = getattr(store, "signals_heard", None)
+    if heard is None:
+        return None
+
+    async def listen() -> None:
+        while True:
+            try:
+                async for _ in heard():
+                    signalled.set()
+            except StatesagaError as error:  # the connection went: poll meanwhile, then again
+                _log.warning("not hearing signals (%s); polling until it works again", error)
+            except Exception:
+                _log.exception("not hearing signals; polling until it works again")
+            await asyncio.sleep(5.0)
+
+    return asyncio.get_running_loop().create_task(listen(), name="statesaga:signals")

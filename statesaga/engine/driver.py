@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from ..clock import Clock
 from ..compiler import StepPlan
-from ..errors import MachineError, RunWaiting
+from ..errors import MachineError, RunPaused, RunWaiting
 from ..observe.registry import RunObservation, begin
 from ..result import SagaResult, SagaStatus
 from ..vocabulary import (
@@ -59,9 +59,11 @@ class Driver:
         "c",
         "cancel_requested",
         "clock",
+        "held_back",
         "now",
         "observation",
         "parked",
+        "pause",
         "recorder",
         "state",
         "waiter",
@@ -76,6 +78,10 @@ class Driver:
         self.recorder = recorder
         self.observation: RunObservation | None = None
         self.cancel_requested = False
+        # Set (by a worker draining): start no new step or compensation; once the running
+        # ones have settled, commit and stop with ``RunPaused``. ``held_back``: it kept one.
+        self.pause: asyncio.Event | None = None
+        self.held_back = False
         self.waiter: asyncio.Future[SagaResult] | None = None
         self.parked: list[StepPlan] = []  # a recorded run's waits that have no signal yet
         self.wakers: dict[str, asyncio.Future[None]] = {}  # an in-memory run's waits
@@ -153,6 +159,8 @@ class Driver:
                 status = RUNNING
             if status == RUNNING and not state.failing:
                 await self.walk(*self.ahead(), False)
+                if self.held_back:
+                    await self._paused()
                 if self.parked:
                     await self._park()
             ending = self._ending(status)
@@ -165,6 +173,8 @@ class Driver:
                 raise asyncio.CancelledError
             if ending is None:
                 await self.walk(*self.owed(), True)
+                if self.held_back:
+                    await self._paused()
                 if state.compensation_errors:
                     ending = SagaStatus.FAILED
                     self.fire(_GIVE_UP)
@@ -192,6 +202,14 @@ class Driver:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(result)
         return result
+
+    async def _paused(self) -> None:
+        """Steps were held back by ``pause``: commit what settled and stop, unfinished."""
+        self.parked = []  # waits not committed as waiting: the next driver parks them again
+        pending = self.recorder.at_end(self.state)
+        if pending is not None:
+            await pending
+        raise RunPaused(self.state.saga_id)
 
     async def _park(self) -> None:
         """The forward walk ended with waits that have no signal: if the run still goes
@@ -290,6 +308,9 @@ class Driver:
         running: dict[asyncio.Task[Outcome], StepPlan] = {}
         try:
             while True:
+                if ready and self.pause is not None and self.pause.is_set():
+                    self.held_back = True  # the run stops once the running steps settle
+                    ready.clear()
                 if (
                     ready
                     and not back

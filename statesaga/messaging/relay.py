@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Self
 
@@ -117,6 +118,8 @@ class Relay:
         self.owner = owner or f"relay:{owner_id()}"
         self.clock = clock or SYSTEM_CLOCK
         self.stats = stats or OUTBOX_STATS
+        #: When ``run``'s loop last went round (``time.monotonic()``): its heartbeat.
+        self.beaten_at = time.monotonic()
         self._link = Link(self.broker, publish_timeout)
         self._skew = min(CLOCK_SKEW, (lease - publish_timeout) / 2)
         self._opened: SagaStore | None = None
@@ -234,6 +237,7 @@ class Relay:
         """Relay until ``stop`` is set (or forever); a failing store is retried after ``poll``."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
+            self.beaten_at = time.monotonic()
             try:
                 done = await self.run_once()
             except Exception:

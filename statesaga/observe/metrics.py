@@ -333,6 +333,18 @@ def start_metrics_server(
     """
     with needs("the metrics server", "prometheus_client", "prometheus"):
         import prometheus_client as prom
+    observer = registered_observer(registry, labels)
+    server, thread = prom.start_http_server(port, addr=addr, registry=observer.registry)
+    return MetricsServer(server, thread, observer)
+
+
+def registered_observer(
+    registry: CollectorRegistry | None = None, labels: Mapping[str, str] | None = None
+) -> PrometheusObserver:
+    """The ``PrometheusObserver`` registered for ``registry`` (default: the global one), made
+    and registered now if there is none (with ``labels``)."""
+    with needs("PrometheusObserver", "prometheus_client", "prometheus"):
+        import prometheus_client as prom
     registry = prom.REGISTRY if registry is None else registry
     observer = next(
         (o for o in observers() if isinstance(o, PrometheusObserver) and o.registry is registry),
@@ -341,5 +353,4 @@ def start_metrics_server(
     if observer is None:
         observer = PrometheusObserver(registry, labels=labels)
         add_observer(observer)
-    server, thread = prom.start_http_server(port, addr=addr, registry=registry)
-    return MetricsServer(server, thread, observer)
+    return observer

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,7 @@ logger = logging.getLogger("statesaga.messaging")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 _T = TypeVar("_T")
 _FORBIDDEN = re.compile(r"[^A-Za-z0-9_-]")  # stream and consumer names: no dots, wildcards...
+_GROUPS_TTL = 10.0  # seconds a publisher trusts what it read of a topic's groups and shards
 _FETCH_WAIT = 1.0  # seconds one pull request waits for a message before asking again
 
 
@@ -85,6 +87,8 @@ class NatsBroker(BrokerContext):
         self._js: JetStreamContext | None = None
         self._streams: dict[str, str] = {}  # topic prefix -> stream holding its subjects
         self._declared: set[tuple[str, str]] = set()
+        # Per topic: when its groups were read, and the shard subjects each group reads.
+        self._shards_seen: dict[str, tuple[float, dict[str, set[str]]]] = {}
         self._lock = asyncio.Lock()
 
     async def connect(self) -> None:
@@ -152,6 +156,7 @@ class NatsBroker(BrokerContext):
             async with asyncio.timeout(self.timeout):
                 js = await self._jetstream()
                 stream = await self._stream(message.topic)
+                await self._check_shard(js, stream, message, subject)
                 await _guard(js.publish(subject, body, stream=stream, headers=headers))
         except BrokerError:
             raise
@@ -227,6 +232,35 @@ class NatsBroker(BrokerContext):
                         await _guard(msg.nak())
                     for sub in subs:
                         await _guard(sub.unsubscribe())
+
+    async def _check_shard(
+        self, js: JetStreamContext, stream: str, message: Message, subject: str
+    ) -> None:
+        """Refuse a message that a declared group has no consumer for: its shard is one the
+        group was not declared with (publishers and consumers disagree on ``shards``), so the
+        stream would keep it and no consumer of the group would ever receive it."""
+        topic = message.topic
+        known = self._shards_seen.get(topic)
+        fresh = known is not None and time.monotonic() - known[0] < _GROUPS_TTL
+        if known is not None and fresh and all(subject in s for s in known[1].values()):
+            return
+        groups: dict[str, set[str]] = {}
+        for info in await _guard(js.consumers_info(stream)):
+            config = info.config
+            found = config.filter_subject or ""
+            if config.durable_name and found.rpartition(".")[0] == topic:
+                groups.setdefault(config.durable_name.rpartition("_")[0], set()).add(found)
+        self._shards_seen[topic] = (time.monotonic(), groups)
+        missing = sorted(group for group, subjects in groups.items() if subject not in subjects)
+        if missing:
+            declared = max(len(subjects) for subjects in groups.values())
+            shard = subject.rpartition(".")[2]
+            raise BrokerError(
+                f"NATS refused message {message.id!r}: it goes to shard {shard} "
+                f"of {topic!r}, which no consumer of {len(missing)} declared group(s) reads "
+                f"(declared with {declared} shard(s), this publisher uses {self.shards}); give "
+                "every publisher and consumer of the topic the same ?shards="
+            )
 
     def consumer_name(self, topic: str, group: str, shard: int) -> str:
         """The durable consumer of ``group`` for shard ``shard`` of ``topic``."""

@@ -1,0 +1,107 @@
+"""`statesaga worker` on SIGTERM: drains (running steps finish, no new step, leases released)
+within --drain-timeout, and stops at once on a second signal."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from test_worker_cluster import names, start_worker, store, url
+
+from statesaga.store import SagaStore
+from statesaga.worker import Worker
+from tests.crash import cluster
+
+__all__ = ["store", "url"]  # the fixtures, shared
+
+
+async def started(folder: Path, pattern: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(names(folder, pattern)) < count:
+        assert time.monotonic() < deadline, f"no {pattern} files"
+        await asyncio.sleep(0.02)
+
+
+async def stopped(worker: subprocess.Popen[str]) -> tuple[float, str]:
+    """Seconds until ``worker`` exits, and what it wrote to stderr."""
+    began = time.monotonic()
+    _, err = await asyncio.to_thread(worker.communicate, timeout=40)
+    return time.monotonic() - began, err
+
+
+async def test_sigterm_lets_running_steps_finish_then_releases_the_runs(
+    store: SagaStore, url: str, tmp_path: Path
+) -> None:
+    """SIGTERM: the running steps finish and are committed, no new step starts, the leases are
+    released, the worker exits 0 within the drain timeout; another worker goes on at once."""
+    for run_id in ("r0", "r1"):
+        await cluster.strand(store, run_id, seconds=1.0, owner=None, expires=None)
+    worker = start_worker(url, tmp_path, "--poll", "0.05", "--drain-timeout", "10")
+    try:
+        await started(tmp_path, "step-r*-a-*", 2)
+        worker.send_signal(signal.SIGTERM)
+        took, err = await stopped(worker)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert took < 10, err
+    assert len(names(tmp_path, "done-r*-a-*")) == 2, err  # the running steps finished
+    assert not names(tmp_path, "step-r*-b-*"), err  # and no new one started
+    for stage in ("draining", "paused between steps", "drained", "worker stopped"):
+        assert stage in err
+    for run_id in ("r0", "r1"):
+        snapshot = await store.load(run_id)
+        assert snapshot.run.lease_owner is None  # released, not left to run out
+        assert snapshot.steps["a"].phase == "succeeded"
+    cluster.started.clear()
+    other = Worker(store, poll=0.05)
+    stop = asyncio.Event()
+    began = time.time()
+    task = asyncio.create_task(other.run(stop, drain_timeout=0))
+    try:
+        while not {("r0", "b"), ("r1", "b")} <= cluster.started.keys():
+            assert time.time() - began < 1.0, "the released runs were not taken at once"
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_step_longer_than_the_drain_timeout_is_left_at_the_timeout(
+    store: SagaStore, url: str, tmp_path: Path
+) -> None:
+    """A step still running at --drain-timeout is abandoned: the worker exits then, 0, and the
+    run stays resumable."""
+    await cluster.strand(store, "long", seconds=30.0, owner=None, expires=None)
+    worker = start_worker(url, tmp_path, "--poll", "0.05", "--drain-timeout", "1")
+    try:
+        await started(tmp_path, "step-long-a-*", 1)
+        worker.send_signal(signal.SIGTERM)
+        took, err = await stopped(worker)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert 1.0 <= took < 5.0, err
+    assert "drain timed out after 1 s" in err
+    assert await store.unfinished(time.time()) == ["long"]
+
+
+async def test_a_second_sigterm_stops_at_once(store: SagaStore, url: str, tmp_path: Path) -> None:
+    """A second SIGTERM while draining stops the worker at once; the run stays resumable."""
+    await cluster.strand(store, "long", seconds=30.0, owner=None, expires=None)
+    worker = start_worker(url, tmp_path, "--poll", "0.05", "--drain-timeout", "30")
+    try:
+        await started(tmp_path, "step-long-a-*", 1)
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        took, err = await stopped(worker)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert took < 3.0, err
+    assert "stopping now: 1 run left for any worker to resume" in err
+    assert await store.unfinished(time.time()) == ["long"]
