@@ -9,12 +9,14 @@ JOBS ?= 2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install graphviz test test-all lint types check wheel-check fmt demo bench docs clean
+.PHONY: help install graphviz browser screenshots test test-all lint types check wheel-check fmt demo bench docs clean
 
 help:
 	@echo "statesaga make targets:"
 	@echo "  install   create $(VENV) and install the package with all extras (+ graphviz)"
 	@echo "  graphviz  install the graphviz 'dot' binary via apt-get if missing"
+	@echo "  browser   install Debian's chromium and chromium-driver via apt-get if missing"
+	@echo "            (the inspector's browser tests drive them; tests/test_ui_browser.py)"
 	@echo "  test      run the test suite (extra args: PYTEST_ARGS=...)"
 	@echo "  test-all  run it with nox on Python 3.11, 3.12 and 3.13, JOBS=2 at a time"
 	@echo "            (some: PYTHONS='3.12 3.13'; JOBS=1 shows each run's output as it goes)"
@@ -25,6 +27,7 @@ help:
 	@echo "  fmt       ruff format + ruff check --fix"
 	@echo "  demo      run examples/demo.py"
 	@echo "  bench     run tests/benchmarks/run.py (another Python: PYTHON=python3.12 VENV=.venv-3.12)"
+	@echo "  screenshots  retake the inspector's screenshots in docs/ui/ (headless chromium)"
 	@echo "  docs      render the diagrams the docs show into docs/diagrams (sagas, modules)"
 	@echo "  clean     remove venv, caches and build artifacts"
 
@@ -51,9 +54,28 @@ graphviz:
 		echo "note: graphviz 'dot' not found on PATH; rendering to images will be unavailable"; \
 	fi
 
+# The inspector's browser tests drive these (Selenium is told their paths: it downloads nothing).
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+			&& command -v apt-get >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+		elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
+		else SUDO="__none__"; fi; \
+		if [ "$$SUDO" = "__none__" ]; then \
+			echo "note: not root and sudo unavailable; cannot apt-get install chromium"; \
+		else \
+			echo "installing chromium and chromium-driver via apt-get"; \
+			$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver \
+				|| echo "note: apt-get install chromium chromium-driver failed"; \
+		fi; \
+	fi; \
+	if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "note: /usr/bin/chromium or /usr/bin/chromedriver missing; the browser tests skip"; \
+	fi
+
 install: $(VENV)/.installed graphviz
 
-test: install
+test: install browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # noxfile.py finds pyenv's interpreters; one missing fails under CI=true and is skipped otherwise.
@@ -108,6 +130,10 @@ demo: install
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) tests/benchmarks/run.py
+
+# Tests that retake them; the staleness check (tests/test_ui_browser.py) then passes again.
+screenshots: install browser
+	STATESAGA_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_ui_browser.py
 
 docs: install
 	$(PY) docs/diagrams.py
