@@ -78,6 +78,15 @@ def test_runs_show_prints_the_history_table(db: str) -> None:
     assert "reserve.compensating -> reserve.compensated" in done.stdout
 
 
+def test_runs_show_lists_steps_in_the_order_the_run_reached_them(db: str) -> None:
+    """Steps come in the run's order (reserve, then charge), not by name."""
+    done = cli("runs", "show", "run-a", "--store", db)
+    lines = done.stdout.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("STEP")) + 1 :]
+    steps = [line.split()[0] for line in table[:2]]
+    assert steps == ["reserve", "charge"], done.stdout
+
+
 def test_runs_resume_of_a_finished_run_reports_it(db: str) -> None:
     """Resuming a finished run reports its status and runs nothing."""
     done = cli("runs", "resume", "run-b", "--store", db)

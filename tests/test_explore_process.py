@@ -15,6 +15,9 @@ import pytest
 from statesaga import SagaResult
 from statesaga.testing import Scenario, scenarios
 
+# Real processes started, killed and restarted: run on the default Python only in CI.
+pytestmark = pytest.mark.slow
+
 SHOP = """
 import json
 from pathlib import Path

@@ -28,6 +28,9 @@ from _services import free_port
 from statesaga import Retry, Saga, Step, Wait
 from statesaga.store import SagaStore, store_from_url
 
+# Real processes started, killed and restarted: run on the default Python only in CI.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).resolve().parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

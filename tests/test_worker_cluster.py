@@ -16,6 +16,9 @@ from statesaga.store import SagaStore, store_from_url
 from statesaga.worker import Worker
 from tests.crash import cluster
 
+# Real processes started, killed and restarted: run on the default Python only in CI.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

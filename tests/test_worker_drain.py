@@ -9,11 +9,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from test_worker_cluster import names, start_worker, store, url
 
 from statesaga.store import SagaStore
 from statesaga.worker import Worker
 from tests.crash import cluster
+
+# Real processes started, killed and restarted: run on the default Python only in CI.
+pytestmark = pytest.mark.slow
 
 __all__ = ["store", "url"]  # the fixtures, shared
 

@@ -16,6 +16,7 @@ from ..loader import unimportable
 from ..result import SagaResult
 from ..store import SagaStore
 from ..store.base import TERMINAL, LeaseHeld, RunRecord
+from ..store.browse import steps_in_run_order
 from ..vocabulary import WAITING_STATUS
 from ..worker import Worker
 from ._common import (
@@ -155,7 +156,7 @@ def show_run(store_url: str, run_id: str) -> None:
             "in code with resume(store, run_id, saga=TheSagaClass)"
         )
     click.echo("")
-    steps = [[s.step, s.phase, str(s.attempt), s.error or ""] for s in snap.steps.values()]
+    steps = [[s.step, s.phase, str(s.attempt), s.error or ""] for s in steps_in_run_order(snap)]
     if steps:
         click.echo(table(["STEP", "PHASE", "ATTEMPT", "LAST ERROR"], steps))
         click.echo("")

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import attrs
 
+from ..vocabulary import parse_name
+
 if TYPE_CHECKING:
-    from .base import OutboxRecord, RunRecord
+    from .base import OutboxRecord, RunRecord, RunSnapshot, StepRecord
 
 #: Appended to a run id prefix for the range that holds every id starting with it: no id holds
 #: a character above it (ids compare by code point in every backend).
@@ -122,3 +124,15 @@ def summaries(rows: list[tuple[str, str, str, int, float]]) -> list[SagaSummary]
         by_status = counts.setdefault(saga, {})
         by_status[status] = by_status.get(status, 0) + int(count)
     return [SagaSummary(name, paths[name][1], counts[name]) for name in sorted(counts)]
+
+
+def steps_in_run_order(snapshot: RunSnapshot) -> list[StepRecord]:
+    """A run's step records in the order the run first reached each (its history's order),
+    rather than by name; a step the history does not name comes last."""
+    first: dict[str, int] = {}
+    for index, entry in enumerate(snapshot.history):
+        step, _ = parse_name(entry.dest)
+        if step is not None:
+            first.setdefault(step, index)
+    last = len(snapshot.history)
+    return sorted(snapshot.steps.values(), key=lambda s: (first.get(s.step, last), s.step))

@@ -14,8 +14,8 @@ import attrs
 
 from ..durable.drive import retriable
 from ..store import OUTBOX_STATUSES, OutboxRecord, SagaStore
-from ..store.base import RunRecord, RunSnapshot
-from ..store.browse import RunCursor, RunQuery, SagaSummary
+from ..store.base import RunRecord, RunSnapshot, StepRecord
+from ..store.browse import RunCursor, RunQuery, SagaSummary, steps_in_run_order
 from ..vocabulary import WAITING_STATUS
 
 #: Runs on one page.
@@ -175,6 +175,11 @@ class RunDetail:
     def run(self) -> RunRecord:
         return self.snapshot.run
 
+    @property
+    def steps(self) -> list[StepRecord]:
+        """The steps in the order the run reached them."""
+        return steps_in_run_order(self.snapshot)
+
 
 async def run_detail(store: SagaStore, run_id: str) -> RunDetail:
     """Run ``run_id`` (``RunNotFound`` if there is none)."""
@@ -231,7 +236,7 @@ def detail_json(detail: RunDetail) -> dict[str, Any]:
     snap = detail.snapshot
     return {
         "run": run_json(snap.run),
-        "steps": [attrs.asdict(step) for step in snap.steps.values()],
+        "steps": [attrs.asdict(step) for step in detail.steps],
         "history": [t._asdict() for t in snap.history],
         "signals": [attrs.asdict(s) for s in snap.signals.values()],
         "outbox": [outbox_json(r) for r in detail.outbox],
