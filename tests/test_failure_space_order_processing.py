@@ -36,7 +36,9 @@ def check_shop(result: SagaResult, scenario: Scenario) -> None:
     if result.status is SagaStatus.COMPLETED:
         assert inventory.stock == TAKEN, f"stock {inventory.stock}, expected {TAKEN}"
         assert gateway.net == ORDER["total_amount"], f"charged {gateway.net}"
-        assert result.results["process_payment"]["amount"] == ORDER["total_amount"]
+        payment = result.results["process_payment"]
+        assert payment["amount"] == ORDER["total_amount"]
+        assert list(gateway.charge_ids.values()) == [payment["charge_id"]]
         assert len(shipments) == 1, "a completed order has its parcel"
         assert result.results["create_shipment"]["tracking"] in shipments.values()
         assert len(sent) == 1, "a completed order has its confirmation"
@@ -63,3 +65,12 @@ async def test_failure_space(scenario: Scenario) -> None:
     """Each fault and crash point ends as the machine predicts, the shop as check_shop says."""
     outcome = await scenario.run(data=ORDER, setup=world.reset, check=check_shop)
     assert outcome.ok, outcome.explain()
+
+
+async def test_a_repeated_charge_answers_with_the_first_charges_id() -> None:
+    """The gateway answers a repeat as it answered the first call, other charges between."""
+    world.reset()
+    first = await world.gateway.charge("run-1:process_payment", "USER-456", 10.0)
+    await world.gateway.charge("run-2:process_payment", "USER-789", 20.0)
+    assert await world.gateway.charge("run-1:process_payment", "USER-456", 10.0) == first
+    assert world.gateway.net == 30.0
