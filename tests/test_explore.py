@@ -214,6 +214,52 @@ async def test_a_compensation_assuming_its_result_after_a_timeout_is_caught() ->
     )
 
 
+class RetriesConnectionErrors(Saga):
+    steps = (
+        Step("reserve", reserve, compensate=release),
+        Step(
+            "charge",
+            charge,
+            compensate=refund,
+            retry=Retry(attempts=3, delay=0.01, retry_on=ConnectionError),
+        ),
+    )
+
+
+async def test_a_step_retrying_only_some_errors_gets_faults_it_retries() -> None:
+    """``retry_on`` is honoured: "fails once" raises an error the step retries, and a lost
+    reply the step does not retry ends it in doubt (compensated)."""
+    names = [str(s) for s in scenarios(RetriesConnectionErrors, crashes=False)]
+    assert "charge: fails once, then succeeds -> completed" in names
+    assert "charge: exhausts 3 attempts -> compensated: reserve" in names
+    lost = "charge: reply lost after its effect (OutcomeUnknownError)"
+    assert f"{lost} -> compensated: charge, reserve" in names
+    report = await explore(RetriesConnectionErrors, setup=reset, check=check_money)
+    assert report.ok, report.summary()
+
+
+def never(ctx: Context) -> bool:
+    return False
+
+
+class SkipsItsApproval(Saga):
+    steps = (
+        Step("reserve", reserve, compensate=release),
+        Step("approve", ship, compensate=nothing, when=never),
+        Step("charge", charge, compensate=refund),
+        Step("ship", ship),
+    )
+
+
+async def test_no_crash_point_is_put_on_a_skipped_steps_compensation() -> None:
+    """A conditional step may be skipped: its compensation is no crash point."""
+    names = [str(s) for s in scenarios(SkipsItsApproval)]
+    assert not [n for n in names if "crash after approve compensation" in n]
+    assert [n for n in names if n.startswith("approve compensation (if it runs)")]
+    report = await explore(SkipsItsApproval, setup=reset, check=check_money)
+    assert report.ok, report.summary()
+
+
 def _chain(length: int) -> type[Saga]:
     steps = tuple(Step(f"s{i:02}", ship, compensate=nothing) for i in range(length))
     return type("Chain20", (Saga,), {"steps": steps, "__module__": __name__})

@@ -63,7 +63,12 @@ def test_default_saga_has_three_steps_and_every_file(tmp_path: Path) -> None:
     """Without --steps the saga has the three default steps and every documented file."""
     made = new_saga("order_saga", directory=tmp_path)
     assert made.path == tmp_path / "order_saga"
-    expected = {*GENERATED, "test_order_saga.py", *(["diagram.svg"] if HAS_DOT else [])}
+    expected = {
+        *GENERATED,
+        "test_order_saga.py",
+        "test_failure_space.py",
+        *(["diagram.svg"] if HAS_DOT else []),
+    }
     assert set(made.files) == expected
     assert files_under(made.path) == sorted(expected)
     main_py = (made.path / "main.py").read_text()
@@ -494,6 +499,7 @@ def test_cli_new_lists_the_files_and_what_to_do_next(
     out = capsys.readouterr().out
     assert f"created {tmp_path / 'order_saga'}/" in out
     assert "  test_order_saga.py\n" in out
+    assert "  test_failure_space.py\n" in out
     assert f"next: cd {tmp_path / 'order_saga'} && python main.py && python -m pytest" in out
 
 
@@ -559,12 +565,29 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return new_saga("order_saga", directory=tmp_path_factory.mktemp("generated")).path
 
 
+def scenario_count(folder: Path) -> int:
+    """How many failure-space scenarios statesaga generates for the saga in ``folder``."""
+    code = (
+        "from statesaga.testing import scenarios\n"
+        f"from {folder.name}.main import OrderSaga\n"
+        "print(len(scenarios(OrderSaga)))"
+    )
+    done = run("-c", code, cwd=folder.parent)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
 @pytest.mark.slow
 def test_generated_tests_pass(generated: Path) -> None:
-    """The saga's own pytest file passes: the success path, then each step failing or unheard."""
-    done = run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=generated)
+    """The saga's own pytest files pass: the success path, then every scenario of its
+    failure space, one test each."""
+    done = run("-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", cwd=generated)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{1 + 2 * len(DEFAULT_STEPS)} passed" in done.stdout
+    passed = [line for line in done.stdout.splitlines() if line.startswith("PASSED ")]
+    assert "PASSED test_order_saga.py::test_every_step_runs_and_its_effect_stays" in passed
+    space = [line for line in passed if line.startswith("PASSED test_failure_space.py::")]
+    assert len(space) == scenario_count(generated) > 3 * len(DEFAULT_STEPS)
+    assert f"{1 + len(space)} passed" in done.stdout
 
 
 UNDO = "    await SERVICES[ctx.step].undo(ctx.action_key)\n"
@@ -574,11 +597,14 @@ UNDO = "    await SERVICES[ctx.step].undo(ctx.action_key)\n"
 @pytest.mark.parametrize(
     ("broken", "failing"),
     [
-        ("    return None  # forgot to undo\n", "failing_step_undoes"),
+        (
+            "    return None  # forgot to undo\n",
+            "charge_payment: fails (non-retryable) -> compensated: reserve_stock",
+        ),
         (
             '    reply = ctx.results[ctx.step]["reference"]\n'
             '    await SERVICES[ctx.step].undo(reply.split("/", 1)[1])\n',
-            "reply_is_lost",
+            "reserve_stock: reply lost after its effect (OutcomeUnknownError)",
         ),
     ],
     ids=["undoes-nothing", "trusts-the-reply"],
@@ -586,14 +612,15 @@ UNDO = "    await SERVICES[ctx.step].undo(ctx.action_key)\n"
 def test_generated_tests_fail_when_a_compensation_is_broken(
     tmp_path: Path, broken: str, failing: str
 ) -> None:
-    """A compensation that undoes nothing, or finds the effect by the reply, fails the tests."""
+    """A compensation that undoes nothing, or finds the effect by the reply, fails the
+    failure space's scenarios that need it."""
     folder = new_saga("order_saga", directory=tmp_path).path
     code = (folder / "compensations.py").read_text()
     assert code.count(UNDO) == len(DEFAULT_STEPS)
     (folder / "compensations.py").write_text(code.replace(UNDO, broken, 1))
     done = run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=folder)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert failing in done.stdout
+    assert f"test_failure_space[{failing}" in done.stdout
 
 
 @pytest.mark.slow

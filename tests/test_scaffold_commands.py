@@ -23,10 +23,11 @@ VENV = ROOT / ".venv"
     ids=["with-pytest-asyncio", "pytest-alone"],
 )
 def test_generated_tests_run_without_a_warning(tmp_path: Path, plugins: list[str]) -> None:
-    """`python -m pytest` in a generated folder warns of nothing, with or without pytest-asyncio."""
+    """`python -m pytest` in a generated folder runs both its test files and warns of nothing,
+    with or without pytest-asyncio."""
     folder = new_saga("order_saga", directory=tmp_path).path
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *plugins],
+        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", *plugins],
         cwd=folder,
         capture_output=True,
         text=True,
@@ -35,7 +36,9 @@ def test_generated_tests_run_without_a_warning(tmp_path: Path, plugins: list[str
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "7 passed" in output
+    passed = [line.split("::")[0] for line in output.splitlines() if line.startswith("PASSED ")]
+    assert set(passed) == {"PASSED test_order_saga.py", "PASSED test_failure_space.py"}
+    assert f"{len(passed)} passed" in output
     assert "warning" not in output.lower(), output
 
 

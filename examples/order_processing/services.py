@@ -69,7 +69,8 @@ class PaymentGateway:
     """Charges and refunds; ``unavailable`` makes the next calls fail as if the network did."""
 
     def __init__(self) -> None:
-        self.charges: dict[str, float] = {}
+        self.charges: dict[str, float] = {}  # idempotency key -> amount
+        self.charge_ids: dict[str, str] = {}  # idempotency key -> the charge's id
         self.refunded: set[str] = set()
         self.unavailable = 0
 
@@ -85,8 +86,10 @@ class PaymentGateway:
             raise GatewayUnavailable("payment gateway did not answer")
         if user_id in DECLINED_USERS:
             raise CardDeclined(f"card of {user_id} declined")
-        self.charges.setdefault(key, amount)
-        return f"CH-{len(self.charges):04d}"
+        if key not in self.charges:
+            self.charges[key] = amount
+            self.charge_ids[key] = f"CH-{len(self.charges):04d}"
+        return self.charge_ids[key]  # a repeat gets the first charge's id back
 
     async def refund(self, key: str) -> bool:
         """Give a charge back (once); ``False`` when there was no charge."""

@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 
-from ..compiler import CompiledSaga
+from ..compiler import CompiledSaga, StepPlan
 from ..context import Context
-from ..definition import Action, SagaDefinition, Step
+from ..definition import Action, Retry, SagaDefinition, Step
 from ..errors import NonRetryableError, OutcomeUnknownError, StepTimeoutError
 from ..store.base import Commit, SagaStore
 from .plan import (
@@ -45,6 +45,33 @@ class InjectedError(Exception):
 
 class InjectedNonRetryable(NonRetryableError):
     """What a scenario's non-retryable fault raises."""
+
+
+#: ``InjectedError`` combined with each exception type a step retries on, made once.
+_COMBINED: dict[type[BaseException], type[InjectedError] | None] = {}
+
+
+def _injected_as(kind: type[BaseException]) -> type[InjectedError] | None:
+    """An ``InjectedError`` that is also a ``kind`` (``None`` if the two cannot combine)."""
+    if kind not in _COMBINED:
+        try:
+            _COMBINED[kind] = type(f"Injected{kind.__name__}", (InjectedError, kind), {})
+        except TypeError:
+            _COMBINED[kind] = None
+    return _COMBINED[kind]
+
+
+def retryable(retry: Retry, where: str) -> InjectedError:
+    """A retryable fault's error, of a type ``retry`` retries: a step with
+    ``retry_on=ConnectionError`` gets an ``InjectedError`` that is a ``ConnectionError``."""
+    if issubclass(InjectedError, retry.retry_on):
+        return InjectedError(where)
+    for kind in retry.retry_on:
+        combined = _injected_as(kind)
+        if combined is not None:
+            with contextlib.suppress(TypeError):  # a constructor that wants other arguments
+                return combined(where)
+    return InjectedError(where)  # the prediction (a retry) will say what went wrong
 
 
 @attrs.define
@@ -113,7 +140,9 @@ class Runtime:
             self.armed = True
             self.crash_call = call
 
-    async def perform(self, fn: Action, ctx: Context, call: Call, limit: float | None) -> Any:
+    async def perform(
+        self, fn: Action, ctx: Context, call: Call, limit: float | None, retry: Retry
+    ) -> Any:
         """Run the user's ``fn`` as the scenario's fault says."""
         fault = self.fault(call.step, call.back)
         kind = fault.kind if fault is not None else None
@@ -122,7 +151,7 @@ class Runtime:
         self._seen[(call.step, call.back)] = count + 1
         await self._amid(call, kind)
         if (kind == FAILS_ONCE and count == 0) or kind == FAILS:
-            raise InjectedError(where)
+            raise retryable(retry, where)
         if kind in (NON_RETRYABLE, FAILS_AMID):
             raise InjectedNonRetryable(where)
         if kind == TIMES_OUT:
@@ -170,13 +199,15 @@ def running(runtime: Runtime) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-def _wrap(fn: Action, step: str, back: bool, timeout: float | None) -> Action:
+def _wrap(fn: Action, step: str, back: bool, plan: StepPlan) -> Action:
+    retry = plan.compensate_retry if back else plan.retry
+
     async def call(ctx: Context) -> Any:
         runtime = _CURRENT.get()
         entry = Call(step, back, ctx.idempotency_key, ctx.attempt, runtime.life)
         runtime.ledger.append(entry)
         try:
-            value = await runtime.perform(fn, ctx, entry, timeout)
+            value = await runtime.perform(fn, ctx, entry, plan.timeout, retry)
         finally:
             runtime.returned(entry)
         entry.ok = value is None or isinstance(value, Mapping)
@@ -203,13 +234,13 @@ def _derived(saga: type[SagaDefinition], compiled: CompiledSaga) -> type[SagaDef
         if step.action is None:  # a wait
             steps.append(step)
             continue
-        timeout = compiled.by_name[step.name].timeout
+        plan = compiled.by_name[step.name]
         undo = step.compensate
         steps.append(
             attrs.evolve(
                 step,
-                action=_wrap(step.action, step.name, False, timeout),
-                compensate=None if undo is None else _wrap(undo, step.name, True, timeout),
+                action=_wrap(step.action, step.name, False, plan),
+                compensate=None if undo is None else _wrap(undo, step.name, True, plan),
             )
         )
     namespace = {

@@ -14,6 +14,7 @@ import attrs
 
 from ..compiler import CompiledSaga, StepPlan
 from ..definition import ON_TIMEOUT
+from ..errors import OutcomeUnknownError
 from ..result import SagaStatus
 
 # What a fault does to a call. Action faults:
@@ -52,8 +53,8 @@ class Fault:
         """Whether the step's action finally fails (or ends in doubt) under this fault."""
         if self.back or self.kind in (FAILS_ONCE, SIGNAL_ARRIVES):
             return False
-        if self.kind == REPLY_LOST:
-            return plan.retry.attempts < 2  # lost once: a retry recovers
+        if self.kind == REPLY_LOST:  # lost once: a retry recovers, if the step retries it
+            return not plan.retry.should_retry(OutcomeUnknownError(plan.name), 1)
         if self.kind == WAIT_TIMES_OUT:
             return plan.on_timeout == ON_TIMEOUT[0]
         return True
