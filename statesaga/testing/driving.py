@@ -22,7 +22,7 @@ from ..vocabulary import Phase, step_state
 from .inject import CrashingStore, Runtime, derive
 from .kit import FakeClock
 
-__all__ = ["answer_waits", "drive", "through_waits"]
+__all__ = ["answer_waits", "drive", "resumer", "through_waits"]
 
 
 async def drive(
@@ -41,17 +41,7 @@ async def drive(
     run_id = new_run_id()
     at_crash: RunSnapshot | None = None
 
-    def again() -> Awaitable[SagaResult | None]:
-        # As a worker resumes it: a run that ended meanwhile is reported, not tried again.
-        return drive_stored(
-            wrapped,
-            run_id,
-            saga=derived,
-            allow_changed_definition=False,
-            clock=clock,
-            abandon_on_cancel=True,
-        )
-
+    again = resumer(wrapped, run_id, derived, clock)
     try:
         first = start(plan, data, run_id, clock, wrapped, abandon_on_cancel=True)
         result = await through_waits(first, again, inner, run_id, plan, runtime, clock)
@@ -69,6 +59,25 @@ async def drive(
         result = await through_waits(again(), again, inner, run_id, plan, runtime, clock)
     stored = await inner.load(run_id)
     return result, stored, at_crash
+
+
+def resumer(
+    store: Any, run_id: str, saga: type[SagaDefinition], clock: FakeClock
+) -> Callable[[], Awaitable[SagaResult | None]]:
+    """What drives the stored run on, as a worker resumes it: a run that ended meanwhile is
+    reported (``None``), not tried again."""
+
+    def again() -> Awaitable[SagaResult | None]:
+        return drive_stored(
+            store,
+            run_id,
+            saga=saga,
+            allow_changed_definition=False,
+            clock=clock,
+            abandon_on_cancel=True,
+        )
+
+    return again
 
 
 async def through_waits(

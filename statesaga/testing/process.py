@@ -24,7 +24,7 @@ import attrs
 
 from ..compiler import CompiledSaga, compile_saga
 from ..definition import SagaDefinition
-from ..durable.drive import drive_stored, finished_result, start
+from ..durable.drive import finished_result, start
 from ..durable.leases import owner_id
 from ..durable.resources import StoreLike, open_store
 from ..ids import new_run_id
@@ -32,7 +32,7 @@ from ..loader import load_saga, saga_reference, unimportable
 from ..result import SagaResult
 from ..store import store_from_url
 from ..store.base import RunSnapshot, SagaStore
-from .driving import through_waits
+from .driving import resumer, through_waits
 from .inject import Call, CrashingStore, Runtime, derive, running
 from .kit import FakeClock
 from .plan import plans
@@ -115,16 +115,7 @@ async def drive_in_a_process(
             derived = derive(saga, compiled)
             wrapped: Any = CrashingStore(inner, runtime)
 
-            def again() -> Any:
-                return drive_stored(
-                    wrapped,
-                    run_id,
-                    saga=derived,
-                    allow_changed_definition=False,
-                    clock=clock,
-                    abandon_on_cancel=True,
-                )
-
+            again = resumer(wrapped, run_id, derived, clock)
             plan = compile_saga(derived)
             result = await through_waits(again(), again, inner, run_id, plan, runtime, clock)
             return result, await inner.load(run_id), at_crash
@@ -196,16 +187,7 @@ async def _child(spec: dict[str, Any]) -> None:
         scenario = running(runtime)
         scenario.__enter__()  # for good: this process ends with the scenario
 
-        def again() -> Any:
-            return drive_stored(
-                wrapped,
-                run_id,
-                saga=derived,
-                allow_changed_definition=False,
-                clock=clock,
-                abandon_on_cancel=False,
-            )
-
+        again = resumer(wrapped, run_id, derived, clock)
         first = start(compile_saga(derived), spec["data"], run_id, clock, wrapped)
         await through_waits(first, again, store, run_id, compile_saga(derived), runtime, clock)
     _leave(out, runtime, clock, crashed=False)
