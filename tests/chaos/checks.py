@@ -115,7 +115,9 @@ def messages_not_once_in_order(observed: Observed) -> list[str]:
 
 def takeovers(observed: Observed, interruption: Interruption) -> dict[str, float]:
     """For each run the worker held, seconds from the interruption to the next step execution
-    by another worker (or, when no step was left, the next transition in its history)."""
+    by another worker (or, when no step was left, the next transition in its history). After
+    a SIGTERM, from the moment the drain released the run: the commit of the step it let
+    finish (the signal itself if the run was between steps)."""
     next_execution: dict[str, float] = {}
     for execution in observed.executions:
         if execution.pid != interruption.pid and execution.started_at > interruption.at:
@@ -130,7 +132,18 @@ def takeovers(observed: Observed, interruption: Interruption) -> dict[str, float
             for at in ats
             if at > interruption.at
         ]
-        if run_id in next_execution:
+        if run_id in next_execution and interruption.kind == "term":
+            # From the drained run's last commit (the success of the step it was running,
+            # after which its lease is released), or from the signal if it was between steps.
+            paused = [
+                at
+                for (run, trigger), ats in observed.transitions.items()
+                if run == run_id and trigger.endswith(".succeed")
+                for at in ats
+                if interruption.at < at < next_execution[run_id]
+            ]
+            times[run_id] = next_execution[run_id] - max([interruption.at, *paused])
+        elif run_id in next_execution:
             times[run_id] = next_execution[run_id] - interruption.at
         elif after and interruption.kind == "kill":
             times[run_id] = min(after) - interruption.at
