@@ -27,7 +27,7 @@ help:
 	@echo "  demo      run examples/demo.py"
 	@echo "  bench     run tests/benchmarks/run.py (another Python: PYTHON=python3.12 VENV=.venv-3.12)"
 	@echo "  chaos     kill workers and cut the broker under 2,000 runs for 60 s; print throughput"
-	@echo "  chaos-ci  the same, short (200 runs, 15 s of chaos): what CI runs"
+	@echo "  chaos-ci  the same, short (500 runs, 15 s of chaos; 200 for throughput): what CI runs"
 	@echo "  docs      render the diagrams the docs show into docs/diagrams (sagas, modules)"
 	@echo "  clean     remove venv, caches and build artifacts"
 
