@@ -9,7 +9,8 @@ JOBS ?= 2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install graphviz browser screenshots test test-all lint types check wheel-check fmt demo bench docs clean
+.PHONY: help install graphviz browser screenshots test test-all lint types check wheel-check fmt demo \
+	bench docs clean chaos chaos-ci
 
 help:
 	@echo "statesaga make targets:"
@@ -28,6 +29,8 @@ help:
 	@echo "  demo      run examples/demo.py"
 	@echo "  bench     run tests/benchmarks/run.py (another Python: PYTHON=python3.12 VENV=.venv-3.12)"
 	@echo "  screenshots  retake the inspector's screenshots in docs/ui/ (headless chromium)"
+	@echo "  chaos     kill workers and cut the broker under 2,000 runs for 60 s; print throughput"
+	@echo "  chaos-ci  the same, short (500 runs, 15 s of chaos; 200 for throughput): what CI runs"
 	@echo "  docs      render the diagrams the docs show into docs/diagrams (sagas, modules)"
 	@echo "  clean     remove venv, caches and build artifacts"
 
@@ -143,3 +146,11 @@ clean:
 	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache .hypothesis \
 		build dist *.egg-info htmlcov .coverage
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Real worker and relay processes killed while they drive runs (tests/test_chaos.py): the full
+# version takes a few minutes and prints the throughput table; chaos-ci is the short one CI runs.
+chaos: install
+	STATESAGA_CHAOS=full $(PY) -m pytest -q -s tests/test_chaos.py $(PYTEST_ARGS)
+
+chaos-ci: install
+	STATESAGA_CHAOS=ci $(PY) -m pytest -q -s tests/test_chaos.py $(PYTEST_ARGS)
