@@ -222,3 +222,65 @@ def test_checking_a_reference_leaves_sys_path_alone(
     path = list(sys.path)
     assert unimportable("here_only:Order") is None
     assert sys.path == path
+
+
+STARTS_AND_RETURNS = """
+import asyncio, sys
+from statesaga import Saga, Step
+
+async def slow(ctx):
+    await asyncio.sleep(30)
+    return {}
+
+class Slow(Saga):
+    steps = (Step("slow", slow),)
+
+async def main():
+    run = await Slow().start(store=sys.argv[1], saga_id="left-1")
+    print("started", run.saga_id, flush=True)
+
+asyncio.run(main())
+print("ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_script_that_starts_a_run_and_returns_ends_and_lets_the_run_go(
+    backend: str, tmp_path: Path
+) -> None:
+    """``asyncio.run`` ending cancels the run's task: the process exits at once and the run is
+    left unfinished with no lease, for the next worker (on PostgreSQL the lease used to be let
+    go through a writer task already cancelled, and the process hung)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+    else:
+        from test_store_postgres import URL, drop_schema, require_server
+
+        require_server()
+        schema = f"script_{os.getpid()}_{tmp_path.name[-6:]}".replace("-", "_")
+        url = f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
+    (tmp_path / "starts.py").write_text(STARTS_AND_RETURNS)
+    try:
+        done = subprocess.run(
+            [sys.executable, "starts.py", url],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["started", "left-1", "ended"]
+        import asyncio
+
+        from statesaga.store import store_from_url
+
+        async def lease() -> str | None:
+            async with store_from_url(url) as store:
+                return (await store.load("left-1")).run.lease_owner
+
+        assert asyncio.run(lease()) is None
+    finally:
+        if backend == "postgres":
+            drop_schema(schema)

@@ -64,6 +64,10 @@ class State:
     closing: bool = False
 
 
+class _WriterStopped(Exception):
+    """The writer task ended with this write still queued: its caller makes it."""
+
+
 class Connections:
     """The connections of one PostgreSQL store, and the queue its writes wait in.
 
@@ -238,10 +242,28 @@ class Connections:
         """
         state = self.current()
         future: asyncio.Future[Any] = state.loop.create_future()
-        state.queue.put_nowait(Job(statements, decode, run_id, future, commit))
+        job = Job(statements, decode, run_id, future, commit)
+        if state.writer is not None and not state.writer.done():
+            state.queue.put_nowait(job)
+            try:
+                return await future
+            except _WriterStopped:
+                job.future = future = state.loop.create_future()
+        # The writer was cancelled (``asyncio.run`` ending cancels every task): a run's last
+        # writes, such as letting its lease go, are made here rather than wait forever.
+        await self._writer.write(state, [job], self._check_after)
         return await future
 
     async def _write_forever(self, state: State) -> None:
+        try:
+            await self._take_writes(state)
+        finally:  # cancelled: what is still queued is written by the callers (see ``write``)
+            while not state.queue.empty():
+                job = state.queue.get_nowait()
+                if job is not None and not job.future.done():
+                    job.future.set_exception(_WriterStopped())
+
+    async def _take_writes(self, state: State) -> None:
         queue = state.queue
         stop = False
         while not stop:
