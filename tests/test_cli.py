@@ -12,6 +12,9 @@ from helpers import run_cli
 from statesaga import __version__
 from statesaga.cli import main
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def saga_file(tmp_path: Path) -> Path:

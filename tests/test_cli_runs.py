@@ -11,6 +11,9 @@ from statesaga import Saga, Step
 from statesaga.context import Context
 from statesaga.store.sqlite import SQLiteStore
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

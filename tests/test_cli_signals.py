@@ -16,6 +16,9 @@ from helpers import run_cli
 
 from statesaga.durable import open_store, shutdown
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 SAGA = """
 from statesaga import Saga, Step, Wait
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs whose process dies in step "slow"; resumed, "slow" waits for the file GO (if named).

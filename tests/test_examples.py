@@ -19,6 +19,9 @@ from helpers import ROOT
 
 from statesaga import SagaResult, SagaStatus, Wait, WaitTimeoutError
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 EXAMPLES = ["order_processing", "travel_booking", "trade_execution", "payment_processing"]
 READMES = ["README.md", *(f"{name}/README.md" for name in EXAMPLES)]
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)

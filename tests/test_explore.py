@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +506,26 @@ def test_the_check_command_takes_a_store_url(tmp_path: Path) -> None:
     listed = run_cli("runs", "list", "--store", url, "--limit", "1000", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("Shop") >= 9
+
+
+def test_the_replay_snippet_runs_the_failing_scenario_again() -> None:
+    """The snippet a failure shows is a program: it imports the saga, setup and check, and
+    prints the same failure."""
+    import subprocess
+    import sys
+
+    report = asyncio.run(explore(RefundsTwice, setup=reset, check=check_money))
+    failed = report.failures[0]
+    assert "setup=reset, check=check_money" in failed.replay
+    here = Path(__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, "-c", failed.replay],
+        cwd=here,
+        env={**os.environ, "PYTHONPATH": f"{here}{os.pathsep}{here.parent}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"FAILED: {failed.name}"), done.stdout

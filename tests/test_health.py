@@ -19,6 +19,9 @@ from statesaga.observe.health import Health, start_health_server, store_check
 from statesaga.store import MemoryStore, SQLiteStore
 from tests.crash import cluster
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 
 def get(port: int, path: str) -> tuple[int, str]:
     """The status and body of GET ``path`` on the local ``port``."""

@@ -15,6 +15,9 @@ from helpers import run_cli
 from statesaga.cli import main
 from statesaga.scaffold import DEFAULT_STEPS, ScaffoldError, new_saga, template_dir
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 HAS_DOT = shutil.which("dot") is not None
 GENERATED = (

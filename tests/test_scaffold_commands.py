@@ -12,6 +12,9 @@ import pytest
 
 from statesaga.scaffold import new_saga
 
+# Commands run as processes: on the default Python only in CI (see .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 

@@ -64,6 +64,9 @@ class Outcome:
         lines.append(f"  observed: {self.observed}")
         if self.error:
             lines += [f"  {line}" for line in self.error.splitlines()]
+            run_error = None if self.result is None else self.result.error
+            if run_error is not None:  # what stopped the run, when it was not the fault
+                lines.append(f"  the run's error: {type(run_error).__name__}: {run_error}")
             if self.replay:
                 lines += ["  replay it with:", *(f"    {x}" for x in self.replay.splitlines())]
         return "\n".join(lines)
@@ -115,7 +118,7 @@ class Scenario:
         if setup is not None:
             await _maybe_await(setup())
         runtime = Runtime(self.plan, compiled.task_name)
-        replay = _replay(self, data or {})
+        replay = _replay(self, data or {}, setup, check)
         try:
             with running(runtime):
                 if self.process and self.plan.crash is not None:
@@ -155,14 +158,31 @@ class Scenario:
         )
 
 
-def _replay(scenario: Scenario, data: Mapping[str, Any]) -> str:
+def _replay(
+    scenario: Scenario, data: Mapping[str, Any], setup: Setup | None, check: Check | None
+) -> str:
+    """A program that runs this scenario again, as it was run."""
     saga = scenario.saga
-    return (
-        f"from {saga.__module__} import {saga.__qualname__.split('.')[0]}\n"
-        "from statesaga.testing import scenarios\n"
-        f"[s] = [s for s in scenarios({saga.__qualname__}) if s.name == {scenario.name!r}]\n"
-        f"outcome = await s.run(data={dict(data)!r}, setup=..., check=...)\n"
-        "print(outcome.explain())"
+    imports = [f"from {saga.__module__} import {saga.__qualname__.split('.')[0]}"]
+    given = []
+    for option, fn in (("setup", setup), ("check", check)):
+        name = getattr(fn, "__qualname__", "")
+        if fn is not None and name and "<" not in name:  # a module's function, not a lambda
+            imports.append(f"from {fn.__module__} import {name.split('.')[0]}")
+            given.append(f", {option}={name}")
+    options = [f"crashes={'process' if scenario.process else True!r}"]
+    if scenario.pairs:
+        options.append("pairs=True")
+    return "\n".join(
+        [
+            "import asyncio",
+            *imports,
+            "from statesaga.testing import scenarios",
+            f"[s] = [s for s in scenarios({saga.__qualname__}, {', '.join(options)})"
+            f" if s.name == {scenario.name!r}]",
+            f"outcome = asyncio.run(s.run(data={dict(data)!r}{''.join(given)}))",
+            "print(outcome.explain())",
+        ]
     )
 
 
