@@ -5,7 +5,7 @@ Pure and deterministic; the result is cached on the saga class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..definition import (
@@ -141,10 +141,10 @@ def _prove(c: CompiledSaga) -> None:
     for t in c.transitions:
         out[t.source].add(t.dest)
     starts = [c.initial] + [p.state(Phase.PENDING) for p in c.steps if not c.sequential]
-    seen = _reach(starts, out)
+    seen = reachable_from(starts, out)
     problems = [f"state {s!r} is unreachable" for s in c.states if s not in seen]
     for state in c.states:
-        reach = _reach([state], out)
+        reach = reachable_from([state], out)
         if not any(not (out[r] - {r}) for r in reach):
             problems.append(f"state {state!r} cannot reach a final state")
     if c.sequential:
@@ -154,7 +154,10 @@ def _prove(c: CompiledSaga) -> None:
     for p in c.steps:
         if p.compensate is not None:
             doing = p.state(Phase.COMPENSATING)
-            if doing not in _reach([p.state(Phase.SUCCEEDED)], out) and c.sequential is False:
+            if (
+                doing not in reachable_from([p.state(Phase.SUCCEEDED)], out)
+                and c.sequential is False
+            ):
                 problems.append(f"step {p.name!r} has no way back from success")
             if doing not in seen:
                 problems.append(f"step {p.name!r} is never compensated")
@@ -162,7 +165,8 @@ def _prove(c: CompiledSaga) -> None:
         raise MachineError(f"{c.name}: the compiled machine is unsound: " + "; ".join(problems))
 
 
-def _reach(starts: Sequence[str], out: Mapping[str, set[str]]) -> set[str]:
+def reachable_from(starts: Iterable[str], out: Mapping[str, set[str]]) -> set[str]:
+    """Every state reachable from ``starts`` along ``out`` (the starts included)."""
     seen = set(starts)
     stack = list(starts)
     while stack:

@@ -3,11 +3,10 @@ proved again from the machine's transitions (the compiler proves them when it co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import attrs
 
 from ..compiler import CompiledSaga
+from ..compiler.build import reachable_from
 from ..vocabulary import Phase
 
 
@@ -35,17 +34,6 @@ def _edges(compiled: CompiledSaga) -> dict[str, set[str]]:
     return found
 
 
-def _reach(edges: dict[str, set[str]], starts: Iterable[str]) -> set[str]:
-    seen = set(starts)
-    todo = list(seen)
-    while todo:
-        for dest in edges[todo.pop()]:
-            if dest not in seen:
-                seen.add(dest)
-                todo.append(dest)
-    return seen
-
-
 def prove(compiled: CompiledSaga) -> list[Proof]:
     """Every state reaches an end, none is unreachable, and every compensable step's
     compensation can be reached from every later failure."""
@@ -54,9 +42,9 @@ def prove(compiled: CompiledSaga) -> list[Proof]:
     starts = [compiled.initial]
     if not compiled.sequential:
         starts += [p.state(Phase.PENDING) for p in compiled.steps]
-    reachable = _reach(edges, starts)
+    reachable = reachable_from(starts, edges)
     ends = {s for s, out in edges.items() if not out}
-    stuck = [s for s in compiled.states if not _reach(edges, [s]) & ends]
+    stuck = [s for s in compiled.states if not reachable_from([s], edges) & ends]
     if compiled.sequential:
         stuck += [s for s in ends if s not in compiled.terminal_states]
     unreachable = [s for s in compiled.states if s not in reachable]
@@ -72,7 +60,7 @@ def prove(compiled: CompiledSaga) -> list[Proof]:
                     continue
                 # In a DAG the compensation is in the step's own region, from its success.
                 source = t.dest if compiled.sequential else plan.state(Phase.SUCCEEDED)
-                if target not in _reach(edges, [source]):
+                if target not in reachable_from([source], edges):
                     missing.append(f"{plan.name} after {t.trigger}")
     return [
         Proof(
