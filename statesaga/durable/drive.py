@@ -309,8 +309,17 @@ def finished_result(snapshot: RunSnapshot) -> SagaResult:
             if step.phase == Phase.COMPENSATION_FAILED
         },
         results={n: s.result for n, s in snapshot.steps.items() if s.result is not None},
-        duration=record.updated_at - record.created_at,
+        duration=_duration(snapshot),
         raw_history=[
             (t.trigger, t.source, t.dest, t.at, t.attempt, t.error) for t in snapshot.history
         ],
     )
+
+
+def _duration(snapshot: RunSnapshot) -> float:
+    """From the run's first transition to its last, both on the run's own clock (its
+    ``created_at`` is wall-clock time, whatever clock the run uses)."""
+    history = snapshot.history
+    if not history:
+        return max(0.0, snapshot.run.updated_at - snapshot.run.created_at)
+    return history[-1].at - history[0].at
