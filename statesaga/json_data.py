@@ -43,6 +43,32 @@ def as_stored(value: Any, *, what: str, run_id: str) -> Any:
     return stored
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """``text`` read as a JSON object (a signal's payload as a person types it), or
+    ``ValueError`` saying what it is instead."""
+    try:
+        data = json.loads(text, parse_constant=_not_json)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(data, dict):
+        kind = "null" if data is None else _JSON_KINDS.get(type(data), type(data).__name__)
+        raise ValueError(f"must be a JSON object such as '{{\"amount\": 42}}', not {kind}")
+    return data
+
+
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"not JSON: {name} is not a JSON number")
+
+
 def _refused(problem: str, run_id: str) -> StoreError:
     return StoreError(f"cannot store run {run_id}: {problem}", run_id=run_id)
 

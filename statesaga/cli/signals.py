@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import click
 
 from ..durable.resources import shutdown
 from ..durable.waiting import request_cancel, signal
+from ..json_data import json_object
 from ._common import command_store, store_option
 
 
@@ -17,28 +17,9 @@ def _payload(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     if value is None:
         return None
     try:
-        data = json.loads(value, parse_constant=_not_json)
-    except json.JSONDecodeError as error:
-        raise click.BadParameter(f"not JSON ({error.msg} at character {error.pos})") from None
+        return json_object(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
-    if not isinstance(data, dict):
-        kind = "null" if data is None else _JSON_KINDS.get(type(data), type(data).__name__)
-        raise click.BadParameter(f"must be a JSON object such as '{{\"amount\": 42}}', not {kind}")
-    return data
-
-
-_JSON_KINDS = {
-    list: "an array",
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-}
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"not JSON: {name} is not a JSON number")
 
 
 @click.command("signal")

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import click
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..durable.waiting import request_cancel, signal
 from ..errors import RunWaiting, StatesagaError
+from ..json_data import json_object
 from ..store import SagaStore
 from .queries import _InvalidParameter
 from .views import inspector_of
@@ -76,17 +76,12 @@ def _resumed(inspector: Inspector, run_id: str, task: asyncio.Task[Any]) -> None
 
 
 async def _signal(inspector: Inspector, store: SagaStore, form: Form) -> str:
-    from ..cli.signals import _payload  # read as `statesaga runs signal --data` reads it
-
     run_id, event = _field(form, "run_id"), _field(form, "event")
-    try:
-        payload = _payload(
-            click.Context(click.Command("ui")),
-            click.Option(["--data"]),
-            form.get("payload", "").strip() or None,
-        )
-    except click.BadParameter as error:
-        raise _InvalidParameter(f"payload: {error.message}") from None
+    text = form.get("payload", "").strip()
+    try:  # read as `statesaga runs signal --data` reads it
+        payload = json_object(text) if text else None
+    except ValueError as error:
+        raise _InvalidParameter(f"payload: {error}") from None
     accepted = await signal(store, run_id, event, payload)
     return f"{run_id}: signal {event!r} " + ("accepted" if accepted else "was a duplicate")
 
