@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -109,3 +110,34 @@ async def test_a_second_sigterm_stops_at_once(store: SagaStore, url: str, tmp_pa
     assert took < 3.0, err
     assert "stopping now: 1 run left for any worker to resume" in err
     assert await store.unfinished(time.time()) == ["long"]
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM now (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+async def test_sigterm_while_the_store_opens_stops_the_worker_cleanly(tmp_path: Path) -> None:
+    """A worker whose store does not answer yet handles SIGTERM already: it stops, exit 0,
+    rather than dying of the signal or waiting for the store."""
+    if sys.platform != "linux":
+        pytest.skip("reads signal handlers from Linux's /proc")
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, says nothing
+    port = silent.sockets[0].getsockname()[1]
+    worker = start_worker(f"postgresql://127.0.0.1:{port}/test", tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not catches_sigterm(worker.pid):
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker never handled SIGTERM"
+            await asyncio.sleep(0.02)
+        worker.send_signal(signal.SIGTERM)
+        took, err = await stopped(worker)
+    finally:
+        worker.kill()
+        silent.close()
+    assert worker.returncode == 0, err
+    assert took < 5.0, err
+    assert "worker stopped before its store opened" in err

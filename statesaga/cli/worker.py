@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -102,50 +103,69 @@ async def _work(
     """Work until stopped, or with ``once`` drive what is there; whether a run it found (with
     ``once``) was not resumed. With a metrics port, its endpoint also counts the store's
     waiting runs, asked on this loop at each scrape."""
-    store = await command_store(url)
-    # With --once each outcome is printed, failures too: the worker does not log them again.
-    w = Worker(store, concurrency=concurrency, poll=poll, broker=broker, log_failures=not once)
-    checks = {"store": store_check(store)}
-    if broker is not None:
-        checks["broker"] = broker_check(broker)
-    try:
-        served = Endpoints(*ports, lambda: w.beaten_at, poll, checks)
-    except BaseException:
-        await store.close()
-        raise
-    waiting = None
-    if served.observer is not None:
-        observer = served.observer
-        waiting = WaitingRuns(store, namespace=observer.namespace, labels=observer.labels)
-        observer.registry.register(waiting)
     stop = asyncio.Event()
-    nothing = "nothing to recover"
-    task = asyncio.ensure_future(
-        drive_all(w, wait, nothing=nothing) if once else w.run(stop, drain_timeout=drain_timeout)
-    )
+    task: asyncio.Future[Any] | None = None
+    starting = asyncio.current_task()
+    w: Worker | None = None
+    served: Endpoints | None = None
     abandoned = 0
 
     def on_signal() -> None:
         # First signal: take no new runs, let the ones in hand settle. Second: stop now; the
-        # runs in hand stay resumable and their leases are released.
+        # runs in hand stay resumable and their leases are released. Installed first, so that
+        # a signal while the store opens stops the worker cleanly too.
         nonlocal abandoned
         if stop.is_set():
-            abandoned = len(w.in_hand)
+            abandoned = len(w.in_hand) if w is not None else 0
             click.echo(
                 f"stopping now: {counted(abandoned, 'run')} left for any worker to resume",
                 err=True,
             )
-            task.cancel()
+            if task is not None:
+                task.cancel()
             return
         stop.set()
-        w.stop_taking()
-        if served.health is not None:
+        if task is None and starting is not None:  # opening the store, holding nothing
+            starting.cancel()
+            return
+        if w is not None:
+            w.stop_taking()
+        if served is not None and served.health is not None:
             served.health.draining = True
-        click.echo(stopping_text(sorted(w.in_hand), None if once else drain_timeout), err=True)
+        hand = sorted(w.in_hand) if w is not None else []
+        click.echo(stopping_text(hand, None if once else drain_timeout), err=True)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    try:
+        store = await command_store(url)
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        click.echo("worker stopped before its store opened", err=True)
+        return False
+    # With --once each outcome is printed, failures too: the worker does not log them again.
+    w = worker = Worker(
+        store, concurrency=concurrency, poll=poll, broker=broker, log_failures=not once
+    )
+    checks = {"store": store_check(store)}
+    if broker is not None:
+        checks["broker"] = broker_check(broker)
+    try:
+        served = endpoints = Endpoints(*ports, lambda: worker.beaten_at, poll, checks)
+    except BaseException:
+        await store.close()
+        raise
+    waiting = None
+    if endpoints.observer is not None:
+        observer = endpoints.observer
+        waiting = WaitingRuns(store, namespace=observer.namespace, labels=observer.labels)
+        observer.registry.register(waiting)
+    nothing = "nothing to recover"
+    task = asyncio.ensure_future(
+        drive_all(w, wait, nothing=nothing) if once else w.run(stop, drain_timeout=drain_timeout)
+    )
     try:
         with contextlib.suppress(asyncio.CancelledError):
             return bool(await task) or (once and abandoned > 0)
@@ -154,9 +174,9 @@ async def _work(
         # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
         # the senders mark what they sent in the command's store.
         await shutdown()
-        served.close()
-        if served.observer is not None and waiting is not None:
-            served.observer.registry.unregister(waiting)
+        endpoints.close()
+        if endpoints.observer is not None and waiting is not None:
+            endpoints.observer.registry.unregister(waiting)
         await store.close()
         if not once:
             click.echo("worker stopped", err=True)

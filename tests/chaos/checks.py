@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -26,12 +26,17 @@ class Execution:
 
 @attrs.frozen
 class Interruption:
-    """A worker SIGKILLed (``kill``) or SIGTERMed (``term``) at ``at``, holding ``held``."""
+    """A worker SIGKILLed (``kill``) or SIGTERMed (``term``) at ``at``, holding ``held``.
+
+    ``taken`` is filled while the chaos goes on: for each run held, when it was first seen
+    (polled every few ms) leased to another worker, or finished.
+    """
 
     kind: str
     pid: int
     at: float
     held: tuple[str, ...]
+    taken: dict[str, float] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen
@@ -113,11 +118,31 @@ def messages_not_once_in_order(observed: Observed) -> list[str]:
     return problems
 
 
-def takeovers(observed: Observed, interruption: Interruption) -> dict[str, float]:
+def leases_taken(observed: Observed, interruption: Interruption) -> dict[str, float]:
+    """For each run the worker held that another worker went on with, seconds from the
+    interruption to the moment another worker was seen holding its lease (or the run was
+    seen finished, if it went faster than one look). A run a draining worker finished itself
+    is left out."""
+    others = {
+        e.run_id
+        for e in observed.executions
+        if e.pid != interruption.pid and e.started_at > interruption.at
+    }
+    return {
+        run_id: at - interruption.at
+        for run_id, at in interruption.taken.items()
+        if interruption.kind == "kill" or run_id in others
+    }
+
+
+def takeovers(
+    observed: Observed, interruption: Interruption, everyone: Iterable[Interruption] = ()
+) -> dict[str, float]:
     """For each run the worker held, seconds from the interruption to the next step execution
     by another worker (or, when no step was left, the next transition in its history). After
     a SIGTERM, from the moment the drain released the run: the commit of the step it let
-    finish (the signal itself if the run was between steps)."""
+    finish (the signal itself if the run was between steps). A run whose next taker was
+    interrupted too before that step (among ``everyone``) counts for that interruption."""
     next_execution: dict[str, float] = {}
     for execution in observed.executions:
         if execution.pid != interruption.pid and execution.started_at > interruption.at:
@@ -148,19 +173,28 @@ def takeovers(observed: Observed, interruption: Interruption) -> dict[str, float
         elif after and interruption.kind == "kill":
             times[run_id] = min(after) - interruption.at
         # else: the worker finished the run itself (a drain completes what it can)
+    for later in everyone:
+        for run_id in set(times) & set(later.held):
+            if interruption.at < later.at < interruption.at + times[run_id]:
+                del times[run_id]
     return times
 
 
 def late_takeovers(
-    observed: Observed, interruptions: Iterable[Interruption], bounds: dict[str, float]
+    observed: Observed,
+    interruptions: Iterable[Interruption],
+    bounds: dict[str, float],
+    measure: Callable[[Observed, Interruption], dict[str, float]] = leases_taken,
+    what: str = "leased by another worker",
 ) -> list[str]:
-    """Runs taken over later than ``bounds[kind]`` seconds after their worker's interruption."""
+    """Runs whose ``measure`` (by default: the time until another worker held their lease)
+    exceeds ``bounds[kind]`` seconds after their worker's interruption."""
     problems = []
     for interruption in interruptions:
-        for run_id, took in sorted(takeovers(observed, interruption).items()):
+        for run_id, took in sorted(measure(observed, interruption).items()):
             if took > bounds[interruption.kind]:
                 problems.append(
-                    f"run {run_id}: taken over {took:.2f} s after pid {interruption.pid}'s "
+                    f"run {run_id}: {what} {took:.2f} s after pid {interruption.pid}'s "
                     f"{interruption.kind} (bound {bounds[interruption.kind]:.2f} s)"
                 )
     return problems

@@ -30,6 +30,11 @@ from .cluster import Cluster, Process, create_runs, via
 from .saga import EFFECTS_TABLE, STEPS
 
 GROUP = "chaos"
+#: Seconds between looks at the leases of an interrupted worker's runs: a takeover is seen
+#: at most this (and one query) after it happened.
+WATCH = 0.02
+#: How long after an interruption its runs' leases are watched.
+WATCH_FOR = 15.0
 
 
 @attrs.frozen
@@ -206,6 +211,7 @@ async def chaos(h: Harness, settings: Settings) -> list[Interruption]:
     term_at, cut_at = began + settings.chaos_seconds * 0.5, began + settings.chaos_seconds * 0.3
     cut = termed = False
     cutting: asyncio.Task[None] | None = None
+    watching: list[asyncio.Task[None]] = []
     while True:
         await asyncio.sleep(rng.uniform(2.0, 5.0))
         if time.monotonic() > end:
@@ -213,9 +219,10 @@ async def chaos(h: Harness, settings: Settings) -> list[Interruption]:
         if not cut and time.monotonic() >= cut_at:
             cut = True
             cutting = asyncio.create_task(cut_broker(h, rng.uniform(3.0, 5.0)))
-        worker = h.cluster.workers[rng.randrange(len(h.cluster.workers))]
         if not termed and time.monotonic() >= term_at:
             worker = await busiest(h)
+        else:
+            worker = await holding(h, rng)
         pid = worker.pid
         held = await h.held_by(pid)
         if not termed and time.monotonic() >= term_at:
@@ -223,6 +230,7 @@ async def chaos(h: Harness, settings: Settings) -> list[Interruption]:
             catches = catches_sigterm(pid)
             interruptions.append(Interruption("term", pid, time.time(), held))
             worker.signal(signal.SIGTERM)
+            watching.append(asyncio.create_task(watch_leases(h, interruptions[-1])))
             code = await worker.wait(30)
             if code != 0:
                 h.problems.append(
@@ -232,25 +240,62 @@ async def chaos(h: Harness, settings: Settings) -> list[Interruption]:
         else:
             interruptions.append(Interruption("kill", pid, time.time(), held))
             worker.signal(signal.SIGKILL)
+            watching.append(asyncio.create_task(watch_leases(h, interruptions[-1])))
             await worker.wait(10)
         worker.start()
     await creating
+    await asyncio.gather(*watching)
     if cutting is not None:
         await cutting
     await h.settle(settings.runs, settings.drain_seconds)
     return interruptions
 
 
+async def watch_leases(h: Harness, interruption: Interruption) -> None:
+    """Fill ``interruption.taken``: when each run it held was first seen leased to another
+    worker, or finished (looked at every ``WATCH`` s, on a connection of its own)."""
+    mine = f"%:{interruption.pid}:%"
+    left = set(interruption.held)
+    until = time.monotonic() + WATCH_FOR
+    async with await psycopg.AsyncConnection.connect(h.postgres, autocommit=True) as conn:
+        while left and time.monotonic() < until:
+            cursor = await conn.execute(
+                f'SELECT run_id FROM "{h.schema}".statesaga_runs WHERE run_id = ANY(%s)'
+                " AND ((lease_owner IS NOT NULL AND lease_owner NOT LIKE %s)"
+                " OR status IN ('completed', 'compensated', 'failed'))",
+                (list(left), mine),
+            )
+            seen = time.time()
+            for (run_id,) in await cursor.fetchall():
+                interruption.taken[run_id] = seen
+                left.discard(run_id)
+            await asyncio.sleep(WATCH)
+
+
+async def holding(h: Harness, rng: random.Random) -> Process:
+    """A random worker among those holding runs (waiting up to 1 s for one to): a worker
+    killed with nothing in hand would test no takeover."""
+    assert h.cluster is not None
+    until = time.monotonic() + 1.0
+    while True:
+        held = [w for w in h.cluster.workers if await h.held_by(w.pid)]
+        if held or time.monotonic() > until:
+            return rng.choice(held or h.cluster.workers)
+        await asyncio.sleep(0.02)
+
+
 async def busiest(h: Harness) -> Process:
     """The worker that holds the most runs among those that handle SIGTERM already (a worker
-    still starting, before its event loop installs its handler, dies of it)."""
+    still starting, before its event loop installs its handler, dies of it), waiting up to
+    1 s for one that holds any."""
     assert h.cluster is not None
+    until = time.monotonic() + 1.0
     while True:
         ready = [w for w in h.cluster.workers if catches_sigterm(w.pid)]
-        if ready:
-            counts = [len(await h.held_by(w.pid)) for w in ready]
+        counts = [len(await h.held_by(w.pid)) for w in ready]
+        if ready and (max(counts) > 0 or time.monotonic() > until):
             return ready[counts.index(max(counts))]
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.02)
 
 
 def catches_sigterm(pid: int) -> bool | None:
