@@ -303,6 +303,19 @@ class RunNotFound(StoreError):
         super().__init__(f"no run {run_id!r} in this store", run_id=run_id)
 
 
+class RunExists(StoreError):
+    """A new run's id is taken: a ``saga_id`` names one run of a store, once."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} already exists in this store, and a saga_id names one run: start "
+            f"this one under a new id (or none, for a generated one). To go on with the run "
+            f"already there, resume it (statesaga.resume(store, {run_id!r}), or `statesaga runs "
+            f"resume {run_id}`); `statesaga runs show {run_id}` shows it",
+            run_id=run_id,
+        )
+
+
 class WriteConflict(StoreError):
     """Another driver took the run over (or wrote it first): stop driving it."""
 

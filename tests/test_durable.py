@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from statesaga import Retry, Saga, SagaStatus, Step
 from statesaga.context import Context
 from statesaga.durable import resume
-from statesaga.errors import DefinitionChangedError
+from statesaga.errors import DefinitionChangedError, RunExists
 from statesaga.store import MemoryStore, StoreError, WriteConflict
 from statesaga.store.base import StepRecord
 from statesaga.store.sqlite import SQLiteStore
@@ -651,13 +652,45 @@ async def test_reopen_works_on_sqlite(tmp_path: Any) -> None:
 
 
 async def test_reusing_a_run_id_is_refused_before_any_step_runs() -> None:
-    """A second run with an existing id fails at its first commit, before any action."""
+    """A second run with an existing id fails at its first commit, before any action, with
+    an error that says what to do, raised from ``execute`` rather than deep in the store."""
     store = MemoryStore()
     await Three().execute(store=store, saga_id="dup")
     calls.clear()
-    with pytest.raises(StoreError, match="dup already exists"):
+    with pytest.raises(RunExists, match="'dup' already exists.*new id.*resume") as raised:
         await Three().execute(store=store, saga_id="dup")
     assert calls == []
+    assert isinstance(raised.value, StoreError) and raised.value.run_id == "dup"
+    frames = [f.name for f in traceback.extract_tb(raised.value.__traceback__)]
+    assert frames[-1] == "start", frames  # not the store's insert
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_reusing_the_id_of_a_running_run_leaves_that_run_alone(
+    backend: str, tmp_path: Path
+) -> None:
+    """Starting a run under the id of one this process is driving is refused, and the run
+    already there keeps its lease: it goes on and completes."""
+    store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "runs.db")
+    gate = asyncio.Event()
+
+    async def held(ctx: Context) -> None:
+        await gate.wait()
+
+    class Gated(Saga):
+        steps = (Step("held", held), Step("after", held))
+
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(store, SQLiteStore):
+            await stack.enter_async_context(store)
+        first = asyncio.create_task(Gated().execute(store=store, saga_id="busy"))
+        while not (await store.list_runs()):
+            await asyncio.sleep(0.01)
+        with pytest.raises(RunExists):
+            await Gated().execute(store=store, saga_id="busy")
+        assert (await store.load("busy")).run.lease_owner is not None
+        gate.set()
+        assert (await first).status is SagaStatus.COMPLETED
 
 
 async def test_a_pivot_pushed_after_the_deadline_is_run_again() -> None:

@@ -15,7 +15,7 @@ from ..compiler import CompiledSaga, compile_saga
 from ..definition import SagaDefinition
 from ..engine import Driver, drive_to_result
 from ..engine.state import RunState, initial_config, progress
-from ..errors import DefinitionChangedError, RecordedError
+from ..errors import DefinitionChangedError, RecordedError, RunExists
 from ..errors import SagaNotImportable as SagaNotImportable
 from ..json_data import as_stored
 from ..loader import TargetError, load_saga, saga_reference, unimportable
@@ -102,7 +102,11 @@ async def start(
         sender=_sender(opened, broker),
     )
     driver = Driver(RunState.new(compiled, data, saga_id), clock, journal)
-    return await _drive_leased(driver, journal, opened, abandon_on_cancel=abandon_on_cancel)
+    try:
+        return await _drive_leased(driver, journal, opened, abandon_on_cancel=abandon_on_cancel)
+    except RunExists:
+        # Raised afresh: the store's frames under the first commit tell a caller nothing.
+        raise RunExists(saga_id) from None
 
 
 def _sender(store: SagaStore, broker: Broker | str | None) -> Sender | None:
@@ -120,9 +124,13 @@ async def _drive_leased(
     resources = loop_resources()
     keeper = resources.keeper(store)
     keeper.hold(run.saga_id)
+    taken = False  # its id was another run's: nothing of it was created
     try:
         try:
             result = await drive_to_result(driver, abandon_on_cancel=abandon_on_cancel)
+        except RunExists:
+            taken = True
+            raise
         except Exception:
             # Stopped by a store error or a bug: messages committed before it are still on
             # their way; let them arrive (or be left to the relay) before giving up.
@@ -135,7 +143,9 @@ async def _drive_leased(
         keeper.drop(run.saga_id)
         resources.let_go(keeper)
         status = run.status
-        if status not in TERMINAL or status == SagaState.FAILED:
+        if taken:
+            pass  # never created: the lease on that id is another driver's, if anyone's
+        elif status not in TERMINAL or status == SagaState.FAILED:
             # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
             # let another worker take it over now rather than when the lease runs out. Ended
             # failed: a person may resume it at once (a run that ended otherwise needs no

@@ -6,6 +6,7 @@ import sqlite3
 import time
 from typing import Any
 
+from ..errors import RunExists
 from ..vocabulary import CANCEL_EVENT, TERMINAL
 from . import _signals
 from ._codec import dumps, dumps_config
@@ -28,7 +29,6 @@ from .base import (
     RunSnapshot,
     SignalArrived,
     SignalRecord,
-    StoreError,
     TransitionRecord,
     WriteConflict,
 )
@@ -169,7 +169,7 @@ def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     except sqlite3.IntegrityError:
         if conn.execute(_SELECT_LEASE, (row[0],)).fetchone() is None:
             raise
-        raise StoreError(f"run {row[0]} already exists", run_id=row[0]) from None
+        raise RunExists(row[0]) from None
 
 
 def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ..errors import RunExists
 from . import _signals
 from ._codec import dumps
 from ._memory_browse import MemoryBrowsing
@@ -26,7 +27,6 @@ from .base import (
     SignalArrived,
     SignalRecord,
     StepRecord,
-    StoreError,
     TransitionRecord,
     WriteConflict,
     check_purgeable,
@@ -64,7 +64,7 @@ class MemoryStore(MemoryBrowsing, AsyncContext):
 
     async def create(self, run: RunRecord) -> None:
         if run.run_id in self._runs:
-            raise StoreError(f"run {run.run_id} already exists", run_id=run.run_id)
+            raise RunExists(run.run_id)
         # Stored as JSON would store it, so memory runs behave like durable ones.
         data = json.loads(dumps(run.input, run_id=run.run_id))
         self._runs[run.run_id] = attrs.evolve(run, input=data)

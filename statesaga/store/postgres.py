@@ -33,6 +33,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+from ..errors import RunExists
 from . import _signals
 from ._pg_browse import PostgresBrowsing
 from ._pg_connections import Connections, PostgresStats
@@ -133,7 +134,7 @@ class PostgresStore(PostgresBrowsing, AsyncContext):
 
         def decode(rows: list[list[Row]]) -> None:
             if not rows[0]:
-                raise StoreError(f"run {run_id} already exists", run_id=run_id)
+                raise RunExists(run_id)
 
         await self._db.write([(self._q.create, row)], decode, run_id)
 
