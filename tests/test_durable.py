@@ -657,10 +657,11 @@ async def test_reusing_a_run_id_is_refused_before_any_step_runs() -> None:
     store = MemoryStore()
     await Three().execute(store=store, saga_id="dup")
     calls.clear()
-    with pytest.raises(RunExists, match="'dup' already exists.*new id.*resume") as raised:
+    with pytest.raises(RunExists, match=r"'dup' already exists.*new id.*resume") as raised:
         await Three().execute(store=store, saga_id="dup")
     assert calls == []
-    assert isinstance(raised.value, StoreError) and raised.value.run_id == "dup"
+    assert isinstance(raised.value, StoreError)
+    assert raised.value.run_id == "dup"
     frames = [f.name for f in traceback.extract_tb(raised.value.__traceback__)]
     assert frames[-1] == "start", frames  # not the store's insert
 
