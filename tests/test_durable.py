@@ -673,9 +673,10 @@ async def test_reusing_the_id_of_a_running_run_leaves_that_run_alone(
     """Starting a run under the id of one this process is driving is refused, and the run
     already there keeps its lease: it goes on and completes."""
     store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "runs.db")
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
 
     async def held(ctx: Context) -> None:
+        entered.set()
         await gate.wait()
 
     class Gated(Saga):
@@ -685,8 +686,7 @@ async def test_reusing_the_id_of_a_running_run_leaves_that_run_alone(
         if isinstance(store, SQLiteStore):
             await stack.enter_async_context(store)
         first = asyncio.create_task(Gated().execute(store=store, saga_id="busy"))
-        while not (await store.list_runs()):
-            await asyncio.sleep(0.01)
+        await entered.wait()
         with pytest.raises(RunExists):
             await Gated().execute(store=store, saga_id="busy")
         assert (await store.load("busy")).run.lease_owner is not None
