@@ -78,6 +78,9 @@ def test_usage_mistakes_are_explained(db: str) -> None:
     purge = outbox_cli("outbox", "purge", "--older-than", "1", "--store", db)
     assert purge.exit_code == 2
     assert "--sent or --dead" in purge.output
+    ageless = outbox_cli("outbox", "purge", "--dead", "--store", db)
+    assert ageless.exit_code == 2
+    assert "MESSAGE_IDS or --older-than DAYS" in ageless.output
 
 
 def test_relay_once_publishes_what_is_due(db: str) -> None:
@@ -100,14 +103,51 @@ def test_retry_names_the_ids_it_could_not_requeue(db: str) -> None:
     assert line.endswith(": r1:s:1, nope")
 
 
-@pytest.mark.parametrize("flags", [("--sent", "--dead"), ()])
-def test_purge_needs_exactly_one_of_sent_and_dead(db: str, flags: tuple[str, ...]) -> None:
-    """purge --sent --dead is a usage error, not a purge of whichever came last; so is
-    purge with neither."""
-    purged = outbox_cli("outbox", "purge", *flags, "--older-than", "0", "--store", db)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--sent", "--dead", "--older-than", "0"),
+        ("--older-than", "0"),
+        ("--sent", "--dead", "r1:s:1"),
+    ],
+    ids=["both", "neither", "both-with-ids"],
+)
+def test_purge_needs_exactly_one_of_sent_and_dead(db: str, args: tuple[str, ...]) -> None:
+    """purge --sent --dead is a usage error, not a purge of whichever came last, with ids
+    too; so is purge by age with neither."""
+    purged = outbox_cli("outbox", "purge", *args, "--store", db)
     assert purged.exit_code == 2
     assert "--sent or --dead (one of the two)" in purged.output
     assert "r1:s:1" in outbox_cli("outbox", "list", "--store", db).output  # nothing deleted
+
+
+def test_purge_by_id_deletes_those_dead_messages_and_names_the_others(db: str) -> None:
+    """purge MESSAGE_IDS deletes those dead messages whatever their age, says which ids it
+    did not delete (sent, pending or unknown) and exits 1; the dead message's key moves on."""
+    purged = outbox_cli("outbox", "purge", "r1:s:2", "r1:s:1", "r1:s:3", "nope", "--store", db)
+    assert purged.exit_code == 1
+    assert purged.stdout == "deleted 1 dead message\n"
+    [line] = purged.stderr.splitlines()
+    assert line.startswith("error: not deleted (no such dead message in ")
+    assert line.endswith(": r1:s:1, r1:s:3, nope")
+    listed = outbox_cli("outbox", "list", "--store", db).output.splitlines()
+    assert [row.split()[0] for row in listed[1:]] == ["r1:s:3", "r1:s:1"]
+    relayed = outbox_cli("relay", "--once", "--store", db, "--broker", "memory://")
+    assert relayed.output.splitlines()[-1] == "published 1 message"  # r1:s:3: k is free
+
+
+def test_purge_by_id_honours_older_than_and_sent(db: str) -> None:
+    """With ids, --older-than still has to hold, and --sent deletes sent messages by id."""
+    young = outbox_cli("outbox", "purge", "--dead", "--older-than", "2", "r1:s:2", "--store", db)
+    assert young.exit_code == 1
+    assert young.stdout == "deleted 0 dead messages\n"
+    assert "no such dead message older than 2 days in " in young.stderr
+    old = outbox_cli("outbox", "purge", "--older-than", "1", "r1:s:2", "r1:s:2", "--store", db)
+    assert (old.exit_code, old.output) == (0, "deleted 1 dead message\n")
+    sent = outbox_cli("outbox", "purge", "--sent", "r1:s:1", "--store", db)
+    assert (sent.exit_code, sent.output) == (0, "deleted 1 sent message\n")
+    listed = outbox_cli("outbox", "list", "--store", db).output.splitlines()
+    assert [row.split()[0] for row in listed[1:]] == ["r1:s:3"]
 
 
 # -- a store that does not exist ---------------------------------------------------------------

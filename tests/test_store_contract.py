@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -654,14 +655,43 @@ async def test_list_retry_and_purge(store: SagaStore) -> None:
     assert len(await store.outbox_list()) == 2
 
 
-async def test_purging_a_dead_head_frees_its_key(store: SagaStore) -> None:
-    """Once a key's dead head is purged, its later messages are claimed again, and once they
-    are sent a new commit of the key claims its own for optimistic sending."""
-    await with_messages(store, message(1), message(2))
-    [head] = await store.outbox_claim("a", NOW, NOW + 30, limit=1)
-    await store.outbox_mark_failed(head.id, "a", "refused", NOW, dead=True)
-    assert await store.outbox_claim("a", NOW, NOW + 30) == []  # behind the dead head
-    assert await store.outbox_purge("dead", before=FAR) == 1
+async def test_purge_by_id_deletes_only_those_dead_messages(store: SagaStore) -> None:
+    """With ids, purge deletes those of them in the status and older than ``before``: other
+    statuses, newer messages, unknown ids and messages not named are left alone."""
+    await with_messages(store, *(message(n, key=None) for n in (1, 2, 3, 4)))
+    claimed = await store.outbox_claim("a", NOW, NOW + 30)
+    await store.outbox_mark_sent([claimed[0].id], NOW)
+    await store.outbox_mark_failed(claimed[1].id, "a", "refused", NOW, dead=True)
+    await store.outbox_mark_failed(claimed[2].id, "a", "refused", NOW, dead=True)
+    await store.outbox_release([claimed[3].id], "a")  # r1:reserve:4 stays pending
+    assert await store.outbox_purge("dead", FAR, ["r1:reserve:1", "r1:reserve:4", "nope"]) == 0
+    assert await store.outbox_purge("dead", FAR, []) == 0  # no ids: nothing, not everything
+    assert await store.outbox_purge("dead", 2.0, ["r1:reserve:2"]) == 0  # created at 2.0
+    assert await store.outbox_purge("dead", 3.0, ["r1:reserve:2", "nope"]) == 1
+    assert await store.outbox_purge("dead", FAR, ["r1:reserve:2"]) == 0  # gone already
+    left = {r.id: r.status for r in await store.outbox_list()}
+    assert left == {"r1:reserve:1": "sent", "r1:reserve:3": "dead", "r1:reserve:4": "pending"}
+    assert await store.outbox_purge("sent", math.inf, ["r1:reserve:3", "r1:reserve:1"]) == 1
+    with pytest.raises(StoreError, match="pending"):
+        await store.outbox_purge("pending", FAR, ["r1:reserve:4"])
+    assert ids(await store.outbox_list()) == ["r1:reserve:4", "r1:reserve:3"]
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["by-age", "by-id"])
+async def test_purging_a_dead_head_frees_its_key(store: SagaStore, by_id: bool) -> None:
+    """Once a key's dead head is purged (by age, or by its id), its later messages are claimed
+    again, and once they are sent a new commit of the key claims its own for optimistic
+    sending. Another key's dead head, not purged, still holds its key."""
+    await with_messages(store, message(1), message(2), message(5, "other"), message(6, "other"))
+    claimed = await store.outbox_claim("a", NOW, NOW + 30)
+    for head in ("r1:reserve:1", "r1:reserve:5"):
+        await store.outbox_mark_failed(head, "a", "refused", NOW, dead=True)
+    await store.outbox_release([r.id for r in claimed], "a")  # the dead heads are not pending
+    assert await store.outbox_claim("a", NOW, NOW + 30) == []  # behind the dead heads
+    if by_id:
+        assert await store.outbox_purge("dead", FAR, ["r1:reserve:1"]) == 1
+    else:
+        assert await store.outbox_purge("dead", before=3.0) == 1
     [second] = await store.outbox_claim("a", NOW, NOW + 30)
     assert second.id == "r1:reserve:2"
     await store.outbox_mark_sent([second.id], NOW)

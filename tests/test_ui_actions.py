@@ -21,7 +21,8 @@ from statesaga.ui.app import create_app
 
 
 def fill(url: str) -> None:
-    """A failed run (its compensation failed), a waiting run and a dead message."""
+    """A failed run (its compensation failed), waiting runs, two dead messages (m1, m2) and a
+    pending one (m3)."""
 
     async def run() -> None:
         async with store_from_url(url) as store:
@@ -39,17 +40,22 @@ def fill(url: str) -> None:
                     await asyncio.sleep(0.01)
             from test_store_contract import make_commit, make_run
 
-            message = Message(id="m1", topic="orders", payload={"n": 1}, saga_id="r1", step="s")
-            await store.commit(attrs.evolve(make_commit(), messages=[message], create=make_run()))
-            [claimed] = await store.outbox_claim("relay", time.time(), time.time() + 60)
-            await store.outbox_mark_failed(claimed.id, "relay", "broker down", 0.0, dead=True)
+            messages = [
+                Message(id=f"m{n}", topic="orders", payload={"n": n}, saga_id="r1", step="s")
+                for n in (1, 2, 3)
+            ]
+            await store.commit(attrs.evolve(make_commit(), messages=messages, create=make_run()))
+            claimed = await store.outbox_claim("relay", time.time(), time.time() + 60)
+            for dead in ("m1", "m2"):
+                await store.outbox_mark_failed(dead, "relay", "broker down", 0.0, dead=True)
+            await store.outbox_release([r.id for r in claimed], "relay")  # m3 stays pending
 
     asyncio.run(run())
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    """An inspector with actions on, of a store filled by ``fill``."""
+def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a store of each durable backend, filled by ``fill``."""
     schema = None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'actions.db'}"
@@ -61,13 +67,25 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClien
         url = URL.replace("postgres@", f"postgres:{SECRET}@") + f"?schema={schema}"
     try:
         fill(url)
-        with TestClient(create_app(url, allow_actions=True)) as test_client:
-            yield test_client
+        yield url
     finally:
         if schema is not None:
             from test_store_postgres import drop_schema
 
             drop_schema(schema)
+
+
+@pytest.fixture
+def client(filled: str) -> Iterator[TestClient]:
+    """An inspector with actions on, of a store filled by ``fill``."""
+    with TestClient(create_app(filled, allow_actions=True)) as test_client:
+        yield test_client
+
+
+def outbox(client: TestClient) -> dict[str, list[str]]:
+    """The messages the outbox page lists, by id, with the actions each one's row offers."""
+    rows = re.findall(r"<tr><td>([^<]+)</td>(.*?)</tr>", client.get("/outbox").text, re.DOTALL)
+    return {message_id: re.findall(r'action="/actions/(\w+)"', row) for message_id, row in rows}
 
 
 def token(client: TestClient, page: str) -> str:
@@ -137,6 +155,33 @@ def test_retry_and_purge_dead_messages(client: TestClient) -> None:
     again = client.post("/actions/retry", data={"message_id": "nope", "csrf": csrf})
     assert again.status_code == 409
     purge = client.post("/actions/purge", data={"days": "0", "csrf": csrf})
-    assert "deleted 0 dead messages" in purge.text
+    assert "deleted 1 dead message " in purge.text
+    assert list(outbox(client)) == ["m3", "m1"]  # m2 went; m1 was requeued
     bad = client.post("/actions/purge", data={"days": "soon", "csrf": csrf})
     assert bad.status_code == 409
+
+
+def test_purge_one_dead_message_by_id(client: TestClient) -> None:
+    """Each dead message has a purge button that deletes it alone; a pending one has none, and
+    purging it by id is refused and deletes nothing."""
+    assert outbox(client) == {"m2": ["retry", "purge"], "m1": ["retry", "purge"], "m3": ["retry"]}
+    csrf = token(client, "/outbox")
+    purged = client.post("/actions/purge", data={"message_id": "m1", "csrf": csrf})
+    assert (purged.status_code, "m1: deleted" in purged.text) == (200, True)
+    assert outbox(client) == {"m2": ["retry", "purge"], "m3": ["retry"]}
+    for message_id in ("m3", "m1", "nope"):  # pending, gone already, unknown
+        refused = client.post("/actions/purge", data={"message_id": message_id, "csrf": csrf})
+        assert refused.status_code == 409
+        assert f"{message_id}: not deleted (no such dead message)" in refused.text
+    both = client.post("/actions/purge", data={"message_id": "m2", "days": "0", "csrf": csrf})
+    assert (both.status_code, "not both" in both.text) == (409, True)
+    assert list(outbox(client)) == ["m2", "m3"]
+
+
+def test_purge_by_id_needs_allow_actions(filled: str) -> None:
+    """Without allow_actions there is no purge button, and a purge by id is refused (403)."""
+    with TestClient(create_app(filled)) as read_only:
+        assert outbox(read_only) == {"m2": [], "m1": [], "m3": []}
+        refused = read_only.post("/actions/purge", data={"message_id": "m1", "csrf": "x"})
+        assert refused.status_code == 403
+        assert list(outbox(read_only)) == ["m2", "m1", "m3"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import click
@@ -99,28 +100,52 @@ async def _retry(url: str, ids: list[str] | None) -> tuple[int, list[str]]:
 
 @outbox.command("purge")
 @store_option
+@click.argument("message_ids", nargs=-1)
 @click.option("--sent", is_flag=True, help="Delete sent messages.")
 @click.option("--dead", is_flag=True, help="Delete dead messages (their keys move on).")
 @click.option(
     "--older-than",
     "days",
-    required=True,
     type=click.FloatRange(0),
     metavar="DAYS",
-    help="Only messages created more than DAYS days ago.",
+    help="Only messages created more than DAYS days ago (needed without MESSAGE_IDS).",
 )
-def purge_messages(store_url: str, sent: bool, dead: bool, days: float) -> None:
-    """Delete sent (or dead) messages older than DAYS days."""
-    if sent == dead:  # both would silently have meant the last one given
+def purge_messages(
+    store_url: str, message_ids: tuple[str, ...], sent: bool, dead: bool, days: float | None
+) -> None:
+    """Delete sent (or dead) messages older than DAYS days, or the messages MESSAGE_IDS.
+
+    MESSAGE_IDS are dead messages (with --sent, sent ones) to delete whatever their age,
+    unless --older-than is given too. Pending messages are never deleted.
+    """
+    if sent == dead and (sent or not message_ids):  # both would have meant the last one given
         raise click.UsageError("say which messages to delete: --sent or --dead (one of the two)")
+    if days is None and not message_ids:
+        raise click.UsageError("say which messages to delete: MESSAGE_IDS or --older-than DAYS")
     status = "sent" if sent else "dead"
-    count = asyncio.run(_purge(store_url, status, time.time() - days * 86_400))
+    before = math.inf if days is None else time.time() - days * 86_400
+    wanted = list(dict.fromkeys(message_ids)) if message_ids else None
+    count, missed = asyncio.run(_purge(store_url, status, before, wanted))
     click.echo(f"deleted {count} {status} message{'s' if count != 1 else ''}")
+    if missed:
+        older = "" if days is None else f" older than {days:g} days"
+        click.echo(
+            f"error: not deleted (no such {status} message{older} in {hide_password(store_url)})"
+            f": {', '.join(missed)}",
+            err=True,
+        )
+        raise SystemExit(1)
 
 
-async def _purge(url: str, status: str, before: float) -> int:
+async def _purge(
+    url: str, status: str, before: float, ids: list[str] | None
+) -> tuple[int, list[str]]:
+    """How many messages were deleted, and which of ``ids`` were not."""
     store = await command_store(url, create=False)
     try:
-        return await store.outbox_purge(status, before)
+        if ids is None:
+            return await store.outbox_purge(status, before), []
+        missed = [i for i in ids if not await store.outbox_purge(status, before, [i])]
+        return len(ids) - len(missed), missed
     finally:
         await store.close()

@@ -290,6 +290,10 @@ class Queries:
         self.outbox_purge = (
             f"DELETE FROM {outbox} WHERE status = %s AND created_at < %s::float8 RETURNING 1"
         )
+        self.outbox_purge_ids = (
+            f"DELETE FROM {outbox} WHERE status = %s AND created_at < %s::float8"
+            " AND id = ANY(%s::text[]) RETURNING 1"
+        )
         self.outbox_list = {
             False: f"SELECT {_OUTBOX_SELECT} FROM {outbox} ORDER BY seq DESC LIMIT %s",
             True: f"SELECT {_OUTBOX_SELECT} FROM {outbox} WHERE status = %s"

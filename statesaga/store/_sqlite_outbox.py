@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from ._rows import OUTBOX_COLUMNS, outbox_from_row
@@ -62,6 +63,7 @@ _RETRY_ONE = (
     " WHERE id = ? AND status <> 'sent'"
 )
 _PURGE = "DELETE FROM statesaga_outbox WHERE status = ? AND created_at < ?"
+_PURGE_ONE = "DELETE FROM statesaga_outbox WHERE id = ? AND status = ? AND created_at < ?"
 LIST_OUTBOX = {
     False: f"SELECT {OUTBOX_COLUMNS} FROM statesaga_outbox ORDER BY seq DESC LIMIT ?",
     True: f"SELECT {OUTBOX_COLUMNS} FROM statesaga_outbox WHERE status = ?"
@@ -145,8 +147,16 @@ def outbox_retry(conn: sqlite3.Connection, arg: tuple[tuple[str, ...] | None, fl
     return sum(conn.execute(_RETRY_ONE, (now, message_id)).rowcount for message_id in ids)
 
 
-def outbox_purge(conn: sqlite3.Connection, arg: tuple[str, float]) -> int:
-    return int(conn.execute(_PURGE, arg).rowcount)
+def outbox_purge(conn: sqlite3.Connection, arg: tuple[str, float, tuple[str, ...] | None]) -> int:
+    status, before, ids = arg
+    if ids is None:
+        return int(conn.execute(_PURGE, (status, before)).rowcount)
+    return sum(conn.execute(_PURGE_ONE, (i, status, before)).rowcount for i in ids)
+
+
+def frozen(ids: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``ids`` as a tuple for the writer thread (``None`` stays ``None``)."""
+    return None if ids is None else tuple(ids)
 
 
 def outbox_list(conn: sqlite3.Connection, arg: tuple[str | None, int]) -> list[OutboxRecord]:

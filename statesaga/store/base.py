@@ -387,14 +387,14 @@ class SagaStore(RunBrowser, Protocol):
         ...
 
     async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
-        """Make messages pending again, due at ``now``, attempts from zero.
-
-        ``ids`` names them (dead ones, or pending ones to try now rather than after their
-        backoff); ``None`` means every dead message. Returns how many were requeued: sent
-        messages and unknown ids are left alone.
-        """
+        """Make messages pending again, due at ``now``, attempts from zero: those of ``ids``
+        (dead ones, or pending ones to try now rather than after their backoff), or with
+        ``None`` every dead message. Returns how many: sent messages and unknown ids stay."""
         ...
 
-    async def outbox_purge(self, status: str, before: float) -> int:
-        """Delete ``sent`` or ``dead`` messages created before ``before``; how many went."""
+    async def outbox_purge(
+        self, status: str, before: float, ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete ``sent`` or ``dead`` messages created before ``before`` (only those of
+        ``ids``, if given: other ids are left alone); how many went."""
         ...

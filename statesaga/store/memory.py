@@ -346,12 +346,17 @@ class MemoryStore(MemoryBrowsing, AsyncContext):
             count += 1
         return count
 
-    async def outbox_purge(self, status: str, before: float) -> int:
+    async def outbox_purge(
+        self, status: str, before: float, ids: Sequence[str] | None = None
+    ) -> int:
         check_purgeable(status)
+        wanted = None if ids is None else set(ids)
         gone = [
             r.id
             for r in self._outbox.values()
-            if r.status == status and r.message.created_at < before
+            if r.status == status
+            and r.message.created_at < before
+            and (wanted is None or r.id in wanted)
         ]
         for message_id in gone:
             self._forget_unsent(self._outbox.pop(message_id))

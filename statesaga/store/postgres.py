@@ -272,9 +272,14 @@ class PostgresStore(PostgresBrowsing, AsyncContext):
         count: int = await self._db.write([statement], _count, None)
         return count
 
-    async def outbox_purge(self, status: str, before: float) -> int:
+    async def outbox_purge(
+        self, status: str, before: float, ids: Sequence[str] | None = None
+    ) -> int:
         check_purgeable(status)
-        statement = (self._q.outbox_purge, (status, before))
+        if ids is None:
+            statement: Statement = (self._q.outbox_purge, (status, before))
+        else:
+            statement = (self._q.outbox_purge_ids, (status, before, list(ids)))
         count: int = await self._db.write([statement], _count, None)
         return count
 

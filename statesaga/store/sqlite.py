@@ -307,13 +307,13 @@ class SQLiteStore(SQLiteBrowsing, AsyncContext):
         return await asyncio.to_thread(self._read, outbox.outbox_list, (status, max(limit, 0)))
 
     async def outbox_retry(self, ids: Sequence[str] | None, now: float) -> int:
-        return await self._write(
-            outbox.outbox_retry, (None if ids is None else tuple(ids), now), None
-        )
+        return await self._write(outbox.outbox_retry, (outbox.frozen(ids), now), None)
 
-    async def outbox_purge(self, status: str, before: float) -> int:
+    async def outbox_purge(
+        self, status: str, before: float, ids: Sequence[str] | None = None
+    ) -> int:
         check_purgeable(status)
-        return await self._write(outbox.outbox_purge, (status, before), None)
+        return await self._write(outbox.outbox_purge, (status, before, outbox.frozen(ids)), None)
 
     async def pragmas(self) -> dict[str, Any]:
         """Diagnostics: the writer connection's journal_mode, synchronous and busy_timeout."""

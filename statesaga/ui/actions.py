@@ -1,6 +1,7 @@
 """The inspector's actions: resume (or push forward) a run, signal or cancel a waiting run,
-requeue a dead message, purge dead messages. Each does what the command of the same name does
-(``statesaga runs resume|signal|cancel``, ``statesaga outbox retry|purge``), and each is:
+requeue a dead message, purge dead messages (by age, or one by its id). Each does what the
+command of the same name does (``statesaga runs resume|signal|cancel``,
+``statesaga outbox retry|purge``), and each is:
 
 - off unless the app was made with ``allow_actions`` (a POST is then answered 403);
 - a POST carrying this process's CSRF token in its form (``csrf``), or it is refused (403);
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -100,6 +102,13 @@ async def _retry(inspector: Inspector, store: SagaStore, form: Form) -> str:
 
 
 async def _purge(inspector: Inspector, store: SagaStore, form: Form) -> str:
+    message_id = form.get("message_id", "").strip()
+    if message_id:  # that one dead message, whatever its age
+        if form.get("days", "").strip():
+            raise _InvalidParameter("give days or message_id, not both")
+        if not await store.outbox_purge("dead", math.inf, [message_id]):
+            raise _InvalidParameter(f"{message_id}: not deleted (no such dead message)")
+        return f"{message_id}: deleted"
     try:
         days = float(_field(form, "days"))
     except ValueError:
