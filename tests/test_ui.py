@@ -380,3 +380,22 @@ def test_command_without_the_extra_says_what_to_install(monkeypatch: pytest.Monk
     result = CliRunner().invoke(cli, ["ui", "--store", "sqlite:///x.db"])
     assert result.exit_code == 1
     assert "pip install 'statesaga[ui]'" in result.output
+
+
+def test_a_time_past_any_calendar_is_shown_as_seconds() -> None:
+    """A stored time no calendar date fits (a foreign row's, a test clock's lease) is shown as
+    seconds since 1970 rather than failing the page or the command."""
+    from statesaga.cli._common import when
+
+    assert when(1_000.0) == "1970-01-01 00:16:40"
+    assert when(1e12) == "1e+12 s after 1970 (no calendar date)"
+    assert when(float("inf")) == "inf s after 1970 (no calendar date)"
+
+
+def test_a_waiting_runs_page_keeps_following_it_slowly(client: TestClient) -> None:
+    """A waiting run's page goes on refreshing (every 10 s, a signal or timer moves it on); a
+    finished run's stops."""
+    waiting = client.get("/runs/wait-1").text
+    assert 'data-finished="false" data-pace="10000"' in waiting
+    finished = client.get("/runs/failed-1").text
+    assert 'data-finished="true"' in finished

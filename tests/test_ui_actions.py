@@ -182,6 +182,20 @@ def test_purge_by_id_needs_allow_actions(filled: str) -> None:
     """Without allow_actions there is no purge button, and a purge by id is refused (403)."""
     with TestClient(create_app(filled)) as read_only:
         assert outbox(read_only) == {"m2": [], "m1": [], "m3": []}
+        assert "/actions/" not in read_only.get("/runs/r1").text
         refused = read_only.post("/actions/purge", data={"message_id": "m1", "csrf": "x"})
         assert refused.status_code == 403
         assert list(outbox(read_only)) == ["m2", "m1", "m3"]
+
+
+def test_a_run_page_offers_its_messages_actions(client: TestClient) -> None:
+    """A run's page has the retry and purge buttons of its own pending and dead messages, and
+    the answer links back to the run."""
+    rows = re.findall(r"<tr><td>(m\d)</td>(.*?)</tr>", client.get("/runs/r1").text, re.DOTALL)
+    offered = {m: re.findall(r'action="/actions/(\w+)"', row) for m, row in rows}
+    assert offered == {"m1": ["retry", "purge"], "m2": ["retry", "purge"], "m3": ["retry"]}
+    csrf = token(client, "/runs/r1")
+    purged = client.post("/actions/purge", data={"message_id": "m2", "run_id": "r1", "csrf": csrf})
+    assert purged.status_code == 200
+    assert 'id="back" href="/runs/r1"' in purged.text
+    assert set(outbox(client)) == {"m1", "m3"}

@@ -209,7 +209,10 @@ def when(epoch: float | None) -> str:
     """``epoch`` as a UTC date and time, ``-`` for none."""
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # a foreign row's, or a test clock's, time
+        return f"{epoch:g} s after 1970 (no calendar date)"
 
 
 def waits_of(record: RunRecord) -> list[str]:
