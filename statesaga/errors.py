@@ -183,18 +183,20 @@ class RunWaiting(ExecutionError):
 
 
 class RunPaused(ExecutionError):
-    """A durable run stopped between steps because its driver was asked to pause (a worker
-    draining before it exits): the steps that were running finished and were committed, no
-    new one started, and the run is left unfinished, its lease released, for any worker to
-    go on with.
+    """A durable run stopped before its end because its driver was asked to: a worker
+    draining before it exits (the steps that were running finished and were committed, no new
+    one started), or ``statesaga.shutdown()`` (the steps running were cut short, as by a
+    crash). The run is left unfinished, its lease released, for any worker to go on with.
 
     Attributes:
         run_id: The run.
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, why: str = "paused between steps") -> None:
         self.run_id = run_id
-        super().__init__(f"run {run_id} paused between steps: any worker may go on with it")
+        super().__init__(
+            f"run {run_id} {why}: it is unfinished, and any worker (or resume) may go on with it"
+        )
 
 
 class RecordedError(ExecutionError):

@@ -12,7 +12,7 @@ from .clock import Clock
 from .compiler import CompiledSaga
 from .engine import Driver
 from .engine.waits import check_signal
-from .errors import SignalRefused
+from .errors import RunPaused, SignalRefused
 from .result import SagaResult
 
 if TYPE_CHECKING:
@@ -134,11 +134,12 @@ class DurableRun(RunHandle):
         saga_id: str,
         task: asyncio.Task[SagaResult],
     ) -> None:
+        from .durable.resources import loop_resources
+
         self.saga_id = saga_id
         self._store = store
         self._task = task
-        _STARTED.add(task)
-        task.add_done_callback(_STARTED.discard)
+        loop_resources().drive_in_background(task)  # kept, and stopped by ``shutdown``
 
     @classmethod
     async def launch(
@@ -188,7 +189,13 @@ class DurableRun(RunHandle):
         return await signal(self._store, self.saga_id, event, payload, signal_id=signal_id)
 
     async def result(self) -> SagaResult:
-        return await asyncio.shield(self._task)
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            awaiting = asyncio.current_task()
+            if not self._task.cancelled() or (awaiting is not None and awaiting.cancelling()):
+                raise  # the caller is cancelled, not the run
+            raise RunPaused(self.saga_id, "was stopped by statesaga.shutdown()") from None
 
     async def cancel(self) -> SagaResult:
         from .durable import request_cancel

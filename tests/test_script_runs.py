@@ -284,3 +284,65 @@ def test_a_script_that_starts_a_run_and_returns_ends_and_lets_the_run_go(
     finally:
         if backend == "postgres":
             drop_schema(schema)
+
+
+SHUTS_DOWN = """
+import asyncio, sys
+import statesaga
+from statesaga import Saga, Step
+
+async def slow(ctx):
+    await asyncio.sleep(30)
+
+class Slow(Saga):
+    steps = (Step("slow", slow),)
+
+async def main():
+    run = await Slow().start(store=sys.argv[1], saga_id="stopped-1")
+    await asyncio.sleep(0.3)  # its step is running
+    await statesaga.shutdown()
+    try:
+        await run.result()
+    except statesaga.StatesagaError as error:
+        print(type(error).__name__, error, flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_shutdown_stops_the_runs_in_flight_and_lets_them_go(backend: str, tmp_path: Path) -> None:
+    """``shutdown()`` with a run still going stops it first: its handle says so (``RunPaused``),
+    nothing fails on a closed store or warns of an exception never retrieved, and the run is
+    left unfinished with no lease, for a worker to go on with at once."""
+    schema = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+    else:
+        from test_store_postgres import URL, require_server
+
+        require_server()
+        schema = f"shut_{os.getpid()}_{tmp_path.name[-6:]}".replace("-", "_")
+        url = f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
+    (tmp_path / "shuts.py").write_text(SHUTS_DOWN)
+    try:
+        done = python("shuts.py", url, cwd=tmp_path, env={})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("RunPaused run stopped-1 was stopped by statesaga.shutdown()")
+        assert "never retrieved" not in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        import asyncio
+
+        from statesaga.store import store_from_url
+
+        async def left() -> tuple[str, str | None]:
+            async with store_from_url(url) as store:
+                run = (await store.load("stopped-1")).run
+                return run.status, run.lease_owner
+
+        assert asyncio.run(left()) == ("running", None)
+    finally:
+        if schema is not None:
+            from test_store_postgres import drop_schema
+
+            drop_schema(schema)

@@ -51,6 +51,8 @@ class LoopResources:
         brokers: Brokers by URL (they connect on first publish).
         senders: The senders of this loop, by store and broker id.
         key_orders: What the senders of one store share (see ``KeyOrder``), by the store's id.
+        runs: The durable runs this loop drives in tasks of their own (``Saga.start``),
+            until they end.
     """
 
     stores: dict[str, SagaStore] = attrs.Factory(dict)
@@ -59,6 +61,7 @@ class LoopResources:
     brokers: dict[str, Broker] = attrs.Factory(dict)
     senders: dict[tuple[int, int], Sender] = attrs.Factory(dict)
     key_orders: dict[int, tuple[SagaStore, KeyOrder]] = attrs.Factory(dict)
+    runs: set[asyncio.Task[Any]] = attrs.Factory(set)
     closed: bool = False
     closer: AsyncGenerator[None, None] | None = None
     finalizer: weakref.finalize[Any, Any] | None = None
@@ -74,6 +77,11 @@ class LoopResources:
         """Whether a run of this loop holds ``run_id``'s lease in ``store``."""
         keeper = self.keepers.get(id(store))
         return keeper is not None and keeper.store is store and run_id in keeper.held
+
+    def drive_in_background(self, task: asyncio.Task[Any]) -> None:
+        """Keep ``task``, a run's, until it ends; ``aclose`` stops it if it has not."""
+        self.runs.add(task)
+        task.add_done_callback(self.runs.discard)
 
     def let_go(self, keeper: LeaseKeeper) -> None:
         """Forget ``keeper`` if it holds no run any more (the next run makes a new one)."""
@@ -99,6 +107,13 @@ class LoopResources:
         a store still opening is closed once it has opened."""
         if self.closed:
             return
+        # Runs still going would fail on closed stores: each is stopped (abandoned, as at a
+        # crash: resumable, its lease released) before anything closes under it.
+        going = [task for task in self.runs if not task.done()]
+        for task in going:
+            task.cancel()
+        if going:
+            await asyncio.wait(going)
         self.closed = True
         for task in list(self.opening.values()):
             with contextlib.suppress(BaseException):
@@ -243,8 +258,11 @@ async def shutdown() -> None:
     as an object is left open: its caller closes it).
 
     They are closed anyway when the loop ends through ``asyncio.run`` (or ``asyncio.Runner``);
-    call this from an application's own shutdown hook to close them earlier, once its runs
-    have ended. A later run that names a URL opens it again.
+    call this from an application's own shutdown hook to close them earlier. Runs started in
+    the background (``Saga.start``) that are still going are stopped first, as a crash would
+    stop them, but with their leases released: each is left unfinished for a worker or
+    ``resume`` to go on with at once, and its handle's ``result()`` raises ``RunPaused``. A
+    later run that names a URL opens it again.
     """
     loop = asyncio.get_running_loop()
     resources = _BY_LOOP.pop(loop, None)
