@@ -943,6 +943,31 @@ async def test_commits_write_wake_at_and_a_later_commit_clears_it(store: SagaSto
     assert (run.wake_at, run.status) == (None, "running")
 
 
+async def test_a_releasing_commit_lets_go_of_the_lease_in_the_same_write(
+    store: SagaStore,
+) -> None:
+    """A commit with ``release`` (a run parking) leaves the run with no lease: it is due to any
+    driver at its wake_at, and the old owner's next commit conflicts. Without it the lease
+    stays; a releasing commit stopped by a signal keeps it, and changes nothing."""
+    await store.create(make_run())
+    await store.commit(make_commit(status="waiting", wake_at=500.0))
+    assert (await store.load("r1")).run.lease_owner == "w1"
+    assert await store.unfinished(NOW) == []  # still leased
+    await store.commit(make_commit(version=1, seq=2, status="waiting", wake_at=500.0, release=True))
+    run = (await store.load("r1")).run
+    assert (run.lease_owner, run.lease_expires, run.version) == (None, None, 2)
+    assert await store.unfinished(NOW) == ["r1"]
+    with pytest.raises(WriteConflict):
+        await store.commit(make_commit(version=2, seq=3))
+    await store.create(make_run("r2"))
+    await store.add_signal(signal(run_id="r2", event="approval"))
+    with pytest.raises(SignalArrived):
+        await store.commit(
+            make_commit("r2", status="waiting", release=True, unless_signals=("approval",))
+        )
+    assert (await store.load("r2")).run.lease_owner == "w1"
+
+
 async def test_a_guarded_commit_fails_with_signal_arrived_and_writes_nothing(
     store: SagaStore,
 ) -> None:

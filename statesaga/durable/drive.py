@@ -143,8 +143,8 @@ async def _drive_leased(
         keeper.drop(run.saga_id)
         resources.let_go(keeper)
         status = run.status
-        if taken:
-            pass  # never created: the lease on that id is another driver's, if anyone's
+        if taken or journal.released:
+            pass  # never created (the id is another run's), or let go as it parked
         elif status not in TERMINAL or status == SagaState.FAILED:
             # Left unfinished (cancelled past the pivot, abandoned, stopped by a conflict):
             # let another worker take it over now rather than when the lease runs out. Ended

@@ -64,6 +64,7 @@ class Journal:
         self.sender = sender
         self.emitted = 0  # messages of run.outbox already committed
         self.sending: list[asyncio.Future[Any]] = []
+        self.released = False  # its lease went with a commit (it parked)
         self._lock = asyncio.Lock()
 
     def result(self, value: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,17 +78,20 @@ class Journal:
     parks = True
 
     async def park(self, run: RunState, events: Sequence[str], wake_at: float | None) -> None:
-        """Commit the run as waiting for ``events`` until ``wake_at``, unless a signal for one
-        of them (or a cancellation) was committed first: then ``SignalArrived``."""
+        """Commit the run as waiting for ``events`` until ``wake_at``, its lease let go in the
+        same write (due, any driver takes it at once), unless a signal for one of them (or a
+        cancellation) was committed first: then ``SignalArrived``."""
         async with self._lock:
             written = self._commit(
                 run,
                 status=WAITING_STATUS,
                 wake_at=wake_at,
                 unless_signals=(*events, CANCEL_EVENT),
+                release=True,
             )
             assert written is not None  # made whatever is new: it has a status
             await written
+            self.released = True
 
     def before_call(self, run: RunState) -> Awaitable[Any] | None:
         return self.flush(run)
@@ -118,11 +122,12 @@ class Journal:
         status: str | None = None,
         wake_at: float | None = None,
         unless_signals: tuple[str, ...] = (),
+        release: bool = False,
     ) -> Awaitable[Any] | None:
         """The commit of the run's new transitions, to await (``None``: nothing new).
 
-        ``status`` (a parked run's), ``wake_at`` and ``unless_signals`` go into the commit
-        as they are; with a ``status`` it is made even when there is nothing new.
+        ``status`` (a parked run's), ``wake_at``, ``unless_signals`` and ``release`` go into
+        the commit as they are; with a ``status`` it is made even when there is nothing new.
 
         Without messages to send afterwards, the store's own awaitable is all there is to
         wait for. The journal counts the commit as made as soon as it is handed over; if the
@@ -176,6 +181,7 @@ class Journal:
             claim_until=claim_until,
             wake_at=wake_at,
             unless_signals=unless_signals,
+            release=release,
         )
         written = self.store.commit(commit)
         self.create = None

@@ -52,6 +52,7 @@ def commit_rows(commit: Commit) -> CommitRows:
             commit.failed_step,
             nul_free(commit.error),
             None if commit.wake_at is None else float(commit.wake_at),
+            bool(commit.release),
             dumps(list(commit.unless_signals)) if commit.unless_signals else None,
         ),
         [
@@ -94,7 +95,7 @@ def _outbox_rows(commit: Commit) -> list[tuple[Any, ...]]:
 def commit_params(commits: Sequence[CommitRows]) -> list[list[Any]]:
     """The commit statement's parameters: one array per column of each of its three tables."""
     tables = [
-        ([c.run for c in commits], 10),
+        ([c.run for c in commits], 11),
         ([row for c in commits for row in c.steps], 6),
         ([row for c in commits for row in c.history], 8),
     ]

@@ -43,7 +43,10 @@ _SELECT_LEASE = "SELECT version, lease_owner, lease_expires FROM statesaga_runs 
 _SELECT_WAKE = "SELECT status, wake_at FROM statesaga_runs WHERE run_id = ?"
 COMMIT_RUN = (
     "UPDATE statesaga_runs SET status = ?, config = ?, version = version + 1, updated_at = ?,"
-    " failed_step = ?, error = ?, wake_at = ? WHERE run_id = ? AND version = ? AND lease_owner = ?"
+    " failed_step = ?, error = ?, wake_at = ?,"
+    " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+    " lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END"
+    " WHERE run_id = ? AND version = ? AND lease_owner = ?"
 )
 UPSERT_STEP = (
     "INSERT OR REPLACE INTO statesaga_steps (run_id, step, phase, attempt, result, error)"
@@ -149,6 +152,8 @@ def commit_rows(commit: Commit) -> CommitRows:
         commit.failed_step,
         commit.error,
         commit.wake_at,
+        commit.release,
+        commit.release,
         run_id,
         commit.version,
         commit.lease_owner,
@@ -177,7 +182,7 @@ def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
     if create_row is not None:
         create(conn, create_row)
     if conn.execute(COMMIT_RUN, update).rowcount == 0:
-        run_id, version, owner = update[6:]
+        run_id, version, owner = update[8:]
         row = conn.execute(_SELECT_LEASE, (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
@@ -188,9 +193,9 @@ def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
         )
     if unless:  # after the version check, in the same transaction: undone with the commit
         query = _SIGNALS_ARRIVED.format(", ".join("?" * len(unless)))
-        arrived = {row[0] for row in conn.execute(query, (update[6], *unless))}
+        arrived = {row[0] for row in conn.execute(query, (update[8], *unless))}
         if arrived:
-            raise SignalArrived(update[6], [e for e in unless if e in arrived])
+            raise SignalArrived(update[8], [e for e in unless if e in arrived])
     if steps:
         conn.executemany(UPSERT_STEP, steps)
     if history:

@@ -133,9 +133,8 @@ class Commit:
     ``version + 1``, the ``steps`` rows are inserted or replaced, and ``transitions`` are
     appended to the history.
 
-    A run's first commit may carry ``create``, the new run (version 0): it is inserted first,
-    in the same transaction, which saves a round trip; a duplicate id fails the commit like
-    ``SagaStore.create`` would.
+    A run's first commit may carry ``create``, the new run (version 0), inserted first in the
+    same transaction; a duplicate id fails the commit as ``SagaStore.create`` would.
 
     ``messages`` (emitted by the steps whose success this commit records) are inserted into the
     outbox in the same transaction, ``pending``; a message id already there is left alone.
@@ -146,6 +145,7 @@ class Commit:
 
     Every commit writes ``wake_at`` to the run (``None`` unless it parks the run); one that
     passes its checks fails with ``SignalArrived`` if an event of ``unless_signals`` was signalled.
+    With ``release`` it also lets go of the lease (a parked run: due, any driver takes it).
     """
 
     run_id: str
@@ -163,6 +163,7 @@ class Commit:
     claim_until: float | None = None
     wake_at: float | None = None
     unless_signals: tuple[str, ...] = ()
+    release: bool = False
 
 
 @attrs.frozen
@@ -197,10 +198,8 @@ class RunSnapshot:
 def check_purgeable(status: str) -> None:
     """Raise ``StoreError`` unless ``status`` is one whose messages may be deleted."""
     if status not in ("sent", "dead"):
-        raise StoreError(
-            f"cannot purge {status!r} messages: only sent or dead ones (pending messages are "
-            "still to be delivered)"
-        )
+        what = "only sent or dead ones (pending ones are still to be delivered)"
+        raise StoreError(f"cannot purge {status!r} messages: {what}")
 
 
 @attrs.frozen

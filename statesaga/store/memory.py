@@ -109,6 +109,8 @@ class MemoryStore(MemoryBrowsing, AsyncContext):
             failed_step=commit.failed_step,
             error=commit.error,
             wake_at=commit.wake_at,
+            lease_owner=None if commit.release else run.lease_owner,
+            lease_expires=None if commit.release else run.lease_expires,
         )
         self._steps[commit.run_id].update((step.step, step) for step in steps)
         self._history[commit.run_id].extend(commit.transitions)
