@@ -26,6 +26,7 @@ converter.register_unstructure_hook(
         claim_until=override(omit_if_default=True),
         wake_at=override(omit_if_default=True),
         unless_signals=override(omit_if_default=True),
+        release=override(omit_if_default=True),
     ),
 )
 
