@@ -697,20 +697,22 @@ async def test_rabbitmq_queues_are_classic_whatever_the_vhost_default() -> None:
         _rabbitmqctl("delete_vhost", vhost)
 
 
-@pytest.mark.parametrize("kind", ["rabbitmq", "nats"])
+@pytest.mark.parametrize("kind", ["rabbitmq", "nats", "redis"])
 async def test_a_publisher_with_more_shards_than_a_group_is_refused(kind: str) -> None:
     """Publishers and consumers that disagree on ``shards``: a message on a shard the group was
     not declared with raises, rather than being kept where no consumer reads it."""
     h = Harness(kind)
     if kind == "rabbitmq":
         require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
-    else:
+    elif kind == "nats":
         require(NATS_URL, "NATS", "STATESAGA_TEST_NATS")
+    else:
+        require(REDIS_URL, "Redis", "STATESAGA_TEST_REDIS")
     topic, group = h.topic(), h.group()
     try:
         consumer, publisher = h.broker(), h.broker()
-        assert isinstance(consumer, RabbitMQBroker | NatsBroker)
-        assert isinstance(publisher, RabbitMQBroker | NatsBroker)
+        assert isinstance(consumer, RabbitMQBroker | NatsBroker | RedisBroker)
+        assert isinstance(publisher, RabbitMQBroker | NatsBroker | RedisBroker)
         consumer.shards, publisher.shards = 2, 8
         await h.declare(consumer, topic, group)
         from statesaga.messaging.brokers import _wire

@@ -29,8 +29,16 @@ from . import _redis_group, _wire
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
-#: KEYS[1]: the shard stream; ARGV[1]: max_age in ms (0: keep everything); then field, value...
+#: KEYS[1]: the shard stream, KEYS[2]: the topic's shard count key; ARGV[1]: max_age in ms (0:
+#: keep everything), ARGV[2]: the shard; then field, value... A shard beyond what the topic's
+#: groups read is refused: its messages would be kept where no consumer looks.
 _PUBLISH = """
+local read = redis.call('GET', KEYS[2])
+if read and tonumber(ARGV[2]) >= tonumber(read) then
+  return redis.error_reply('SHARDS the consumer groups of this topic read ' .. read ..
+    ' shards, and this message is for shard ' .. ARGV[2] ..
+    ': give its publishers and consumers the same shards (?shards=N)')
+end
 local add = {'XADD', KEYS[1]}
 local max_age = tonumber(ARGV[1])
 if max_age > 0 then
@@ -40,19 +48,22 @@ if max_age > 0 then
   add[#add + 1] = string.format('%.0f', math.max(oldest, 0))
 end
 add[#add + 1] = '*'
-for i = 2, #ARGV do add[#add + 1] = ARGV[i] end
+for i = 3, #ARGV do add[#add + 1] = ARGV[i] end
 return redis.call(unpack(add))
 """
 
-#: KEYS: shard streams; ARGV[1]: group. Creates the group from the streams' start if missing.
+#: KEYS: shard streams, then the topic's shard count key; ARGV[1]: group. Creates the group
+#: from the streams' start if missing, and keeps the fewest shards any group reads.
 _DECLARE = """
-for _, key in ipairs(KEYS) do
-  local made = redis.pcall('XGROUP', 'CREATE', key, ARGV[1], '0', 'MKSTREAM')
+for i = 1, #KEYS - 1 do
+  local made = redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[1], '0', 'MKSTREAM')
   if type(made) == 'table' and made.err and not string.find(made.err, 'BUSYGROUP') then
     return redis.error_reply(made.err)
   end
 end
-return #KEYS
+local read = tonumber(redis.call('GET', KEYS[#KEYS]) or #KEYS - 1)
+redis.call('SET', KEYS[#KEYS], math.min(read, #KEYS - 1))
+return #KEYS - 1
 """
 
 
@@ -173,14 +184,15 @@ class RedisBroker(BrokerContext):
             if name != "body":  # the payload's field: a header of that name is not sent
                 fields += [name, value]
         max_age = 0 if self.max_age is None else max(1, round(self.max_age * 1000))
-        stream = self.stream_name(message.topic, _wire.shard(message, self.shards))
+        shard = _wire.shard(message, self.shards)
+        keys = [self.stream_name(message.topic, shard), self._shards_key(message.topic)]
         try:
             # One deadline for the whole call, waiting for another task's connect included.
             async with asyncio.timeout(self.timeout):
                 client = await self._connected()
                 script = self._scripts["publish"]
                 await _redis_group.guard(
-                    script(keys=[stream], args=[max_age, *fields], client=client)
+                    script(keys=keys, args=[max_age, shard, *fields], client=client)
                 )
         except BrokerError:
             raise
@@ -200,7 +212,7 @@ class RedisBroker(BrokerContext):
             async with asyncio.timeout(self.timeout):
                 client = await self._connected()
                 script = self._scripts["declare"]
-                keys = self.stream_names(topic)
+                keys = [*self.stream_names(topic), self._shards_key(topic)]
                 await _redis_group.guard(script(keys=keys, args=[group], client=client))
         except BrokerError:
             raise
@@ -246,6 +258,10 @@ class RedisBroker(BrokerContext):
     def stream_name(self, topic: str, shard: int) -> str:
         """The stream holding shard ``shard`` of ``topic``."""
         return f"{self.stream_prefix}:{topic}:{shard}"
+
+    def _shards_key(self, topic: str) -> str:
+        """The key holding how many shards the groups of ``topic`` read (the fewest)."""
+        return f"{self.stream_prefix}:{topic}:shards"
 
     def stream_names(self, topic: str) -> list[str]:
         """Every shard stream of ``topic``, by shard."""
