@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -175,6 +176,11 @@ class DurableRun(RunHandle):
         if not recorded.done():
             recorded.cancel()
             task.result()  # raises why it could not be recorded
+        error = recorded.exception()
+        if error is not None:  # not recorded (its id is another run's): the task fails too
+            with contextlib.suppress(BaseException):
+                await task
+            raise error
         return cls(store, saga_id, task)
 
     async def signal(

@@ -667,6 +667,25 @@ async def test_reusing_a_run_id_is_refused_before_any_step_runs() -> None:
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_start_refuses_a_taken_id_before_returning_a_handle(
+    backend: str, tmp_path: Path
+) -> None:
+    """``start()`` under an id the store holds raises ``RunExists`` itself: no handle comes
+    back through which the other run could be signalled or cancelled."""
+    store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "runs.db")
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(store, SQLiteStore):
+            await stack.enter_async_context(store)
+        await Three().execute(store=store, saga_id="taken")
+        before = await store.load("taken")
+        calls.clear()
+        with pytest.raises(RunExists, match="'taken' already exists"):
+            await Three().start(store=store, saga_id="taken")
+        assert calls == []
+        assert await store.load("taken") == before
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
 async def test_reusing_the_id_of_a_running_run_leaves_that_run_alone(
     backend: str, tmp_path: Path
 ) -> None:

@@ -62,6 +62,9 @@ class State:
     writer: asyncio.Task[None] | None = None
     writer_used: float = 0.0  # loop time of the writer's last successful batch
     closing: bool = False
+    #: Taken by callers that write themselves once the writer is gone: one at a time on its
+    #: connection.
+    inline: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
 
 class _WriterStopped(Exception):
@@ -251,7 +254,8 @@ class Connections:
                 job.future = future = state.loop.create_future()
         # The writer was cancelled (``asyncio.run`` ending cancels every task): a run's last
         # writes, such as letting its lease go, are made here rather than wait forever.
-        await self._writer.write(state, [job], self._check_after)
+        async with state.inline:
+            await self._writer.write(state, [job], self._check_after)
         return await future
 
     async def _write_forever(self, state: State) -> None:

@@ -85,6 +85,15 @@ class Writer:
         """
         try:
             outcomes = await self._run_batch(state, batch, check_after)
+        except asyncio.CancelledError:
+            # Cut short (``asyncio.run`` ending cancels the writer): the connection is midway
+            # through the batch, so it goes, and the callers learn that the outcome is unknown
+            # rather than wait for ever.
+            await self._drop_connection(state)
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(self._cut_short(job.run_id))
+            raise
         except Exception as error:  # a bug here must not leave callers waiting
             logger.exception("PostgreSQL store %s: writer failed", self._store)
             await self._drop_connection(state)
@@ -269,6 +278,14 @@ class Writer:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
+
+    def _cut_short(self, run_id: str | None) -> StoreError:
+        what = f"write of run {run_id}" if run_id else "write"
+        return StoreError(
+            f"PostgreSQL store {self._store}: {what} was cut short by a cancellation; it may "
+            "or may not have been applied",
+            run_id=run_id,
+        )
 
     def _failure(self, error: BaseException, run_id: str | None, *, unknown: bool = False) -> Any:
         if isinstance(error, StoreError) or not isinstance(error, psycopg.Error):
