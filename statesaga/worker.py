@@ -19,15 +19,16 @@ from .durable.resources import StoreLike, open_store
 from .durable.waiting import listen_for_signals
 from .errors import RunPaused, RunWaiting, SagaNotImportable, SignalArrived, StatesagaError
 from .result import SagaResult
-from .store.base import LeaseHeld, RunRecord, SagaStore
+from .store.base import LeaseHeld, RunRecord, SagaStore, StoreError
 
 if TYPE_CHECKING:
     from .messaging.broker import Broker
 
 log = logging.getLogger("statesaga.worker")
 
-#: Seconds a worker waits before it tries again a run whose saga it could not import.
-IMPORT_RETRY = 60.0
+#: Seconds before a worker tries again a run whose saga it could not import; the longest it
+#: waits between looks at a store that does not answer.
+IMPORT_RETRY, OUTAGE_RETRY = 60.0, 10.0
 
 
 @attrs.frozen
@@ -39,10 +40,8 @@ class Recovered:
         result: Its result, if this worker drove it to a terminal state.
         error: Why it did not (another worker holds it, its saga cannot be imported...).
         finished_elsewhere: Another worker finished it between listing and taking it.
-        waiting: It went on until its waits and is stored waiting again (what for, and
-            until when).
-        paused: The worker was draining: the run stopped between steps, committed, its
-            lease released.
+        waiting: It went on until its waits and is stored waiting again (what for, until).
+        paused: Drained: the run stopped between steps, committed, its lease released.
     """
 
     run_id: str
@@ -59,9 +58,8 @@ class Worker:
     Several workers (processes, machines) may share one store: a run is leased to one worker
     at a time, and another takes it over only after that lease expires.
 
-    A worker opens nothing of its own, so it needs no closing: a store or broker passed as an
-    object is its caller's; one named by URL, and the lease keepers and senders of its runs,
-    belong to the event loop (closed when it ends, or by ``statesaga.shutdown``).
+    A worker needs no closing: a store or broker passed as an object is its caller's; one
+    named by URL belongs to the event loop (closed when it ends, or by ``shutdown``).
 
     Args:
         store: The store or its URL.
@@ -73,9 +71,8 @@ class Worker:
         broker: Publish the messages the runs' steps emit right after each commit (a broker
             or its URL, checked here: see ``check_broker_url``); without one they wait in the
             outbox for a relay.
-        log_failures: Log why a run could not be driven. A caller that reports each run's
-            ``Recovered`` itself (``statesaga worker --once``) turns it off, so that a failure
-            is told once.
+        log_failures: Log why a run could not be driven (off for a caller that reports each
+            ``Recovered`` itself, as ``statesaga worker --once`` does).
 
     Raises:
         BrokerError: ``broker`` is a URL that names no usable broker.
@@ -128,8 +125,7 @@ class Worker:
         return frozenset(self._busy)
 
     def stop_taking(self) -> None:
-        """Take no new run from now on (a wait for leases ends too); the runs in hand go on
-        to their end."""
+        """Take no new run from now on (a wait for leases ends too); runs in hand go on."""
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
@@ -166,9 +162,9 @@ class Worker:
     ) -> None:
         """Recover runs until ``stop`` is set (or forever), then drain and return.
 
-        It takes runs as its concurrency frees up, at most as many as it can start at once,
-        and looks for more every ``poll`` seconds while it has room, busy or not: a run whose
-        worker died is taken over within its lease and one poll.
+        It takes runs as its concurrency frees up, and looks for more every ``poll`` seconds
+        while it has room, busy or not: a run whose worker died is taken over within its lease
+        and one poll. A store that stops answering is looked at again, less and less often.
 
         Draining: it takes no new run; each run in hand finishes the steps it is running,
         starts no new one, commits, and releases its lease, so that any worker goes on with
@@ -181,15 +177,28 @@ class Worker:
         store = await open_store(self.store)
         signalled = asyncio.Event()
         listening = listen_for_signals(store, signalled)
+        outage = 0  # looks in a row the store did not answer
         try:
             while not stop.is_set():
                 self.beaten_at = time.monotonic()
                 signalled.clear()
                 self._freed.clear()
                 room = self.concurrency - len(self._tasks)
-                full = room > 0 and len(await self._take(store, room)) == room
-                # Listing full: more may be free, look again as soon as a run ends.
-                await self._idle(store, stop, signalled, self._freed if full else None)
+                try:
+                    full = room > 0 and len(await self._take(store, room)) == room
+                    # Listing full: more may be free, look again as soon as a run ends.
+                    await self._idle(store, stop, signalled, self._freed if full else None)
+                except StoreError as error:  # a restart, a failover: wait, look again
+                    outage += 1
+                    if outage == 1:
+                        log.warning("the store does not answer (%s): looking again", error)
+                    delay = min(self.poll * 2 ** (outage - 1), OUTAGE_RETRY)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                if outage:
+                    log.warning("the store answers again after %d failed look(s)", outage)
+                    outage = 0
             await self._drain(drain_timeout)
         finally:
             for task in self._tasks:  # cancelled (a second signal): abandon what is in hand
@@ -249,8 +258,8 @@ class Worker:
             self.beaten_at = time.monotonic()  # draining is alive too
             left = self.poll if until is None else min(self.poll, until - time.monotonic())
             await asyncio.wait(list(self._tasks), timeout=max(0.0, left))
-        if self._tasks:
-            late = list(self._tasks)
+        late = list(self._tasks)
+        if late:
             log.warning(
                 "drain timed out after %g s: abandoning %d run(s) still running (%s); "
                 "their leases are released for another worker",
@@ -261,7 +270,8 @@ class Worker:
             for task in late:
                 task.cancel()
             await asyncio.wait(late)
-        log.info("drained: every run in hand committed and its lease released")
+        done = f"the other {len(hand) - len(late)} committed" if late else "every run committed"
+        log.info("drained: %s, each lease released", done)
 
     async def _idle(
         self,
@@ -270,8 +280,8 @@ class Worker:
         signalled: asyncio.Event,
         freed: asyncio.Event | None = None,
     ) -> None:
-        """Wait ``poll`` seconds, less when a waiting run's timeout falls due sooner, until a
-        signal is heard (a store that announces them), ``freed`` is set, or until ``stop``."""
+        """Wait ``poll`` seconds (less if a waiting run falls due sooner), until a signal is
+        heard, ``freed`` is set, or ``stop``."""
         delay = self.poll
         soonest = await store.waiting(limit=1)
         if soonest and soonest[0].wake_at is not None:
@@ -290,9 +300,8 @@ class Worker:
         return not self._stopping and not (self._stop is not None and self._stop.is_set())
 
     async def leased_elsewhere(self, limit: int = 10_000) -> list[RunRecord]:
-        """Unfinished runs that other drivers hold live leases on, soonest to run out first
-        (at most ``limit``): runs being driven, or left by a process that died, to be taken
-        over once their lease runs out."""
+        """Unfinished runs that other drivers (live or dead) hold leases on, soonest to run
+        out first (at most ``limit``)."""
         store = await open_store(self.store)
         leased = await store.leased(time.time(), limit)
         return [r for r in leased if r.lease_owner != owner_id()]
@@ -300,10 +309,9 @@ class Worker:
     async def run_waiting(
         self, waiting: Callable[[Sequence[RunRecord]], None] | None = None
     ) -> tuple[list[Recovered], list[RunRecord]]:
-        """``run_once``, then wait for the leases other drivers hold and take those runs over
-        as their leases run out, until none is left or ``stop_taking`` is called.
-
-        A run whose lease is renewed meanwhile has a live driver: it is left to it.
+        """``run_once``, then take over the runs other drivers hold as their leases run out
+        (one renewed meanwhile has a live driver: left to it), until none is left or
+        ``stop_taking`` is called.
 
         Args:
             waiting: Called with the runs it is about to wait for, before each wait.

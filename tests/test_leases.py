@@ -91,3 +91,19 @@ async def test_dropping_the_last_run_leaves_no_task_running() -> None:
     assert task is not None
     assert task.done()
     assert not keeper.running
+
+
+@pytest.mark.parametrize("text", ["abc", "", "0", "-1", "inf", "nan"])
+def test_a_lease_of_no_time_is_refused_with_what_to_give(text: str) -> None:
+    """``STATESAGA_LEASE_SECONDS`` must be a finite number of seconds above 0: a lease of no
+    time would let two workers drive one run at once."""
+    from statesaga.durable.leases import _lease_seconds
+
+    with pytest.raises(ValueError, match=r"STATESAGA_LEASE_SECONDS=.*above 0.*Unset it"):
+        _lease_seconds(text)
+
+
+def test_a_lease_of_some_seconds_is_taken() -> None:
+    from statesaga.durable.leases import _lease_seconds
+
+    assert (_lease_seconds("30"), _lease_seconds("0.5")) == (30.0, 0.5)

@@ -14,7 +14,22 @@ from ..store.base import SagaStore
 #: How long a lease lasts without renewal (seconds); ``STATESAGA_LEASE_SECONDS`` overrides it.
 #: A worker renews its leases every third of it, and another worker can take a run over only
 #: once its lease has run out, so this is also how long a crashed worker's runs wait.
-LEASE_SECONDS = float(os.environ.get("STATESAGA_LEASE_SECONDS", "30"))
+def _lease_seconds(text: str) -> float:
+    """``STATESAGA_LEASE_SECONDS`` read: a finite number of seconds above 0, else an error."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(
+            f"STATESAGA_LEASE_SECONDS={text!r} is not a finite number of seconds above 0: a lease of "
+            "no time lets two workers drive one run at once. Unset it (30 s) or give a time "
+            "well above a step's commit, such as 10"
+        )
+    return seconds
+
+
+LEASE_SECONDS = _lease_seconds(os.environ.get("STATESAGA_LEASE_SECONDS", "30"))
 
 _OWNER = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
