@@ -11,6 +11,7 @@ from typing import Self
 
 from ..store.base import SagaStore
 
+
 #: How long a lease lasts without renewal (seconds); ``STATESAGA_LEASE_SECONDS`` overrides it.
 #: A worker renews its leases every third of it, and another worker can take a run over only
 #: once its lease has run out, so this is also how long a crashed worker's runs wait.
@@ -22,9 +23,9 @@ def _lease_seconds(text: str) -> float:
         seconds = float("nan")
     if not 0 < seconds < float("inf"):
         raise ValueError(
-            f"STATESAGA_LEASE_SECONDS={text!r} is not a finite number of seconds above 0: a lease of "
-            "no time lets two workers drive one run at once. Unset it (30 s) or give a time "
-            "well above a step's commit, such as 10"
+            f"STATESAGA_LEASE_SECONDS={text!r} is not a finite number of seconds above 0: a "
+            "lease of no time lets two workers drive one run at once. Unset it (30 s) or give "
+            "a time well above a step's commit, such as 10"
         )
     return seconds
 
