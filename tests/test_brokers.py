@@ -604,7 +604,15 @@ def test_bad_broker_urls_say_what_is_understood() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", " ", "kafka://h:9092", "nats://h:4222?shards=0", "memory://?shards=x"]
+    "url",
+    [
+        "",
+        " ",
+        "kafka://h:9092",
+        "nats://h:4222?shards=0",
+        "memory://?shards=x",
+        "redis://127.0.0.1:6379/abc",
+    ],
 )
 def test_check_broker_url_refuses_what_broker_from_url_refuses(url: str) -> None:
     """check_broker_url raises the very error broker_from_url would, for every scheme."""

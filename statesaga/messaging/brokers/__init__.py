@@ -56,8 +56,8 @@ def check_broker_url(url: str) -> None:
 
     Raises:
         BrokerError: ``url`` is empty, its scheme is unknown (the message lists the known
-            ones), its ``shards`` is not a positive integer, or a Redis URL's seconds are not
-            positive numbers.
+            ones), its ``shards`` is not a positive integer, or a Redis URL's database is not
+            a number or its seconds are not positive numbers.
     """
     _parse(url)
 
@@ -79,6 +79,10 @@ def _parse(url: str) -> tuple[str, str, int, dict[str, float]]:
         for name in ("claim_after", "max_age")
         if scheme in ("redis", "rediss") and name in query
     }
+    if scheme in ("redis", "rediss"):
+        from .redis import database_number  # the module only: its client loads on connect
+
+        database_number(url)
     # Re-encoded, so a value holding '&', '=' or '%' reaches the client as it was written.
     rest = urlencode({name: values[-1] for name, values in query.items()})
     return (

@@ -114,7 +114,7 @@ class RedisBroker(BrokerContext):
         stream_prefix: str = "statesaga",
     ) -> None:
         self.url = url
-        self.db = _database(url)
+        self.db = database_number(url)
         self.shards = _wire.check_shards(shards)
         self.timeout = _positive("timeout", timeout)
         self.max_age = None if max_age is None else _positive("max_age", max_age)
@@ -306,7 +306,7 @@ def _consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _database(url: str) -> int:
+def database_number(url: str) -> int:
     """The database number in ``url``'s path (0 when there is none).
 
     Raises:
