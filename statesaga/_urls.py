@@ -9,6 +9,10 @@ import re
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#]*)@")
 
 
+# A password given as a query parameter (libpq's ``?password=`` and ``sslpassword=``).
+_QUERY_PASSWORD = re.compile(r"(?P<name>[?&](?:ssl)?password=)[^&#,]*", re.IGNORECASE)
+
+
 def hide_credentials(url: str, *, tokens: bool = False) -> str:
     """``url`` with each password replaced by ``***``, for messages and logs; never raises.
 
@@ -22,7 +26,7 @@ def hide_credentials(url: str, *, tokens: bool = False) -> str:
         info = f"{user}:***" if colon else ("***" if tokens and user else user)
         return f"{match['scheme']}{info}@"
 
-    return _USERINFO.sub(hide, url)
+    return _QUERY_PASSWORD.sub(r"\g<name>***", _USERINFO.sub(hide, url))
 
 
 def split_schema(url: str, default: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from .engine import Driver, run_in_memory, start_task
 from .engine.recorder import IN_MEMORY
 from .engine.state import RunState
 from .handle import DurableRun, InMemoryRun, RunHandle
-from .ids import new_run_id
+from .ids import run_id_or_new
 from .result import SagaResult
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Saga(SagaDefinition, abstract=True):
         signals only through the handle.
         """
         compiled = compile_saga(type(self))
-        saga_id = saga_id or new_run_id()
+        saga_id = run_id_or_new(saga_id)
         clock = clock or SYSTEM_CLOCK
         if store is not None:
             return await DurableRun.launch(compiled, self.data, saga_id, clock, store, broker)
@@ -115,7 +115,7 @@ def start_run(
     abandons the remaining work at once. A bad saga or argument raises when it is called.
     """
     compiled = compile_saga(saga)
-    saga_id = saga_id or new_run_id()
+    saga_id = run_id_or_new(saga_id)
     if store is not None:
         return _durable_start()(compiled, data, saga_id, clock or SYSTEM_CLOCK, store, broker)
     if broker is not None:

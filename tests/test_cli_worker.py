@@ -355,3 +355,23 @@ def test_the_stopping_text_counts_runs_in_the_right_number() -> None:
     assert two.endswith("Press Ctrl-C again to stop at once: they stay resumable.")
     seven = stopping_text([f"r{i}" for i in range(7)])
     assert "7 runs in hand to finish (r0, r1, r2, r3, r4, ...)" in seven
+
+
+def test_the_start_line_says_how_the_worker_runs(tmp_path: Path) -> None:
+    """The first line names the store, concurrency, poll, lease and broker, no secret shown."""
+    from click.testing import CliRunner
+
+    from statesaga.cli import cli
+
+    db = tmp_path / "runs.db"
+    broker = "amqp://app:s3cret@127.0.0.1:5672/"
+    result = CliRunner().invoke(
+        cli,
+        ["worker", "--once", "--store", f"sqlite:///{db}", "--poll", "0.5", "--broker", broker],
+    )
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first == (
+        f"worker on sqlite:///{db} (concurrency 32, poll 0.5 s, lease 30 s, "
+        "publishing to amqp://app:***@127.0.0.1:5672/)"
+    )

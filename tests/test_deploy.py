@@ -241,6 +241,7 @@ def test_base_fits_the_kubernetes_schemas(rendered: tuple[dict[str, Any], ...]) 
         "PodDisruptionBudget",
         "Secret",
         "Service",
+        "Service",
     ]
     for resource in rendered:
         try:
@@ -349,8 +350,8 @@ def test_pods_run_as_the_image_user_on_a_read_only_root(
 def test_disruption_budgets_and_metrics_service_select_their_pods(
     rendered: tuple[dict[str, Any], ...],
 ) -> None:
-    """Each Deployment has a PodDisruptionBudget selecting its pods, and the workers' metrics
-    Service selects the workers and tells Prometheus where to scrape."""
+    """Each Deployment has a PodDisruptionBudget selecting its pods, and a metrics Service
+    that selects its pods (workers, relays) and tells Prometheus where to scrape."""
     found = deployments(rendered)
     budgets = [r for r in rendered if r["kind"] == "PodDisruptionBudget"]
     for deployment in found.values():
@@ -359,15 +360,20 @@ def test_disruption_budgets_and_metrics_service_select_their_pods(
             b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
         ]
         assert len(chosen) == 1, deployment["metadata"]["name"]
-    worker = found["statesaga-worker"]
-    box = container(worker)
-    service = one(rendered, "Service", "statesaga-worker-metrics")
-    labels = worker["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= labels.items()
-    notes = service["metadata"]["annotations"]
-    metrics = int(option(box["args"], "--metrics-port"))
-    assert notes["prometheus.io/scrape"] == "true"
-    assert notes["prometheus.io/path"] == "/metrics"
-    assert int(notes["prometheus.io/port"]) == metrics
-    (port,) = service["spec"]["ports"]
-    assert port_number(box, port["targetPort"]) == metrics
+    for name in ("statesaga-worker", "statesaga-relay"):
+        deployment = found[name]
+        box = container(deployment)
+        service = one(rendered, "Service", f"{name}-metrics")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+        others = [d for n, d in found.items() if n != name]
+        for other in others:  # each Service selects its own pods only
+            other_labels = other["spec"]["template"]["metadata"]["labels"]
+            assert not service["spec"]["selector"].items() <= other_labels.items()
+        notes = service["metadata"]["annotations"]
+        metrics = int(option(box["args"], "--metrics-port"))
+        assert notes["prometheus.io/scrape"] == "true"
+        assert notes["prometheus.io/path"] == "/metrics"
+        assert int(notes["prometheus.io/port"]) == metrics
+        (port,) = service["spec"]["ports"]
+        assert port_number(box, port["targetPort"]) == metrics

@@ -733,3 +733,15 @@ async def test_a_pivot_pushed_after_the_deadline_is_run_again() -> None:
     again = await resume(store, "late", saga=Late)
     assert again.status is SagaStatus.COMPLETED
     assert tries == 2
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 42])
+async def test_a_saga_id_must_be_a_non_empty_string(bad: Any) -> None:
+    """An empty (or non-string) ``saga_id`` is refused when ``execute``/``start`` is called,
+    rather than silently replaced by a generated one."""
+    calls.clear()
+    with pytest.raises(ValueError, match=r"saga_id=.*non-empty string"):
+        Three().execute(saga_id=bad, store=MemoryStore())
+    with pytest.raises(ValueError, match=r"saga_id=.*non-empty string"):
+        await Three().start(saga_id=bad)
+    assert calls == []

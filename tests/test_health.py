@@ -46,7 +46,7 @@ async def test_healthz_follows_the_heartbeat() -> None:
         status, body = await aget(server.port, "/healthz")
         assert status == 503
         assert body.startswith("no heartbeat for 5.")
-        assert (await aget(server.port, "/nowhere"))[0] == 404
+        assert await aget(server.port, "/nowhere") == (404, "not found: try /healthz or /readyz\n")
     finally:
         server.close()
 
@@ -118,6 +118,10 @@ async def test_a_worker_serves_health_and_metrics_on_one_port(tmp_path: Path) ->
         status, metrics = await aget(port, "/metrics")
         assert status == 200
         assert "statesaga_" in metrics
+        assert await aget(port, "/elsewhere") == (
+            404,
+            "not found: try /healthz, /readyz or /metrics\n",
+        )
         worker.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
         status, body = await aget(port, "/readyz")

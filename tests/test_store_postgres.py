@@ -614,6 +614,15 @@ def test_a_url_with_several_hosts_has_every_password_hidden() -> None:
     assert shown == "postgresql://app:***@h1:5432,h2:5432/db?target_session_attrs=read-write"
 
 
+def test_a_password_given_as_a_query_parameter_is_hidden() -> None:
+    """libpq's ``?password=`` (and ``sslpassword=``) are hidden too, the rest shown as is."""
+    url = "postgresql://app@h/db?sslmode=require&password=s3cret&sslpassword=k3y&schema=x"
+    shown = hide_password(url)
+    assert "s3cret" not in shown
+    assert "k3y" not in shown
+    assert shown == "postgresql://app@h/db?sslmode=require&password=***&sslpassword=***&schema=x"
+
+
 async def test_a_schema_name_with_a_percent_sign_holds_the_tables(
     request: pytest.FixtureRequest,
 ) -> None:

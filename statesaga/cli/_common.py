@@ -65,7 +65,8 @@ required_broker_option = click.option(
     envvar=BROKER_ENV_VAR,
     required=True,
     callback=checked_broker_url,
-    help=f"Broker URL (amqp://..., nats://..., redis://..., memory://); ${BROKER_ENV_VAR} sets it.",
+    help=f"Broker URL (amqp://..., nats://..., redis://...); ${BROKER_ENV_VAR} sets it. memory:// "
+    "is a broker inside this process only, for trying things out: what it is sent is lost.",
 )
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from .._urls import hide_credentials
+from ..durable.leases import LEASE_SECONDS
 from ..durable.resources import shutdown
 from ..observe.collectors import WaitingRuns
 from ..observe.health import broker_check, store_check
@@ -81,7 +83,11 @@ def worker(
     if wait and not once:
         raise click.UsageError("--wait goes with --once (without it the worker waits anyway)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"worker on {shown(store_url)} (concurrency {concurrency})")
+    sending = f", publishing to {hide_credentials(broker_url, tokens=True)}" if broker_url else ""
+    click.echo(
+        f"worker on {shown(store_url)} (concurrency {concurrency}, poll {poll:g} s, lease "
+        f"{LEASE_SECONDS:g} s{sending})"
+    )
     ports = (metrics_port, health_port)
     failed = asyncio.run(
         _work(store_url, concurrency, poll, once, broker_url, wait, ports, drain_timeout)

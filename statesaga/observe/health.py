@@ -178,7 +178,8 @@ def start_health_server(
             elif path == "/metrics" and metrics is not None:
                 self._send(200, metrics(), content_type)
             else:
-                self._send(404, b"not found: try /healthz or /readyz\n", "text/plain")
+                where = "/healthz, /readyz or /metrics" if metrics else "/healthz or /readyz"
+                self._send(404, f"not found: try {where}\n".encode(), "text/plain")
 
         def _answer(self, why: str | None) -> None:
             if why is None:
