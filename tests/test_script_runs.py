@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -245,51 +246,52 @@ print("ended", flush=True)
 """
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def script_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new store of each durable backend, for a script to use."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+        return
+    from test_store_postgres import URL, drop_schema, require_server
+
+    require_server()
+    schema = f"script_{os.getpid()}_{tmp_path.name[-6:]}".replace("-", "_")
+    try:
+        yield f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
+    finally:
+        drop_schema(schema)
+
+
+def stored(url: str, *run_ids: str) -> list[tuple[str, str | None]]:
+    """Each run's status and lease owner, read back from the store at ``url``."""
+    import asyncio
+
+    from statesaga.store import store_from_url
+
+    async def read() -> list[tuple[str, str | None]]:
+        async with store_from_url(url) as store:
+            runs = [(await store.load(run_id)).run for run_id in run_ids]
+            return [(run.status, run.lease_owner) for run in runs]
+
+    return asyncio.run(read())
+
+
 @pytest.mark.parametrize("runs", [1, 4])
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_script_that_starts_runs_and_returns_ends_and_lets_them_go(
-    backend: str, runs: int, tmp_path: Path
+    script_store: str, runs: int, tmp_path: Path
 ) -> None:
     """``asyncio.run`` ending cancels the runs' tasks: the process exits at once, quietly, and
     each run is left unfinished with no lease, for the next worker (on PostgreSQL the leases
     used to be let go through a writer task already cancelled, and the process hung; with
     several runs, their last writes met on one connection and the process hung or failed)."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'runs.db'}"
-    else:
-        from test_store_postgres import URL, drop_schema, require_server
-
-        require_server()
-        schema = f"script_{os.getpid()}_{tmp_path.name[-6:]}".replace("-", "_")
-        url = f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
     (tmp_path / "starts.py").write_text(STARTS_AND_RETURNS)
-    try:
-        done = subprocess.run(
-            [sys.executable, "starts.py", url, str(runs)],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        started = [word for n in range(1, runs + 1) for word in ("started", f"left-{n}")]
-        assert done.stdout.split() == [*started, "ended"]
-        assert "Traceback" not in done.stderr, done.stderr
-        import asyncio
-
-        from statesaga.store import store_from_url
-
-        async def leases() -> list[str | None]:
-            async with store_from_url(url) as store:
-                loaded = [await store.load(f"left-{n}") for n in range(1, runs + 1)]
-                return [snapshot.run.lease_owner for snapshot in loaded]
-
-        assert asyncio.run(leases()) == [None] * runs
-    finally:
-        if backend == "postgres":
-            drop_schema(schema)
+    done = python("starts.py", script_store, str(runs), cwd=tmp_path, env={})
+    assert done.returncode == 0, done.stderr
+    started = [word for n in range(1, runs + 1) for word in ("started", f"left-{n}")]
+    assert done.stdout.split() == [*started, "ended"]
+    assert "Traceback" not in done.stderr, done.stderr
+    left = stored(script_store, *(f"left-{n}" for n in range(1, runs + 1)))
+    assert [owner for _, owner in left] == [None] * runs
 
 
 SHUTS_DOWN = """
@@ -316,39 +318,16 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_shutdown_stops_the_runs_in_flight_and_lets_them_go(backend: str, tmp_path: Path) -> None:
+def test_shutdown_stops_the_runs_in_flight_and_lets_them_go(
+    script_store: str, tmp_path: Path
+) -> None:
     """``shutdown()`` with a run still going stops it first: its handle says so (``RunPaused``),
     nothing fails on a closed store or warns of an exception never retrieved, and the run is
     left unfinished with no lease, for a worker to go on with at once."""
-    schema = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'runs.db'}"
-    else:
-        from test_store_postgres import URL, require_server
-
-        require_server()
-        schema = f"shut_{os.getpid()}_{tmp_path.name[-6:]}".replace("-", "_")
-        url = f"{URL}{'&' if '?' in URL else '?'}schema={schema}"
     (tmp_path / "shuts.py").write_text(SHUTS_DOWN)
-    try:
-        done = python("shuts.py", url, cwd=tmp_path, env={})
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("RunPaused run stopped-1 was stopped by statesaga.shutdown()")
-        assert "never retrieved" not in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr, done.stderr
-        import asyncio
-
-        from statesaga.store import store_from_url
-
-        async def left() -> tuple[str, str | None]:
-            async with store_from_url(url) as store:
-                run = (await store.load("stopped-1")).run
-                return run.status, run.lease_owner
-
-        assert asyncio.run(left()) == ("running", None)
-    finally:
-        if schema is not None:
-            from test_store_postgres import drop_schema
-
-            drop_schema(schema)
+    done = python("shuts.py", script_store, cwd=tmp_path, env={})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("RunPaused run stopped-1 was stopped by statesaga.shutdown()")
+    assert "never retrieved" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert stored(script_store, "stopped-1") == [("running", None)]

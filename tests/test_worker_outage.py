@@ -13,13 +13,11 @@ from _services import Proxy
 from test_store_postgres import URL, drop_schema, new_schema, require_server
 
 from statesaga import Saga, Step
-from statesaga.compiler import compile_saga
 from statesaga.context import Context
-from statesaga.engine.state import initial_config
 from statesaga.loader import saga_reference
 from statesaga.store import store_from_url
-from statesaga.store.base import RunRecord
 from statesaga.worker import Worker
+from tests.crash.cluster import new_run
 
 
 async def noop(ctx: Context) -> None:
@@ -28,26 +26,6 @@ async def noop(ctx: Context) -> None:
 
 class Two(Saga):
     steps = (Step("a", noop), Step("b", noop))
-
-
-def new_run(run_id: str) -> RunRecord:
-    """A new run of ``Two`` that nobody drives yet: a worker takes it."""
-    compiled = compile_saga(Two)
-    now = time.time()
-    return RunRecord(
-        run_id=run_id,
-        saga=compiled.name,
-        saga_path=saga_reference(Two),
-        fingerprint=compiled.fingerprint,
-        input={},
-        status=compiled.initial,
-        config=initial_config(compiled),
-        version=0,
-        lease_owner=None,
-        lease_expires=None,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 async def test_a_worker_outlives_a_store_that_goes_away_for_a_moment(
@@ -71,7 +49,7 @@ async def test_a_worker_outlives_a_store_that_goes_away_for_a_moment(
                 await asyncio.sleep(1.0)
                 assert not running.done(), running.exception()
                 await proxy.start()
-                await direct.create(new_run("after-outage"))
+                await direct.create(new_run(Two, "after-outage", {}))
                 deadline = time.monotonic() + 20
                 while (await direct.load("after-outage")).run.status != "completed":
                     assert not running.done(), running.exception()

@@ -16,10 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from statesaga.compiler import compile_saga
-from statesaga.engine.state import initial_config
-from statesaga.loader import saga_reference
 from statesaga.store.base import RunRecord, SagaStore
+from tests.crash.cluster import new_run
 
 from .saga import ChaosSaga
 
@@ -135,22 +133,7 @@ class Cluster:
 
 def run_record(run_id: str, seed: int, topic: str) -> RunRecord:
     """A new ``ChaosSaga`` run that nobody drives yet: the first free worker takes it."""
-    compiled = compile_saga(ChaosSaga)
-    now = time.time()
-    return RunRecord(
-        run_id=run_id,
-        saga=compiled.name,
-        saga_path=saga_reference(ChaosSaga),
-        fingerprint=compiled.fingerprint,
-        input={"seed": seed, "topic": topic},
-        status=compiled.initial,
-        config=initial_config(compiled),
-        version=0,
-        lease_owner=None,
-        lease_expires=None,
-        created_at=now,
-        updated_at=now,
-    )
+    return new_run(ChaosSaga, run_id, {"seed": seed, "topic": topic})
 
 
 async def create_runs(

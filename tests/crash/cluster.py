@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from statesaga import Saga, Step
 from statesaga.compiler import compile_saga
@@ -50,26 +51,37 @@ class Timed(Saga):
     steps = (Step("a", timed), Step("b", timed))
 
 
+def new_run(
+    saga: type[Saga],
+    run_id: str,
+    data: dict[str, Any],
+    *,
+    owner: str | None = None,
+    expires: float | None = None,
+) -> RunRecord:
+    """A run of ``saga`` that has not started, leased to ``owner`` until ``expires`` (a worker
+    that took it and died), or to nobody: the first worker to look takes it."""
+    compiled = compile_saga(saga)
+    now = time.time()
+    return RunRecord(
+        run_id=run_id,
+        saga=compiled.name,
+        saga_path=saga_reference(saga),
+        fingerprint=compiled.fingerprint,
+        input=data,
+        status=compiled.initial,
+        config=initial_config(compiled),
+        version=0,
+        lease_owner=owner,
+        lease_expires=expires,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 async def strand(
     store: SagaStore, run_id: str, *, seconds: float, owner: str | None, expires: float | None
 ) -> None:
     """A ``Timed`` run that has not started, leased to ``owner`` until ``expires`` (a worker
     that took it and died), or to nobody."""
-    compiled = compile_saga(Timed)
-    now = time.time()
-    await store.create(
-        RunRecord(
-            run_id=run_id,
-            saga=compiled.name,
-            saga_path=saga_reference(Timed),
-            fingerprint=compiled.fingerprint,
-            input={"seconds": seconds},
-            status=compiled.initial,
-            config=initial_config(compiled),
-            version=0,
-            lease_owner=owner,
-            lease_expires=expires,
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    await store.create(new_run(Timed, run_id, {"seconds": seconds}, owner=owner, expires=expires))
