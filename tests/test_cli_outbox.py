@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -93,14 +94,51 @@ def test_relay_once_publishes_what_is_due(db: str) -> None:
     assert relayed.output.splitlines()[-1] == "published 2 messages"
 
 
+@pytest.mark.parametrize("days", ["inf", "Infinity", "nan", "1e400"])
+def test_purge_refuses_days_that_are_no_number(db: str, days: str) -> None:
+    """--older-than inf (or nan, or a number past any float) is a usage error: nothing goes."""
+    purged = outbox_cli("outbox", "purge", "--dead", "--older-than", days, "--store", db)
+    assert purged.exit_code == 2
+    assert "is not a number of days: give a finite one" in purged.output
+    assert "r1:s:2" in outbox_cli("outbox", "list", "--store", db).output
+
+
+def test_relay_once_counts_the_messages_it_gave_up_on(tmp_path: Path) -> None:
+    """relay --once says how many messages went dead, not only how many it published: here
+    RabbitMQ returns each (no queue is bound to their topic) and one attempt is allowed."""
+    from _services import AMQP_URL, require
+
+    require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
+    path = tmp_path / "runs.db"
+    topic = f"nobody-listens-{uuid.uuid4().hex}"
+
+    async def seed() -> None:
+        run = RunRecord("r1", "S", "m:S", "f", {}, "running", {}, 0, "w", 1e12, 1.0, 1.0)
+        batch = [Message(f"r1:s:{n}", topic, {}, saga_id="r1", step="s") for n in range(7)]
+        async with SQLiteStore(path) as store:
+            await store.commit(
+                Commit("r1", 0, "w", "running", {}, [], [], 1.0, create=run, messages=batch)
+            )
+
+    asyncio.run(seed())
+    args = ("--store", f"sqlite:///{path}", "--broker", AMQP_URL, "--max-attempts", "1")
+    relayed = outbox_cli("relay", "--once", *args)
+    assert relayed.exit_code == 0, relayed.output
+    assert relayed.output.splitlines()[-1].startswith(
+        "published 0 messages; gave up on 7 (dead: `statesaga outbox list --status dead` shows"
+    )
+    dead = outbox_cli("outbox", "list", "--status", "dead", "--store", f"sqlite:///{path}")
+    assert len(dead.output.splitlines()) == 8
+
+
 def test_retry_names_the_ids_it_could_not_requeue(db: str) -> None:
-    """retry of an unknown or sent id says which, on one line, and exits 1."""
+    """retry of an unknown or sent id says which is which, a line each, and exits 1."""
     retried = outbox_cli("outbox", "retry", "r1:s:2", "r1:s:1", "nope", "--store", db)
     assert retried.exit_code == 1
     assert retried.stdout == "requeued 1 message\n"
-    [line] = retried.stderr.splitlines()
-    assert line.startswith("error: not requeued")
-    assert line.endswith(": r1:s:1, nope")
+    sent, unknown = retried.stderr.splitlines()
+    assert sent.startswith("error: r1:s:1 not requeued: it was sent already, at ")
+    assert unknown == f"error: nope not requeued: no such message in {db}"
 
 
 @pytest.mark.parametrize(
@@ -127,9 +165,16 @@ def test_purge_by_id_deletes_those_dead_messages_and_names_the_others(db: str) -
     purged = outbox_cli("outbox", "purge", "r1:s:2", "r1:s:1", "r1:s:3", "nope", "--store", db)
     assert purged.exit_code == 1
     assert purged.stdout == "deleted 1 dead message\n"
-    [line] = purged.stderr.splitlines()
-    assert line.startswith("error: not deleted (no such dead message in ")
-    assert line.endswith(": r1:s:1, r1:s:3, nope")
+    sent, pending, unknown = purged.stderr.splitlines()
+    assert sent.startswith("error: r1:s:1 not deleted: it was sent at ")
+    assert sent.endswith(
+        "it is not dead (sent messages are deleted with `statesaga outbox purge --sent`)"
+    )
+    assert pending == (
+        "error: r1:s:3 not deleted: it is pending, still to be delivered (pending messages are "
+        "never deleted)"
+    )
+    assert unknown == f"error: nope not deleted: no such message in {db}"
     listed = outbox_cli("outbox", "list", "--store", db).output.splitlines()
     assert [row.split()[0] for row in listed[1:]] == ["r1:s:3", "r1:s:1"]
     relayed = outbox_cli("relay", "--once", "--store", db, "--broker", "memory://")
@@ -141,7 +186,11 @@ def test_purge_by_id_honours_older_than_and_sent(db: str) -> None:
     young = outbox_cli("outbox", "purge", "--dead", "--older-than", "2", "r1:s:2", "--store", db)
     assert young.exit_code == 1
     assert young.stdout == "deleted 0 dead messages\n"
-    assert "no such dead message older than 2 days in " in young.stderr
+    assert young.stderr.startswith(
+        "error: r1:s:2 not deleted: it is not older than 2 days (created "
+    )
+    dead = outbox_cli("outbox", "purge", "--sent", "r1:s:2", "--store", db)
+    assert "error: r1:s:2 not deleted: it is dead, not sent" in dead.stderr
     old = outbox_cli("outbox", "purge", "--older-than", "1", "r1:s:2", "r1:s:2", "--store", db)
     assert (old.exit_code, old.output) == (0, "deleted 1 dead message\n")
     sent = outbox_cli("outbox", "purge", "--sent", "r1:s:1", "--store", db)

@@ -58,7 +58,8 @@ class WaitingSaga(Saga):
 
 def run_in_store(url: str) -> dict[str, str]:
     """Fill the store at ``url``: a compensated run, a failed one, a waiting one, a run of a
-    saga that cannot be imported with HTML step names, and enough runs for three pages."""
+    saga that cannot be imported with HTML step names, a running run whose lease ran out and
+    one whose lease holds, and enough runs for three pages."""
 
     async def fill() -> dict[str, str]:
         store = store_from_url(url)
@@ -79,6 +80,11 @@ def run_in_store(url: str) -> dict[str, str]:
                 await asyncio.sleep(0.01)
             ids["waiting"] = "wait-1"
             await foreign_run(store)
+            for run_id, expires in (("lease-gone", -60), ("lease-live", 3600)):
+                lease = {"lease_owner": f"w-{run_id}", "lease_expires": time.time() + expires}
+                await store.create(
+                    plain_run(run_id, 500.0, saga="Leases", status="running", **lease)
+                )
             for n in range(120):
                 await store.create(plain_run(f"bulk-{n:03}", 1_000.0 + n))
             return ids
@@ -335,9 +341,37 @@ def test_store_that_goes_away_is_an_error_page_and_serving_goes_on(tmp_path: Pat
         assert test_client.get("/").status_code == 200
 
 
-async def _create(url: str) -> None:
-    async with store_from_url(url):
-        pass
+async def _create(url: str, *run_ids: str) -> None:
+    async with store_from_url(url) as store:
+        for run_id in run_ids:
+            await store.create(plain_run(run_id, time.time()))
+
+
+def test_a_deleted_or_replaced_sqlite_file_is_noticed(tmp_path: Path) -> None:
+    """The SQLite file deleted while served is a 503 page (not reads from the unlinked file);
+    a new file at its path is opened, and so is one moved over it."""
+    path = tmp_path / "runs.db"
+    url = f"sqlite:///{path}"
+    asyncio.run(_create(url, "first-1"))
+    with TestClient(create_app(url)) as test_client:
+        assert "first-1" in test_client.get("/").text
+        for name in ("runs.db", "runs.db-wal", "runs.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        gone = test_client.get("/")
+        assert gone.status_code == 503
+        assert "no such file" in gone.text
+        asyncio.run(_create(url, "second-1"))
+        again = test_client.get("/").text
+        assert "second-1" in again
+        assert "first-1" not in again
+        other = tmp_path / "other.db"
+        asyncio.run(_create(f"sqlite:///{other}", "third-1"))
+        other.replace(path)  # the old -wal and -shm files go with the file they belong to
+        for name in ("runs.db-wal", "runs.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        moved = test_client.get("/").text
+        assert "third-1" in moved
+        assert "second-1" not in moved
 
 
 def test_pages_carry_a_content_security_policy(client: TestClient) -> None:
@@ -345,41 +379,6 @@ def test_pages_carry_a_content_security_policy(client: TestClient) -> None:
     policy = client.get("/").headers["content-security-policy"]
     assert "script-src 'self'" in policy
     assert "frame-ancestors 'none'" in policy
-
-
-def test_command_says_where_it_listens_and_warns_off_loopback(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """`statesaga ui` names the store (no password) and warns when bound beyond loopback."""
-    import uvicorn
-    from click.testing import CliRunner
-
-    from statesaga.cli import cli
-
-    served: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
-    url = f"postgresql://app:{SECRET}@127.0.0.1/test"
-    local = CliRunner().invoke(cli, ["ui", "--store", url])
-    assert local.exit_code == 0
-    assert "127.0.0.1 only" in local.output
-    assert SECRET not in local.output
-    wide = CliRunner().invoke(cli, ["ui", "--store", url, "--host", "0.0.0.0", "--allow-actions"])
-    assert wide.output.count("warning:") == 2
-    assert served[-1] == {"host": "0.0.0.0", "port": 8080, "log_level": "warning"}
-
-
-def test_command_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without starlette or uvicorn the command says to install the ui extra."""
-    import sys
-
-    from click.testing import CliRunner
-
-    from statesaga.cli import cli
-
-    monkeypatch.setitem(sys.modules, "uvicorn", None)
-    result = CliRunner().invoke(cli, ["ui", "--store", "sqlite:///x.db"])
-    assert result.exit_code == 1
-    assert "pip install 'statesaga[ui]'" in result.output
 
 
 def test_a_time_past_any_calendar_is_shown_as_seconds() -> None:
@@ -399,3 +398,36 @@ def test_a_waiting_runs_page_keeps_following_it_slowly(client: TestClient) -> No
     assert 'data-finished="false" data-pace="10000"' in waiting
     finished = client.get("/runs/failed-1").text
     assert 'data-finished="true"' in finished
+
+
+def test_an_expired_lease_is_shown_as_expired(client: TestClient) -> None:
+    """A lease past its time says it ran out and that any worker may take the run; a live
+    one does not."""
+    gone = client.get("/runs/lease-gone").text
+    assert "leased by w-lease-gone until" in gone
+    assert "expired: any worker may take the run" in gone
+    live = client.get("/runs/lease-live", params={"fragment": "1"}).text
+    assert "leased by w-lease-live until" in live
+    assert "expired" not in live
+
+
+def test_a_utc_offset_whose_plus_became_a_space_is_read(client: TestClient) -> None:
+    """A `+01:00` typed in a URL arrives as ` 01:00` (a `+` in a query is a space): it is read
+    as the offset it was, in the pages and the API."""
+    url = "/?saga=Bulk&until=1970-01-01T01:18:00+01:00"  # 00:18 UTC
+    early = client.get(url)
+    assert early.status_code == 200, early.text
+    assert "bulk-079" in early.text
+    assert "bulk-080" not in early.text
+    assert client.get(url.replace("/?", "/api/runs?")).json()["runs"][0]["run_id"] == "bulk-079"
+    spaced = client.get("/", params={"saga": "Bulk", "until": "1970-01-01 01:18 01:00"})
+    assert "bulk-080" not in spaced.text
+    assert "bulk-079" in spaced.text
+
+
+def test_a_saga_with_one_run_says_run(client: TestClient) -> None:
+    """The sagas page counts one run as "1 run", others as "N runs"."""
+    html = client.get("/sagas").text
+    assert "1 run:" in html  # WaitingSaga
+    assert "1 runs" not in html
+    assert "2 runs:" in html  # EvilSaga

@@ -122,14 +122,18 @@ def test_resume_finishes_a_failed_run(client: TestClient, caplog: pytest.LogCapt
 
 
 def test_signal_and_cancel_a_waiting_run(client: TestClient) -> None:
-    """A signal with a JSON payload is accepted; a bad payload is refused; cancel is asked."""
+    """A signal with a JSON payload is accepted; a bad payload is a bad parameter (400); an
+    unknown run is a 404; cancel is asked."""
     csrf = token(client, "/runs/wait-1")
-    bad = client.post(
-        "/actions/signal",
-        data={"run_id": "wait-1", "event": "approval", "payload": "[1]", "csrf": csrf},
-    )
-    assert bad.status_code == 409
-    assert "JSON object" in bad.text
+    for payload in ("[1]", "{nope"):
+        bad = client.post(
+            "/actions/signal",
+            data={"run_id": "wait-1", "event": "approval", "payload": payload, "csrf": csrf},
+        )
+        assert bad.status_code == 400, payload
+        assert "payload" in bad.text
+    empty = client.post("/actions/signal", data={"run_id": "wait-1", "event": "", "csrf": csrf})
+    assert (empty.status_code, "the form has no event" in empty.text) == (400, True)
     good = client.post(
         "/actions/signal",
         data={"run_id": "wait-1", "event": "approval", "payload": '{"ok": true}', "csrf": csrf},
@@ -141,7 +145,21 @@ def test_signal_and_cancel_a_waiting_run(client: TestClient) -> None:
     cancel = client.post("/actions/cancel", data={"run_id": "wait-2", "csrf": csrf})
     assert "cancellation requested" in cancel.text
     unknown = client.post("/actions/signal", data={"run_id": "nope", "event": "a", "csrf": csrf})
-    assert unknown.status_code == 409
+    assert unknown.status_code == 404
+    assert "no run &#39;nope&#39; in this store" in unknown.text
+    wrong = client.post("/actions/signal", data={"run_id": "wait-1", "event": "x", "csrf": csrf})
+    assert wrong.status_code == 409  # the run's saga has no such wait: its state refuses it
+
+
+def test_an_unknown_run_is_404_for_every_run_action(client: TestClient) -> None:
+    """resume, signal and cancel of a run the store does not have answer 404, as its page does."""
+    csrf = token(client, "/outbox")
+    for action in ("resume", "signal", "cancel"):
+        data = {"run_id": "nope", "event": "approval", "csrf": csrf}
+        answer = client.post(f"/actions/{action}", data=data)
+        assert answer.status_code == 404, (action, answer.text)
+        assert "no run &#39;nope&#39; in this store" in answer.text
+    assert client.get("/runs/nope").status_code == 404
 
 
 def test_retry_and_purge_dead_messages(client: TestClient) -> None:
@@ -153,12 +171,21 @@ def test_retry_and_purge_dead_messages(client: TestClient) -> None:
     answer = client.post("/actions/retry", data={"message_id": "m1", "csrf": csrf})
     assert "requeued" in answer.text
     again = client.post("/actions/retry", data={"message_id": "nope", "csrf": csrf})
-    assert again.status_code == 409
+    assert again.status_code == 404
+    assert "nope: not requeued: no such message" in again.text
     purge = client.post("/actions/purge", data={"days": "0", "csrf": csrf})
     assert "deleted 1 dead message " in purge.text
     assert list(outbox(client)) == ["m3", "m1"]  # m2 went; m1 was requeued
-    bad = client.post("/actions/purge", data={"days": "soon", "csrf": csrf})
-    assert bad.status_code == 409
+
+
+@pytest.mark.parametrize("days", ["soon", "-1", "", " ", "inf", "-inf", "nan", "1e400"])
+def test_purge_by_age_refuses_what_is_no_number_of_days(client: TestClient, days: str) -> None:
+    """days that are no finite number, 0 or more, are a bad parameter (400); nothing goes."""
+    bad = client.post("/actions/purge", data={"days": days, "csrf": token(client, "/outbox")})
+    assert bad.status_code == 400, bad.text
+    assert "days" in bad.text
+    assert "deleted" not in bad.text
+    assert list(outbox(client)) == ["m2", "m1", "m3"]
 
 
 def test_purge_one_dead_message_by_id(client: TestClient) -> None:
@@ -169,13 +196,79 @@ def test_purge_one_dead_message_by_id(client: TestClient) -> None:
     purged = client.post("/actions/purge", data={"message_id": "m1", "csrf": csrf})
     assert (purged.status_code, "m1: deleted" in purged.text) == (200, True)
     assert outbox(client) == {"m2": ["retry", "purge"], "m3": ["retry"]}
-    for message_id in ("m3", "m1", "nope"):  # pending, gone already, unknown
+    pending = client.post("/actions/purge", data={"message_id": "m3", "csrf": csrf})
+    assert pending.status_code == 409
+    assert "m3: not deleted: it is pending, still to be delivered" in pending.text
+    for message_id in ("m1", "nope"):  # gone already, unknown
         refused = client.post("/actions/purge", data={"message_id": message_id, "csrf": csrf})
-        assert refused.status_code == 409
-        assert f"{message_id}: not deleted (no such dead message)" in refused.text
+        assert refused.status_code == 404
+        assert f"{message_id}: not deleted: no such message" in refused.text
     both = client.post("/actions/purge", data={"message_id": "m2", "days": "0", "csrf": csrf})
-    assert (both.status_code, "not both" in both.text) == (409, True)
+    assert (both.status_code, "not both" in both.text) == (400, True)
     assert list(outbox(client)) == ["m2", "m3"]
+
+
+def test_refusals_of_a_sent_message_say_it_was_sent(client: TestClient, filled: str) -> None:
+    """Retrying or purging a sent message is refused (409) saying it was sent: the store is
+    asked for the messages of the run the form names (the outbox page's buttons name it as
+    of_run, a run page's as run_id)."""
+
+    async def send_m3() -> None:
+        async with store_from_url(filled) as store:
+            [m3] = await store.outbox_claim("relay", time.time(), time.time() + 60)
+            await store.outbox_mark_sent([m3.id], time.time())
+
+    asyncio.run(send_m3())
+    csrf = token(client, "/outbox")
+    for extra in ({"of_run": "r1"}, {"run_id": "r1"}):
+        retry = client.post("/actions/retry", data={"message_id": "m3", "csrf": csrf, **extra})
+        assert retry.status_code == 409
+        assert "m3: not requeued: it was sent already, at " in retry.text
+    purge = client.post("/actions/purge", data={"message_id": "m3", "of_run": "r1", "csrf": csrf})
+    assert purge.status_code == 409
+    assert "m3: not deleted: it was sent at " in purge.text
+    assert "it is not dead" in purge.text
+
+
+def test_message_buttons_name_the_messages_run(client: TestClient) -> None:
+    """Each retry and purge form carries the run of its message, where the refusal looks."""
+    forms = re.findall(
+        r'<form method="post" action="/actions/(?:retry|purge)">(.*?)</form>',
+        client.get("/outbox").text,
+    )
+    assert len(forms) == 5  # m1 and m2: retry and purge; m3: retry
+    assert all('name="of_run" value="r1"' in form for form in forms)
+
+
+def test_pending_messages_held_behind_a_dead_one_are_marked(
+    client: TestClient, filled: str
+) -> None:
+    """A pending message of a key whose earlier message is dead is marked as held behind it,
+    on the outbox page; others are not."""
+
+    async def keyed() -> None:
+        async with store_from_url(filled) as store:
+            from test_store_contract import make_commit, make_run
+
+            messages = [
+                Message(id=f"k{n}", topic=topic, payload={}, key="k", saga_id="r2", step="s")
+                for n, topic in ((1, "orders"), (2, "orders"), (3, "billing"))
+            ]
+            commit = make_commit("r2", messages=messages, create=make_run("r2"))
+            await store.commit(commit)
+            claimed = await store.outbox_claim("relay", time.time(), time.time() + 60)
+            assert [r.id for r in claimed] == ["m3", "k1", "k2", "k3"]
+            await store.outbox_mark_failed("k1", "relay", "refused", 0.0, dead=True)
+            await store.outbox_release(["m3", "k2", "k3"], "relay")
+
+    asyncio.run(keyed())
+    rows = dict(
+        re.findall(r"<tr><td>([^<]+)</td>(.*?)</tr>", client.get("/outbox").text, re.DOTALL)
+    )
+    for held in ("k2", "k3"):  # another topic, the same key: held all the same
+        assert "held behind k1" in rows[held], rows[held]
+    for free in ("m3", "k1", "m1"):
+        assert "held behind" not in rows[free]
 
 
 def test_purge_by_id_needs_allow_actions(filled: str) -> None:

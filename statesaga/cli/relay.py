@@ -8,10 +8,16 @@ import logging
 import attrs
 import click
 
-from ..messaging.relay import BACKOFF, Relay
+from ..messaging.relay import BACKOFF, Relay, RelayRound
 from ..observe.health import broker_check, store_check
 from ..store import hide_password
-from ._common import command_store, required_broker_option, store_option, until_signalled
+from ._common import (
+    command_store,
+    counted,
+    required_broker_option,
+    store_option,
+    until_signalled,
+)
 from ._health import Endpoints, health_port_option, metrics_port_option
 
 log = logging.getLogger("statesaga.relay")
@@ -50,9 +56,22 @@ def relay(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"relay from {hide_password(store_url)} to {hide_password(broker_url)}")
     options = (batch, poll, max_attempts, once, (metrics_port, health_port))
-    sent = asyncio.run(_relay(store_url, broker_url, *options))
+    done = asyncio.run(_relay(store_url, broker_url, *options))
     if once:
-        click.echo(f"published {sent} message{'s' if sent != 1 else ''}")
+        click.echo(_summary(done))
+
+
+def _summary(done: RelayRound) -> str:
+    """What ``relay --once`` did, in a line: published, given up on, to be tried again."""
+    text = f"published {counted(done.sent, 'message')}"
+    if done.dead:
+        text += (
+            f"; gave up on {done.dead} (dead: `statesaga outbox list --status dead` shows them, "
+            "`statesaga outbox retry` requeues them)"
+        )
+    if done.failed > done.dead:
+        text += f"; {counted(done.failed - done.dead, 'failed attempt')}, tried again later"
+    return text
 
 
 async def _relay(
@@ -63,20 +82,22 @@ async def _relay(
     max_attempts: int,
     once: bool,
     ports: tuple[int, int] = (0, 0),
-) -> int:
+) -> RelayRound:
     backoff = attrs.evolve(BACKOFF, attempts=max_attempts)
     # The relay closes the broker it opens from the URL, then the command closes its store.
     async with (
         await command_store(store_url) as store,
         Relay(store, broker_url, batch=batch, poll=poll, backoff=backoff) as relay,
     ):
-        sent = 0
+        total = RelayRound()
         if once:
             while (done := await relay.run_once()).claimed:
-                sent += done.sent
+                total = RelayRound(
+                    *(a + b for a, b in zip(attrs.astuple(total), attrs.astuple(done), strict=True))
+                )
                 if done.failed:
                     break  # the broker is failing: what is left waits for its backoff
-            return sent
+            return total
         checks = {"store": store_check(store), "broker": broker_check(broker_url)}
         served = Endpoints(*ports, lambda: relay.beaten_at, poll, checks)
 
@@ -91,4 +112,4 @@ async def _relay(
         finally:
             served.close()
         log.info("relay stopped")
-        return sent
+        return total

@@ -3,5 +3,6 @@
 ``queries`` reads what a page shows, ``diagrams`` draws sagas and runs, ``views`` answers the
 pages and the JSON API, ``actions`` the POSTs that change runs (only with ``--allow-actions``),
 and ``app`` puts them together. Starlette is imported only by ``views``, ``actions`` and
-``app``, which the ``ui`` extra makes installable: ``pip install 'statesaga[ui]'``.
+``app``, which the ``ui`` extra makes installable: ``pip install 'statesaga[ui]'`` (from a
+checkout of the repository, ``pip install -e '.[ui]'``).
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,8 +55,10 @@ class Inspector:
         self.allow_actions = allow_actions
         #: This process's CSRF token: every action form carries it, every POST must.
         self.csrf = secrets.token_urlsafe(32)
-        self.tasks: set[asyncio.Task[Any]] = set()  # runs being resumed here
+        #: The resumes going on in this process, by run id.
+        self.driving: dict[str, asyncio.Task[Any]] = {}
         self._store: SagaStore | None = None
+        self._file: tuple[int, int] | None = None  # the SQLite file opened: device, inode
         self._lock = asyncio.Lock()
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -65,8 +68,21 @@ class Inspector:
         self.templates.filters.update(when=when, time_text=time_text, cursor=cursor_text)
 
     async def store(self) -> SagaStore:
-        """The store, opened on first use without creating it (``StoreNotFound``)."""
+        """The store, opened on first use without creating it (``StoreNotFound``).
+
+        A SQLite file deleted or replaced since it was opened is noticed here, on every
+        request: the store is opened again from the path (``StoreNotFound`` if nothing is
+        there), rather than reads going on in a file no one else sees any more.
+        """
         async with self._lock:
+            if self._store is not None and _file_of(self._store) != self._file:
+                store, self._store = self._store, None
+                logger.warning(
+                    "statesaga ui: the file of %s was deleted or replaced: opening it again",
+                    self.shown_url,
+                )
+                with contextlib.suppress(Exception):
+                    await store.close()
             if self._store is None:
                 store = store_from_url(self.url)
                 try:
@@ -74,7 +90,7 @@ class Inspector:
                 except BaseException:
                     await store.close()
                     raise
-                self._store = store
+                self._store, self._file = store, _file_of(store)
             return self._store
 
     async def forget_store(self) -> None:
@@ -87,9 +103,10 @@ class Inspector:
 
     async def close(self) -> None:
         """Stop the resumes still going on, close what they opened and the store."""
-        for task in list(self.tasks):
+        tasks = list(self.driving.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await shutdown()
         await self.forget_store()
 
@@ -104,6 +121,19 @@ class Inspector:
             **context,
         )
         return HTMLResponse(text, status_code=status)
+
+
+def _file_of(store: SagaStore) -> tuple[int, int] | None:
+    """The device and inode of a SQLite store's file (``None``: no file there, or a store that
+    is no file)."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 class SecurityHeaders(BaseHTTPMiddleware):

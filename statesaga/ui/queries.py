@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +18,7 @@ from ..durable.drive import retriable
 from ..store import OUTBOX_STATUSES, OutboxRecord, SagaStore
 from ..store.base import RunRecord, RunSnapshot, StepRecord
 from ..store.browse import RunCursor, RunQuery, SagaSummary, steps_in_run_order
-from ..vocabulary import WAITING_STATUS
+from ..vocabulary import CANCEL_EVENT, WAITING_STATUS
 
 #: Runs on one page.
 PAGE_SIZE = 50
@@ -83,8 +85,13 @@ def parse_filters(params: Mapping[str, str]) -> RunFilters:
     )
 
 
+#: A time of day, then a space where a UTC offset's ``+`` was: a ``+`` typed in a URL's query
+#: arrives as a space (``?since=2024-05-01T12:00+01:00``).
+_SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
+
+
 def _time(text: str, name: str) -> float | None:
-    text = text.strip()
+    text = _SPACED_OFFSET.sub(r"\1+\2", text.strip())
     if not text:
         return None
     try:
@@ -165,15 +172,41 @@ def waits_text(run: RunRecord) -> str:
 
 @attrs.frozen
 class RunDetail:
-    """One run in full, with its outbox messages and how a failed run can go on."""
+    """One run in full, with its outbox messages and how a failed run can go on, as it was
+    read at ``now``."""
 
     snapshot: RunSnapshot
     outbox: Sequence[OutboxRecord]
     retriable: str | None
+    now: float = attrs.field(factory=time.time)
 
     @property
     def run(self) -> RunRecord:
         return self.snapshot.run
+
+    @property
+    def due(self) -> bool:
+        """Whether the run waits no longer: a signal came, its time is up, or it was asked to
+        stop; it goes on when something drives it."""
+        run = self.run
+        return run.status == WAITING_STATUS and run.wake_at is not None and run.wake_at <= self.now
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the unfinished run was asked to stop (it is compensated when next driven)."""
+        return not self.run.finished and CANCEL_EVENT in self.snapshot.signals
+
+    @property
+    def open_waits(self) -> list[str]:
+        """The events the run waits for that no signal has come for yet."""
+        from ..cli._common import waits_of
+
+        return [event for event in waits_of(self.run) if event not in self.snapshot.signals]
+
+    @property
+    def lease_expired(self) -> bool:
+        """Whether the run's lease ran out: any worker may take the run over."""
+        return self.run.lease_owner is not None and (self.run.lease_expires or 0.0) <= self.now
 
     @property
     def steps(self) -> list[StepRecord]:
@@ -195,12 +228,14 @@ async def sagas(store: SagaStore) -> list[SagaSummary]:
 
 @attrs.frozen
 class OutboxGroup:
-    """The messages of one topic and key in one status, newest first."""
+    """The messages of one topic and key in one status, newest first, and the pending ones
+    held back behind a dead message of their key: message id to the dead one's."""
 
     status: str
     topic: str
     key: str | None
     messages: Sequence[OutboxRecord]
+    held: Mapping[str, str] = attrs.field(factory=dict)
 
 
 async def outbox_groups(store: SagaStore) -> tuple[list[OutboxGroup], dict[str, bool]]:
@@ -208,14 +243,36 @@ async def outbox_groups(store: SagaStore) -> tuple[list[OutboxGroup], dict[str, 
     whether there were more than ``OUTBOX_LIMIT`` (only the newest are grouped then)."""
     groups: dict[tuple[str, str, str | None], list[OutboxRecord]] = {}
     cut: dict[str, bool] = {}
+    listed: dict[str, list[OutboxRecord]] = {}
     for status in (OUTBOX_STATUSES[0], OUTBOX_STATUSES[-1]):  # pending, dead
         records = await store.outbox_list(status=status, limit=OUTBOX_LIMIT + 1)
         cut[status] = len(records) > OUTBOX_LIMIT
-        for record in records[:OUTBOX_LIMIT]:
+        listed[status] = records[:OUTBOX_LIMIT]
+        for record in listed[status]:
             key = (status, record.message.topic, record.message.key)
             groups.setdefault(key, []).append(record)
+    held = held_behind(listed[OUTBOX_STATUSES[0]], listed[OUTBOX_STATUSES[-1]])
     ordered = sorted(groups.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or ""))
-    return [OutboxGroup(s, t, k, m) for (s, t, k), m in ordered], cut
+    return [
+        OutboxGroup(s, t, k, m, {r.id: held[r.id] for r in m if r.id in held})
+        for (s, t, k), m in ordered
+    ], cut
+
+
+def held_behind(pending: Sequence[OutboxRecord], dead: Sequence[OutboxRecord]) -> dict[str, str]:
+    """The ``pending`` messages that wait behind one of ``dead``: an earlier message of their
+    key (whatever its topic) that a relay gave up on holds every later one of the key until
+    it is retried or purged. Message id to the id of the first dead message before it."""
+    first: dict[str, OutboxRecord] = {}
+    for record in sorted(dead, key=lambda r: r.seq, reverse=True):
+        if record.message.key is not None:
+            first[record.message.key] = record  # the earliest is written last
+    held: dict[str, str] = {}
+    for record in pending:
+        blocker = None if record.message.key is None else first.get(record.message.key)
+        if blocker is not None and blocker.seq < record.seq:
+            held[record.id] = blocker.id
+    return held
 
 
 def pretty(data: Any) -> str:

@@ -40,8 +40,6 @@ async def run_page(request: Request) -> Response:
     inspector = inspector_of(request)
     detail = await queries.run_detail(await inspector.store(), request.path_params["run_id"])
     diagram = await run_diagram(detail.snapshot)
-    from ..cli._common import waits_of
-
     fragment = request.query_params.get("fragment") == "1"
     return inspector.page(
         request,
@@ -49,7 +47,6 @@ async def run_page(request: Request) -> Response:
         detail=detail,
         run=detail.run,
         diagram=diagram,
-        waits=waits_of(detail.run),
         waits_text=queries.waits_text(detail.run),
         pretty=queries.pretty,
     )
