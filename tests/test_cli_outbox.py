@@ -104,8 +104,9 @@ def test_purge_refuses_days_that_are_no_number(db: str, days: str) -> None:
 
 
 def test_relay_once_counts_the_messages_it_gave_up_on(tmp_path: Path) -> None:
-    """relay --once says how many messages went dead, not only how many it published: here
-    RabbitMQ returns each (no queue is bound to their topic) and one attempt is allowed."""
+    """relay --once says how many messages went dead, not only how many it published, and
+    exits 1 (a cron job sees it): here RabbitMQ returns each (no queue is bound to their
+    topic) and one attempt is allowed."""
     from _services import AMQP_URL, require
 
     require(AMQP_URL, "RabbitMQ", "STATESAGA_TEST_AMQP")
@@ -123,7 +124,7 @@ def test_relay_once_counts_the_messages_it_gave_up_on(tmp_path: Path) -> None:
     asyncio.run(seed())
     args = ("--store", f"sqlite:///{path}", "--broker", AMQP_URL, "--max-attempts", "1")
     relayed = outbox_cli("relay", "--once", *args)
-    assert relayed.exit_code == 0, relayed.output
+    assert relayed.exit_code == 1, relayed.output
     assert relayed.output.splitlines()[-1].startswith(
         "published 0 messages; gave up on 7 (dead: `statesaga outbox list --status dead` shows"
     )

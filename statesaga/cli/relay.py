@@ -52,6 +52,13 @@ def relay(
 
     The first SIGTERM (or Ctrl-C) finishes the batch being published and exits 0 (/readyz
     answers 503 meanwhile); a second one stops at once (its claims run out for another relay).
+
+    \b
+    Exit codes:
+      0  stopped when asked; with --once, every message due was published
+      1  with --once, a message could not be published (it is tried again
+         later, or it went dead); or the store could not be opened
+      2  usage error: a bad option, such as a --broker URL naming no broker
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"relay from {hide_password(store_url)} to {hide_password(broker_url)}")
@@ -59,6 +66,8 @@ def relay(
     done = asyncio.run(_relay(store_url, broker_url, *options))
     if once:
         click.echo(_summary(done))
+        if done.failed:  # a cron job or a Kubernetes Job sees it
+            raise SystemExit(1)
 
 
 def _summary(done: RelayRound) -> str:
