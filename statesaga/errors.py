@@ -355,10 +355,11 @@ class SignalRefused(StoreError):
         reason: Why it was refused.
     """
 
-    def __init__(self, run_id: str, event: str, reason: str) -> None:
+    def __init__(self, run_id: str, event: str, reason: str, *, asked: str = "") -> None:
         self.event = event
         self.reason = reason
-        super().__init__(f"signal {event!r} for run {run_id} refused: {reason}", run_id=run_id)
+        asked = asked or f"signal {event!r} for"  # or what the caller asked, in its words
+        super().__init__(f"{asked} run {run_id} refused: {reason}", run_id=run_id)
 
 
 class SignalArrived(StoreError):

@@ -385,7 +385,7 @@ class Worker:
             return Recovered(run_id, error=error)
         except StatesagaError as error:
             if self.log_failures:
-                log.error("run %s cannot be recovered: %s", run_id, error)
+                log.error("run %s not driven to its end (tried again later): %s", run_id, error)
             return Recovered(run_id, error=error)
         except Exception as error:  # a bug in one saga must not stop the others
             if self.log_failures:

@@ -733,3 +733,21 @@ async def test_a_publisher_with_more_shards_than_a_group_is_refused(kind: str) -
             await publisher.publish(message(topic, 2, key=outside))
     finally:
         await h.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("url", "package"),
+    [("amqp://guest:guest@h/", "aio_pika"), ("nats://h:4222", "nats"), ("redis://h/0", "redis")],
+)
+def test_a_broker_whose_client_is_not_installed_is_refused_up_front(
+    url: str, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the ``messaging`` extra a broker URL is refused when it is checked (a command's
+    start), naming the install, rather than every publish failing as an outage."""
+    import statesaga.messaging.brokers as brokers
+
+    real = brokers.find_spec
+    monkeypatch.setattr(brokers, "find_spec", lambda name: None if name == package else real(name))
+    with pytest.raises(BrokerError, match=r"not installed: pip install 'statesaga\[messaging\]'"):
+        check_broker_url(url)
+    check_broker_url("memory://")  # needs nothing

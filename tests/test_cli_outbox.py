@@ -132,6 +132,34 @@ def test_relay_once_counts_the_messages_it_gave_up_on(tmp_path: Path) -> None:
     assert len(dead.output.splitlines()) == 8
 
 
+def test_relay_once_fails_while_messages_wait_out_a_broker_outage(tmp_path: Path) -> None:
+    """With the broker down, relay --once exits 1 on the round whose attempts fail, and on
+    every later round while those messages wait for their backoff (none due then)."""
+    from _services import free_port
+
+    path = tmp_path / "runs.db"
+
+    async def seed() -> None:
+        run = RunRecord("r1", "S", "m:S", "f", {}, "running", {}, 0, "w", 1e12, 1.0, 1.0)
+        batch = [Message(f"r1:s:{n}", "orders", {}, saga_id="r1", step="s") for n in range(2)]
+        async with SQLiteStore(path) as store:
+            await store.commit(
+                Commit("r1", 0, "w", "running", {}, [], [], 1.0, create=run, messages=batch)
+            )
+
+    asyncio.run(seed())
+    down = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # nothing listens there
+    args = ("relay", "--once", "--store", f"sqlite:///{path}", "--broker", down)
+    first = outbox_cli(*args)
+    assert first.exit_code == 1, first.output
+    assert "failed attempt" in first.output
+    again = outbox_cli(*args)
+    assert again.exit_code == 1, again.output
+    assert again.output.splitlines()[-1] == (
+        "published 0 messages; 2 messages failed before and wait for their backoff"
+    )
+
+
 def test_retry_names_the_ids_it_could_not_requeue(db: str) -> None:
     """retry of an unknown or sent id says which is which, a line each, and exits 1."""
     retried = outbox_cli("outbox", "retry", "r1:s:2", "r1:s:1", "nope", "--store", db)

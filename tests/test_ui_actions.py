@@ -292,3 +292,17 @@ def test_a_run_page_offers_its_messages_actions(client: TestClient) -> None:
     assert purged.status_code == 200
     assert 'id="back" href="/runs/r1"' in purged.text
     assert set(outbox(client)) == {"m1", "m3"}
+
+
+def test_a_post_to_a_page_or_the_api_is_405_in_its_own_form(filled: str) -> None:
+    """The pages and the API answer GET only: a POST to the API is a JSON error, to a page an
+    error page, each saying where actions go."""
+    with TestClient(create_app(filled)) as read_only:
+        api = read_only.post("/api/runs")
+        assert api.status_code == 405
+        assert api.json()["error"] == "method not allowed"
+        assert "/actions/" in api.json()["detail"]
+        page = read_only.post("/")
+        assert page.status_code == 405
+        assert "text/html" in page.headers["content-type"]
+        assert "GET only" in page.text

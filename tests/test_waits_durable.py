@@ -169,6 +169,11 @@ async def test_a_wait_times_out_and_the_run_is_compensated(url: str) -> None:
     assert CALLS[-1] == "release"
     with pytest.raises(SignalRefused, match="the run has finished: it is compensated"):
         await run.signal("paid")
+    from statesaga.durable.waiting import request_cancel
+
+    # Said as what was asked (a cancellation), not as the signal that carries it.
+    with pytest.raises(SignalRefused, match=r"^cancellation of run .* refused: the run has fin"):
+        await request_cancel(url, run.saga_id)
 
 
 async def test_execute_waits_through_a_durable_sleep(url: str) -> None:

@@ -10,7 +10,7 @@ import click
 
 from ..messaging.relay import BACKOFF, Relay, RelayRound
 from ..observe.health import broker_check, store_check
-from ..store import hide_password
+from ..store import OUTBOX_STATUSES, hide_password
 from ._common import (
     command_store,
     counted,
@@ -56,8 +56,8 @@ def relay(
     \b
     Exit codes:
       0  stopped when asked; with --once, every message due was published
-      1  with --once, a message could not be published (it is tried again
-         later, or it went dead); or the store could not be opened
+      1  with --once, a message could not be published (it went dead, or it
+         waits to be tried again); or the store could not be opened
       2  usage error: a bad option, such as a --broker URL naming no broker
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -66,7 +66,7 @@ def relay(
     done = asyncio.run(_relay(store_url, broker_url, *options))
     if once:
         click.echo(_summary(done))
-        if done.failed:  # a cron job or a Kubernetes Job sees it
+        if done.failed or done.waiting:  # a cron job or a Kubernetes Job sees it
             raise SystemExit(1)
 
 
@@ -80,6 +80,8 @@ def _summary(done: RelayRound) -> str:
         )
     if done.failed > done.dead:
         text += f"; {counted(done.failed - done.dead, 'failed attempt')}, tried again later"
+    if done.waiting:
+        text += f"; {counted(done.waiting, 'message')} failed before and wait for their backoff"
     return text
 
 
@@ -106,7 +108,10 @@ async def _relay(
                 )
                 if done.failed:
                     break  # the broker is failing: what is left waits for its backoff
-            return total
+            # Messages that failed before and wait for their backoff count as not published,
+            # also when none was due in this round (an outage longer than the backoff).
+            pending = await store.outbox_list(status=OUTBOX_STATUSES[0], limit=10_000)
+            return attrs.evolve(total, waiting=sum(1 for r in pending if r.attempts))
         checks = {"store": store_check(store), "broker": broker_check(broker_url)}
         served = Endpoints(*ports, lambda: relay.beaten_at, poll, checks)
 

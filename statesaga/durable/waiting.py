@@ -94,14 +94,16 @@ async def request_cancel(store: StoreLike, run_id: str) -> bool:
     it next waits or is resumed. ``False`` if it was asked before."""
     opened = await open_store(store)
     record = (await opened.load(run_id)).run
+    asked = "cancellation of"
     if record.finished:  # checked first: a request made before it ended is no answer now
-        raise SignalRefused(run_id, "cancel", f"the run has finished: it is {record.status}")
+        reason = f"the run has finished: it is {record.status}"
+        raise SignalRefused(run_id, CANCEL_EVENT, reason, asked=asked)
     try:
         accepted = await opened.add_signal(
             SignalRecord(run_id, CANCEL_EVENT, CANCEL_EVENT, {}, time.time())
         )
     except SignalRefused as refused:
-        raise SignalRefused(run_id, "cancel", refused.reason) from None
+        raise SignalRefused(run_id, CANCEL_EVENT, refused.reason, asked=asked) from None
     _wake(run_id)
     return accepted
 
@@ -250,8 +252,13 @@ def listen_for_signals(store: SagaStore, signalled: asyncio.Event) -> asyncio.Ta
                     signalled.set()
             except StatesagaError as error:  # the connection went: poll meanwhile, then again
                 _log.warning("not hearing signals (%s); polling until it works again", error)
-            except Exception:
-                _log.exception("not hearing signals; polling until it works again")
+            except Exception as error:  # a dropped connection, most often: no traceback
+                _log.warning(
+                    "not hearing signals (%s: %s); polling until it works again",
+                    type(error).__name__,
+                    " ".join(str(error).split()),
+                    exc_info=_log.isEnabledFor(logging.DEBUG),
+                )
             await asyncio.sleep(5.0)
 
     return asyncio.get_running_loop().create_task(listen(), name="statesaga:signals")

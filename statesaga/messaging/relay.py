@@ -46,12 +46,14 @@ class RelayRound:
         sent: Of those, published and marked sent.
         failed: Attempts that failed (the message is retried later, or is dead).
         dead: Messages given up on in this round.
+        waiting: Messages left pending that failed before (``relay --once`` counts them).
     """
 
     claimed: int = 0
     sent: int = 0
     failed: int = 0
     dead: int = 0
+    waiting: int = 0
 
 
 class Relay:

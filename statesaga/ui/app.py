@@ -167,6 +167,11 @@ async def _missing(request: Request, error: Exception) -> Response:
     return views.error_page(request, 404, "not found", f"nothing at {request.url.path}")
 
 
+async def _read_only(request: Request, error: Exception) -> Response:
+    what = "the pages and the API answer GET only; actions are POSTs to /actions/..."
+    return views.error_page(request, 405, "method not allowed", what)
+
+
 def create_app(url: str, *, allow_actions: bool = False) -> Starlette:
     """The inspector of the store at ``url``; with ``allow_actions``, its action forms work.
 
@@ -202,6 +207,7 @@ def create_app(url: str, *, allow_actions: bool = False) -> Starlette:
             StoreError: _store_failed,
             _InvalidParameter: _bad_parameter,
             404: _missing,
+            405: _read_only,
         },
     )
     app.state.inspector = inspector

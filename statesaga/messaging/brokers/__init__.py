@@ -7,6 +7,7 @@ when first connected).
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..broker import Broker, BrokerError, hide_credentials
@@ -16,6 +17,14 @@ __all__ = ["SCHEMES", "MemoryBroker", "broker_from_url", "check_broker_url"]
 
 #: URL schemes ``broker_from_url`` understands.
 SCHEMES = ("memory", "amqp", "amqps", "nats", "tls", "redis", "rediss")
+
+#: The client package each scheme's broker needs (the ``messaging`` extra), and what it is.
+_CLIENTS = {
+    "amqp": ("aio_pika", "RabbitMQ needs aio-pika"),
+    "nats": ("nats", "NATS needs nats-py"),
+    "redis": ("redis", "Redis needs the redis package"),
+}
+_CLIENTS.update(amqps=_CLIENTS["amqp"], tls=_CLIENTS["nats"], rediss=_CLIENTS["redis"])
 
 
 def broker_from_url(url: str) -> Broker:
@@ -56,8 +65,9 @@ def check_broker_url(url: str) -> None:
 
     Raises:
         BrokerError: ``url`` is empty, its scheme is unknown (the message lists the known
-            ones), its ``shards`` is not a positive integer, or a Redis URL's database is not
-            a number or its seconds are not positive numbers.
+            ones), its ``shards`` is not a positive integer, a Redis URL's database is not a
+            number or its seconds are not positive numbers, or the broker's client package is
+            not installed.
     """
     _parse(url)
 
@@ -83,6 +93,12 @@ def _parse(url: str) -> tuple[str, str, int, dict[str, float]]:
         from .redis import database_number  # the module only: its client loads on connect
 
         database_number(url)
+    client = _CLIENTS.get(scheme)
+    if client is not None and find_spec(client[0]) is None:  # looked for, not imported
+        raise BrokerError(
+            f"{client[1]}, which is not installed: pip install 'statesaga[messaging]' (from a "
+            "checkout of statesaga: pip install -e '.[messaging]')"
+        )
     # Re-encoded, so a value holding '&', '=' or '%' reaches the client as it was written.
     rest = urlencode({name: values[-1] for name, values in query.items()})
     return (
