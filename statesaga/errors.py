@@ -356,8 +356,7 @@ class SignalRefused(StoreError):
     """
 
     def __init__(self, run_id: str, event: str, reason: str, *, asked: str = "") -> None:
-        self.event = event
-        self.reason = reason
+        self.event, self.reason = event, reason
         asked = asked or f"signal {event!r} for"  # or what the caller asked, in its words
         super().__init__(f"{asked} run {run_id} refused: {reason}", run_id=run_id)
 

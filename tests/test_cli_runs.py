@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,23 @@ def test_an_empty_store_url_is_a_usage_error(command: tuple[str, ...]) -> None:
     done = cli(*command, "--store", "")
     assert done.returncode == 2
     assert "names no store" in done.stderr
+
+
+def test_runs_show_marks_a_lease_that_ran_out(tmp_path: Path) -> None:
+    """A run left by a driver that died shows its lease as expired: any worker may take it."""
+    from tests.crash.cluster import new_run
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def fill() -> None:
+        async with SQLiteStore(tmp_path / "runs.db") as store:
+            await store.create(new_run(CliOk, "dead-1", {}, owner="gone:1:x", expires=1.0))
+            far = time.time() + 3600
+            await store.create(new_run(CliOk, "live-1", {}, owner="here:2:y", expires=far))
+
+    asyncio.run(fill())
+    dead = cli("runs", "show", "dead-1", "--store", url)
+    assert "lease     gone:1:x until 1970-01-01 00:00:01 UTC (expired: any worker" in dead.stdout
+    live = cli("runs", "show", "live-1", "--store", url)
+    assert "lease     here:2:y until " in live.stdout
+    assert "expired" not in live.stdout

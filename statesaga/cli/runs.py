@@ -146,7 +146,9 @@ def show_run(store_url: str, run_id: str) -> None:
     click.echo(f"input     {json.dumps(run.input, sort_keys=True)}")
     click.echo(f"started   {when(run.created_at)}   updated {when(run.updated_at)}")
     if run.lease_owner and not run.finished:
-        click.echo(f"lease     {run.lease_owner} until {when(run.lease_expires)} UTC")
+        expired = (run.lease_expires or 0.0) < time.time()
+        gone = " (expired: any worker may take the run)" if expired else ""
+        click.echo(f"lease     {run.lease_owner} until {when(run.lease_expires)} UTC{gone}")
     if run.status == WAITING_STATUS:
         click.echo(f"waits for {_waits_text(run)}")
     why = None if run.status in ("completed", "compensated") else unimportable(run.saga_path)
