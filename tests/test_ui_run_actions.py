@@ -7,19 +7,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from test_ui import BROKEN, SECRET, plain_run
-from test_ui_actions import fill, status, token
+from test_ui import BROKEN, plain_run
+from test_ui_actions import client, filled, status, token
 
 from statesaga import Retry, Saga, Step
 from statesaga.store import store_from_url
 from statesaga.ui import actions
-from statesaga.ui.app import create_app
+
+__all__ = ["client", "filled"]  # the fixtures, shared
 
 #: ``ship`` fails while ``fail`` is set; otherwise it waits for ``GATE``.
 SHIP = {"fail": True}
@@ -40,34 +39,6 @@ class ShipSaga(Saga):
     """Charge (the pivot), then ship: a failed ship is pushed forward by a resume."""
 
     steps = (Step("charge", charge, pivot=True), Step("ship", ship, retry=Retry(attempts=1)))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store of each durable backend filled by ``test_ui_actions.fill``."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'runs.db'}"
-    else:
-        from test_store_postgres import URL, new_schema, require_server
-
-        require_server()
-        schema = new_schema()
-        url = URL.replace("postgres@", f"postgres:{SECRET}@") + f"?schema={schema}"
-    try:
-        fill(url)
-        yield url
-    finally:
-        if schema is not None:
-            from test_store_postgres import drop_schema
-
-            drop_schema(schema)
-
-
-@pytest.fixture
-def client(filled: str) -> Iterator[TestClient]:
-    with TestClient(create_app(filled, allow_actions=True)) as test_client:
-        yield test_client
 
 
 def post(client: TestClient, action: str, **data: str) -> Any:
