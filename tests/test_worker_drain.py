@@ -4,6 +4,7 @@ within --drain-timeout, and stops at once on a second signal."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_worker_cluster import names, start_worker, store, url
+from test_worker_cluster import ROOT, names, start_worker, store, url
 
 from statesaga.store import SagaStore
 from statesaga.worker import Worker
@@ -119,14 +120,31 @@ def catches_sigterm(pid: int) -> bool:
     return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
 
 
-async def test_sigterm_while_the_store_opens_stops_the_worker_cleanly(tmp_path: Path) -> None:
-    """A worker whose store does not answer yet handles SIGTERM already: it stops, exit 0,
-    rather than dying of the signal or waiting for the store."""
+def start_relay(url: str) -> subprocess.Popen[str]:
+    """``statesaga relay`` on ``url``, to an in-process broker (it gets no further here)."""
+    command = ["relay", "--store", url, "--broker", "memory://"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "statesaga.cli", *command],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("command", ["worker", "relay"])
+async def test_sigterm_while_the_store_opens_stops_the_command_cleanly(
+    command: str, tmp_path: Path
+) -> None:
+    """A worker or relay whose store does not answer yet handles SIGTERM already: it stops,
+    exit 0, rather than dying of the signal or waiting for the store."""
     if sys.platform != "linux":
         pytest.skip("reads signal handlers from Linux's /proc")
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, says nothing
     port = silent.sockets[0].getsockname()[1]
-    worker = start_worker(f"postgresql://127.0.0.1:{port}/test", tmp_path)
+    url = f"postgresql://127.0.0.1:{port}/test"
+    worker = start_worker(url, tmp_path) if command == "worker" else start_relay(url)
     try:
         deadline = time.monotonic() + 30
         while not catches_sigterm(worker.pid):
@@ -140,4 +158,4 @@ async def test_sigterm_while_the_store_opens_stops_the_worker_cleanly(tmp_path: 
         silent.close()
     assert worker.returncode == 0, err
     assert took < 5.0, err
-    assert "worker stopped before its store opened" in err
+    assert f"{command} stopped before its store opened" in err

@@ -71,11 +71,14 @@ required_broker_option = click.option(
 
 
 async def until_signalled(
-    run: Callable[[asyncio.Event], Awaitable[Any]], stopping: Callable[[], None] | None = None
+    run: Callable[[asyncio.Event], Awaitable[Any]],
+    stopping: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Run ``run(stop)`` until it returns. Ctrl-C or SIGTERM sets ``stop`` (finish what is in
-    hand; ``stopping`` is called then); a second one cancels it (stop now)."""
-    stop = asyncio.Event()
+    hand; ``stopping`` is called then); a second one cancels it (stop now). A ``stop`` given
+    may be set already (a signal that came while the command started)."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(run(stop))
 

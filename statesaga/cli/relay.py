@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import attrs
 import click
@@ -95,9 +96,26 @@ async def _relay(
     ports: tuple[int, int] = (0, 0),
 ) -> RelayRound:
     backoff = attrs.evolve(BACKOFF, attempts=max_attempts)
+    stop = asyncio.Event()
+    opening = asyncio.ensure_future(command_store(store_url))
+
+    def stopped_while_opening() -> None:
+        stop.set()
+        opening.cancel()
+
+    if not once:  # a signal while the store opens stops it at once: it holds nothing yet
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stopped_while_opening)
+    try:
+        store = await opening
+    except asyncio.CancelledError:
+        if not (stop.is_set() and opening.cancelled()):
+            raise
+        click.echo("relay stopped before its store opened", err=True)
+        return RelayRound()
     # The relay closes the broker it opens from the URL, then the command closes its store.
     async with (
-        await command_store(store_url) as store,
+        store,
         Relay(store, broker_url, batch=batch, poll=poll, backoff=backoff) as relay,
     ):
         total = RelayRound()
@@ -122,7 +140,7 @@ async def _relay(
 
         try:
             # First signal: finish the round in hand. Second: stop now (claims run out).
-            await until_signalled(relay.run, stopping)
+            await until_signalled(relay.run, stopping, stop)
         finally:
             served.close()
         log.info("relay stopped")
