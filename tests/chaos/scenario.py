@@ -228,8 +228,8 @@ async def chaos(h: Harness, settings: Settings) -> list[Interruption]:
         if not termed and time.monotonic() >= term_at:
             termed = True
             catches = catches_sigterm(pid)
-            interruptions.append(Interruption("term", pid, time.time(), held))
             worker.signal(signal.SIGTERM)
+            interruptions.append(Interruption("term", pid, time.time(), held))
             watching.append(asyncio.create_task(watch_leases(h, interruptions[-1])))
             code = await worker.wait(30)
             if code != 0:
@@ -238,8 +238,10 @@ async def chaos(h: Harness, settings: Settings) -> list[Interruption]:
                     f"exited {code}, not 0 after its drain"
                 )
         else:
-            interruptions.append(Interruption("kill", pid, time.time(), held))
+            # Timed once the signal is sent: the killed process runs nothing after that (a step
+            # it started just before is not one started after its death).
             worker.signal(signal.SIGKILL)
+            interruptions.append(Interruption("kill", pid, time.time(), held))
             watching.append(asyncio.create_task(watch_leases(h, interruptions[-1])))
             await worker.wait(10)
         worker.start()
