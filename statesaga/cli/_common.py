@@ -123,6 +123,29 @@ async def command_store(url: str | None, *, create: bool = True) -> SagaStore:
     return store
 
 
+async def store_unless_stopped(url: str, stop: asyncio.Event, what: str) -> SagaStore | None:
+    """``command_store(url)`` for a command that runs until told to stop, or ``None`` if
+    SIGTERM or Ctrl-C came while it opened: it holds nothing yet, so ``what`` (the command)
+    says so and stops, rather than dying of the signal or waiting for a store that does not
+    answer. A signal sets ``stop``, also one that comes after the store opened and before the
+    command installs handlers of its own."""
+    opening = asyncio.ensure_future(command_store(url))
+
+    def stopped() -> None:
+        stop.set()
+        opening.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stopped)
+    try:
+        return await opening
+    except asyncio.CancelledError:
+        if not (stop.is_set() and opening.cancelled()):
+            raise
+        click.echo(f"{what} stopped before its store opened", err=True)
+        return None
+
+
 async def load_run(url: str | None, run_id: str) -> RunSnapshot:
     """Run ``run_id`` as stored at ``url`` (``None``: ``$STATESAGA_STORE`` or the default)."""
     store = await command_store(url, create=False)

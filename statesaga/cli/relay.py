@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import attrs
 import click
@@ -17,6 +16,7 @@ from ._common import (
     counted,
     required_broker_option,
     store_option,
+    store_unless_stopped,
     until_signalled,
 )
 from ._health import Endpoints, health_port_option, metrics_port_option
@@ -97,21 +97,11 @@ async def _relay(
 ) -> RelayRound:
     backoff = attrs.evolve(BACKOFF, attempts=max_attempts)
     stop = asyncio.Event()
-    opening = asyncio.ensure_future(command_store(store_url))
-
-    def stopped_while_opening() -> None:
-        stop.set()
-        opening.cancel()
-
-    if not once:  # a signal while the store opens stops it at once: it holds nothing yet
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stopped_while_opening)
-    try:
-        store = await opening
-    except asyncio.CancelledError:
-        if not (stop.is_set() and opening.cancelled()):
-            raise
-        click.echo("relay stopped before its store opened", err=True)
+    # --once is not stopped by a signal (it ends by itself); a relay that runs on is.
+    store = await (
+        command_store(store_url) if once else store_unless_stopped(store_url, stop, "relay")
+    )
+    if store is None:
         return RelayRound()
     # The relay closes the broker it opens from the URL, then the command closes its store.
     async with (

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Any
 
 import click
 
@@ -19,11 +18,11 @@ from ..observe.health import broker_check, store_check
 from ..worker import Worker
 from ._common import (
     broker_option,
-    command_store,
     counted,
     drive_all,
     shown,
     store_option,
+    store_unless_stopped,
     wait_option,
 )
 from ._health import Endpoints, health_port_option, metrics_port_option
@@ -110,68 +109,53 @@ async def _work(
     ``once``) was not resumed. With a metrics port, its endpoint also counts the store's
     waiting runs, asked on this loop at each scrape."""
     stop = asyncio.Event()
-    task: asyncio.Future[Any] | None = None
-    starting = asyncio.current_task()
-    w: Worker | None = None
-    served: Endpoints | None = None
-    abandoned = 0
-
-    def on_signal() -> None:
-        # First signal: take no new runs, let the ones in hand settle. Second: stop now; the
-        # runs in hand stay resumable and their leases are released. Installed first, so that
-        # a signal while the store opens stops the worker cleanly too.
-        nonlocal abandoned
-        if stop.is_set():
-            abandoned = len(w.in_hand) if w is not None else 0
-            click.echo(
-                f"stopping now: {counted(abandoned, 'run')} left for any worker to resume",
-                err=True,
-            )
-            if task is not None:
-                task.cancel()
-            return
-        stop.set()
-        if task is None and starting is not None:  # opening the store, holding nothing
-            starting.cancel()
-            return
-        if w is not None:
-            w.stop_taking()
-        if served is not None and served.health is not None:
-            served.health.draining = True
-        hand = sorted(w.in_hand) if w is not None else []
-        click.echo(stopping_text(hand, None if once else drain_timeout), err=True)
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        store = await command_store(url)
-    except asyncio.CancelledError:
-        if not stop.is_set():
-            raise
-        click.echo("worker stopped before its store opened", err=True)
+    store = await store_unless_stopped(url, stop, "worker")
+    if store is None:
         return False
     # With --once each outcome is printed, failures too: the worker does not log them again.
-    w = worker = Worker(
-        store, concurrency=concurrency, poll=poll, broker=broker, log_failures=not once
-    )
+    w = Worker(store, concurrency=concurrency, poll=poll, broker=broker, log_failures=not once)
     checks = {"store": store_check(store)}
     if broker is not None:
         checks["broker"] = broker_check(broker)
     try:
-        served = endpoints = Endpoints(*ports, lambda: worker.beaten_at, poll, checks)
+        served = Endpoints(*ports, lambda: w.beaten_at, poll, checks)
     except BaseException:
         await store.close()
         raise
     waiting = None
-    if endpoints.observer is not None:
-        observer = endpoints.observer
+    if served.observer is not None:
+        observer = served.observer
         waiting = WaitingRuns(store, namespace=observer.namespace, labels=observer.labels)
         observer.registry.register(waiting)
+    if stop.is_set():  # told to stop as the store opened: take nothing
+        w.stop_taking()
     nothing = "nothing to recover"
     task = asyncio.ensure_future(
         drive_all(w, wait, nothing=nothing) if once else w.run(stop, drain_timeout=drain_timeout)
     )
+    abandoned = 0
+
+    def on_signal() -> None:
+        # First signal: take no new runs, let the ones in hand settle. Second: stop now; the
+        # runs in hand stay resumable and their leases are released.
+        nonlocal abandoned
+        if stop.is_set():
+            abandoned = len(w.in_hand)
+            click.echo(
+                f"stopping now: {counted(abandoned, 'run')} left for any worker to resume",
+                err=True,
+            )
+            task.cancel()
+            return
+        stop.set()
+        w.stop_taking()
+        if served.health is not None:
+            served.health.draining = True
+        click.echo(stopping_text(sorted(w.in_hand), None if once else drain_timeout), err=True)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             return bool(await task) or (once and abandoned > 0)
@@ -180,9 +164,9 @@ async def _work(
         # What runs opened in this loop (senders, lease keepers, a broker by URL) goes first:
         # the senders mark what they sent in the command's store.
         await shutdown()
-        endpoints.close()
-        if endpoints.observer is not None and waiting is not None:
-            endpoints.observer.registry.unregister(waiting)
+        served.close()
+        if served.observer is not None and waiting is not None:
+            served.observer.registry.unregister(waiting)
         await store.close()
         if not once:
             click.echo("worker stopped", err=True)

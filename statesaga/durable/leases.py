@@ -12,9 +12,6 @@ from typing import Self
 from ..store.base import SagaStore
 
 
-#: How long a lease lasts without renewal (seconds); ``STATESAGA_LEASE_SECONDS`` overrides it.
-#: A worker renews its leases every third of it, and another worker can take a run over only
-#: once its lease has run out, so this is also how long a crashed worker's runs wait.
 def _lease_seconds(text: str) -> float:
     """``STATESAGA_LEASE_SECONDS`` read: a finite number of seconds above 0, else an error."""
     try:
@@ -30,6 +27,9 @@ def _lease_seconds(text: str) -> float:
     return seconds
 
 
+#: How long a lease lasts without renewal (seconds); ``STATESAGA_LEASE_SECONDS`` overrides it.
+#: A worker renews its leases every third of it, and another worker can take a run over only
+#: once its lease has run out, so this is also how long a crashed worker's runs wait.
 LEASE_SECONDS = _lease_seconds(os.environ.get("STATESAGA_LEASE_SECONDS", "30"))
 
 _OWNER = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
