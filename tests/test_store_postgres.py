@@ -400,6 +400,52 @@ async def test_two_workers_racing_for_an_expired_lease_exactly_one_wins(schema: 
             assert (stored.lease_owner, stored.version) == (winner, 1)
 
 
+async def test_workers_taking_the_same_runs_in_opposite_orders_do_not_deadlock(
+    schema: str,
+) -> None:
+    """Two workers each take two dead runs in one batch, listed in opposite orders and let go
+    at the same instant: their batches lock the runs in one order, so neither waits for
+    PostgreSQL to find a deadlock (a second lost, by default) and abort it."""
+    async with PostgresStore(URL, schema=schema) as a, PostgresStore(URL, schema=schema) as b:
+        for run_id in ("r1", "r2"):
+            await a.create(make_run(run_id, lease_owner="dead", lease_expires=NOW - 5))
+        async with (
+            await psycopg.AsyncConnection.connect(URL) as gate,
+            await psycopg.AsyncConnection.connect(URL, autocommit=True) as watch,
+        ):
+            # Both rows locked until both batches wait for them: then they start together.
+            await gate.execute(
+                f'SELECT 1 FROM "{schema}".statesaga_runs WHERE run_id IN (%s, %s) FOR UPDATE',
+                ("r1", "r2"),
+            )
+            taking = asyncio.gather(
+                a.acquire("r1", "w1", NOW + 30, NOW),
+                a.acquire("r2", "w1", NOW + 30, NOW),
+                b.acquire("r2", "w2", NOW + 30, NOW),
+                b.acquire("r1", "w2", NOW + 30, NOW),
+                return_exceptions=True,
+            )
+            await blocked_on_locks(watch, schema, 2)
+            await gate.commit()
+            outcomes = await taking
+    # A deadlock's victim is sent again (retries) or write by write (replays).
+    assert [(s.retries, s.replays) for s in (a.stats, b.stats)] == [(0, 0), (0, 0)]
+    won = [o.run.lease_owner for o in outcomes if isinstance(o, RunSnapshot)]
+    assert len(won) == 2, outcomes
+    assert len(set(won)) == 1, outcomes  # the first batch took both
+
+
+async def blocked_on_locks(conn: psycopg.AsyncConnection[Any], schema: str, count: int) -> None:
+    """Return once ``count`` backends wait for a lock in a statement on ``schema``."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+    waiting = 0
+    while waiting < count:
+        await asyncio.sleep(0.01)
+        cursor = await conn.execute(query, (f'%"{schema}"%',))
+        row = await cursor.fetchone()
+        waiting = 0 if row is None else int(row[0])
+
+
 async def test_acquire_of_a_finished_run_leases_it(store: PostgresStore) -> None:
     """A finished run is leased like any other (a failed one may be reopened)."""
     await store.create(make_run(status="completed", lease_owner=None, lease_expires=None))

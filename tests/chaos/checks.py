@@ -37,6 +37,13 @@ class Interruption:
     at: float
     held: tuple[str, ...]
     taken: dict[str, float] = attrs.field(factory=dict, eq=False)
+    #: For each run taken: the pid of the worker seen holding it (None: seen finished).
+    takers: dict[str, int | None] = attrs.field(factory=dict, eq=False)
+    #: For each run held: when its lease ran out, as first seen after the interruption.
+    expires: dict[str, float] = attrs.field(factory=dict, eq=False)
+    #: For each run taken: when the taker's lease began (its expiry less the lease seconds;
+    #: a renewal before the look makes it later, never earlier).
+    leased_at: dict[str, float] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen
@@ -186,16 +193,29 @@ def late_takeovers(
     bounds: dict[str, float],
     measure: Callable[[Observed, Interruption], dict[str, float]] = leases_taken,
     what: str = "leased by another worker",
+    started: dict[int, float] | None = None,
 ) -> list[str]:
     """Runs whose ``measure`` (by default: the time until another worker held their lease)
-    exceeds ``bounds[kind]`` seconds after their worker's interruption."""
+    exceeds ``bounds[kind]`` seconds after their worker's interruption; each says which
+    worker took it and, from ``started`` (pid -> when its process started), how long before
+    (or after) the interruption that worker had started."""
     problems = []
     for interruption in interruptions:
         for run_id, took in sorted(measure(observed, interruption).items()):
             if took > bounds[interruption.kind]:
+                taker = interruption.takers.get(run_id)
+                by = "" if taker is None else f", by pid {taker}"
+                if taker is not None and started and taker in started:
+                    by += f" (started {interruption.at - started[taker]:+.2f} s before)"
+                expires = interruption.expires.get(run_id)
+                if expires is not None:
+                    by += f"; its lease ran out {expires - interruption.at:.2f} s after"
+                leased = interruption.leased_at.get(run_id)
+                if leased is not None:
+                    by += f"; the new lease began {leased - interruption.at:.2f} s after"
                 problems.append(
                     f"run {run_id}: {what} {took:.2f} s after pid {interruption.pid}'s "
-                    f"{interruption.kind} (bound {bounds[interruption.kind]:.2f} s)"
+                    f"{interruption.kind}{by} (bound {bounds[interruption.kind]:.2f} s)"
                 )
     return problems
 

@@ -47,6 +47,8 @@ class Process:
     log_dir: Path
     popen: subprocess.Popen[bytes] | None = None
     generation: int = 0
+    #: pid -> when (``time.time()``) that process was started.
+    started: dict[int, float] = attrs.field(factory=dict)
 
     def start(self) -> int:
         self.generation += 1
@@ -55,6 +57,7 @@ class Process:
             self.popen = subprocess.Popen(
                 self.command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
+        self.started[self.popen.pid] = time.time()
         return self.popen.pid
 
     @property
@@ -129,6 +132,11 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(p.logs() for p in [*self.workers, *self.relays])
+
+    @property
+    def started(self) -> dict[int, float]:
+        """pid -> when that worker process was started, for every worker process so far."""
+        return {pid: at for w in self.workers for pid, at in w.started.items()}
 
 
 def run_record(run_id: str, seed: int, topic: str) -> RunRecord:

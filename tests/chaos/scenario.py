@@ -26,7 +26,7 @@ from statesaga.store import store_from_url
 from statesaga.store.base import SagaStore
 
 from .checks import Execution, Interruption, Observed
-from .cluster import Cluster, Process, create_runs, via
+from .cluster import LEASE_SECONDS, Cluster, Process, create_runs, via
 from .saga import EFFECTS_TABLE, STEPS
 
 GROUP = "chaos"
@@ -260,16 +260,26 @@ async def watch_leases(h: Harness, interruption: Interruption) -> None:
     left = set(interruption.held)
     until = time.monotonic() + WATCH_FOR
     async with await psycopg.AsyncConnection.connect(h.postgres, autocommit=True) as conn:
+        cursor = await conn.execute(
+            f'SELECT run_id, lease_expires FROM "{h.schema}".statesaga_runs'
+            " WHERE run_id = ANY(%s) AND lease_owner LIKE %s",
+            (list(left), mine),
+        )
+        interruption.expires.update(await cursor.fetchall())
         while left and time.monotonic() < until:
             cursor = await conn.execute(
-                f'SELECT run_id FROM "{h.schema}".statesaga_runs WHERE run_id = ANY(%s)'
+                f'SELECT run_id, lease_owner, lease_expires FROM "{h.schema}".statesaga_runs'
+                " WHERE run_id = ANY(%s)"
                 " AND ((lease_owner IS NOT NULL AND lease_owner NOT LIKE %s)"
                 " OR status IN ('completed', 'compensated', 'failed'))",
                 (list(left), mine),
             )
             seen = time.time()
-            for (run_id,) in await cursor.fetchall():
+            for run_id, owner, expires in await cursor.fetchall():
                 interruption.taken[run_id] = seen
+                if expires is not None:
+                    interruption.leased_at[run_id] = expires - LEASE_SECONDS
+                interruption.takers[run_id] = None if owner is None else int(owner.split(":")[1])
                 left.discard(run_id)
             await asyncio.sleep(WATCH)
 
