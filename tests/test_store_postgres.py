@@ -11,7 +11,7 @@ import asyncio
 import functools
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -403,21 +403,26 @@ async def test_two_workers_racing_for_an_expired_lease_exactly_one_wins(schema: 
 async def test_workers_taking_the_same_runs_in_opposite_orders_do_not_deadlock(
     schema: str,
 ) -> None:
-    """Two workers each take two dead runs in one batch, listed in opposite orders and let go
-    at the same instant: their batches lock the runs in one order, so neither waits for
-    PostgreSQL to find a deadlock (a second lost, by default) and abort it."""
+    """Two workers each take two dead runs in one batch, listed in opposite orders: their
+    batches lock the runs in one order, so neither waits for PostgreSQL to find a deadlock (a
+    second lost, by default) and abort it.
+
+    Each run is held by a gate of its own until both batches wait; the gate of r1 lets go
+    first, then, once nothing waits for it any more, the gate of r2. Locking in the order
+    listed, worker a then holds r1 and waits behind b for r2, which b gets first and holds
+    while it waits for r1: a deadlock every time.
+    """
     async with PostgresStore(URL, schema=schema) as a, PostgresStore(URL, schema=schema) as b:
         for run_id in ("r1", "r2"):
             await a.create(make_run(run_id, lease_owner="dead", lease_expires=NOW - 5))
         async with (
-            await psycopg.AsyncConnection.connect(URL) as gate,
+            await psycopg.AsyncConnection.connect(URL) as gate1,
+            await psycopg.AsyncConnection.connect(URL) as gate2,
             await psycopg.AsyncConnection.connect(URL, autocommit=True) as watch,
         ):
-            # Both rows locked until both batches wait for them: then they start together.
-            await gate.execute(
-                f'SELECT 1 FROM "{schema}".statesaga_runs WHERE run_id IN (%s, %s) FOR UPDATE',
-                ("r1", "r2"),
-            )
+            lock = f'SELECT 1 FROM "{schema}".statesaga_runs WHERE run_id = %s FOR UPDATE'
+            await gate1.execute(lock, ("r1",))
+            await gate2.execute(lock, ("r2",))
             taking = asyncio.gather(
                 a.acquire("r1", "w1", NOW + 30, NOW),
                 a.acquire("r2", "w1", NOW + 30, NOW),
@@ -425,8 +430,15 @@ async def test_workers_taking_the_same_runs_in_opposite_orders_do_not_deadlock(
                 b.acquire("r1", "w2", NOW + 30, NOW),
                 return_exceptions=True,
             )
-            await blocked_on_locks(watch, schema, 2)
-            await gate.commit()
+            await waits_for_locks(watch, schema, lambda blockers: len(blockers) == 2)
+            gate1_pid = gate1.info.backend_pid
+            await gate1.commit()
+            await waits_for_locks(
+                watch,
+                schema,
+                lambda blockers: len(blockers) == 2 and gate1_pid not in blockers,
+            )
+            await gate2.commit()
             outcomes = await taking
     # A deadlock's victim is sent again (retries) or write by write (replays).
     assert [(s.retries, s.replays) for s in (a.stats, b.stats)] == [(0, 0), (0, 0)]
@@ -435,15 +447,44 @@ async def test_workers_taking_the_same_runs_in_opposite_orders_do_not_deadlock(
     assert len(set(won)) == 1, outcomes  # the first batch took both
 
 
-async def blocked_on_locks(conn: psycopg.AsyncConnection[Any], schema: str, count: int) -> None:
-    """Return once ``count`` backends wait for a lock in a statement on ``schema``."""
-    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
-    waiting = 0
-    while waiting < count:
+async def waits_for_locks(
+    conn: psycopg.AsyncConnection[Any], schema: str, done: Callable[[list[int]], bool]
+) -> None:
+    """Return once ``done`` holds of the backends that block statements on ``schema`` waiting
+    for a lock (one pid per waiting statement)."""
+    query = (
+        "SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query LIKE %s"
+    )
+    blockers: list[int] = []
+    while not blockers or not done(blockers):
         await asyncio.sleep(0.01)
         cursor = await conn.execute(query, (f'%"{schema}"%',))
-        row = await cursor.fetchone()
-        waiting = 0 if row is None else int(row[0])
+        blockers = [row[0] for row in await cursor.fetchall()]
+
+
+async def test_a_batch_that_loses_a_deadlock_is_sent_again(schema: str) -> None:
+    """Another transaction holds r2 while the store's batch takes r1 and r2; then it asks
+    for r1: PostgreSQL aborts the batch, which waited first. The batch is sent again whole
+    (once the other commits), not write by write."""
+    async with PostgresStore(URL, schema=schema) as a:
+        for run_id in ("r1", "r2"):
+            await a.create(make_run(run_id, lease_owner="dead", lease_expires=NOW - 5))
+        async with (
+            await psycopg.AsyncConnection.connect(URL) as other,
+            await psycopg.AsyncConnection.connect(URL, autocommit=True) as watch,
+        ):
+            lock = f'SELECT 1 FROM "{schema}".statesaga_runs WHERE run_id = %s FOR UPDATE'
+            await other.execute(lock, ("r2",))
+            taking = asyncio.gather(
+                a.acquire("r1", "w1", NOW + 30, NOW), a.acquire("r2", "w1", NOW + 30, NOW)
+            )
+            await waits_for_locks(watch, schema, lambda blockers: len(blockers) == 1)
+            await other.execute(lock, ("r1",))  # returns once the batch lost
+            await other.commit()
+            taken = await taking
+    assert [t.run.lease_owner for t in taken] == ["w1", "w1"]
+    assert (a.stats.retries, a.stats.replays) == (1, 0)
 
 
 async def test_acquire_of_a_finished_run_leases_it(store: PostgresStore) -> None:

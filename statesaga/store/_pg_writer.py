@@ -147,7 +147,7 @@ class Writer:
                 if conn.broken or conn.closed:
                     raise
                 await rollback(conn)
-                if isinstance(error, psycopg.errors.TransactionRollback) and attempt < _ATTEMPTS:
+                if rolled_back(error) and attempt < _ATTEMPTS:
                     # A deadlock with another worker's batch: running it again usually passes.
                     self._stats.retries += 1
                     await asyncio.sleep(random.uniform(0, 0.02 * attempt))
@@ -332,6 +332,13 @@ async def pipeline(conn: Conn, statements: Sequence[Statement]) -> list[list[Row
 
 async def _rows(cur: _Cursor) -> list[Row]:
     return await cur.fetchall() if cur.description is not None else []
+
+
+def rolled_back(error: psycopg.Error) -> bool:
+    """Whether the server rolled the transaction back for a deadlock or a serialization
+    failure (SQLSTATE class 40): sent again, it usually passes. psycopg's classes for these
+    do not derive from its ``TransactionRollback``, so the class is read off the code."""
+    return (error.sqlstate or "").startswith("40")
 
 
 async def rollback(conn: Conn) -> bool:
