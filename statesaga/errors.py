@@ -281,17 +281,17 @@ class StoreNotFound(StoreError):
     Attributes:
         url: The store's URL, password hidden.
         reason: What is there instead (``no such file``, ``schema 'x' does not exist``...).
+        foreign: Something that is not a statesaga store is there (not merely nothing).
     """
 
     def __init__(self, url: str, reason: str, *, foreign: bool = False) -> None:
         self.url = hide_credentials(url)
         self.reason = reason
+        self.foreign = foreign
         # Runs create a missing store; one that holds something else is most likely a wrong URL.
-        hint = (
-            "it names something that is not a statesaga store"
-            if foreign
-            else "runs create the store when they start"
-        )
+        hint = "runs create the store when they start"
+        if foreign:
+            hint = "it names something that is not a statesaga store"
         super().__init__(
             f"no statesaga store at {self.url} ({reason}): check the store URL (--store or "
             f"$STATESAGA_STORE); {hint}"

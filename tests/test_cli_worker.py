@@ -375,3 +375,42 @@ def test_the_start_line_says_how_the_worker_runs(tmp_path: Path) -> None:
         f"worker on sqlite:///{db} (concurrency 32, poll 0.5 s, lease 30 s, "
         "publishing to amqp://app:***@127.0.0.1:5672/)"
     )
+
+
+@pytest.mark.parametrize("command", ["worker", "relay"])
+def test_a_store_made_at_start_is_said_to_be_new(command: str, tmp_path: Path) -> None:
+    """A worker or relay given a URL with no store behind it (a mistyped path) creates it, as
+    runs do, and says so with what to check; one with a store there says nothing of it."""
+    from click.testing import CliRunner
+
+    from statesaga.cli import cli
+
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    args = [command, "--once", "--store", url, "--broker", "memory://"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert (
+        f"{command}: there was no statesaga store at {url} (no such file): created an empty "
+        "one. If you meant an existing store, check the URL (its file path, or its ?schema=)"
+    ) in first.output
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert "no statesaga store" not in again.output
+
+
+def test_a_postgres_schema_made_at_start_is_said_to_be_new() -> None:
+    """The same for a PostgreSQL ``?schema=`` that names no schema yet."""
+    from click.testing import CliRunner
+    from test_store_postgres import URL, drop_schema, new_schema, require_server
+
+    from statesaga.cli import cli
+
+    require_server()
+    schema = new_schema()
+    try:
+        url = f"{URL}?schema={schema}"
+        result = CliRunner().invoke(cli, ["worker", "--once", "--store", url])
+        assert result.exit_code == 0, result.output
+        assert f"(schema {schema!r} does not exist): created an empty one" in result.output
+    finally:
+        drop_schema(schema)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..errors import RunWaiting, StatesagaError
+from ..errors import RunWaiting, StatesagaError, StoreNotFound
 from ..messaging.brokers import check_broker_url
 from ..store import DEFAULT_URL, ENV_VAR, SagaStore, hide_password, store_from_url
 from ..store.base import RunRecord, RunSnapshot
@@ -123,13 +123,30 @@ async def command_store(url: str | None, *, create: bool = True) -> SagaStore:
     return store
 
 
+async def serving_store(url: str, what: str) -> SagaStore:
+    """``command_store(url)`` for a command that serves a store (``what``: worker, relay):
+    created if missing, as runs do, but said so, since a mistyped path or ``?schema=`` would
+    otherwise look like a store with nothing to do."""
+    try:
+        return await command_store(url, create=False)
+    except StoreNotFound as missing:
+        if not missing.foreign:  # something else is there: opening says what
+            click.echo(
+                f"{what}: there was no statesaga store at {missing.url} ({missing.reason}): "
+                "created an empty one. If you meant an existing store, check the URL (its "
+                "file path, or its ?schema=)",
+                err=True,
+            )
+        return await command_store(url)
+
+
 async def store_unless_stopped(url: str, stop: asyncio.Event, what: str) -> SagaStore | None:
-    """``command_store(url)`` for a command that runs until told to stop, or ``None`` if
+    """``serving_store(url, what)`` for a command that runs until told to stop, or ``None`` if
     SIGTERM or Ctrl-C came while it opened: it holds nothing yet, so ``what`` (the command)
     says so and stops, rather than dying of the signal or waiting for a store that does not
     answer. A signal sets ``stop``, also one that comes after the store opened and before the
     command installs handlers of its own."""
-    opening = asyncio.ensure_future(command_store(url))
+    opening = asyncio.ensure_future(serving_store(url, what))
 
     def stopped() -> None:
         stop.set()

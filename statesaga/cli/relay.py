@@ -12,9 +12,9 @@ from ..messaging.relay import BACKOFF, Relay, RelayRound
 from ..observe.health import broker_check, store_check
 from ..store import OUTBOX_STATUSES, hide_password
 from ._common import (
-    command_store,
     counted,
     required_broker_option,
+    serving_store,
     store_option,
     store_unless_stopped,
     until_signalled,
@@ -99,7 +99,9 @@ async def _relay(
     stop = asyncio.Event()
     # --once is not stopped by a signal (it ends by itself); a relay that runs on is.
     store = await (
-        command_store(store_url) if once else store_unless_stopped(store_url, stop, "relay")
+        serving_store(store_url, "relay")
+        if once
+        else store_unless_stopped(store_url, stop, "relay")
     )
     if store is None:
         return RelayRound()
