@@ -356,15 +356,17 @@ async def test_release(store: SagaStore) -> None:
 
 
 async def test_unfinished_excludes_terminal_runs_and_live_leases(store: SagaStore) -> None:
-    """unfinished lists free and expired unfinished runs, oldest first."""
+    """unfinished lists unfinished runs whose lease ran out, soonest run out first (a dead
+    driver's runs go on before new ones), then those nobody holds, oldest first."""
     await store.create(make_run("expired", created_at=3.0, lease_expires=NOW - 1))
     await store.create(make_run("free", created_at=2.0, lease_owner=None, lease_expires=None))
     await store.create(make_run("live", created_at=1.0, lease_expires=NOW + 1))
     await store.create(make_run("compensating", created_at=4.0, status="compensating"))
     for i, status in enumerate(("completed", "compensated", "failed")):
         await store.create(make_run(status, created_at=i, status=status, lease_owner=None))
-    assert await store.unfinished(NOW) == ["free", "expired"]
-    assert await store.unfinished(FAR + 1) == ["live", "free", "expired", "compensating"]
+    assert await store.unfinished(NOW) == ["expired", "free"]
+    assert await store.unfinished(FAR + 1) == ["expired", "live", "compensating", "free"]
+    assert await store.unfinished(NOW, limit=1) == ["expired"]
 
 
 async def test_unfinished_honours_limit(store: SagaStore) -> None:

@@ -753,7 +753,8 @@ async def test_add_signal_notifies_the_run_id_when_stored(store: PostgresStore) 
 
 
 async def test_runs_asleep_in_a_wait_are_not_scanned_by_the_poll(store: PostgresStore) -> None:
-    """With 10,000 runs asleep in a wait, the poll reads only the partial indexes."""
+    """With 10,000 runs asleep in a wait and 5,000 being driven, the poll reads the partial
+    indexes, not the table."""
     schema = store.schema
     await store.create(make_run("due", status="waiting", lease_owner=None, wake_at=5.0))
     admin(
@@ -762,11 +763,19 @@ async def test_runs_asleep_in_a_wait_are_not_scanned_by_the_poll(store: Postgres
         " SELECT 'w' || i, 's', 's:S', 'fp', '{}', 'waiting', '{}', 0, 0.5, 0.5,"
         " CASE WHEN i % 2 = 0 THEN 1e9 + i END FROM generate_series(1, 10000) i"
     )
+    # And 5,000 runs being driven: whether a lease ran out is read off an index too.
+    admin(
+        f'INSERT INTO "{schema}".statesaga_runs (run_id, saga, saga_path, fingerprint, input,'
+        " status, config, version, lease_owner, lease_expires, created_at, updated_at)"
+        " SELECT 'd' || i, 's', 's:S', 'fp', '{}', 'running', '{}', 0, 'w', 1e9, 0.5, 0.5"
+        " FROM generate_series(1, 5000) i"
+    )
     admin(f'ANALYZE "{schema}".statesaga_runs')
     query = store._q.unfinished.replace("%(now)s", "10").replace("%(limit)s", "5")
     plan = "\n".join(row[0] for row in admin(f"EXPLAIN {query}"))
     assert "statesaga_runs_runnable" in plan
     assert "statesaga_runs_waking" in plan
+    assert "statesaga_runs_leased" in plan  # a dead driver's runs, by when their lease ran out
     assert "Seq Scan" not in plan
     assert await store.unfinished(10.0) == ["due"]
     assert len(await store.waiting(limit=20_000)) == 10_001

@@ -19,6 +19,7 @@ OBJECTS = frozenset(
         "statesaga_runs_by_created",
         "statesaga_runs_runnable",
         "statesaga_runs_waking",
+        "statesaga_runs_leased",
         "statesaga_signals",
         "statesaga_steps",
         "statesaga_history",

@@ -56,9 +56,12 @@ class Queries:
             # and however many runs sleep in a wait ...
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_runnable ON {runs} (created_at, run_id)"
             f" WHERE status NOT IN {_RUNNABLE}",
-            # ... which are found by when they wake.
+            # ... which are found by when they wake; and runs held by a lease, by when it runs
+            # out (what a dead driver left is taken over first).
             f"CREATE INDEX IF NOT EXISTS statesaga_runs_waking ON {runs} (wake_at, run_id)"
             " WHERE status = 'waiting'",
+            f"CREATE INDEX IF NOT EXISTS statesaga_runs_leased ON {runs} (lease_expires, run_id)"
+            f" WHERE status NOT IN {_RUNNABLE} AND lease_owner IS NOT NULL",
             f"CREATE TABLE IF NOT EXISTS {signals} ("
             ' run_id text COLLATE "C" NOT NULL, signal_id text COLLATE "C" NOT NULL,'
             ' event text COLLATE "C" NOT NULL, payload json NOT NULL,'
@@ -204,17 +207,23 @@ class Queries:
         self.signals = (
             f"SELECT signal_id, event, payload::text, at FROM {signals} WHERE run_id = %s"
         )
-        # Runnable runs and waiting runs that are due, each through its own partial index, so
-        # runs asleep in a wait cost the poll nothing however many there are.
+        # Runs a dead driver left (their lease ran out), soonest run out first, then runnable
+        # runs nobody holds and waiting runs that are due, oldest first: a slot that frees
+        # goes to a run in flight before one not started. Each through its own partial
+        # index, so finished runs and runs asleep in a wait cost the poll nothing.
         free = "(lease_owner IS NULL OR COALESCE(lease_expires, 0) < %(now)s::float8)"
         self.unfinished = (
-            f"SELECT run_id FROM ((SELECT run_id, created_at FROM {runs}"
-            f" WHERE status NOT IN {_RUNNABLE} AND {free}"
+            f"SELECT run_id FROM ((SELECT run_id, 0 AS later, lease_expires AS k FROM {runs}"
+            f" WHERE status NOT IN {_RUNNABLE} AND lease_owner IS NOT NULL"
+            " AND lease_expires < %(now)s::float8 ORDER BY lease_expires, run_id"
+            " LIMIT %(limit)s)"
+            f" UNION ALL (SELECT run_id, 1, created_at FROM {runs}"
+            f" WHERE status NOT IN {_RUNNABLE} AND lease_owner IS NULL"
             " ORDER BY created_at, run_id LIMIT %(limit)s)"
-            f" UNION ALL (SELECT run_id, created_at FROM {runs} WHERE status = 'waiting'"
+            f" UNION ALL (SELECT run_id, 1, created_at FROM {runs} WHERE status = 'waiting'"
             f" AND wake_at <= %(now)s::float8 AND {free}"
             " ORDER BY created_at, run_id LIMIT %(limit)s)) u"
-            " ORDER BY created_at, run_id LIMIT %(limit)s"
+            " ORDER BY later, k, run_id LIMIT %(limit)s"
         )
         self.waiting = (
             f"SELECT {_RUN_COLUMNS} FROM {runs} WHERE status = 'waiting'"

@@ -324,8 +324,8 @@ class SagaStore(RunBrowser, Protocol):
         ...
 
     async def unfinished(self, now: float, limit: int = 100) -> list[str]:
-        """Ids of unfinished runs that nobody holds a live lease on, oldest first; a waiting
-        run only once its ``wake_at`` is at or before ``now``."""
+        """Ids of unfinished runs that nobody holds a live lease on: those whose lease ran out
+        first (soonest first), then the oldest; a waiting run once its ``wake_at`` is due."""
         ...
 
     async def waiting(self, limit: int = 100) -> list[RunRecord]:

@@ -222,7 +222,14 @@ class MemoryStore(MemoryBrowsing, AsyncContext):
             and (r.lease_owner is None or (r.lease_expires or 0) < now)
             and (r.status != _signals.WAITING or (r.wake_at is not None and r.wake_at <= now))
         ]
-        runs.sort(key=lambda r: (r.created_at, r.run_id))
+        # What a dead driver left first, soonest lease run out first; then oldest first.
+        runs.sort(
+            key=lambda r: (
+                (1, r.created_at, r.run_id)
+                if r.lease_owner is None or r.status == _signals.WAITING
+                else (0, r.lease_expires or 0, r.run_id)
+            )
+        )
         return [r.run_id for r in runs[:limit]]
 
     async def waiting(self, limit: int = 100) -> list[RunRecord]:
