@@ -93,6 +93,26 @@ class Saga(SagaDefinition, abstract=True):
         loop = asyncio.get_running_loop()
         return InMemoryRun(driver, start_task(driver.drive(), loop, compiled.task_name))
 
+    async def submit(self, *, store: SagaStore | str, saga_id: str | None = None) -> str:
+        """Record a new run in ``store`` for a worker to drive, and return its id: no step
+        runs in this process, so a service that only starts runs can exit at once and no
+        step is cut short (as one driven by ``start`` is when its process stops).
+
+        Args:
+            store: The store (or store URL) the workers drive.
+            saga_id: The run's id; when omitted, 32 hex characters unique across processes.
+
+        Raises:
+            RunExists: ``store`` has a run with that id already (it is left as it was).
+            StatesagaError: The input cannot be stored (nothing is).
+        """
+        if store is None:
+            raise ValueError("submit needs the store (or its URL) the workers drive")
+        from .durable.drive import submit
+
+        compiled = compile_saga(type(self))
+        return await submit(compiled, self.data, run_id_or_new(saga_id), store)
+
 
 _BROKER_NEEDS_STORE = (
     "a broker needs a store: messages are published from the store's outbox, which keeps "

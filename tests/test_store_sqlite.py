@@ -455,7 +455,6 @@ async def test_runs_asleep_in_a_wait_cost_the_poll_nothing(tmp_path: Path) -> No
     conn.close()
     assert "USING INDEX statesaga_runs_runnable" in plan  # small: no waiting runs in it
     assert "SEARCH statesaga_runs USING INDEX statesaga_runs_waking (wake_at<?)" in plan
-    assert "SEARCH statesaga_runs USING INDEX statesaga_runs_leased (lease_expires<?)" in plan
     assert "statesaga_runs_by_status" not in plan  # it would read every waiting run
     async with SQLiteStore(path) as store:
         assert await store.unfinished(10.0) == ["due"]

@@ -37,6 +37,60 @@ log = logging.getLogger("statesaga")
 _WARNED: weakref.WeakSet[type[SagaDefinition]] = weakref.WeakSet()
 
 
+def new_record(
+    compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, *, leased: bool
+) -> RunRecord:
+    """A new run of ``compiled`` on ``data``, leased to this process or to nobody.
+
+    The input is refused here, before anything is stored, if it cannot be stored; a saga
+    that another process could not import is warned about once.
+    """
+    # The run reads the stored form, as a resumed one will.
+    data = as_stored(dict(data), what="input", run_id=saga_id)
+    reference = saga_reference(compiled.saga)
+    if compiled.saga not in _WARNED:
+        _WARNED.add(compiled.saga)
+        why = unimportable(reference)
+        if why is not None:
+            log.warning(
+                "runs of saga %s are stored as %r, which another process cannot import (%s): "
+                "workers and `statesaga runs resume` will not resume them; define the saga in "
+                "a module, or resume them with resume(store, run_id, saga=%s)",
+                compiled.name,
+                reference,
+                why,
+                compiled.saga.__name__,
+            )
+    now = time.time()  # leases are wall-clock times, whatever clock the run uses
+    return RunRecord(
+        run_id=saga_id,
+        saga=compiled.name,
+        saga_path=reference,
+        fingerprint=compiled.fingerprint,
+        input=data,
+        status=compiled.initial,
+        config=initial_config(compiled),
+        version=0,
+        lease_owner=owner_id() if leased else None,
+        lease_expires=now + LEASE_SECONDS if leased else None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def submit(
+    compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, store: StoreLike
+) -> str:
+    """Record a new run that nobody drives yet, for a worker to take; its id."""
+    record = new_record(compiled, data, saga_id, leased=False)
+    opened = await open_store(store)
+    try:
+        await opened.create(record)
+    except RunExists:
+        raise RunExists(saga_id) from None  # the store's frames tell a caller nothing
+    return saga_id
+
+
 async def start(
     compiled: CompiledSaga,
     data: Mapping[str, Any],
@@ -54,38 +108,9 @@ async def start(
     given the error), for a caller that returns as soon as the run exists; otherwise the
     insert rides on the run's first commit.
     """
-    # Refused before anything is stored; the run reads the stored form, as a resumed one will.
-    data = as_stored(dict(data), what="input", run_id=saga_id)
+    record = new_record(compiled, data, saga_id, leased=True)
+    data = record.input
     opened = await open_store(store)
-    reference = saga_reference(compiled.saga)
-    if compiled.saga not in _WARNED:
-        _WARNED.add(compiled.saga)
-        why = unimportable(reference)
-        if why is not None:
-            log.warning(
-                "runs of saga %s are stored as %r, which another process cannot import (%s): "
-                "workers and `statesaga runs resume` will not resume them; define the saga in "
-                "a module, or resume them with resume(store, run_id, saga=%s)",
-                compiled.name,
-                reference,
-                why,
-                compiled.saga.__name__,
-            )
-    now = time.time()  # leases are wall-clock times, whatever clock the run uses
-    record = RunRecord(
-        run_id=saga_id,
-        saga=compiled.name,
-        saga_path=reference,
-        fingerprint=compiled.fingerprint,
-        input=data,
-        status=compiled.initial,
-        config=initial_config(compiled),
-        version=0,
-        lease_owner=owner_id(),
-        lease_expires=now + LEASE_SECONDS,
-        created_at=now,
-        updated_at=now,
-    )
     if recorded is not None:
         try:
             await opened.create(record)

@@ -38,10 +38,6 @@ SCHEMA = (
     # ... which are found by when they wake.
     "CREATE INDEX IF NOT EXISTS statesaga_runs_waking ON statesaga_runs (wake_at, run_id)"
     f" WHERE {WAITING}",
-    # ... and runs held by a lease, by when it runs out (a dead driver's are taken first).
-    # Not by status, which every commit sets: a commit that keeps its lease leaves it alone.
-    "CREATE INDEX IF NOT EXISTS statesaga_runs_leased ON statesaga_runs (lease_expires, run_id)"
-    " WHERE lease_owner IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS statesaga_signals ("
     " run_id TEXT NOT NULL, signal_id TEXT NOT NULL, event TEXT NOT NULL,"
     " payload TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (run_id, signal_id),"
@@ -84,7 +80,6 @@ OBJECTS = frozenset(
         "statesaga_runs_by_created",
         "statesaga_runs_runnable",
         "statesaga_runs_waking",
-        "statesaga_runs_leased",
         "statesaga_signals",
         "statesaga_steps",
         "statesaga_history",

@@ -41,15 +41,13 @@ INSERT_RUN = f"INSERT INTO statesaga_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM statesaga_runs WHERE run_id = ?"
 _SELECT_LEASE = "SELECT version, lease_owner, lease_expires FROM statesaga_runs WHERE run_id = ?"
 _SELECT_WAKE = "SELECT status, wake_at FROM statesaga_runs WHERE run_id = ?"
-# A commit that keeps its lease does not set the lease columns: SQLite then leaves
-# statesaga_runs_leased alone (it updates the indexes of every column a statement sets).
-_SET_RUN = (
+COMMIT_RUN = (
     "UPDATE statesaga_runs SET status = ?, config = ?, version = version + 1, updated_at = ?,"
-    " failed_step = ?, error = ?, wake_at = ?{}"
+    " failed_step = ?, error = ?, wake_at = ?,"
+    " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+    " lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END"
     " WHERE run_id = ? AND version = ? AND lease_owner = ?"
 )
-COMMIT_RUN = _SET_RUN.format("")
-COMMIT_RUN_RELEASE = _SET_RUN.format(", lease_owner = NULL, lease_expires = NULL")
 UPSERT_STEP = (
     "INSERT OR REPLACE INTO statesaga_steps (run_id, step, phase, attempt, result, error)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -79,13 +77,15 @@ _RELEASE = (
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 # Runs a dead driver left (their lease ran out), soonest run out first, then runnable runs
 # nobody holds and waiting runs that are due, oldest first: a slot that frees goes to a run in
-# flight before one not started. Each through its own partial index, so finished runs and runs
-# asleep in a wait cost the poll nothing. The indexes are named: the planner, without
+# flight before one not started. Finished runs and runs asleep in a wait are in neither
+# partial index, so they cost the poll nothing; the runs a dead driver left are found by
+# reading the runnable ones (an index on the lease would be written by every commit, since
+# each sets the status its condition needs). The indexes are named: the planner, without
 # statistics, would take statesaga_runs_by_status for the waiting runs and read every one.
 _FREE = "(lease_owner IS NULL OR COALESCE(lease_expires, 0) < :now)"
 _UNFINISHED = (
     "SELECT run_id FROM (SELECT * FROM (SELECT run_id, 0 AS later, lease_expires AS k"
-    f" FROM statesaga_runs INDEXED BY statesaga_runs_leased WHERE {RUNNABLE}"
+    f" FROM statesaga_runs INDEXED BY statesaga_runs_runnable WHERE {RUNNABLE}"
     " AND lease_owner IS NOT NULL AND lease_expires < :now ORDER BY lease_expires, run_id"
     " LIMIT :limit)"
     " UNION ALL SELECT * FROM (SELECT run_id, 1, created_at FROM statesaga_runs"
@@ -124,7 +124,7 @@ LIST_RUNS = list_runs_queries(f"SELECT {_RUN_COLUMNS} FROM statesaga_runs", "?")
 
 #: What ``commit`` writes: the run row to insert (a new run), the run's update, its steps'
 #: rows, its history rows, its messages' rows and how they are claimed; and the events whose
-#: signals stop it (``Commit.unless_signals``); whether it lets its lease go.
+#: signals stop it (``Commit.unless_signals``).
 CommitRows = tuple[
     tuple[Any, ...] | None,
     tuple[Any, ...],
@@ -133,7 +133,6 @@ CommitRows = tuple[
     list[tuple[Any, ...]],
     Claim,
     tuple[str, ...],
-    bool,
 ]
 
 
@@ -160,6 +159,8 @@ def commit_rows(commit: Commit) -> CommitRows:
         commit.failed_step,
         commit.error,
         commit.wake_at,
+        commit.release,
+        commit.release,
         run_id,
         commit.version,
         commit.lease_owner,
@@ -171,8 +172,7 @@ def commit_rows(commit: Commit) -> CommitRows:
         messages = message_rows(commit.messages, run_id)
         if commit.claim_until is not None:
             claim = (commit.lease_owner, commit.claim_until, time.time())
-    unless = tuple(commit.unless_signals)
-    return create, update, steps, history, messages, claim, unless, commit.release
+    return create, update, steps, history, messages, claim, tuple(commit.unless_signals)
 
 
 def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
@@ -185,11 +185,11 @@ def create(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
 
 
 def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
-    create_row, update, steps, history, messages, claim, unless, release = arg
+    create_row, update, steps, history, messages, claim, unless = arg
     if create_row is not None:
         create(conn, create_row)
-    if conn.execute(COMMIT_RUN_RELEASE if release else COMMIT_RUN, update).rowcount == 0:
-        run_id, version, owner = update[6:]
+    if conn.execute(COMMIT_RUN, update).rowcount == 0:
+        run_id, version, owner = update[8:]
         row = conn.execute(_SELECT_LEASE, (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
@@ -200,9 +200,9 @@ def commit(conn: sqlite3.Connection, arg: CommitRows) -> list[str] | None:
         )
     if unless:  # after the version check, in the same transaction: undone with the commit
         query = _SIGNALS_ARRIVED.format(", ".join("?" * len(unless)))
-        arrived = {row[0] for row in conn.execute(query, (update[6], *unless))}
+        arrived = {row[0] for row in conn.execute(query, (update[8], *unless))}
         if arrived:
-            raise SignalArrived(update[6], [e for e in unless if e in arrived])
+            raise SignalArrived(update[8], [e for e in unless if e in arrived])
     if steps:
         conn.executemany(UPSERT_STEP, steps)
     if history:

@@ -153,11 +153,8 @@ class Writer:
                 self._patient = True
             # The usual batch: commits of different runs. Try it as one statement per table;
             # if any commit conflicts, that is undone and the one-savepoint-per-write path runs.
-            # A commit guarded by signals, or letting its lease go (a run parking in a wait),
-            # takes that path too.
-            if len(batch) > 1 and all(
-                job[0] is sql.commit and not job[1][6] and not job[1][7] for job in batch
-            ):
+            # A commit guarded by signals (a run parking in a wait) takes that path too.
+            if len(batch) > 1 and all(job[0] is sql.commit and not job[1][6] for job in batch):
                 outcomes = self._commit_all(conn, batch)
                 if outcomes is not None:
                     return outcomes
