@@ -76,11 +76,11 @@ async def test_killed_workers_and_a_cut_broker_break_no_promise(tmp_path: Path) 
 
     assert kinds.count("kill") >= 2, kinds
     for kind in ("kill", "term"):
-        for what, measure in (("leased", checks.leases_taken), ("next step", next_steps)):
+        for what, measure in (("taken over", checks.leases_taken), ("next step", next_steps)):
             took = [
                 t for i in interruptions if i.kind == kind for t in measure(observed, i).values()
             ]
-            print(f"\n{kind} ({kinds.count(kind)}x) to {what}: {checks.summary(took)}")
+            print(f"\n{kind} ({kinds.count(kind)}x), {what}: {checks.summary(took)}")
     repeats = len(observed.executions) - len(observed.statuses) * 3
     print(f"{len(observed.statuses)} runs, {repeats} step executions repeated after a SIGKILL")
     broken = {
