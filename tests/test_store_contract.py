@@ -369,6 +369,12 @@ async def test_unfinished_excludes_terminal_runs_and_live_leases(store: SagaStor
     assert await store.unfinished(NOW, limit=1) == ["expired"]
 
 
+async def test_unfinished_lists_a_run_held_by_an_owner_without_an_expiry(store: SagaStore) -> None:
+    """A lease with no expiry (a row written by hand) has run out: the run is not stuck."""
+    await store.create(make_run("odd", lease_expires=None))
+    assert await store.unfinished(NOW) == ["odd"]
+
+
 async def test_unfinished_honours_limit(store: SagaStore) -> None:
     """unfinished returns at most ``limit`` ids, the oldest ones."""
     for i in range(5):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from test_script_runs import python, script_store, stored
 from statesaga import RunExists, Saga, StatesagaError, Step
 from statesaga.context import Context
 from statesaga.store import MemoryStore
+from statesaga.store.sqlite import SQLiteStore
 from statesaga.worker import Worker
 
 __all__ = ["script_store"]  # the fixture, for pytest
@@ -67,28 +69,51 @@ class Pay(Saga):
     steps = (Step("charge", act),)
 
 
-async def test_a_taken_id_is_refused_and_the_run_there_left_alone() -> None:
-    store = MemoryStore()
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(str(tmp_path / "runs.db")) as opened:
+        yield opened
+
+
+async def test_a_taken_id_is_refused_and_the_run_there_left_alone(store: SQLiteStore) -> None:
     assert await Pay(amount=1).submit(store=store, saga_id="p-1") == "p-1"
     with pytest.raises(RunExists, match="p-1"):
         await Pay(amount=2).submit(store=store, saga_id="p-1")
     assert (await store.load("p-1")).run.input == {"amount": 1}
 
 
-async def test_an_id_is_made_when_none_is_given_and_a_worker_takes_the_run() -> None:
-    store = MemoryStore()
+async def test_an_id_is_made_when_none_is_given_and_a_worker_takes_the_run(
+    store: SQLiteStore,
+) -> None:
     run_id = await Pay(amount=1).submit(store=store)
     assert len(run_id) == 32
-    (recovered,) = await Worker(store, sagas={"test_submit:Pay": Pay}).run_once()
+    (recovered,) = await Worker(store).run_once()
     assert recovered.result is not None
     assert recovered.result.status.value == "completed"
 
 
-async def test_input_that_cannot_be_stored_is_refused_before_anything_is() -> None:
-    store = MemoryStore()
+async def test_input_that_cannot_be_stored_is_refused_before_anything_is(
+    store: SQLiteStore,
+) -> None:
     with pytest.raises(StatesagaError, match="input"):
         await Pay(when=object()).submit(store=store, saga_id="p-1")
     assert await store.unfinished(1e12) == []
+
+
+async def test_a_saga_no_worker_could_import_is_refused(store: SQLiteStore) -> None:
+    class Local(Saga):
+        steps = (Step("charge", act),)
+
+    with pytest.raises(StatesagaError, match="no worker could drive a submitted run"):
+        await Local().submit(store=store, saga_id="l-1")
+    assert await store.unfinished(1e12) == []
+
+
+@pytest.mark.parametrize("where", ["memory://", "object"])
+def test_a_store_of_this_process_only_is_refused(where: str) -> None:
+    store = MemoryStore() if where == "object" else where
+    with pytest.raises(ValueError, match="a memory store lives in this process only"):
+        asyncio.run(Pay().submit(store=store, saga_id="p-1"))
 
 
 def test_submit_needs_a_store() -> None:

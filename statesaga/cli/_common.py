@@ -130,14 +130,15 @@ async def serving_store(url: str, what: str) -> SagaStore:
     try:
         return await command_store(url, create=False)
     except StoreNotFound as missing:
-        if not missing.foreign:  # something else is there: opening says what
+        store = await command_store(url)  # what is there, if not a store, is refused here
+        if not missing.foreign:
             click.echo(
                 f"{what}: there was no statesaga store at {missing.url} ({missing.reason}): "
                 "created an empty one. If you meant an existing store, check the URL (its "
                 "file path, or its ?schema=)",
                 err=True,
             )
-        return await command_store(url)
+        return store
 
 
 async def store_unless_stopped(url: str, stop: asyncio.Event, what: str) -> SagaStore | None:

@@ -15,12 +15,12 @@ from ..compiler import CompiledSaga, compile_saga
 from ..definition import SagaDefinition
 from ..engine import Driver, drive_to_result
 from ..engine.state import RunState, initial_config, progress
-from ..errors import DefinitionChangedError, RecordedError, RunExists
+from ..errors import DefinitionChangedError, RecordedError, RunExists, StatesagaError
 from ..errors import SagaNotImportable as SagaNotImportable
 from ..json_data import as_stored
 from ..loader import TargetError, load_saga, saga_reference, unimportable
 from ..result import SagaResult, SagaStatus
-from ..store import SagaStore, StoreError
+from ..store import MemoryStore, SagaStore, StoreError
 from ..store.base import LeaseHeld, RunRecord, RunSnapshot
 from ..vocabulary import CANCEL_EVENT, TERMINAL, Phase, SagaState, SagaTrigger
 from .journal import Journal
@@ -37,19 +37,14 @@ log = logging.getLogger("statesaga")
 _WARNED: weakref.WeakSet[type[SagaDefinition]] = weakref.WeakSet()
 
 
-def new_record(
-    compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, *, leased: bool
-) -> RunRecord:
-    """A new run of ``compiled`` on ``data``, leased to this process or to nobody.
-
-    The input is refused here, before anything is stored, if it cannot be stored; a saga
-    that another process could not import is warned about once.
-    """
-    # The run reads the stored form, as a resumed one will.
-    data = as_stored(dict(data), what="input", run_id=saga_id)
-    reference = saga_reference(compiled.saga)
+def checked_input(compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str) -> Any:
+    """``data`` in its stored form (the run reads that, as a resumed one will), refused
+    before anything is stored if it cannot be; a saga that another process could not import
+    is warned about once."""
+    stored = as_stored(dict(data), what="input", run_id=saga_id)
     if compiled.saga not in _WARNED:
         _WARNED.add(compiled.saga)
+        reference = saga_reference(compiled.saga)
         why = unimportable(reference)
         if why is not None:
             log.warning(
@@ -61,11 +56,17 @@ def new_record(
                 why,
                 compiled.saga.__name__,
             )
+    return stored
+
+
+def new_record(compiled: CompiledSaga, data: Any, saga_id: str, *, leased: bool) -> RunRecord:
+    """A new run of ``compiled`` on ``data`` (its stored form), leased to this process from
+    now, or to nobody."""
     now = time.time()  # leases are wall-clock times, whatever clock the run uses
     return RunRecord(
         run_id=saga_id,
         saga=compiled.name,
-        saga_path=reference,
+        saga_path=saga_reference(compiled.saga),
         fingerprint=compiled.fingerprint,
         input=data,
         status=compiled.initial,
@@ -81,11 +82,28 @@ def new_record(
 async def submit(
     compiled: CompiledSaga, data: Mapping[str, Any], saga_id: str, store: StoreLike
 ) -> str:
-    """Record a new run that nobody drives yet, for a worker to take; its id."""
-    record = new_record(compiled, data, saga_id, leased=False)
+    """Record a new run that nobody drives yet, for a worker to take; its id.
+
+    Refused before anything is stored: input that cannot be stored, a saga that another
+    process cannot import, and a memory store (no worker could ever see the run).
+    """
+    stored = as_stored(dict(data), what="input", run_id=saga_id)
+    reference = saga_reference(compiled.saga)
+    why = unimportable(reference)
+    if why is not None:
+        raise StatesagaError(
+            f"runs of saga {compiled.name} would be stored as {reference!r}, which another "
+            f"process cannot import ({why}): no worker could drive a submitted run. Define "
+            "the saga in a module the workers import, or drive the run here with start()"
+        )
+    if isinstance(store, MemoryStore) or (isinstance(store, str) and store.startswith("memory:")):
+        raise ValueError(
+            "submit needs a store that workers share (a sqlite:/// or postgresql:// URL): a "
+            "memory store lives in this process only, where nothing would drive the run"
+        )
     opened = await open_store(store)
     try:
-        await opened.create(record)
+        await opened.create(new_record(compiled, stored, saga_id, leased=False))
     except RunExists:
         raise RunExists(saga_id) from None  # the store's frames tell a caller nothing
     return saga_id
@@ -108,9 +126,9 @@ async def start(
     given the error), for a caller that returns as soon as the run exists; otherwise the
     insert rides on the run's first commit.
     """
-    record = new_record(compiled, data, saga_id, leased=True)
-    data = record.input
+    data = checked_input(compiled, data, saga_id)
     opened = await open_store(store)
+    record = new_record(compiled, data, saga_id, leased=True)  # its lease from now on
     if recorded is not None:
         try:
             await opened.create(record)

@@ -215,7 +215,8 @@ class Queries:
         self.unfinished = (
             f"SELECT run_id FROM ((SELECT run_id, 0 AS later, lease_expires AS k FROM {runs}"
             f" WHERE status NOT IN {_RUNNABLE} AND lease_owner IS NOT NULL"
-            " AND lease_expires < %(now)s::float8 ORDER BY lease_expires, run_id"
+            " AND (lease_expires < %(now)s::float8 OR lease_expires IS NULL)"
+            " ORDER BY lease_expires, run_id"
             " LIMIT %(limit)s)"
             f" UNION ALL (SELECT run_id, 1, created_at FROM {runs}"
             f" WHERE status NOT IN {_RUNNABLE} AND lease_owner IS NULL"

@@ -84,9 +84,9 @@ class Writer:
         The connection is checked first if it sat idle for more than ``check_after`` seconds.
         """
         # Writes to runs go in run id order (stable: one run's writes keep theirs). Two
-        # workers' batches then lock the rows they share in the same order and cannot
-        # deadlock, as when both take over a dead worker's runs: a deadlock would hold both
-        # for PostgreSQL's deadlock_timeout (1 s by default) before one is aborted.
+        # workers taking over a dead worker's runs then lock them in the same order and do
+        # not deadlock: a deadlock holds both for PostgreSQL's deadlock_timeout (1 s by
+        # default) before one is aborted (and sent again, below).
         batch = sorted(batch, key=lambda job: job.run_id or "")
         try:
             outcomes = await self._run_batch(state, batch, check_after)
